@@ -1,0 +1,811 @@
+"""The execution service: the only writer of account truth.
+
+Every command runs in one PostgreSQL transaction on the engine role's connection and starts by locking the
+account row (``SELECT ... FOR UPDATE``), so commands on one account are serialized and two concurrent orders
+can never pass a limit together. Inside the lock the pure core decides (gates, fill simulator, position math,
+ledger entries) and this module writes the outcome: orders, fills, positions, balances and ledger entries.
+
+Public methods take an optional ``conn``: when given, the command joins the caller's transaction (the API uses
+this to store an idempotency record atomically with the effect); otherwise the method opens its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from psycopg.types.json import Jsonb
+
+from ..domain import gates as G
+from ..domain.clock import Clock
+from ..domain.errors import Conflict, InvalidInput, NotFound
+from ..domain.fills import execution_price, fee_for
+from ..domain.instruments import Catalogue, Instrument, conversion_rate
+from ..domain.ledger import Category, Entry, EntryKind, fold
+from ..domain.lifecycle import MARKED, TERMINAL, Mode, Status, Trigger, transition
+from ..domain.money import CTX, ZERO, fmt, money
+from ..domain.orders import OrderPurpose, OrderRequest, OrderStatus, OrderType, Side, crosses, protective_trigger
+from ..domain.policy import ExecutionPolicy
+from ..domain.positions import Position, Valuation, apply_fill, replay, valuate
+from ..domain.quotes import PriceSource, Quote
+
+Row = dict[str, Any]
+
+
+class Metrics(Protocol):
+    """What the service reports; the API wires Prometheus behind it."""
+
+    def rejection(self, code: str) -> None: ...
+    def order_latency(self, seconds: float) -> None: ...
+
+
+class _NoMetrics:
+    def rejection(self, code: str) -> None:
+        pass
+
+    def order_latency(self, seconds: float) -> None:
+        pass
+
+
+@dataclass
+class AccountCtx:
+    """An account loaded under its lock: the rows plus the derived valuation."""
+
+    account: Row
+    balance: Row
+    positions: dict[str, Position]
+    resting: list[Row]
+    policy: ExecutionPolicy
+    valuation: Valuation | None = None
+    entries: list[Entry] = field(default_factory=list)
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.account["id"]  # type: ignore[no-any-return]
+
+    @property
+    def status(self) -> Status:
+        return Status(self.account["status"])
+
+
+@dataclass(frozen=True)
+class CreateAccount:
+    owner_id: str
+    mode: Mode = Mode.CHALLENGE
+    phase: str = "phase_1"
+    clone_id: str | None = None
+    parent_account_id: uuid.UUID | None = None
+    policy: ExecutionPolicy = field(default_factory=ExecutionPolicy)
+    rulebook: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    start: bool = False
+
+
+@dataclass(frozen=True)
+class OrderOutcome:
+    """What an order command produced: the order row, its fill (if any) and the rejection (if any)."""
+
+    order: Row
+    fill: Row | None
+    rejection: G.Rejection | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.rejection is None
+
+
+def _uuid() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+class ExecutionService:
+    """Commands and reads over account truth. One instance per process; thread-safe (state lives in Postgres)."""
+
+    def __init__(self, db: Any, clock: Clock, catalogue: Catalogue, prices: PriceSource,
+                 metrics: Metrics | None = None, log: Callable[..., None] | None = None):
+        self.db = db
+        self.clock = clock
+        self.catalogue = catalogue
+        self.prices = prices
+        self.metrics: Metrics = metrics or _NoMetrics()
+        self._log = log or (lambda *a, **k: None)
+
+    # ------------------------------------------------------------------ plumbing
+    @contextmanager
+    def _tx(self, conn: Any | None) -> Iterator[Any]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.db.tx() as c:
+                yield c
+
+    def _rate(self, ccy: str, account_ccy: str) -> Decimal | None:
+        return conversion_rate(ccy, account_ccy, lambda s: (q.mid if (q := self.prices.latest(s)) else None))
+
+    def _load(self, conn: Any, account_id: uuid.UUID, *, lock: bool = True) -> AccountCtx:
+        row = conn.execute("SELECT * FROM accounts WHERE id = %s" + (" FOR UPDATE" if lock else ""),
+                           (account_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"account {account_id} not found", code="account_not_found")
+        bal = conn.execute("SELECT * FROM balances WHERE account_id = %s", (account_id,)).fetchone()
+        pos_rows = conn.execute("SELECT * FROM positions WHERE account_id = %s", (account_id,)).fetchall()
+        resting = conn.execute("SELECT * FROM orders WHERE account_id = %s AND status = 'open' ORDER BY created_at",
+                               (account_id,)).fetchall()
+        positions = {r["symbol"]: Position(r["symbol"], r["quantity"], r["avg_price"], r["stop_loss"],
+                                           r["take_profit"], r["opened_at"]) for r in pos_rows}
+        ctx = AccountCtx(row, bal, positions, resting, ExecutionPolicy.from_json(row["policy"]))
+        ctx.valuation = self._valuate(ctx)
+        return ctx
+
+    def _valuate(self, ctx: AccountCtx) -> Valuation:
+        insts = {s: self._inst(s) for s in ctx.positions}
+        ccy = ctx.policy.currency
+        return valuate(ctx.balance["cash"], ctx.positions.values(), insts, self.prices.latest,
+                       lambda qc: self._rate(qc, ccy))
+
+    def _inst(self, symbol: str) -> Instrument:
+        inst = self.catalogue.get(symbol)
+        if inst is None:
+            raise InvalidInput(f"unknown symbol {symbol!r}", code="unknown_symbol")
+        return inst
+
+    def _gate_state(self, ctx: AccountCtx) -> G.AccountState:
+        val = ctx.valuation or self._valuate(ctx)
+        notional = {m.symbol: m.notional for m in val.marks}
+        resting = tuple(G.RestingOrder(o["symbol"], Side(o["side"]), o["quantity"],
+                                       o["limit_price"] or o["stop_price"] or ZERO, o["notional"] or ZERO)
+                        for o in ctx.resting)
+        return G.AccountState(ctx.status, ctx.policy, ctx.balance["cash"], val.equity, ctx.positions, notional,
+                              resting)
+
+    def _append(self, conn: Any, ctx: AccountCtx, entries: Sequence[Entry], now: datetime) -> None:
+        """Write ledger entries and fold them into the balances row (cash, totals, equity, watermark)."""
+        bal = dict(ctx.balance)
+        seq = bal["ledger_seq"]
+        for e in entries:
+            seq += 1
+            bal["cash"] += e.amount
+            if e.category is Category.PNL:
+                bal["realized_pnl"] += e.amount
+            elif e.category is Category.FEE:
+                bal["fees"] -= e.amount
+            elif e.category is Category.DEPOSIT:
+                bal["deposits"] += e.amount
+            elif e.category is Category.ADJUSTMENT:
+                bal["adjustments"] += e.amount
+            bal["high_watermark"] = max(bal["high_watermark"], bal["cash"])
+            if e.equity_after is not None:
+                bal["high_watermark"] = max(bal["high_watermark"], e.equity_after)
+            conn.execute(
+                "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, equity_after, order_id,"
+                " fill_id, evidence, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (ctx.id, seq, e.kind.value, e.category.value, e.amount, bal["cash"], e.equity_after, e.order_id,
+                 e.fill_id, Jsonb(e.evidence), now))
+        bal["ledger_seq"] = seq
+        ctx.balance = bal
+        self._write_balances(conn, ctx, now)
+
+    def _write_balances(self, conn: Any, ctx: AccountCtx, now: datetime, *, marked: bool = False) -> None:
+        val = self._valuate(ctx)
+        ctx.valuation = val
+        bal = ctx.balance
+        margin = CTX.divide(val.notional, ctx.policy.max_leverage) if val.notional else ZERO
+        conn.execute(
+            "UPDATE balances SET cash=%s, equity=%s, unrealized_pnl=%s, realized_pnl=%s, fees=%s, deposits=%s,"
+            " adjustments=%s, high_watermark=%s, margin_used=%s, ledger_seq=%s, updated_at=%s,"
+            " marked_at = CASE WHEN %s THEN %s ELSE marked_at END WHERE account_id=%s",
+            (bal["cash"], money(val.equity), money(val.unrealized), bal["realized_pnl"], bal["fees"], bal["deposits"],
+             bal["adjustments"], bal["high_watermark"], money(margin), bal["ledger_seq"], now, marked, now, ctx.id))
+
+    def _set_status(self, conn: Any, ctx: AccountCtx, trigger: Trigger, now: datetime, evidence: dict[str, Any],
+                    *, actor: str) -> Status:
+        old = ctx.status
+        new = transition(old, trigger)
+        if new is old:
+            return new
+        ended = new in TERMINAL
+        conn.execute("UPDATE accounts SET status=%s, updated_at=%s,"
+                     " started_at = CASE WHEN %s AND started_at IS NULL THEN %s ELSE started_at END,"
+                     " ended_at = CASE WHEN %s THEN %s ELSE ended_at END WHERE id=%s",
+                     (new.value, now, new is Status.ACTIVE, now, ended, now, ctx.id))
+        ctx.account = {**ctx.account, "status": new.value}
+        self._append(conn, ctx, [Entry(EntryKind.STATUS_CHANGED, evidence={
+            "from": old.value, "to": new.value, "trigger": trigger.value, "actor": actor, **evidence})], now)
+        return new
+
+    # ------------------------------------------------------------------ accounts
+    def create_account(self, cmd: CreateAccount, *, conn: Any | None = None) -> tuple[Row, bool]:
+        """Create an account (idempotent by ``idempotency_key``); returns (account, created)."""
+        now = self.clock.now()
+        with self._tx(conn) as c:
+            if cmd.idempotency_key is not None:
+                c.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (cmd.idempotency_key,))
+                existing = c.execute("SELECT * FROM accounts WHERE idempotency_key = %s",
+                                     (cmd.idempotency_key,)).fetchone()
+                if existing is not None:
+                    if cmd.request_hash is not None and existing["request_hash"] != cmd.request_hash:
+                        raise Conflict("idempotency_key was already used with a different request",
+                                       code="idempotency_key_reused")
+                    return existing, False
+            if cmd.parent_account_id is not None:
+                parent = c.execute("SELECT id FROM accounts WHERE id = %s", (cmd.parent_account_id,)).fetchone()
+                if parent is None:
+                    raise NotFound(f"parent account {cmd.parent_account_id} not found", code="account_not_found")
+            acc_id = _uuid()
+            policy = cmd.policy
+            c.execute(
+                "INSERT INTO accounts (id, owner_id, clone_id, parent_account_id, mode, phase, status, currency,"
+                " starting_balance, policy, rulebook, idempotency_key, request_hash, created_at, updated_at)"
+                " VALUES (%s,%s,%s,%s,%s,%s,'pending',%s,%s,%s,%s,%s,%s,%s,%s)",
+                (acc_id, cmd.owner_id, cmd.clone_id, cmd.parent_account_id, cmd.mode.value, cmd.phase,
+                 policy.currency, policy.starting_balance, Jsonb(policy.to_json()),
+                 Jsonb(cmd.rulebook) if cmd.rulebook is not None else None, cmd.idempotency_key, cmd.request_hash,
+                 now, now))
+            c.execute("INSERT INTO balances (account_id, cash, equity, unrealized_pnl, realized_pnl, fees, deposits,"
+                      " high_watermark, ledger_seq, updated_at) VALUES (%s,0,0,0,0,0,0,0,0,%s)", (acc_id, now))
+            ctx = self._load(c, acc_id)
+            self._append(c, ctx, [
+                Entry(EntryKind.ACCOUNT_CREATED, evidence={
+                    "owner_id": cmd.owner_id, "mode": cmd.mode.value, "phase": cmd.phase,
+                    "policy": policy.to_json(), "parent_account_id": str(cmd.parent_account_id or "") or None}),
+                Entry(EntryKind.DEPOSIT, money(policy.starting_balance), Category.DEPOSIT,
+                      {"reason": "starting balance"}, equity_after=money(policy.starting_balance)),
+            ], now)
+            if cmd.start:
+                self._set_status(c, ctx, Trigger.START, now, {}, actor="service")
+            row = c.execute("SELECT * FROM accounts WHERE id = %s", (acc_id,)).fetchone()
+            return row, True
+
+    def apply_trigger(self, account_id: uuid.UUID, trigger: Trigger, *, actor: str, reason: str = "",
+                      conn: Any | None = None) -> Row:
+        """Move an account through the lifecycle table (start, pause, resume, lock, complete, liquidate)."""
+        now = self.clock.now()
+        with self._tx(conn) as c:
+            ctx = self._load(c, account_id)
+            if trigger is Trigger.LIQUIDATE:
+                transition(ctx.status, trigger)  # refuse illegal moves before touching positions
+                self._liquidate(c, ctx, now, reason=reason or "liquidation command", actor=actor)
+            else:
+                if trigger is Trigger.PASS:
+                    raise Conflict("only the rules engine can pass an account", code="illegal_transition")
+                self._set_status(c, ctx, trigger, now, {"reason": reason} if reason else {}, actor=actor)
+            return self._account_row(c, account_id)
+
+    def _account_row(self, conn: Any, account_id: uuid.UUID) -> Row:
+        row = conn.execute("SELECT * FROM accounts WHERE id = %s", (account_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"account {account_id} not found", code="account_not_found")
+        return row  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ orders
+    def submit_order(self, account_id: uuid.UUID, req: OrderRequest, *, conn: Any | None = None,
+                     decision_action_id: uuid.UUID | None = None) -> OrderOutcome:
+        """Gate, then fill (market, or marketable limit/stop) or rest the order; always records the outcome."""
+        with self._tx(conn) as c:
+            ctx = self._load(c, account_id)
+            if req.client_order_id is not None:
+                dup = c.execute("SELECT * FROM orders WHERE account_id = %s AND client_order_id = %s",
+                                (account_id, req.client_order_id)).fetchone()
+                if dup is not None:
+                    raise Conflict(f"client_order_id {req.client_order_id!r} is already used on this account",
+                                   code="duplicate_client_order_id", details={"order_id": str(dup["id"])})
+            return self._submit(c, ctx, req, self.clock.now(), decision_action_id=decision_action_id)
+
+    def _market(self, symbol: str, inst: Instrument | None, ctx: AccountCtx, now: datetime) -> G.MarketContext:
+        quote = self.prices.latest(symbol) if inst is not None else None
+        rate = self._rate(inst.quote_currency, ctx.policy.currency) if inst is not None else None
+        return G.MarketContext(quote, rate, now)
+
+    def _submit(self, c: Any, ctx: AccountCtx, req: OrderRequest, now: datetime, *,
+                decision_action_id: uuid.UUID | None = None,
+                allowed: frozenset[Status] = frozenset({Status.ACTIVE})) -> OrderOutcome:
+        inst = self.catalogue.get(req.symbol)
+        mkt = self._market(req.symbol, inst, ctx, now)
+        rejection = G.check_order(req, self._gate_state(ctx), inst, mkt, allowed_statuses=allowed)
+        order_id = _uuid()
+        if rejection is not None:
+            self.metrics.rejection(rejection.code)
+            order = self._insert_order(c, ctx, order_id, req, OrderStatus.REJECTED, now, None,
+                                       rejection=rejection, decision_action_id=decision_action_id)
+            evidence: dict[str, Any] = {"order": _order_evidence(req), "rejection": rejection.to_json()}
+            if mkt.quote is not None:
+                evidence["quote"] = mkt.quote.evidence()
+            self._append(c, ctx, [Entry(EntryKind.ORDER_REJECTED, evidence=evidence, order_id=str(order_id))], now)
+            return OrderOutcome(order, None, rejection)
+        assert inst is not None and mkt.quote is not None and mkt.rate is not None
+        trigger_px = req.trigger_price
+        if req.order_type is not OrderType.MARKET and trigger_px is not None and not crosses(
+                req.order_type, req.side, trigger_px, mkt.quote.bid, mkt.quote.ask):
+            notional = money(CTX.multiply(inst.contract_value(req.quantity, trigger_px), mkt.rate))
+            order = self._insert_order(c, ctx, order_id, req, OrderStatus.OPEN, now, notional,
+                                       decision_action_id=decision_action_id)
+            self._append(c, ctx, [Entry(EntryKind.ORDER_ACCEPTED, evidence={
+                "order": _order_evidence(req), "quote": mkt.quote.evidence()}, order_id=str(order_id))], now)
+            ctx.resting.append(order)
+            return OrderOutcome(order, None, None)
+        order = self._insert_order(c, ctx, order_id, req, OrderStatus.FILLED, now, None,
+                                   decision_action_id=decision_action_id)
+        fill = self._fill(c, ctx, order, req, inst, mkt.quote, mkt.rate, now)
+        return OrderOutcome(order, fill, None)
+
+    def _insert_order(self, c: Any, ctx: AccountCtx, order_id: uuid.UUID, req: OrderRequest, status: OrderStatus,
+                      now: datetime, notional: Decimal | None, *, rejection: G.Rejection | None = None,
+                      decision_action_id: uuid.UUID | None = None) -> Row:
+        closed = now if status in (OrderStatus.FILLED, OrderStatus.REJECTED) else None
+        row = c.execute(
+            "INSERT INTO orders (id, account_id, client_order_id, symbol, side, order_type, quantity, limit_price,"
+            " stop_price, stop_loss, take_profit, reduce_only, purpose, status, reject_code, reject_reason,"
+            " reject_details, notional, decision_action_id, created_at, updated_at, closed_at)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
+            (order_id, ctx.id, req.client_order_id, req.symbol, req.side.value, req.order_type.value, req.quantity,
+             req.limit_price, req.stop_price, req.stop_loss, req.take_profit, req.reduce_only, req.purpose.value,
+             status.value, rejection.code if rejection else None, rejection.message if rejection else None,
+             Jsonb(rejection.details) if rejection else None, notional, decision_action_id, now, now, closed),
+        ).fetchone()
+        return row  # type: ignore[no-any-return]
+
+    def _fill(self, c: Any, ctx: AccountCtx, order: Row, req: OrderRequest, inst: Instrument, quote: Quote,
+              rate: Decimal, now: datetime) -> Row:
+        """Execute ``order`` against ``quote``: fill row, position, fee and P&L ledger entries, balances."""
+        fill_id = _uuid()
+        px, slip_bps = execution_price(req.side, quote, ctx.policy, str(order["id"]))
+        before = ctx.positions.get(req.symbol)
+        eff = apply_fill(before, req.symbol, req.side, req.quantity, px, inst.contract_size, now)
+        notional = money(CTX.multiply(inst.contract_value(req.quantity, px), rate))
+        fee = money(fee_for(notional, ctx.policy))
+        realized = money(CTX.multiply(eff.realized_quote, rate))
+        after = eff.position
+        if after is not None:
+            sl = req.stop_loss if req.stop_loss is not None else after.stop_loss
+            tp = req.take_profit if req.take_profit is not None else after.take_profit
+            after = replace(after, stop_loss=sl, take_profit=tp)
+            if before is not None and after.opened_at is None:
+                after = replace(after, opened_at=before.opened_at)
+        self._write_position(c, ctx, req.symbol, after, now)
+        fill = c.execute(
+            "INSERT INTO fills (id, order_id, account_id, symbol, side, quantity, price, notional, fee, realized_pnl,"
+            " slippage_bps, quote, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
+            (fill_id, order["id"], ctx.id, req.symbol, req.side.value, req.quantity, px, notional, fee, realized,
+             slip_bps, Jsonb(quote.evidence()), now)).fetchone()
+        ctx.valuation = self._valuate(replace(ctx, balance={**ctx.balance, "cash": ctx.balance["cash"] + realized - fee}))
+        equity_after = money(ctx.valuation.equity)
+        evidence = {"order_id": str(order["id"]), "symbol": req.symbol, "side": req.side.value,
+                    "quantity": fmt(req.quantity), "price": fmt(px), "slippage_model": ctx.policy.slippage_model.value,
+                    "slippage_bps": fmt(slip_bps), "quote": quote.evidence(), "purpose": req.purpose.value,
+                    "position_before": _pos_evidence(before), "position_after": _pos_evidence(after),
+                    "closed_quantity": fmt(eff.closed_quantity), "conversion_rate": fmt(rate)}
+        entries = [Entry(EntryKind.FILL, evidence=evidence, order_id=str(order["id"]), fill_id=str(fill_id))]
+        if fee:
+            entries.append(Entry(EntryKind.FEE, -fee, Category.FEE, {"fill_id": str(fill_id), "fee_bps":
+                                 fmt(ctx.policy.fee_bps), "notional": fmt(notional)}, order_id=str(order["id"])))
+        if eff.closed_quantity:
+            entries.append(Entry(EntryKind.REALIZED_PNL, realized, Category.PNL, {
+                "fill_id": str(fill_id), "closed_quantity": fmt(eff.closed_quantity),
+                "entry_price": fmt(before.avg_price) if before else None, "exit_price": fmt(px),
+                "conversion_rate": fmt(rate)}, equity_after=equity_after, order_id=str(order["id"])))
+        else:
+            entries[-1] = replace(entries[-1], equity_after=equity_after)
+        self._append(c, ctx, entries, now)
+        return fill  # type: ignore[no-any-return]
+
+    def _write_position(self, c: Any, ctx: AccountCtx, symbol: str, pos: Position | None, now: datetime) -> None:
+        if pos is None:
+            c.execute("DELETE FROM positions WHERE account_id = %s AND symbol = %s", (ctx.id, symbol))
+            ctx.positions.pop(symbol, None)
+            return
+        c.execute(
+            "INSERT INTO positions (account_id, symbol, quantity, avg_price, stop_loss, take_profit, opened_at,"
+            " updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (account_id, symbol) DO UPDATE SET"
+            " quantity=EXCLUDED.quantity, avg_price=EXCLUDED.avg_price, stop_loss=EXCLUDED.stop_loss,"
+            " take_profit=EXCLUDED.take_profit, opened_at=EXCLUDED.opened_at, updated_at=EXCLUDED.updated_at",
+            (ctx.id, symbol, pos.quantity, pos.avg_price, pos.stop_loss, pos.take_profit, pos.opened_at or now, now))
+        ctx.positions[symbol] = replace(pos, opened_at=pos.opened_at or now)
+
+    def close_position(self, account_id: uuid.UUID, symbol: str, quantity: Decimal | None = None, *,
+                       conn: Any | None = None, decision_action_id: uuid.UUID | None = None) -> OrderOutcome:
+        """Close all (or ``quantity`` lots) of the position in ``symbol`` at market."""
+        with self._tx(conn) as c:
+            ctx = self._load(c, account_id)
+            pos = ctx.positions.get(symbol)
+            if pos is None:
+                raise Conflict(f"no open {symbol} position", code="no_position", details={"symbol": symbol})
+            qty = abs(pos.quantity) if quantity is None else quantity
+            if qty > abs(pos.quantity):
+                raise InvalidInput(f"cannot close {fmt(qty)} lots of a {fmt(abs(pos.quantity))} lot position",
+                                   code="invalid_quantity")
+            req = OrderRequest(symbol, pos.side.opposite, qty, reduce_only=True, purpose=OrderPurpose.CLOSE)
+            return self._submit(c, ctx, req, self.clock.now(), decision_action_id=decision_action_id)
+
+    def cancel_order(self, account_id: uuid.UUID, order_id: uuid.UUID, *, conn: Any | None = None,
+                     actor: str = "client", void: bool = False, reason: str = "") -> Row:
+        """Cancel a resting order (or, with ``void``, mark it voided by an admin)."""
+        now = self.clock.now()
+        with self._tx(conn) as c:
+            ctx = self._load(c, account_id)
+            order = c.execute("SELECT * FROM orders WHERE id = %s AND account_id = %s", (order_id, account_id)
+                              ).fetchone()
+            if order is None:
+                raise NotFound(f"order {order_id} not found on this account", code="order_not_found")
+            if order["status"] != OrderStatus.OPEN.value:
+                raise Conflict(f"order is {order['status']}; only open orders can be cancelled",
+                               code="order_not_open", details={"status": order["status"]})
+            status = OrderStatus.VOIDED if void else OrderStatus.CANCELLED
+            row = c.execute("UPDATE orders SET status=%s, updated_at=%s, closed_at=%s WHERE id=%s RETURNING *",
+                            (status.value, now, now, order_id)).fetchone()
+            kind = EntryKind.VOID_ORDER if void else EntryKind.ORDER_CANCELLED
+            self._append(c, ctx, [Entry(kind, evidence={"order_id": str(order_id), "actor": actor,
+                                                        "reason": reason}, order_id=str(order_id))], now)
+            return row  # type: ignore[no-any-return]
+
+    def modify(self, account_id: uuid.UUID, *, symbol: str | None = None, order_id: uuid.UUID | None = None,
+               stop_loss: Decimal | None = None, take_profit: Decimal | None = None,
+               clear_stop_loss: bool = False, clear_take_profit: bool = False, conn: Any | None = None) -> Row:
+        """Change SL/TP of an open position (by symbol) or of a resting order (by id)."""
+        now = self.clock.now()
+        with self._tx(conn) as c:
+            ctx = self._load(c, account_id)
+            if ctx.status not in MARKED or ctx.status is Status.PAUSED:
+                raise Conflict(f"account is {ctx.status.value}", code="account_not_active")
+            if order_id is not None:
+                order = c.execute("SELECT * FROM orders WHERE id=%s AND account_id=%s AND status='open'",
+                                  (order_id, account_id)).fetchone()
+                if order is None:
+                    raise NotFound(f"no open order {order_id}", code="order_not_found")
+                sl = None if clear_stop_loss else (stop_loss if stop_loss is not None else order["stop_loss"])
+                tp = None if clear_take_profit else (take_profit if take_profit is not None else order["take_profit"])
+                ref = order["limit_price"] or order["stop_price"]
+                self._check_levels(order["symbol"], Side(order["side"]), ref, sl, tp)
+                row = c.execute("UPDATE orders SET stop_loss=%s, take_profit=%s, updated_at=%s WHERE id=%s"
+                                " RETURNING *", (sl, tp, now, order_id)).fetchone()
+                self._append(c, ctx, [Entry(EntryKind.ORDER_MODIFIED, evidence={
+                    "order_id": str(order_id), "stop_loss": _s(sl), "take_profit": _s(tp)},
+                    order_id=str(order_id))], now)
+                return row  # type: ignore[no-any-return]
+            if symbol is None:
+                raise InvalidInput("modify needs a symbol (position) or an order_id", code="invalid_input")
+            pos = ctx.positions.get(symbol)
+            if pos is None:
+                raise Conflict(f"no open {symbol} position", code="no_position", details={"symbol": symbol})
+            sl = None if clear_stop_loss else (stop_loss if stop_loss is not None else pos.stop_loss)
+            tp = None if clear_take_profit else (take_profit if take_profit is not None else pos.take_profit)
+            quote = self.prices.latest(symbol)
+            if quote is None:
+                raise Conflict(f"no quote for {symbol}", code="missing_price")
+            self._check_levels(symbol, pos.side, quote.bid if pos.quantity > 0 else quote.ask, sl, tp)
+            new = replace(pos, stop_loss=sl, take_profit=tp)
+            self._write_position(c, ctx, symbol, new, now)
+            self._append(c, ctx, [Entry(EntryKind.POSITION_MODIFIED, evidence={
+                "symbol": symbol, "before": _pos_evidence(pos), "after": _pos_evidence(new),
+                "quote": quote.evidence()})], now)
+            r = c.execute("SELECT * FROM positions WHERE account_id=%s AND symbol=%s", (account_id, symbol)).fetchone()
+            return r  # type: ignore[no-any-return]
+
+    def _check_levels(self, symbol: str, side: Side, ref: Decimal, sl: Decimal | None, tp: Decimal | None) -> None:
+        inst = self._inst(symbol)
+        probe = OrderRequest(symbol, side, inst.min_lot, OrderType.LIMIT, limit_price=ref, stop_loss=sl,
+                             take_profit=tp)
+        rej = G._check_size_and_prices(probe, inst) or G._check_protective(probe, ref)
+        if rej is not None:
+            raise InvalidInput(rej.message, code=rej.code, details=rej.details)
+
+    # ------------------------------------------------------------------ quotes, triggers, marking
+    def on_quote(self, quote: Quote) -> dict[str, int]:
+        """React to a new quote at once: fire crossing limit/stop orders and SL/TP, and the safety net.
+
+        A cheap unlocked scan finds accounts that might be affected; each is then locked and re-checked, so a
+        trigger fires exactly once even if two quotes race.
+        """
+        with self.db.read() as c:
+            rows = c.execute(
+                "SELECT DISTINCT a.id FROM accounts a WHERE a.status = ANY(%s) AND (EXISTS (SELECT 1 FROM orders o"
+                " WHERE o.account_id = a.id AND o.status = 'open' AND o.symbol = %s) OR EXISTS (SELECT 1 FROM"
+                " positions p WHERE p.account_id = a.id AND p.symbol = %s))",
+                ([s.value for s in MARKED], quote.symbol, quote.symbol)).fetchall()
+        fired = {"accounts": len(rows), "orders": 0, "protective": 0, "liquidations": 0}
+        for r in rows:
+            try:
+                res = self.process_triggers(r["id"])
+            except Exception as exc:  # one account's failure must not stop the others
+                self._log("trigger_failed", account_id=str(r["id"]), error=repr(exc))
+                continue
+            for k in ("orders", "protective", "liquidations"):
+                fired[k] += res[k]
+        return fired
+
+    def process_triggers(self, account_id: uuid.UUID, *, conn: Any | None = None) -> dict[str, int]:
+        """Under the account lock: fill crossing resting orders, close positions at SL/TP, apply the safety net."""
+        now = self.clock.now()
+        out = {"orders": 0, "protective": 0, "liquidations": 0}
+        with self._tx(conn) as c:
+            ctx = self._load(c, account_id)
+            if ctx.status not in MARKED:
+                return out
+            for order in list(ctx.resting):
+                q = self.prices.latest(order["symbol"])
+                if q is None or ctx.status is not Status.ACTIVE:
+                    continue
+                px = order["limit_price"] if order["order_type"] == "limit" else order["stop_price"]
+                if not crosses(OrderType(order["order_type"]), Side(order["side"]), px, q.bid, q.ask):
+                    continue
+                self._trigger_resting(c, ctx, order, now)
+                out["orders"] += 1
+            for symbol, pos in list(ctx.positions.items()):
+                q = self.prices.latest(symbol)
+                if q is None:
+                    continue
+                hit = protective_trigger(pos.quantity, pos.stop_loss, pos.take_profit, q.bid, q.ask)
+                if hit is None:
+                    continue
+                req = OrderRequest(symbol, pos.side.opposite, abs(pos.quantity), reduce_only=True, purpose=hit)
+                self._submit(c, ctx, req, now, allowed=MARKED)
+                out["protective"] += 1
+            if self._safety_net(c, ctx, now):
+                out["liquidations"] += 1
+        return out
+
+    def _trigger_resting(self, c: Any, ctx: AccountCtx, order: Row, now: datetime) -> None:
+        """Fill a resting order whose price was crossed; the gates run again on today's state first."""
+        req = _request_from_row(order)
+        ctx.resting = [o for o in ctx.resting if o["id"] != order["id"]]
+        inst = self.catalogue.get(req.symbol)
+        mkt = self._market(req.symbol, inst, ctx, now)
+        market_req = replace(req, order_type=OrderType.MARKET, limit_price=None, stop_price=None)
+        rejection = G.check_order(market_req, self._gate_state(ctx), inst, mkt)
+        if rejection is not None:
+            self.metrics.rejection(rejection.code)
+            c.execute("UPDATE orders SET status='rejected', reject_code=%s, reject_reason=%s, reject_details=%s,"
+                      " updated_at=%s, closed_at=%s WHERE id=%s",
+                      (rejection.code, rejection.message, Jsonb(rejection.details), now, now, order["id"]))
+            self._append(c, ctx, [Entry(EntryKind.ORDER_REJECTED, evidence={
+                "order_id": str(order["id"]), "rejection": rejection.to_json(), "at_trigger": True,
+                "quote": mkt.quote.evidence() if mkt.quote else None}, order_id=str(order["id"]))], now)
+            return
+        assert inst is not None and mkt.quote is not None and mkt.rate is not None
+        row = c.execute("UPDATE orders SET status='filled', updated_at=%s, closed_at=%s WHERE id=%s RETURNING *",
+                        (now, now, order["id"])).fetchone()
+        self._fill(c, ctx, row, req, inst, mkt.quote, mkt.rate, now)
+
+    def _safety_net(self, c: Any, ctx: AccountCtx, now: datetime) -> bool:
+        """Liquidate when equity falls to the policy's auto-liquidation level (default: 50% drawdown)."""
+        if not ctx.positions or ctx.status not in MARKED:
+            return False
+        val = self._valuate(ctx)
+        if val.missing:
+            return False  # never judge equity on a guessed price
+        threshold = ctx.policy.liquidation_equity
+        if val.equity > threshold:
+            return False
+        self._liquidate(c, ctx, now, reason="auto-liquidation: equity at or below the policy threshold",
+                        actor="policy", evidence={"equity": fmt(money(val.equity)), "threshold": fmt(threshold),
+                                                  "drawdown_pct": fmt(ctx.policy.auto_liquidation_drawdown_pct)})
+        return True
+
+    def _liquidate(self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str, actor: str,
+                   evidence: dict[str, Any] | None = None) -> None:
+        """Cancel resting orders, close every position at market, then set status ``liquidated``."""
+        missing = [s for s in ctx.positions if self.prices.latest(s) is None]
+        if missing:
+            raise Conflict("cannot liquidate without a price for every open position",
+                           code="missing_price", details={"symbols": missing})
+        for order in list(ctx.resting):
+            c.execute("UPDATE orders SET status='cancelled', updated_at=%s, closed_at=%s WHERE id=%s",
+                      (now, now, order["id"]))
+            self._append(c, ctx, [Entry(EntryKind.ORDER_CANCELLED, evidence={
+                "order_id": str(order["id"]), "reason": "liquidation"}, order_id=str(order["id"]))], now)
+        ctx.resting = []
+        closed: list[str] = []
+        for symbol, pos in list(ctx.positions.items()):
+            req = OrderRequest(symbol, pos.side.opposite, abs(pos.quantity), reduce_only=True,
+                               purpose=OrderPurpose.LIQUIDATION)
+            inst = self._inst(symbol)
+            q = self.prices.latest(symbol)
+            rate = self._rate(inst.quote_currency, ctx.policy.currency)
+            if q is None or rate is None:
+                raise Conflict(f"cannot liquidate {symbol} without a price", code="missing_price")
+            order = self._insert_order(c, ctx, _uuid(), req, OrderStatus.FILLED, now, None)
+            self._fill(c, ctx, order, req, inst, q, rate, now)
+            closed.append(symbol)
+        self._append(c, ctx, [Entry(EntryKind.LIQUIDATION, evidence={
+            "reason": reason, "actor": actor, "closed": closed, **(evidence or {})},
+            equity_after=money(self._valuate(ctx).equity))], now)
+        self._set_status(c, ctx, Trigger.LIQUIDATE, now, {"reason": reason}, actor=actor)
+
+    def mark_to_market(self, account_id: uuid.UUID, *, conn: Any | None = None) -> Row:
+        """Reprice open positions from the latest quotes, record a ``mark_to_market`` event, apply the safety net."""
+        now = self.clock.now()
+        with self._tx(conn) as c:
+            ctx = self._load(c, account_id)
+            if ctx.status in MARKED:
+                val = self._valuate(ctx)
+                evidence = {"marks": [{"symbol": m.symbol, "quantity": fmt(m.quantity), "mark": fmt(m.mark),
+                                       "unrealized": fmt(money(m.unrealized))} for m in val.marks],
+                            "missing": list(val.missing), "equity": fmt(money(val.equity)),
+                            "unrealized": fmt(money(val.unrealized))}
+                self._append(c, ctx, [Entry(EntryKind.MARK_TO_MARKET, evidence=evidence,
+                                            equity_after=None if val.missing else money(val.equity))], now)
+                self._write_balances(c, ctx, now, marked=True)
+                self._safety_net(c, ctx, now)
+            return self.snapshot(account_id, conn=c)
+
+    def mark_all(self) -> dict[str, Any]:
+        """Mark every account that holds positions; one account's failure is recorded and the rest go on."""
+        with self.db.read() as c:
+            ids = [r["id"] for r in c.execute(
+                "SELECT DISTINCT a.id FROM accounts a JOIN positions p ON p.account_id = a.id"
+                " WHERE a.status = ANY(%s) ORDER BY a.id", ([s.value for s in MARKED],)).fetchall()]
+        ok, failed = 0, []
+        for acc in ids:
+            try:
+                self.mark_to_market(acc)
+                ok += 1
+            except Exception as exc:
+                failed.append({"account_id": str(acc), "error": f"{type(exc).__name__}: {exc}"})
+                self._log("mark_to_market_failed", account_id=str(acc), error=repr(exc))
+                self._record_failure(acc, "mark_to_market", exc)
+        return {"marked": ok, "failed": failed, "accounts": len(ids)}
+
+    def _record_failure(self, account_id: uuid.UUID, what: str, exc: Exception) -> None:
+        try:
+            with self.db.tx() as c:
+                c.execute("INSERT INTO admin_audit (actor, action, account_id, reason, details, created_at)"
+                          " VALUES ('system', %s, %s, %s, %s, %s)",
+                          (f"{what}_failed", account_id, f"{type(exc).__name__}: {exc}"[:500],
+                           Jsonb({"error": repr(exc)[:2000]}), self.clock.now()))
+        except Exception as inner:  # recording must never take the worker down
+            self._log("failure_record_failed", account_id=str(account_id), error=repr(inner))
+
+    # ------------------------------------------------------------------ admin corrections
+    def void_fill(self, account_id: uuid.UUID, fill_id: uuid.UUID, *, actor: str, reason: str,
+                  conn: Any | None = None) -> Row:
+        """Void a fill by reversing entries (its fee and realized P&L) and re-deriving the position from the
+        remaining fills. Nothing is deleted; the fill stays, with a ``fill_voids`` record beside it."""
+        now = self.clock.now()
+        with self._tx(conn) as c:
+            ctx = self._load(c, account_id)
+            fill = c.execute("SELECT * FROM fills WHERE id=%s AND account_id=%s", (fill_id, account_id)).fetchone()
+            if fill is None:
+                raise NotFound(f"fill {fill_id} not found on this account", code="fill_not_found")
+            if c.execute("SELECT 1 FROM fill_voids WHERE fill_id=%s", (fill_id,)).fetchone():
+                raise Conflict("fill is already voided", code="fill_already_voided")
+            c.execute("INSERT INTO fill_voids (fill_id, account_id, reason, actor, created_at) VALUES (%s,%s,%s,%s,%s)",
+                      (fill_id, account_id, reason, actor, now))
+            symbol = fill["symbol"]
+            before = ctx.positions.get(symbol)
+            after = self._replay_position(c, account_id, symbol)
+            if after is not None and before is not None:
+                after = replace(after, stop_loss=before.stop_loss, take_profit=before.take_profit,
+                                opened_at=before.opened_at)
+            self._write_position(c, ctx, symbol, after, now)
+            entries = [Entry(EntryKind.VOID_FILL, evidence={"fill_id": str(fill_id), "actor": actor, "reason": reason,
+                                                            "position_before": _pos_evidence(before),
+                                                            "position_after": _pos_evidence(after)})]
+            if fill["fee"]:
+                entries.append(Entry(EntryKind.REVERSAL, money(fill["fee"]), Category.FEE,
+                                     {"reverses": "fee", "fill_id": str(fill_id)}))
+            if fill["realized_pnl"]:
+                entries.append(Entry(EntryKind.REVERSAL, -money(fill["realized_pnl"]), Category.PNL,
+                                     {"reverses": "realized_pnl", "fill_id": str(fill_id)}))
+            self._append(c, ctx, entries, now)
+            return fill  # type: ignore[no-any-return]
+
+    def void_order(self, account_id: uuid.UUID, order_id: uuid.UUID, *, actor: str, reason: str,
+                   conn: Any | None = None) -> Row:
+        """Void an order: a resting one is voided; a filled one has each of its fills voided."""
+        with self._tx(conn) as c:
+            order = c.execute("SELECT * FROM orders WHERE id=%s AND account_id=%s", (order_id, account_id)).fetchone()
+            if order is None:
+                raise NotFound(f"order {order_id} not found on this account", code="order_not_found")
+            if order["status"] == "open":
+                return self.cancel_order(account_id, order_id, conn=c, actor=actor, void=True, reason=reason)
+            fills = c.execute("SELECT f.id FROM fills f LEFT JOIN fill_voids v ON v.fill_id = f.id"
+                              " WHERE f.order_id=%s AND v.fill_id IS NULL", (order_id,)).fetchall()
+            if not fills:
+                raise Conflict(f"order is {order['status']} and has no fill to void", code="nothing_to_void")
+            for f in fills:
+                self.void_fill(account_id, f["id"], actor=actor, reason=reason, conn=c)
+            return c.execute("SELECT * FROM orders WHERE id=%s", (order_id,)).fetchone()  # type: ignore[no-any-return]
+
+    def _replay_position(self, c: Any, account_id: uuid.UUID, symbol: str) -> Position | None:
+        """The position in ``symbol`` derived from the account's non-voided fills, in ledger order."""
+        inst = self._inst(symbol)
+        rows = c.execute(
+            "SELECT f.side, f.quantity, f.price FROM fills f JOIN ledger l ON l.fill_id = f.id"
+            " LEFT JOIN fill_voids v ON v.fill_id = f.id WHERE f.account_id=%s AND f.symbol=%s"
+            " AND v.fill_id IS NULL ORDER BY l.seq", (account_id, symbol)).fetchall()
+        return replay(symbol, [(Side(r["side"]), r["quantity"], r["price"]) for r in rows], inst.contract_size)
+
+    def recompute(self, account_id: uuid.UUID, *, conn: Any | None = None) -> dict[str, Any]:
+        """Fold the ledger and the fills back into balances and positions and compare with what is stored."""
+        with self._tx(conn) as c:
+            ctx = self._load(c, account_id, lock=False)
+            rows = c.execute("SELECT amount, category, equity_after FROM ledger WHERE account_id=%s ORDER BY seq",
+                             (account_id,)).fetchall()
+            totals = fold((r["amount"], r["category"], r["equity_after"]) for r in rows)
+            bal = ctx.balance
+            mismatches: list[dict[str, str]] = []
+            for name, derived, stored in (("cash", totals.cash, bal["cash"]),
+                                          ("realized_pnl", totals.realized_pnl, bal["realized_pnl"]),
+                                          ("fees", totals.fees, bal["fees"]),
+                                          ("deposits", totals.deposits, bal["deposits"]),
+                                          ("adjustments", totals.adjustments, bal["adjustments"]),
+                                          ("high_watermark", totals.high_watermark, bal["high_watermark"]),
+                                          ("ledger_seq", Decimal(totals.entries), Decimal(bal["ledger_seq"]))):
+                if derived != stored:
+                    mismatches.append({"field": name, "ledger": fmt(derived), "stored": fmt(stored)})
+            symbols = {r["symbol"] for r in c.execute("SELECT DISTINCT symbol FROM fills WHERE account_id=%s",
+                                                      (account_id,)).fetchall()} | set(ctx.positions)
+            for s in sorted(symbols):
+                derived_pos = self._replay_position(c, account_id, s)
+                stored_pos = ctx.positions.get(s)
+                dq = derived_pos.quantity if derived_pos else ZERO
+                sq = stored_pos.quantity if stored_pos else ZERO
+                dp = derived_pos.avg_price if derived_pos else ZERO
+                sp = stored_pos.avg_price if stored_pos else ZERO
+                if dq != sq or dp != sp:
+                    mismatches.append({"field": f"position:{s}", "ledger": f"{fmt(dq)}@{fmt(dp)}",
+                                       "stored": f"{fmt(sq)}@{fmt(sp)}"})
+            return {"account_id": str(account_id), "ok": not mismatches, "mismatches": mismatches,
+                    "entries": totals.entries, "cash": fmt(totals.cash), "realized_pnl": fmt(totals.realized_pnl),
+                    "fees": fmt(totals.fees), "deposits": fmt(totals.deposits)}
+
+    # ------------------------------------------------------------------ reads
+    def snapshot(self, account_id: uuid.UUID, *, conn: Any | None = None) -> Row:
+        """Account, balances (equity marked at the latest quotes), positions with marks, and open orders."""
+        with (self._tx(conn) if conn is not None else self.db.read()) as c:
+            ctx = self._load(c, account_id, lock=False)
+            val = ctx.valuation or self._valuate(ctx)
+            marks = {m.symbol: m for m in val.marks}
+            positions = []
+            for s, p in sorted(ctx.positions.items()):
+                m = marks.get(s)
+                positions.append({**_pos_json(p), "mark_price": _s(m.mark) if m else None,
+                                  "unrealized_pnl": _s(money(m.unrealized)) if m else None,
+                                  "notional": _s(money(m.notional)) if m else None})
+            bal = ctx.balance
+            equity = money(val.equity)
+            return {
+                "account": ctx.account, "status": ctx.status.value,
+                "balance": {"cash": bal["cash"], "equity": equity, "unrealized_pnl": money(val.unrealized),
+                            "realized_pnl": bal["realized_pnl"], "fees": bal["fees"], "deposits": bal["deposits"],
+                            "high_watermark": max(bal["high_watermark"], equity) if not val.missing else
+                            bal["high_watermark"], "margin_used": money(CTX.divide(val.notional,
+                                                                                  ctx.policy.max_leverage)),
+                            "ledger_seq": bal["ledger_seq"], "marked_at": bal["marked_at"]},
+                "positions": positions, "open_orders": ctx.resting, "missing_prices": list(val.missing),
+                "as_of": self.clock.now(),
+            }
+
+
+def _s(d: Decimal | None) -> str | None:
+    return fmt(d) if d is not None else None
+
+
+def _pos_json(p: Position) -> dict[str, Any]:
+    return {"symbol": p.symbol, "quantity": fmt(p.quantity), "side": "long" if p.quantity > 0 else "short",
+            "avg_price": fmt(p.avg_price), "stop_loss": _s(p.stop_loss), "take_profit": _s(p.take_profit),
+            "opened_at": p.opened_at}
+
+
+def _pos_evidence(p: Position | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {"quantity": fmt(p.quantity), "avg_price": fmt(p.avg_price), "stop_loss": _s(p.stop_loss),
+            "take_profit": _s(p.take_profit)}
+
+
+def _order_evidence(req: OrderRequest) -> dict[str, Any]:
+    return {"symbol": req.symbol, "side": req.side.value, "quantity": fmt(req.quantity),
+            "order_type": req.order_type.value, "limit_price": _s(req.limit_price), "stop_price": _s(req.stop_price),
+            "stop_loss": _s(req.stop_loss), "take_profit": _s(req.take_profit), "purpose": req.purpose.value}
+
+
+def _request_from_row(o: Mapping[str, Any]) -> OrderRequest:
+    return OrderRequest(o["symbol"], Side(o["side"]), o["quantity"], OrderType(o["order_type"]), o["limit_price"],
+                        o["stop_price"], o["stop_loss"], o["take_profit"], o["reduce_only"],
+                        OrderPurpose(o["purpose"]), o["client_order_id"])

@@ -1,0 +1,1 @@
+"""Market data: the quote store and (later) providers, routing, candles and the calendar."""

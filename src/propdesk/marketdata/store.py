@@ -1,0 +1,93 @@
+"""The quote store: latest bid/ask per symbol, in memory and persisted, with out-of-order ticks dropped."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from ..domain.quotes import Quote
+
+
+@dataclass
+class StoreStats:
+    accepted: int = 0
+    dropped_out_of_order: int = 0
+    dropped_duplicate: int = 0
+
+
+class QuoteStore:
+    """Latest quote per symbol. ``put`` refuses a quote older than (or identical to) the one held.
+
+    With a database attached, accepted quotes are upserted (guarded by timestamp so a slow writer can never
+    move a symbol back in time) and ``latest`` falls back to the table for symbols this process has not seen.
+    """
+
+    def __init__(self, db: Any | None = None):
+        self._db = db
+        self._quotes: dict[str, Quote] = {}
+        self._lock = threading.Lock()
+        self.stats = StoreStats()
+
+    def latest(self, symbol: str) -> Quote | None:
+        q = self._quotes.get(symbol)
+        if q is None and self._db is not None:
+            self.refresh([symbol])
+            q = self._quotes.get(symbol)
+        return q
+
+    def mid(self, symbol: str) -> Decimal | None:
+        q = self.latest(symbol)
+        return q.mid if q is not None else None
+
+    def all(self) -> list[Quote]:
+        return sorted(self._quotes.values(), key=lambda q: q.symbol)
+
+    def put(self, quote: Quote, *, received_at: datetime | None = None, conn: Any | None = None) -> Quote | None:
+        """Accept ``quote`` if it is newer than the held one; returns the stored quote (with its seq) or None."""
+        with self._lock:
+            cur = self._quotes.get(quote.symbol)
+            if cur is not None:
+                if quote.ts < cur.ts or (quote.seq and quote.seq <= cur.seq):
+                    self.stats.dropped_out_of_order += 1
+                    return None
+                if quote.ts == cur.ts and quote.bid == cur.bid and quote.ask == cur.ask:
+                    self.stats.dropped_duplicate += 1
+                    return None
+            seq = quote.seq if quote.seq else (cur.seq + 1 if cur is not None else 1)
+            stored = replace(quote, seq=seq)
+            self._quotes[quote.symbol] = stored
+            self.stats.accepted += 1
+        if self._db is not None:
+            self._persist(stored, received_at or stored.ts, conn)
+        return stored
+
+    def _persist(self, q: Quote, received_at: datetime, conn: Any | None) -> None:
+        stmt = ("INSERT INTO quotes (symbol, bid, ask, ts, seq, source, received_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (symbol) DO UPDATE SET bid = EXCLUDED.bid, "
+                "ask = EXCLUDED.ask, ts = EXCLUDED.ts, seq = EXCLUDED.seq, source = EXCLUDED.source, "
+                "received_at = EXCLUDED.received_at WHERE quotes.ts <= EXCLUDED.ts")
+        args = (q.symbol, q.bid, q.ask, q.ts, q.seq, q.source, received_at)
+        if conn is not None:
+            conn.execute(stmt, args)
+        elif self._db is not None:
+            with self._db.tx() as c:
+                c.execute(stmt, args)
+
+    def refresh(self, symbols: list[str] | None = None) -> None:
+        """Load newer quotes from the database (other processes may have written them)."""
+        if self._db is None:
+            return
+        with self._db.read() as conn:
+            if symbols is None:
+                rows = conn.execute("SELECT symbol, bid, ask, ts, seq, source FROM quotes").fetchall()
+            else:
+                rows = conn.execute("SELECT symbol, bid, ask, ts, seq, source FROM quotes WHERE symbol = ANY(%s)",
+                                    (symbols,)).fetchall()
+        with self._lock:
+            for r in rows:
+                cur = self._quotes.get(r["symbol"])
+                if cur is None or r["ts"] > cur.ts or (r["ts"] == cur.ts and r["seq"] > cur.seq):
+                    self._quotes[r["symbol"]] = Quote(r["symbol"], r["bid"], r["ask"], r["ts"], r["seq"], r["source"])

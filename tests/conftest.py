@@ -1,0 +1,106 @@
+"""Test infrastructure: one PostgreSQL server per session, a fresh database per test cloned from a migrated
+template, an injected clock, and hypothesis profiles (``ci``: bounded, derandomized, no deadline)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, settings
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+settings.register_profile("ci", max_examples=40, derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("dev", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+ROLE_PREFIX = "pdtest"
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, mid-session for every asset class
+
+
+def _with_db(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL: ``TEST_DATABASE_URL`` when set, else one embedded server for the whole session."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    from propdesk.db.embedded import EmbeddedPostgres
+
+    data_dir = Path(os.environ.get("PROPDESK_TEST_PGDATA") or tmp_path_factory.mktemp("pg"))
+    server = EmbeddedPostgres(data_dir)
+    url = server.start()
+    try:
+        yield url
+    finally:
+        if not os.environ.get("PROPDESK_TEST_PGDATA"):
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_url: str) -> Iterator[str]:
+    """A database migrated to head once per session; every test database is a copy of it."""
+    from propdesk.db import migrate
+
+    name = f"pdt_tmpl_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    migrate.upgrade(_with_db(pg_admin_url, name), ROLE_PREFIX)
+    yield name
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    """Admin URL of a fresh database cloned from the template (dropped after the test)."""
+    name = f"pdt_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db)))
+    yield _with_db(pg_admin_url, name)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[object]:
+    from propdesk.db.database import Database
+
+    db = Database(db_url, ROLE_PREFIX, pool_size=12)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def clock() -> object:
+    from propdesk.clock import ManualClock
+
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def quotes(database: object) -> object:
+    from propdesk.marketdata.store import QuoteStore
+
+    return QuoteStore(database)
+
+
+@pytest.fixture
+def service(database: object, clock: object, quotes: object) -> object:
+    from propdesk.domain.instruments import DEFAULT_CATALOGUE
+    from propdesk.execution.service import ExecutionService
+
+    return ExecutionService(database, clock, DEFAULT_CATALOGUE, quotes)  # type: ignore[arg-type]
