@@ -11,6 +11,7 @@ this to store an idempotency record atomically with the effect); otherwise the m
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -287,6 +288,7 @@ class ExecutionService:
     def submit_order(self, account_id: uuid.UUID, req: OrderRequest, *, conn: Any | None = None,
                      decision_action_id: uuid.UUID | None = None) -> OrderOutcome:
         """Gate, then fill (market, or marketable limit/stop) or rest the order; always records the outcome."""
+        started = time.perf_counter()
         with self._tx(conn) as c:
             ctx = self._load(c, account_id)
             if req.client_order_id is not None:
@@ -295,7 +297,9 @@ class ExecutionService:
                 if dup is not None:
                     raise Conflict(f"client_order_id {req.client_order_id!r} is already used on this account",
                                    code="duplicate_client_order_id", details={"order_id": str(dup["id"])})
-            return self._submit(c, ctx, req, self.clock.now(), decision_action_id=decision_action_id)
+            out = self._submit(c, ctx, req, self.clock.now(), decision_action_id=decision_action_id)
+        self.metrics.order_latency(time.perf_counter() - started)
+        return out
 
     def _market(self, symbol: str, inst: Instrument | None, ctx: AccountCtx, now: datetime) -> G.MarketContext:
         quote = self.prices.latest(symbol) if inst is not None else None
@@ -373,7 +377,8 @@ class ExecutionService:
             " slippage_bps, quote, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
             (fill_id, order["id"], ctx.id, req.symbol, req.side.value, req.quantity, px, notional, fee, realized,
              slip_bps, Jsonb(quote.evidence()), now)).fetchone()
-        ctx.valuation = self._valuate(replace(ctx, balance={**ctx.balance, "cash": ctx.balance["cash"] + realized - fee}))
+        cash_after = ctx.balance["cash"] + realized - fee
+        ctx.valuation = self._valuate(replace(ctx, balance={**ctx.balance, "cash": cash_after}))
         equity_after = money(ctx.valuation.equity)
         evidence = {"order_id": str(order["id"]), "symbol": req.symbol, "side": req.side.value,
                     "quantity": fmt(req.quantity), "price": fmt(px), "slippage_model": ctx.policy.slippage_model.value,

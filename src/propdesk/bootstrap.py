@@ -1,0 +1,111 @@
+"""The composition root: the one place that wires settings, adapters and services together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import logs
+from .auth import TokenStore
+from .clock import SystemClock
+from .db.database import Database
+from .db.embedded import EmbeddedPostgres
+from .db.migrate import HEAD, upgrade
+from .domain.clock import Clock
+from .domain.instruments import DEFAULT_CATALOGUE, Catalogue
+from .execution.decisions import DecisionService
+from .execution.service import ExecutionService
+from .marketdata.store import QuoteStore
+from .metrics import Metrics
+from .settings import Settings
+
+
+def resolve_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    """The admin URL to use: ``DATABASE_URL`` when set, else an embedded PostgreSQL in the data directory."""
+    if settings.database_url:
+        return settings.database_url, None
+    server = EmbeddedPostgres(settings.data_dir.resolve() / "postgres")
+    url = server.start()
+    return _ensure_database(url, "propdesk"), server
+
+
+def _ensure_database(server_url: str, name: str) -> str:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (name,)).fetchone() is None:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except psycopg.errors.DuplicateDatabase:
+                pass
+    params = conninfo_to_dict(server_url)
+    params["dbname"] = name
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+@dataclass
+class Platform:
+    """Everything a process needs, built once from settings."""
+
+    settings: Settings
+    admin_url: str
+    db: Database
+    clock: Clock
+    catalogue: Catalogue
+    quotes: QuoteStore
+    metrics: Metrics
+    execution: ExecutionService
+    decisions: DecisionService
+    tokens: TokenStore
+    embedded: EmbeddedPostgres | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bool = True,
+                  admin_url: str | None = None, configure_logs: bool = True) -> Platform:
+    """Resolve (or start) the database, migrate it to head, and wire the services."""
+    if configure_logs:
+        logs.configure(settings.log_level, settings.log_json)
+    embedded = None
+    if admin_url is None:
+        admin_url, embedded = resolve_database(settings)
+    if migrate:
+        upgrade(admin_url, settings.db_role_prefix)
+    db = Database(admin_url, settings.db_role_prefix, engine_url=settings.engine_database_url,
+                  app_url=settings.app_database_url, pool_size=settings.db_pool_size)
+    clock = clock or SystemClock()
+    metrics = Metrics()
+    quotes = QuoteStore(db)
+    log = logs.get("propdesk.execution")
+    execution = ExecutionService(db, clock, DEFAULT_CATALOGUE, quotes, metrics,
+                                 log=lambda event, **kw: log.warning(event, **kw))
+    sync_instruments(db, DEFAULT_CATALOGUE)
+    return Platform(settings, admin_url, db, clock, DEFAULT_CATALOGUE, quotes, metrics, execution,
+                    DecisionService(execution),
+                    TokenStore(db, clock, service_token=settings.service_token, admin_token=settings.admin_token),
+                    embedded)
+
+
+def sync_instruments(db: Database, catalogue: Catalogue) -> None:
+    """Upsert the shipped catalogue into the ``instruments`` table (read by the web layer and reports)."""
+    with db.tx() as c:
+        for i in catalogue:
+            c.execute(
+                "INSERT INTO instruments (symbol, asset_class, contract_size, tick_size, price_precision,"
+                " quote_currency, base_currency, min_lot, lot_step, max_lot, enabled, description)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (symbol) DO UPDATE SET"
+                " asset_class=EXCLUDED.asset_class, contract_size=EXCLUDED.contract_size,"
+                " tick_size=EXCLUDED.tick_size, price_precision=EXCLUDED.price_precision,"
+                " quote_currency=EXCLUDED.quote_currency, base_currency=EXCLUDED.base_currency,"
+                " min_lot=EXCLUDED.min_lot, lot_step=EXCLUDED.lot_step, max_lot=EXCLUDED.max_lot,"
+                " enabled=EXCLUDED.enabled, description=EXCLUDED.description",
+                (i.symbol, i.asset_class.value, i.contract_size, i.tick_size, i.price_precision, i.quote_currency,
+                 i.base_currency, i.min_lot, i.lot_step, i.max_lot, i.enabled, i.description))
+
+
+__all__ = ["HEAD", "Platform", "open_platform", "resolve_database", "sync_instruments"]

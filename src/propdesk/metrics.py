@@ -1,0 +1,36 @@
+"""Prometheus metrics, one registry per platform instance (so tests and two instances never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """Counters and histograms the API, the execution core and the workers report into."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("propdesk_http_requests_total", "HTTP requests", ["method", "route", "status"],
+                                registry=r)
+        self.request_seconds = Histogram("propdesk_http_request_seconds", "HTTP request latency", ["route"],
+                                         registry=r)
+        self.order_seconds = Histogram("propdesk_order_latency_seconds", "Order command latency (gates to commit)",
+                                       buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1), registry=r)
+        self.rejections = Counter("propdesk_gate_rejections_total", "Orders refused by a gate", ["reason"],
+                                  registry=r)
+        self.mtm_cycle_seconds = Histogram("propdesk_mtm_cycle_seconds", "Mark-to-market cycle time", registry=r)
+        self.mtm_failures = Counter("propdesk_mtm_failures_total", "Accounts whose mark-to-market failed",
+                                    registry=r)
+        self.mtm_accounts = Gauge("propdesk_mtm_accounts", "Accounts marked in the last cycle", registry=r)
+        self.quotes = Counter("propdesk_quotes_total", "Quotes received", ["outcome"], registry=r)
+
+    # The execution core's Metrics protocol.
+    def rejection(self, code: str) -> None:
+        self.rejections.labels(reason=code).inc()
+
+    def order_latency(self, seconds: float) -> None:
+        self.order_seconds.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
