@@ -107,7 +107,7 @@ def read_trades(path: Path, catalogue: Catalogue) -> list[LogTrade]:
         if len(out) >= MAX_TRADES:
             raise InputError(f"{name}: more than {MAX_TRADES} trades")
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-        if None in raw and raw[None]:
+        if raw.get(None):
             raise InputError(f"{name}: row {i}: more fields than the header")
 
         def w(col: str, _i: int = i) -> str:
@@ -199,7 +199,7 @@ class Series:
                 return None
             if not self._covers(i, t):
                 return self.rows[i][3]
-            o, h, lo, c = self.rows[i]
+            _o, h, lo, _c = self.rows[i]
             return lo if long else h
         i = self.index_at(t)
         if i < 0:
