@@ -6,7 +6,8 @@
 #
 # The locks are universal (every OS/arch, Python >= 3.11, markers where needed); the dev lock is resolved first
 # and the runtime lock is constrained by it, so both pin the same version of every shared package. Afterwards
-# every pin is checked to have a binary wheel for CPython 3.11 and 3.12 on Linux x86_64 and aarch64.
+# every pin is checked to have a binary wheel for CPython 3.11 and 3.12 on Linux x86_64 (pgserver has no wheel
+# for Linux aarch64, so that platform cannot be supported).
 #
 # Usage: scripts/lock.sh            re-resolve, keeping current pins where still allowed
 #        scripts/lock.sh --upgrade  re-resolve everything to the newest allowed versions
@@ -17,7 +18,6 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 UV_VERSION_SPEC="${UV_VERSION_SPEC:-uv>=0.5}"
-tools="${PROPDESK_LOCK_TOOLS:-$root/.venv-tools}"
 
 pick_python() {
     local cand
@@ -32,20 +32,19 @@ pick_python() {
     return 1
 }
 
-if [[ ! -x "$tools/bin/uv" ]]; then
-    py="$(pick_python)"
-    echo "lock.sh: installing uv into $tools" >&2
-    "$py" -m venv "$tools"
-    "$tools/bin/python" -m pip install -q "$UV_VERSION_SPEC" >&2
-fi
-uv="$tools/bin/uv"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+# uv goes into a throwaway venv: nothing of it stays in the project or its .venv.
+py="$(pick_python)"
+echo "lock.sh: installing uv into a throwaway venv" >&2
+"$py" -m venv "$tmp/tools"
+"$tmp/tools/bin/python" -m pip install -q "$UV_VERSION_SPEC" 2> >(grep -v "^WARNING: Location 'file:" >&2) >&2
+uv="$tmp/tools/bin/uv"
 echo "lock.sh: using $("$uv" --version)" >&2
 
 common=(--universal --python-version 3.11 --generate-hashes --no-header --quiet
         --index-url https://pypi.org/simple)
-
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
 
 header() {
     printf '# %s\n' \
@@ -66,9 +65,8 @@ sed -e '/^ *--hash=/d' -e 's/ *\\$//' "$tmp/dev.lock" > "$tmp/dev-constraints.tx
 "$uv" pip compile "${common[@]}" -c "$tmp/dev-constraints.txt" pyproject.toml -o "$tmp/rt.lock" "$@"
 
 echo "lock.sh: checking that every pin has a wheel for CPython 3.11/3.12 on Linux" >&2
-sed -e '/^ *--hash=/d' -e 's/ *\\$//' "$tmp/rt.lock" > "$tmp/rt-constraints.txt"
 for pyv in 3.11 3.12; do
-    for plat in x86_64-manylinux_2_28 aarch64-manylinux_2_28; do
+    for plat in x86_64-manylinux_2_28; do  # pgserver ships no Linux aarch64 wheel
         if ! "$uv" pip compile --quiet --no-header --index-url https://pypi.org/simple \
                 --python-version "$pyv" --python-platform "$plat" --only-binary :all: \
                 -c "$tmp/dev-constraints.txt" --extra dev pyproject.toml -o "$tmp/check.txt"; then
@@ -86,7 +84,9 @@ for pyv in 3.11 3.12; do
     done
 done
 
-{ header "runtime dependencies"; cat "$tmp/rt.lock"; } > requirements.lock
+# Annotations name the constraints file by its temporary path; name the lock it came from instead (deterministic).
+{ header "runtime dependencies"; sed -e "s#$tmp/dev-constraints.txt#requirements-dev.lock#g" "$tmp/rt.lock"; } \
+    > requirements.lock
 { header "runtime + dev extra"; cat "$tmp/dev.lock"; } > requirements-dev.lock
 echo "lock.sh: wrote requirements.lock ($(grep -cE '^[A-Za-z0-9]' requirements.lock) pins)" \
      "and requirements-dev.lock ($(grep -cE '^[A-Za-z0-9]' requirements-dev.lock) pins)" >&2
