@@ -1,0 +1,514 @@
+"""The ``propdesk`` command line.
+
+    propdesk db upgrade                      create roles, migrate the database to head
+    propdesk serve [--host H] [--port P]     the API (and the mark-to-market worker) in one process
+    propdesk demo [--port P] [--check]       everything, with demo accounts, tokens and moving prices
+    propdesk worker mark-to-market [--once]  reprice open positions on a cadence, heartbeat
+    propdesk verify [ACCOUNT]                recompute balances from the ledger; non-zero exit on mismatch
+    propdesk tokens create --role R          a service or admin API token, printed once
+    propdesk bench orders|pretrade           the benchmarks of PERFORMANCE.md
+
+Conventions: logs are JSON lines on stderr; stdout carries results, and with ``--json`` exactly one compact JSON
+line. The database is ``DATABASE_URL`` or, when unset, an embedded PostgreSQL in ``PROPDESK_DATA_DIR``; a
+command that started the embedded server stops it when it ends (a server another process runs is reused and left
+alone). Exit codes: 0 success, 1 the command ran and found a problem (mismatch, incorrect benchmark), 2 it could
+not run (configuration, database unreachable, bad arguments).
+
+Heavy modules (the platform, psycopg, FastAPI, numpy) are imported inside the commands, so ``propdesk --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum, StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from .bootstrap import Platform
+    from .settings import Settings
+
+app = typer.Typer(name="propdesk", help="PropDesk: a prop-trading challenge platform.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema and roles.", no_args_is_help=True)
+worker_app = typer.Typer(help="Background workers.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens for services and admins.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (docs: PERFORMANCE.md). The last stdout line is JSON with --json.",
+                        no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(worker_app, name="worker")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(bench_app, name="bench")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one compact JSON line on stdout.")]
+
+
+class RoleChoice(StrEnum):
+    service = "service"
+    admin = "admin"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+class CliError(Exception):
+    """A command cannot run; the message is shown and the exit code is 2."""
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return format(o, "f")
+    if isinstance(o, datetime | date):
+        return o.isoformat()
+    if isinstance(o, uuid.UUID):
+        return str(o)
+    if isinstance(o, Enum):
+        return o.value
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def emit_json(obj: Any) -> None:
+    """One compact JSON line on stdout."""
+    sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _log() -> Any:
+    from . import logs
+
+    return logs.get("propdesk.cli")
+
+
+_SETTINGS: list[Settings] = []
+
+
+def _settings() -> Settings:
+    """The settings, read once per process; configures JSON logs on stderr the first time."""
+    if _SETTINGS:
+        return _SETTINGS[0]
+    from pydantic import ValidationError
+
+    from . import logs
+    from .settings import load_settings
+
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        raise CliError(f"invalid configuration: {exc}") from exc
+    logs.configure(settings.log_level, settings.log_json)
+    # Alembic narrates every plugin it loads at INFO; the commands report what migrations did themselves.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _SETTINGS.append(settings)
+    return settings
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs and output)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:
+        return "<unparseable database url>"
+    if params.get("password"):
+        params["password"] = "***"
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+@contextmanager
+def open_platform(settings: Settings, *, migrate: bool = True) -> Iterator[Platform]:
+    """Resolve the database (starting the embedded server if needed), open the platform, and on exit close it
+    and stop the embedded server if this process started it."""
+    from .bootstrap import open_platform as _open
+    from .bootstrap import resolve_database
+
+    admin_url, embedded = resolve_database(settings)
+    try:
+        platform = _open(settings, admin_url=admin_url, migrate=migrate, configure_logs=False)
+        platform.embedded = embedded
+        try:
+            yield platform
+        finally:
+            platform.close()
+    finally:
+        if embedded is not None:
+            embedded.__exit__(None, None, None)  # stops the server only if this handle started it
+
+
+def _run(fn: Callable[[], int | None]) -> None:
+    """Run a command body: map expected failures to a message on stderr and exit code 2."""
+    try:
+        code = fn()
+    except typer.Exit:
+        raise
+    except CliError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        import psycopg
+
+        from .db.embedded import EmbeddedPostgresError
+        from .domain.errors import DomainError
+
+        if isinstance(exc, EmbeddedPostgresError | psycopg.OperationalError | DomainError | ValueError | OSError):
+            _fail(f"{type(exc).__name__}: {exc}")
+        raise
+    raise typer.Exit(code or 0)
+
+
+def _fail(message: str) -> NoReturn:
+    if _SETTINGS:  # logs are configured (JSON on stderr)
+        _log().error("command_failed", error=message)
+    sys.stderr.write(f"propdesk: {message}\n")
+    raise typer.Exit(2)
+
+
+def _load_create_app() -> Callable[[Any], Any]:
+    try:
+        from .api.app import create_app
+    except ImportError as exc:
+        raise CliError(f"the API is not available in this build (propdesk.api.app.create_app): {exc}") from exc
+    return create_app
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        _out(f"propdesk {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                  help="Show the version and exit.")] = False) -> None:
+    """PropDesk: a prop-trading challenge platform."""
+
+
+# ------------------------------------------------------------------------------------------------ db
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonOpt = False) -> None:
+    """Create the roles if missing and migrate the database to head (idempotent)."""
+
+    def body() -> int:
+        import psycopg
+
+        from .bootstrap import resolve_database
+        from .db.migrate import HEAD, current_revision, upgrade
+
+        settings = _settings()
+        log = _log()
+        admin_url, embedded = resolve_database(settings)
+        try:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                before = current_revision(conn)
+            upgrade(admin_url, settings.db_role_prefix)
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                after = current_revision(conn)
+        finally:
+            if embedded is not None:
+                embedded.__exit__(None, None, None)
+        result = {"database": redact(admin_url), "embedded": embedded is not None,
+                  "data_dir": str(settings.data_dir.resolve()) if embedded is not None else None,
+                  "role_prefix": settings.db_role_prefix, "revision_before": before, "revision": after,
+                  "head": HEAD, "changed": before != after}
+        log.info("db_upgraded", **result)
+        if as_json:
+            emit_json(result)
+        else:
+            what = f"migrated {before or 'an empty database'} -> {after}" if before != after else f"already at {after}"
+            sys.stderr.write(f"propdesk db upgrade: {what} ({redact(admin_url)}, roles {settings.db_role_prefix}_*)\n")
+        return 0
+
+    _run(body)
+
+
+# ------------------------------------------------------------------------------------------------ serve
+@app.command()
+def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on (PROPDESK_HOST).")] = None,
+          port: Annotated[int | None, typer.Option(help="Port (PROPDESK_PORT); 0 picks a free one.")] = None,
+          no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not run the mark-to-market worker in "
+                                                                       "this process.")] = False) -> None:
+    """Run the API (and the mark-to-market worker, in a thread) in one process until SIGTERM/Ctrl-C."""
+
+    def body() -> int:
+        import signal
+
+        import uvicorn
+
+        from .demo import bind_socket, url_of
+        from .workers.mark_to_market import MarkToMarketWorker
+
+        settings = _settings()
+        create_app = _load_create_app()
+        sock = bind_socket(host or settings.host, settings.port if port is None else port)
+        try:
+            with open_platform(settings) as platform:
+                api = create_app(platform)
+                worker = None if no_worker else MarkToMarketWorker(platform)
+                if worker is not None:
+                    worker.start()
+                try:
+                    # uvicorn handles SIGTERM/SIGINT while it runs, then restores the previous handlers and
+                    # re-raises the signal: with the default handlers that would kill the process before the
+                    # worker, the pools and an embedded PostgreSQL are stopped. These record it and let us finish.
+                    for sig in (signal.SIGTERM, signal.SIGINT):
+                        signal.signal(sig, lambda signum, _frame: _log().info(
+                            "serve_stopping", signal=signal.Signals(signum).name))
+                    _log().info("serving", url=url_of(sock), worker=worker is not None)
+                    # access_log off: the API logs every request itself, as JSON.
+                    config = uvicorn.Config(api, log_config=None, lifespan="on", access_log=False)
+                    uvicorn.Server(config).run(sockets=[sock])
+                finally:
+                    if worker is not None:
+                        worker.stop()
+        finally:
+            sock.close()
+        return 0
+
+    _run(body)
+
+
+# ------------------------------------------------------------------------------------------------ demo
+@app.command()
+def demo(host: Annotated[str | None, typer.Option(help="Interface to listen on (PROPDESK_HOST).")] = None,
+         port: Annotated[int | None, typer.Option(help="Port (PROPDESK_PORT); 0 picks a free one.")] = None,
+         check: Annotated[bool, typer.Option("--check", envvar="PROPDESK_DEMO_CHECK",
+                                             help="Set up, check the API and the ledger, then exit.")] = False,
+         seed: Annotated[int, typer.Option(help="Seed of the demo price driver.")] = 7) -> None:
+    """Database, migrations, API, mark-to-market worker, moving demo prices and demo accounts; until Ctrl-C."""
+
+    def body() -> int:
+        from .demo import run_demo
+
+        settings = _settings()
+        create_app = _load_create_app()
+        with open_platform(settings) as platform:
+            return run_demo(platform, create_app, host=host or settings.host,
+                            port=settings.port if port is None else port, check=check, seed=seed, out=_out)
+
+    _run(body)
+
+
+# ------------------------------------------------------------------------------------------------ worker
+@worker_app.command("mark-to-market")
+def worker_mark_to_market(
+        once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
+        interval: Annotated[float | None, typer.Option(min=0.01, help="Seconds between cycles "
+                                                                       "(PROPDESK_MTM_INTERVAL_SECONDS).")] = None,
+        as_json: JsonOpt = False) -> None:
+    """Reprice every open position on a cadence and write a heartbeat; SIGTERM/SIGINT stop it cleanly."""
+
+    def body() -> int:
+        import signal
+        import threading
+
+        from .workers.mark_to_market import MarkToMarketWorker
+
+        settings = _settings()
+        log = _log()
+        with open_platform(settings) as platform:
+            stop = threading.Event()
+            worker = MarkToMarketWorker(platform, interval_s=interval, stop=stop)
+            if once:
+                result = worker.run_once()
+                if as_json:
+                    emit_json(result.details())
+                else:
+                    sys.stderr.write(f"mark-to-market: {result.marked}/{result.accounts} accounts marked, "
+                                     f"{len(result.failed)} failed, {result.duration_s * 1000:.1f} ms"
+                                     f"{'; error: ' + result.error if result.error else ''}\n")
+                return 1 if result.error else 0
+
+            def on_signal(signum: int, _frame: Any) -> None:
+                log.info("worker_signal", signal=signal.Signals(signum).name)
+                stop.set()
+
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            worker.run()
+            if as_json:
+                emit_json({"cycles": worker.cycles, "last": worker.last.details() if worker.last else None})
+        return 0
+
+    _run(body)
+
+
+# ------------------------------------------------------------------------------------------------ verify
+@app.command()
+def verify(account: Annotated[str | None, typer.Argument(help="One account id (default: every account).")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Recompute balances and positions from the ledger and compare with the stored ones (exit 1 on mismatch)."""
+
+    def body() -> int:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from .workers.reconcile import account_ids
+        from .workers.reconcile import verify as verify_accounts
+
+        settings = _settings()
+        only: list[uuid.UUID] | None = None
+        if account is not None:
+            try:
+                only = [uuid.UUID(account)]
+            except ValueError:
+                raise CliError(f"{account!r} is not an account id (a UUID)") from None
+        with open_platform(settings) as platform:
+            ids = account_ids(platform.db, only)
+            if only is not None and not ids:
+                raise CliError(f"account {account} not found")
+            console = Console(stderr=True)
+            with Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console, transient=True, disable=not console.is_terminal) as progress:
+                task = progress.add_task("verify", total=len(ids))
+                report = verify_accounts(platform.execution, ids,
+                                         on_account=lambda _a, _r: progress.advance(task))
+        _log().info("verify_done", accounts=report.checked, ok=report.ok, mismatched=len(report.mismatched),
+                    errors=len(report.errors))
+        if as_json:
+            emit_json(report.to_json())
+        else:
+            _out(f"verified {report.checked} accounts: {report.ok} ok, {len(report.mismatched)} mismatched, "
+                 f"{len(report.errors)} could not be checked")
+            for m in report.mismatched:
+                for f in m["mismatches"]:
+                    _out(f"  MISMATCH {m['account_id']} {f['field']}: ledger {f['ledger']} != stored {f['stored']}")
+            for e in report.errors:
+                _out(f"  ERROR    {e['account_id']}: {e['error']}")
+        return 0 if report.clean else 1
+
+    _run(body)
+
+
+# ------------------------------------------------------------------------------------------------ tokens
+@tokens_app.command("create")
+def tokens_create(role: Annotated[RoleChoice, typer.Option(help="service: the API's machine clients; "
+                                                                "admin: also the admin routes.")],
+                  name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "",
+                  ttl_days: Annotated[float | None, typer.Option(min=0.0001, help="Expire after this many days "
+                                                                                  "(default: never).")] = None,
+                  as_json: JsonOpt = False) -> None:
+    """Create an API token. It is printed once; only its hash is stored."""
+
+    def body() -> int:
+        from datetime import timedelta
+
+        from .auth import Role
+
+        settings = _settings()
+        with open_platform(settings) as platform:
+            ttl = timedelta(days=ttl_days) if ttl_days is not None else None
+            token, principal = platform.tokens.create(Role(role.value), name, ttl)
+            with platform.db.read() as c:
+                row = c.execute("SELECT name, created_at, expires_at FROM api_tokens WHERE id = %s",
+                                (principal.id,)).fetchone()
+        _log().info("token_created", token_id=principal.id, role=role.value, name=row["name"] if row else name)
+        result = {"token": token, "id": principal.id, "role": role.value, "name": row["name"] if row else name,
+                  "created_at": row["created_at"] if row else None, "expires_at": row["expires_at"] if row else None}
+        if as_json:
+            emit_json(result)
+        else:
+            _out(token)
+            sys.stderr.write(f"created {role.value} token {principal.id} ({result['name']}); "
+                             f"expires {result['expires_at'] or 'never'}. It is shown only once.\n")
+        return 0
+
+    _run(body)
+
+
+# ------------------------------------------------------------------------------------------------ bench
+def _bench_output(result: Any, as_json: bool) -> int:
+    log = _log()
+    for p in result.problems:
+        log.error("bench_problem", scenario=result.scenario, problem=p)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        m, lim = result.metrics, result.limit
+        _out(f"{result.scenario}: p50 {m.get('latency_us_p50')} us, p99 {m.get('latency_us_p99')} us, "
+             f"{m.get('throughput_per_s')}/s; limit p50 {lim.get('latency_us_p50')} us, "
+             f"{lim.get('throughput_per_s')}/s; ratio to limit {result.ratio_to_limit}; correct {result.correct}")
+        emit_json(result.to_json())
+    return 0 if result.correct else 1
+
+
+@contextmanager
+def _bench_progress() -> Iterator[Callable[[str, float], None]]:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("bench", total=1.0)
+        yield lambda desc, adv: progress.update(task, description=desc, advance=adv)
+
+
+@bench_app.command("orders")
+def bench_orders(accounts: Annotated[int | None, typer.Option(min=1, help="Accounts (default: one per client).")]
+                 = None,
+                 clients: Annotated[int, typer.Option(min=1, help="Concurrent client threads.")] = 8,
+                 seed: Annotated[int, typer.Option(help="Seed (symbol per account).")] = 42,
+                 trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
+                 orders: Annotated[int, typer.Option(min=1, help="Orders per client per trial.")] = 100,
+                 as_json: JsonOpt = False) -> None:
+    """Durable order intake (gates + fill + position + ledger, one transaction) vs one-row INSERT+COMMIT."""
+
+    def body() -> int:
+        from .bench import orders as scenario
+
+        settings = _settings()
+        with _bench_progress() as progress:
+            result = scenario.run(settings, accounts=accounts, clients=clients, seed=seed, trials=trials,
+                                  orders_per_client=orders, progress=progress)
+        return _bench_output(result, as_json)
+
+    _run(body)
+
+
+@bench_app.command("pretrade")
+def bench_pretrade(seed: Annotated[int, typer.Option(help="Seed of the random verdict sample.")] = 42,
+                   trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
+                   calls: Annotated[int, typer.Option(min=100, help="Timed calls per trial.")] = 20000,
+                   sample: Annotated[int, typer.Option(min=1, help="Random orders whose verdicts are compared "
+                                                                   "with the inline reference.")] = 5000,
+                   accounts: Annotated[int | None, typer.Option(hidden=True)] = None,
+                   clients: Annotated[int | None, typer.Option(hidden=True)] = None,
+                   as_json: JsonOpt = False) -> None:
+    """The full pre-trade check of one order in process vs the same checks hand-coded inline.
+
+    (--accounts/--clients are accepted for a uniform bench command line; this scenario is one account, one
+    thread, in process.)"""
+
+    def body() -> int:
+        from .bench import pretrade as scenario
+
+        _settings()
+        with _bench_progress() as progress:
+            result = scenario.run(calls=calls, trials=trials, sample=sample, seed=seed, progress=progress)
+        return _bench_output(result, as_json)
+
+    _run(body)
+
+
+def main() -> None:
+    """Console entry point (``propdesk``)."""
+    app(prog_name="propdesk")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,447 @@
+"""``propdesk demo``: the whole platform in one process, with accounts whose history is real.
+
+What runs: the database (embedded unless ``DATABASE_URL``), migrations, the API, the mark-to-market worker and
+the DEMO PRICE DRIVER below (a seeded random walk standing in for market data until the market-data work
+lands). Then demo accounts are made through the execution core with real orders (nothing is written behind its
+back): closed trades with profits and a loss, a gate rejection, an open position with SL/TP, resting limit and
+stop orders, a paused account, and two AI-agent audition accounts, one liquidated and one completed. Setup is
+idempotent: each account and its scripted history are created in one transaction keyed by an idempotency key,
+so a second run reuses them. A service token and an admin token are created and printed with curl examples.
+
+``--check`` (or ``PROPDESK_DEMO_CHECK=1``) exits after setup, once the API answered and every demo account
+recomputes clean; the tests use it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import TYPE_CHECKING, Any
+
+from . import logs
+from .domain.instruments import AssetClass, Instrument
+from .domain.quotes import Quote
+
+if TYPE_CHECKING:
+    from .bootstrap import Platform
+
+# ---------------------------------------------------------------------------------------------------------
+# DEMO PRICE DRIVER -- not market data. A seeded random walk that keeps the demo's quotes moving until the
+# market-data issue provides real feeds (simulated/replay/live). It publishes exactly like a feed would:
+# platform.quotes.put(quote) and then platform.execution.on_quote(quote), so SL/TP and resting orders fire.
+# ---------------------------------------------------------------------------------------------------------
+
+DEMO_START_PRICES: dict[str, str] = {
+    "EURUSD": "1.08000", "GBPUSD": "1.27000", "USDJPY": "150.000", "AUDUSD": "0.66000", "USDCAD": "1.36000",
+    "USDCHF": "0.88000", "NZDUSD": "0.61000", "EURGBP": "0.85000", "EURJPY": "162.000", "GBPJPY": "190.500",
+    "XAUUSD": "2350.00", "XAGUSD": "28.000", "WTIUSD": "78.00", "US500": "5200.00", "US100": "18200.00",
+    "US30": "39000.00", "AAPL": "190.00", "MSFT": "420.00", "NVDA": "880.00", "AMZN": "180.00", "TSLA": "175.00",
+    "BTCUSD": "65000.00", "ETHUSD": "3400.00",
+}
+# Per-step (0.5 s) volatility and full spread, by asset class: calm enough that the demo's SL/TP levels
+# (1.5-2% away) are not hit within minutes, lively enough to watch equity move.
+_VOL_PER_STEP = {AssetClass.FOREX: 0.00003, AssetClass.METAL: 0.00006, AssetClass.ENERGY: 0.00008,
+                 AssetClass.INDEX: 0.00005, AssetClass.EQUITY: 0.00008, AssetClass.CRYPTO: 0.00015}
+_SPREAD_BPS = {AssetClass.FOREX: 0.8, AssetClass.METAL: 1.5, AssetClass.ENERGY: 3.0, AssetClass.INDEX: 1.0,
+               AssetClass.EQUITY: 2.0, AssetClass.CRYPTO: 3.0}
+DEMO_SOURCE = "demo"
+
+
+class DemoPriceDriver:
+    """DEMO PRICE DRIVER (not market data): a seeded random walk over the catalogue, one quote per symbol
+    every ``interval_s``. Restarting continues from the last demo quotes stored in the database."""
+
+    def __init__(self, platform: Platform, *, seed: int = 7, interval_s: float = 0.5,
+                 symbols: list[str] | None = None):
+        self.platform = platform
+        self.interval_s = interval_s
+        self.symbols = [s for s in (symbols or list(DEMO_START_PRICES)) if platform.catalogue.get(s) is not None]
+        self._rng = random.Random(seed)
+        self._mids: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._log = logs.get("propdesk.demo.prices")
+        self.published = 0
+
+    def _inst(self, symbol: str) -> Instrument:
+        inst = self.platform.catalogue.get(symbol)
+        assert inst is not None
+        return inst
+
+    def quote_for(self, symbol: str, mid: float) -> Quote:
+        """A quote around ``mid`` at the instrument's precision, with a class-typical spread (ask > bid)."""
+        inst = self._inst(symbol)
+        half = mid * _SPREAD_BPS[inst.asset_class] / 2 / 10_000
+        q = Decimal(1).scaleb(-inst.price_precision)
+        bid = Decimal(repr(mid - half)).quantize(q, rounding=ROUND_FLOOR)
+        ask = Decimal(repr(mid + half)).quantize(q, rounding=ROUND_CEILING)
+        if ask <= bid:
+            ask = bid + inst.tick_size
+        return Quote(symbol, bid, ask, self.platform.clock.now(), 0, DEMO_SOURCE)
+
+    def _publish(self, symbol: str) -> Quote | None:
+        stored = self.platform.quotes.put(self.quote_for(symbol, self._mids[symbol]))
+        if stored is not None:
+            self.published += 1
+            try:
+                self.platform.execution.on_quote(stored)
+            except Exception as exc:  # a feed never dies of one quote
+                self._log.error("demo_quote_reaction_failed", symbol=symbol, error=repr(exc))
+        return stored
+
+    def prime(self) -> None:
+        """Publish a first quote for every symbol (continuing from stored demo quotes if any)."""
+        self.platform.quotes.refresh()
+        stored = {q.symbol: q for q in self.platform.quotes.all()}
+        with self._lock:
+            for s in self.symbols:
+                q = stored.get(s)
+                self._mids[s] = float(q.mid) if q is not None and q.source == DEMO_SOURCE else float(
+                    DEMO_START_PRICES[s])
+                self._publish(s)
+
+    def step(self) -> None:
+        with self._lock:
+            for s in self.symbols:
+                vol = _VOL_PER_STEP[self._inst(s).asset_class]
+                self._mids[s] *= math.exp(self._rng.gauss(0.0, vol))
+                self._publish(s)
+
+    def move(self, symbol: str, pct: float) -> Quote:
+        """Move ``symbol`` by ``pct`` percent at once (the demo script uses this to make P&L)."""
+        with self._lock:
+            self._mids[symbol] *= 1 + pct / 100
+            stored = self._publish(symbol)
+        if stored is None:
+            raise RuntimeError(f"the quote store refused the demo quote for {symbol}")
+        return stored
+
+    def mid(self, symbol: str) -> Decimal:
+        q = self.platform.quotes.latest(symbol)
+        if q is None:
+            raise RuntimeError(f"no quote for {symbol}")
+        return q.mid
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval_s):
+            try:
+                self.step()
+            except Exception as exc:
+                self._log.error("demo_price_step_failed", error=repr(exc))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="propdesk-demo-prices", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Demo accounts: scripted histories through the execution core.
+# ---------------------------------------------------------------------------------------------------------
+
+class DemoSetupError(RuntimeError):
+    """A scripted demo step did not do what the script expects (so the account's transaction rolls back)."""
+
+
+class Script:
+    """Commands for one demo account, all joining the account's setup transaction ``conn``."""
+
+    def __init__(self, platform: Platform, driver: DemoPriceDriver, account_id: uuid.UUID, conn: Any):
+        self.p, self.driver, self.account_id, self.conn = platform, driver, account_id, conn
+        self.n = 0
+
+    def _level(self, symbol: str, pct: float) -> Decimal:
+        inst = self.p.catalogue.get(symbol)
+        assert inst is not None
+        px = self.driver.mid(symbol) * (1 + Decimal(repr(pct)) / 100)
+        return px.quantize(Decimal(1).scaleb(-inst.price_precision))
+
+    def order(self, symbol: str, side: str, qty: str, *, kind: str = "market", at_pct: float | None = None,
+              sl_pct: float | None = None, tp_pct: float | None = None, expect_reject: str | None = None) -> Any:
+        from .domain.orders import OrderRequest, OrderType, Side
+
+        self.n += 1
+        otype = OrderType(kind)
+        level = self._level(symbol, at_pct) if at_pct is not None else None
+        req = OrderRequest(symbol, Side(side), Decimal(qty), otype,
+                           limit_price=level if otype is OrderType.LIMIT else None,
+                           stop_price=level if otype is OrderType.STOP else None,
+                           stop_loss=self._level(symbol, sl_pct) if sl_pct is not None else None,
+                           take_profit=self._level(symbol, tp_pct) if tp_pct is not None else None,
+                           client_order_id=f"demo-{self.n}")
+        out = self.p.execution.submit_order(self.account_id, req, conn=self.conn)
+        got = out.rejection.code if out.rejection is not None else None
+        if got != expect_reject:
+            raise DemoSetupError(f"demo order {req} on {self.account_id}: expected "
+                                 f"{expect_reject or 'acceptance'}, got {got or 'acceptance'}"
+                                 f"{': ' + out.rejection.message if out.rejection else ''}")
+        return out
+
+    def close(self, symbol: str, qty: str | None = None) -> Any:
+        out = self.p.execution.close_position(self.account_id, symbol, Decimal(qty) if qty else None,
+                                              conn=self.conn)
+        if out.rejection is not None:
+            raise DemoSetupError(f"demo close of {symbol} was rejected: {out.rejection.message}")
+        return out
+
+    def move(self, symbol: str, pct: float) -> None:
+        self.driver.move(symbol, pct)
+
+    def trigger(self, name: str, reason: str, actor: str) -> None:
+        from .domain.lifecycle import Trigger
+
+        self.p.execution.apply_trigger(self.account_id, Trigger(name), actor=actor, reason=reason, conn=self.conn)
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    key: str
+    owner_id: str
+    mode: str
+    phase: str
+    clone_id: str | None
+    story: str
+    script: Callable[[Script], None]
+
+
+def _alice(s: Script) -> None:
+    s.order("EURUSD", "buy", "0.30")
+    s.move("EURUSD", 0.5)
+    s.close("EURUSD")                                  # a winning trade
+    s.order("XAUUSD", "sell", "0.15")
+    s.move("XAUUSD", -0.8)
+    s.close("XAUUSD")                                  # a winning short
+    s.order("AAPL", "buy", "60")
+    s.move("AAPL", -1.2)
+    s.close("AAPL")                                    # a losing trade
+    s.order("BTCUSD", "buy", "1.000", expect_reject="notional_exceeded")  # a gate says no, with numbers
+    s.order("GBPUSD", "buy", "0.20", sl_pct=-1.5, tp_pct=2.0)            # open, protected
+    s.order("XAUUSD", "buy", "0.10", kind="limit", at_pct=-3.0, sl_pct=-5.0, tp_pct=1.0)  # resting limit
+
+
+def _bob(s: Script) -> None:
+    s.order("BTCUSD", "buy", "0.300")
+    s.move("BTCUSD", 1.5)
+    s.close("BTCUSD", "0.100")                         # partial close, profit realized
+    s.order("USDJPY", "buy", "0.25", sl_pct=-1.0, tp_pct=1.5)  # P&L in JPY, converted to USD
+    s.order("US500", "sell", "2.0", kind="stop", at_pct=-2.5)   # resting stop
+    s.trigger("pause", "demo: held for a risk-desk review", "admin:demo")
+
+
+def _alpha(s: Script) -> None:
+    s.order("ETHUSD", "buy", "5.00")
+    s.move("ETHUSD", 1.0)
+    s.close("ETHUSD", "2.00")
+    s.order("US500", "buy", "3.0")
+    s.trigger("liquidate", "demo: audition stopped by the operator", "service:demo")
+
+
+def _beta(s: Script) -> None:
+    s.order("NVDA", "sell", "20")
+    s.move("NVDA", -2.0)
+    s.close("NVDA")
+    s.trigger("complete", "demo: audition finished", "service:demo")
+
+
+DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
+    DemoAccount("trader-alice", "trader-alice", "challenge", "phase_1", None,
+                "active: 3 closed trades (2 wins, 1 loss), 1 rejection, open GBPUSD with SL/TP, resting limit",
+                _alice),
+    DemoAccount("trader-bob", "trader-bob", "challenge", "phase_1", None,
+                "paused: partial close of BTCUSD, open BTCUSD and USDJPY, resting stop on US500", _bob),
+    DemoAccount("agent-alpha", "agent:demo-alpha", "audition", "audition", "demo-clone-1",
+                "AI audition, liquidated: ETHUSD and US500 closed by the liquidation", _alpha),
+    DemoAccount("agent-beta", "agent:demo-beta", "audition", "audition", "demo-clone-1",
+                "AI audition, completed: one winning NVDA short", _beta),
+)
+
+
+def setup_demo_accounts(platform: Platform, driver: DemoPriceDriver) -> list[dict[str, Any]]:
+    """Create (or find) every demo account; each is created with its whole scripted history in one transaction."""
+    from .domain.lifecycle import Mode
+    from .execution.service import CreateAccount
+
+    out = []
+    for spec in DEMO_ACCOUNTS:
+        with platform.db.tx() as c:
+            row, created = platform.execution.create_account(CreateAccount(
+                owner_id=spec.owner_id, mode=Mode(spec.mode), phase=spec.phase, clone_id=spec.clone_id,
+                idempotency_key=f"demo:{spec.key}:v1", start=True), conn=c)
+            if created:
+                spec.script(Script(platform, driver, row["id"], c))
+        snap = platform.execution.snapshot(row["id"])
+        out.append({"key": spec.key, "id": row["id"], "owner_id": spec.owner_id, "mode": spec.mode,
+                    "status": snap["status"], "created": created, "story": spec.story,
+                    "equity": snap["balance"]["equity"], "realized_pnl": snap["balance"]["realized_pnl"],
+                    "positions": len(snap["positions"]), "open_orders": len(snap["open_orders"])})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The API in a thread
+# ---------------------------------------------------------------------------------------------------------
+
+def bind_socket(host: str, port: int) -> Any:
+    """A listening-ready TCP socket on ``host:port`` (port 0: a free one), bound before uvicorn starts so a taken
+    port fails at once with a clear error and the real port is known."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+def url_of(sock: Any) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class ApiServer:
+    """uvicorn in a background thread on a socket bound here (so a taken port fails at once, and port 0 works)."""
+
+    def __init__(self, app: Any, host: str, port: int):
+        import uvicorn
+
+        self.sock = bind_socket(host, port)
+        self.url = url_of(self.sock)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name="propdesk-api", daemon=True)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"the API server on {self.url} failed to start (see the log above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API server on {self.url} did not start within {timeout_s:.0f}s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.sock.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The demo itself
+# ---------------------------------------------------------------------------------------------------------
+
+def _banner(url: str, accounts: list[dict[str, Any]], service_token: str, admin_token: str) -> str:
+    by_key = {a["key"]: a for a in accounts}
+    alice, bob = by_key["trader-alice"]["id"], by_key["trader-bob"]["id"]
+    lines = [
+        "",
+        "PropDesk demo is running",
+        f"  API        {url}   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
+        f"  health     {url}/healthz      metrics: {url}/metrics",
+        "  prices     DEMO PRICE DRIVER: a seeded random walk, not market data",
+        "",
+        "Tokens (shown once; they are stored hashed):",
+        f"  service    {service_token}",
+        f"  admin      {admin_token}",
+        "",
+        "Demo accounts:",
+    ]
+    for a in accounts:
+        lines.append(f"  {a['key']:<13} {a['id']}  {a['status']:<10} equity {a['equity']}  "
+                     f"positions {a['positions']}  open orders {a['open_orders']}")
+        lines.append(f"  {'':<13} {a['story']}")
+    lines += [
+        "",
+        "Try:",
+        f"  export PD={url} SVC={service_token} ADM={admin_token}",
+        "  curl -s $PD/healthz",
+        f"  curl -s -H \"Authorization: Bearer $SVC\" $PD/api/v1/prop/accounts/{alice}/snapshot",
+        f"  curl -s -H \"Authorization: Bearer $SVC\" $PD/api/v1/prop/accounts/{alice}/ledger",
+        f"  curl -s -X POST -H \"Authorization: Bearer $SVC\" -H 'Content-Type: application/json'"
+        f" -H \"Idempotency-Key: $(uuidgen 2>/dev/null || date +%s%N)\""
+        f" $PD/api/v1/prop/accounts/{alice}/decision-actions"
+        " -d '{\"decision_run_id\": \"run-1\", \"actions\": [{\"decision_action_id\": \"a1\", \"action\": \"open\","
+        " \"symbol\": \"EURUSD\", \"side\": \"buy\", \"quantity\": \"0.10\"}]}'",
+        f"  curl -s -X POST -H \"Authorization: Bearer $ADM\" -H 'Content-Type: application/json'"
+        f" $PD/api/v1/admin/prop/accounts/{bob}/resume -d '{{\"reason\": \"review done\"}}'",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)
+
+
+def run_demo(platform: Platform, create_app: Callable[[Any], Any], *, host: str, port: int, check: bool = False,
+             seed: int = 7, out: Callable[[str], None] = print) -> int:
+    """Run the demo on an open platform until ``stop`` (Ctrl-C), or just set up and check with ``check``.
+
+    Returns the process exit code.
+    """
+    import signal
+
+    from .auth import Role
+    from .workers.mark_to_market import MarkToMarketWorker
+    from .workers.reconcile import verify
+
+    log = logs.get("propdesk.demo")
+    stop = threading.Event()
+    driver = DemoPriceDriver(platform, seed=seed)
+    worker = MarkToMarketWorker(platform)
+    api = ApiServer(create_app(platform), host, port)
+    started: list[Callable[[], None]] = []
+    try:
+        api.start()
+        started.append(api.stop)
+        driver.prime()
+        driver.start()
+        started.append(driver.stop)
+        worker.start()
+        started.append(worker.stop)
+        accounts = setup_demo_accounts(platform, driver)
+        service_token, _ = platform.tokens.create(Role.SERVICE, "demo service token")
+        admin_token, _ = platform.tokens.create(Role.ADMIN, "demo admin token")
+        log.info("demo_ready", url=api.url, accounts=[str(a["id"]) for a in accounts],
+                 created=sum(1 for a in accounts if a["created"]))
+        out(_banner(api.url, accounts, service_token, admin_token))
+        if check:
+            import httpx
+
+            alice = accounts[0]["id"]
+            health = httpx.get(f"{api.url}/healthz", timeout=10)
+            snap = httpx.get(f"{api.url}/api/v1/prop/accounts/{alice}/snapshot", timeout=10,
+                             headers={"Authorization": f"Bearer {service_token}"})
+            report = verify(platform.execution, [a["id"] for a in accounts])
+            out(f"\ndemo check: GET /healthz -> {health.status_code}; GET snapshot with the service token -> "
+                f"{snap.status_code}; {report.checked} accounts recomputed, {len(report.mismatched)} mismatched, "
+                f"{len(report.errors)} errors")
+            if not report.clean or snap.status_code != 200:
+                out(f"demo check FAILED: {report.to_json()}")
+                return 1
+            return 0
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        out("\nstopping the demo ...")
+        return 0
+    finally:
+        for fn in reversed(started):
+            try:
+                fn()
+            except Exception as exc:
+                log.error("demo_stop_failed", error=repr(exc))
