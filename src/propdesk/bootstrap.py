@@ -63,6 +63,9 @@ class Platform:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
+        """Close what was attached to the platform (``extras["closers"]``, e.g. the API's pool), then the db."""
+        for close in reversed(self.extras.get("closers", [])):
+            close()
         self.db.close()
 
 

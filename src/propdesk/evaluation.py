@@ -20,7 +20,14 @@ from typing import Any
 from .domain.instruments import DEFAULT_CATALOGUE, Catalogue, Instrument
 from .domain.money import CTX, ZERO, fmt, money
 from .domain.rules.engine import Decision, Evaluator, Trade, iso
-from .domain.rules.pretrade import CalendarEvent, OpenPosition, OrderCheck, check_order
+from .domain.rules.pretrade import (
+    CalendarEvent,
+    OpenPosition,
+    OrderCheck,
+    check_order,
+    stop_loss_risk,
+    weekend_holds,
+)
 from .domain.rules.rulebook import Rulebook
 
 TRADE_COLUMNS = [
@@ -38,6 +45,8 @@ TRADE_COLUMNS = [
     "swap",
     "profit",
 ]
+# Columns that may be left out of the header altogether (RULES.md: they "may be empty"); the rest are required.
+OPTIONAL_COLUMNS = ("sl", "tp", "commission", "swap", "profit")
 MAX_TRADES = 1_000_000
 
 
@@ -84,6 +93,7 @@ class LogTrade:
     profit_given: Decimal | None
     net: Decimal | None = None
     news_deduct: bool = False
+    source: str = ""  # the trade log's path, for error messages
 
 
 def read_trades(path: Path, catalogue: Catalogue) -> list[LogTrade]:
@@ -96,7 +106,7 @@ def read_trades(path: Path, catalogue: Catalogue) -> list[LogTrade]:
         raise InputError(f"{name}: is not UTF-8 text") from None
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in TRADE_COLUMNS if c not in header]
+    missing = [c for c in TRADE_COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
     if missing:
         raise InputError(
             f"{name}: row 1: missing column(s) {', '.join(missing)} (header required: {','.join(TRADE_COLUMNS)})"
@@ -106,7 +116,8 @@ def read_trades(path: Path, catalogue: Catalogue) -> list[LogTrade]:
     for i, raw in enumerate(reader, start=2):
         if len(out) >= MAX_TRADES:
             raise InputError(f"{name}: more than {MAX_TRADES} trades")
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        row = {c: "" for c in OPTIONAL_COLUMNS}
+        row.update({(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None})
         if raw.get(None):
             raise InputError(f"{name}: row {i}: more fields than the header")
 
@@ -159,6 +170,7 @@ def read_trades(path: Path, catalogue: Catalogue) -> list[LogTrade]:
                 _parse_dec(row["commission"], w("commission"), optional=True) or ZERO,
                 _parse_dec(row["swap"], w("swap"), optional=True) or ZERO,
                 _parse_dec(row["profit"], w("profit"), optional=True),
+                source=name,
             )
         )
     if not out:
@@ -225,6 +237,8 @@ def read_prices(path: Path) -> dict[str, Series]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: is not UTF-8 text") from None
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     if header[:6] == ["symbol", "timestamp", "open", "high", "low", "close"]:
@@ -267,7 +281,13 @@ def read_prices(path: Path) -> dict[str, Series]:
 def read_calendar(path: Path) -> list[CalendarEvent]:
     """Economic calendar CSV: ``time,currency,impact,title`` (time with offset; impact high|medium|low)."""
     name = str(path)
-    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: is not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text))
     out = []
     for i, raw in enumerate(reader, start=2):
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
@@ -367,7 +387,8 @@ class OfflineRun:
             rate = self._rate(lt.inst.quote_currency, t.close_time, lt, t.close_price)
             if rate is None:
                 raise InputError(
-                    f"row {lt.row}, column profit: {t.symbol} is quoted in {lt.inst.quote_currency}; "
+                    f"{lt.source}: row {lt.row}, column profit: {t.symbol} is quoted in {lt.inst.quote_currency} "
+                    f"and no {lt.inst.quote_currency}/{self.ccy} price is known at {iso(t.close_time)}; "
                     f"give profit or a price file with a {lt.inst.quote_currency}/{self.ccy} pair"
                 )
             gross = quote_pnl * rate
@@ -377,7 +398,9 @@ class OfflineRun:
         tr = lt.trade
         rate = self._rate(lt.inst.quote_currency, t, lt, tr.open_price) or Decimal(1)
         notional = tr.lots * lt.inst.contract_size * tr.open_price * rate
-        risk = abs(tr.open_price - tr.sl) * tr.lots * lt.inst.contract_size * rate if tr.sl is not None else None
+        risk = (
+            stop_loss_risk(tr.open_price, tr.sl, tr.lots, lt.inst.contract_size, rate) if tr.sl is not None else None
+        )
         positions = tuple(
             OpenPosition(
                 o.trade.symbol,
@@ -433,16 +456,23 @@ class OfflineRun:
         ev = self.ev
         ev.begin(ev.cal.start_of(ev.cal.day_of(first_open)), self.balance, self.balance)
         held_symbols: set[str] = set()
+        opened = 0  # trades evaluated (opened before the verdict): the ``trades`` metric
+        last_t = ev.cal.start_of(ev.cal.day_of(first_open))
         for t, kind, _n, payload in events:
             if t < ev.cal.start_of(ev.cal.day_of(first_open)):
                 continue  # prices before the phase starts only seed the marks
             self._emit(ev.advance(t, self._value_at))
             if ev.ended:
                 break
+            if t > last_t:
+                held = [(o.trade.ticket, o.trade.symbol, o.inst.asset_class.value) for o in self.open.values()]
+                self.flags.extend(weekend_holds(ev.rules, ev.cal, last_t, t, held))
+                last_t = t
             if kind == 0:
                 lt = payload
                 self._pretrade(lt, t, closing=False)
                 self.open[lt.trade.ticket] = lt
+                opened += 1
                 held_symbols.add(lt.trade.symbol)
                 self._emit(ev.on_open(t, lt.trade, self.balance, self.equity(t)))
             elif kind == 1:
@@ -487,7 +517,7 @@ class OfflineRun:
             "progress": ev.progress(),
             "warnings": [{"rule": d.rule, "at": iso(d.at), "evidence": d.evidence} for d in self.warnings],
             "flags": [{"rule": d.rule, "at": iso(d.at), "evidence": d.evidence} for d in self.flags],
-            "metrics": ev.metrics(len(self.trades)),
+            "metrics": ev.metrics(opened),
             "floating_evaluated": bool(self.prices),
         }
 
@@ -506,7 +536,29 @@ def evaluate(
     prices = read_prices(prices_path) if prices_path is not None else None
     events = read_calendar(calendar_path) if calendar_path is not None else None
     book.phase(phase)
+    check_conversions(trades, prices, book.currency)
     return OfflineRun(book, phase, trades, prices, events).run()
+
+
+def check_conversions(trades: list[LogTrade], prices: dict[str, Series] | None, ccy: str) -> None:
+    """RULES.md: a closed trade in a symbol quoted in another currency needs ``profit`` or a conversion pair.
+
+    Checked before the run, so a bad row is reported even when the evaluation would end before it closes.
+    A pair whose base is the account currency (USDJPY on a USD account) converts at the trade's own price.
+    """
+    for lt in trades:
+        inst = lt.inst
+        if inst.quote_currency == ccy or lt.profit_given is not None or lt.trade.close_time is None:
+            continue
+        if inst.base_currency == ccy:
+            continue
+        pairs = (inst.quote_currency + ccy, ccy + inst.quote_currency)
+        if prices is not None and any(p in prices for p in pairs):
+            continue
+        raise InputError(
+            f"{lt.source}: row {lt.row}, column profit: {inst.symbol} is quoted in {inst.quote_currency}; "
+            f"give profit or a price file with a {inst.quote_currency}/{ccy} pair ({' or '.join(pairs)})"
+        )
 
 
 def render_report(result: dict[str, Any], book: Rulebook) -> str:

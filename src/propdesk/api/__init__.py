@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): ``propdesk.api.app.create_app(platform)``."""

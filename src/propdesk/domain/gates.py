@@ -18,7 +18,7 @@ from typing import Any
 from .instruments import Instrument
 from .lifecycle import TRADING, Status
 from .money import CTX, ZERO, decimals_of, fmt, is_multiple
-from .orders import OrderRequest, OrderType, Side
+from .orders import OrderRequest, OrderType, Side, crosses
 from .policy import ExecutionPolicy
 from .positions import Position
 from .quotes import Quote
@@ -217,7 +217,12 @@ def _check_exposure(req: OrderRequest, account: AccountState, inst: Instrument, 
         return Rejection(Code.NOTIONAL_EXCEEDED,
                          f"order notional {_d(order_notional)} exceeds the per-order limit {_d(policy.max_notional)}",
                          {"notional": _d(order_notional), "limit": _d(policy.max_notional)})
-    is_resting = req.order_type is not OrderType.MARKET
+    # A limit/stop order that the current quote already crosses executes now: it is gated as a market order
+    # (it counts against max_open_positions, not max_open_orders).
+    quote = mkt.quote
+    assert quote is not None
+    is_resting = req.order_type is not OrderType.MARKET and not crosses(req.order_type, req.side, ref, quote.bid,
+                                                                        quote.ask)
     if cur_q == 0 and not is_resting:
         open_count = sum(1 for p in account.positions.values() if p.quantity != 0)
         if open_count >= policy.max_open_positions:

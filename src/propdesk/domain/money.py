@@ -57,7 +57,8 @@ def check_finite(d: Decimal, *, field: str = "value") -> Decimal:
     """Refuse NaN, infinities and magnitudes the database columns cannot hold."""
     if not d.is_finite():
         raise ValueError(f"{field}: must be finite (got {d})")
-    if abs(d) >= MAX_ABS_AMOUNT:
+    # copy_abs, not abs(): abs() applies the thread's decimal context, and '1e1000000' would raise Overflow.
+    if d.copy_abs() >= MAX_ABS_AMOUNT:
         raise ValueError(f"{field}: magnitude too large (limit {MAX_ABS_AMOUNT:.0E})")
     return d
 

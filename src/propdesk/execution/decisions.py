@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -64,15 +65,27 @@ class DecisionService:
         self.execution = execution
         self.db = execution.db
 
+    @contextmanager
+    def _conn(self, conn: Any | None, *, write: bool) -> Iterator[Any]:
+        if conn is not None:
+            yield conn
+        else:
+            with (self.db.tx() if write else self.db.read()) as c:
+                yield c
+
     def submit_batch(self, account_id: uuid.UUID, decision_run_id: str,
-                     actions: Sequence[DecisionAction]) -> list[dict[str, Any]]:
-        """Run a batch; returns one result per action, in order (stored results for actions already run)."""
+                     actions: Sequence[DecisionAction], *, conn: Any | None = None) -> list[dict[str, Any]]:
+        """Run a batch; returns one result per action, in order (stored results for actions already run).
+
+        With ``conn`` the whole batch joins the caller's transaction (each action still runs in its own
+        savepoint); without it each action commits on its own.
+        """
         ids = [a.decision_action_id for a in actions]
         dups = sorted({i for i in ids if ids.count(i) > 1})
         if dups:
             raise InvalidInput("decision_action_id must be unique within a batch", code="duplicate_action_ids",
                                details={"duplicates": dups})
-        with self.db.read() as c:
+        with self._conn(conn, write=False) as c:
             if c.execute("SELECT 1 FROM accounts WHERE id=%s", (account_id,)).fetchone() is None:
                 raise NotFound(f"account {account_id} not found", code="account_not_found")
             rows = c.execute("SELECT decision_action_id, request_hash FROM decision_actions WHERE account_id=%s"
@@ -84,10 +97,11 @@ class DecisionService:
         if clashes:
             raise Conflict("decision_action_id reused with a different body", code="idempotency_key_reused",
                            details={"decision_action_ids": clashes})
-        return [self._run_one(account_id, decision_run_id, a) for a in actions]
+        return [self._run_one(account_id, decision_run_id, a, conn=conn) for a in actions]
 
-    def _run_one(self, account_id: uuid.UUID, run_id: str, a: DecisionAction) -> dict[str, Any]:
-        with self.db.tx() as c:
+    def _run_one(self, account_id: uuid.UUID, run_id: str, a: DecisionAction, *,
+                 conn: Any | None = None) -> dict[str, Any]:
+        with self._conn(conn, write=True) as c:
             # The account lock serializes this action against every other command on the account, so a
             # concurrent retry of the same action waits here and then finds the stored result.
             c.execute("SELECT id FROM accounts WHERE id=%s FOR UPDATE", (account_id,))

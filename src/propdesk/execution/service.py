@@ -127,7 +127,16 @@ class ExecutionService:
                 yield c
 
     def _rate(self, ccy: str, account_ccy: str) -> Decimal | None:
-        return conversion_rate(ccy, account_ccy, lambda s: (q.mid if (q := self.prices.latest(s)) else None))
+        # Only catalogue symbols have quotes. Asking the price source for a pair that does not exist (JPYUSD
+        # before USDJPY) makes a database-backed store read through a second pooled connection while this one
+        # holds the account lock: with as many concurrent commands as pool connections, that deadlocks.
+        def mid(symbol: str) -> Decimal | None:
+            if self.catalogue.get(symbol) is None:
+                return None
+            q = self.prices.latest(symbol)
+            return q.mid if q is not None else None
+
+        return conversion_rate(ccy, account_ccy, mid)
 
     def _load(self, conn: Any, account_id: uuid.UUID, *, lock: bool = True) -> AccountCtx:
         row = conn.execute("SELECT * FROM accounts WHERE id = %s" + (" FOR UPDATE" if lock else ""),
@@ -493,6 +502,8 @@ class ExecutionService:
 
     def _check_levels(self, symbol: str, side: Side, ref: Decimal, sl: Decimal | None, tp: Decimal | None) -> None:
         inst = self._inst(symbol)
+        # Levels read back from NUMERIC(28,10) columns carry trailing zeros; judge their value, not the padding.
+        ref, sl, tp = ref.normalize(CTX), _plain(sl), _plain(tp)
         probe = OrderRequest(symbol, side, inst.min_lot, OrderType.LIMIT, limit_price=ref, stop_loss=sl,
                              take_profit=tp)
         rej = G._check_size_and_prices(probe, inst) or G._check_protective(probe, ref)
@@ -810,7 +821,13 @@ def _order_evidence(req: OrderRequest) -> dict[str, Any]:
             "stop_loss": _s(req.stop_loss), "take_profit": _s(req.take_profit), "purpose": req.purpose.value}
 
 
+def _plain(d: Decimal | None) -> Decimal | None:
+    """``d`` without the trailing zeros a NUMERIC(28,10) column adds (exact: such values have <= 28 digits), so
+    the gates' decimal-places check sees the value a client sent, not the column's padding."""
+    return d.normalize(CTX) if d is not None else None
+
+
 def _request_from_row(o: Mapping[str, Any]) -> OrderRequest:
-    return OrderRequest(o["symbol"], Side(o["side"]), o["quantity"], OrderType(o["order_type"]), o["limit_price"],
-                        o["stop_price"], o["stop_loss"], o["take_profit"], o["reduce_only"],
-                        OrderPurpose(o["purpose"]), o["client_order_id"])
+    return OrderRequest(o["symbol"], Side(o["side"]), o["quantity"], OrderType(o["order_type"]),
+                        _plain(o["limit_price"]), _plain(o["stop_price"]), _plain(o["stop_loss"]),
+                        _plain(o["take_profit"]), o["reduce_only"], OrderPurpose(o["purpose"]), o["client_order_id"])

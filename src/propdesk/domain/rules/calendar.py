@@ -7,28 +7,38 @@ from zoneinfo import ZoneInfo
 
 
 class TradingCalendar:
-    """Maps instants to trading days and back. Nothing assumes a day is 24 hours long."""
+    """Maps instants to trading days and back. Nothing assumes a day is 24 hours long.
+
+    A trading day is named by a date: the local date it starts on when it starts before noon (``00:00``,
+    ``07:00``), else the local date it ends on. An evening start is the session of the next day, as futures and
+    FX desks name it: with ``day_starts_at: "18:00"`` the day from Tuesday 18:00 to Wednesday 18:00 is
+    Wednesday's, and a Sunday-evening open belongs to Monday.
+    """
 
     def __init__(self, timezone: str, day_starts_at: time):
         self.tz = ZoneInfo(timezone)
         self.day_starts_at = day_starts_at
+        self._label_shift = timedelta(days=1 if day_starts_at >= time(12) else 0)
 
     def day_of(self, ts: datetime) -> date:
         """The trading day ``ts`` belongs to."""
         local = ts.astimezone(self.tz)
-        d = local.date()
+        d = local.date()  # the local date the day started on, once corrected below
         if local.time().replace(tzinfo=None) < self.day_starts_at:
             d -= timedelta(days=1)
         # Guard against DST edge cases where the wall-clock comparison and the instant disagree.
-        if self.start_of(d) > ts:
+        if self._start_on(d) > ts:
             d -= timedelta(days=1)
-        elif self.start_of(d + timedelta(days=1)) <= ts:
+        elif self._start_on(d + timedelta(days=1)) <= ts:
             d += timedelta(days=1)
-        return d
+        return d + self._label_shift
 
     def start_of(self, d: date) -> datetime:
         """The UTC instant trading day ``d`` starts."""
-        return datetime.combine(d, self.day_starts_at, tzinfo=self.tz).astimezone(UTC)
+        return self._start_on(d - self._label_shift)
+
+    def _start_on(self, local_date: date) -> datetime:
+        return datetime.combine(local_date, self.day_starts_at, tzinfo=self.tz).astimezone(UTC)
 
     def next_start(self, ts: datetime) -> datetime:
         """The first day start strictly after ``ts``."""

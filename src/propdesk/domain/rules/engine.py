@@ -229,7 +229,9 @@ class Evaluator:
             return
         lock = self.lock_level()
         if lock is not None and candidate >= lock:
-            s.max_floor = lock
+            # The floor becomes exactly the lock; a lock set below the floor already standing (a plan whose
+            # lock_at_offset is under -allowance) must not lower it, because floors never fall.
+            s.max_floor = lock if s.max_floor is None else max(lock, s.max_floor)
             s.max_locked = True
             return
         if s.max_floor is None or candidate > s.max_floor:
@@ -354,6 +356,11 @@ class Evaluator:
         out = self._finish(out)
         if self.ended:
             return out
+        # A deadline at this very boundary ends the phase with the day just judged: the next day never starts,
+        # so a carried position is not re-checked against a floor of a day outside the phase.
+        exp = self._expire_before(b, inclusive=True)
+        if exp:
+            return out + exp
         self._start_day(b, self.cal.day_of(b), balance, equity)
         out.extend(
             self._limits(b, balance, equity, evidence_extra={"at_day_start": True, "previous_day": str(ended_day)})
@@ -421,7 +428,7 @@ class Evaluator:
             v,
             s.daily_floor,
             {
-                "trading_day": s.day.isoformat() if s.day else None,
+                "trading_day": s.day.isoformat() if s.day else None, "initial_balance": fmt(money(s.initial)),
                 "anchor": p["anchor"],
                 "anchor_value": fmt(money(s.daily_anchor or ZERO)),
                 "base": p["base"],
@@ -569,25 +576,38 @@ class Evaluator:
         funded = self.phase.is_funded
         return bool(c["applies_to"] == "always" or (c["applies_to"] == "payout") == funded)
 
+    def per_trade_snapshot(self, ticket: str, pnl: Decimal) -> dict[str, Any] | None:
+        """The per-trade consistency snapshot of a winning trade just closed (call right after ``on_close``).
+
+        RULES.md stores one for every winning trade, whether or not the rule applies in this phase: the share
+        of ``pnl`` in the cumulative profit of all winning trades so far, itself included. ``None`` for a losing
+        trade or without a ``per_trade`` consistency rule.
+        """
+        c = self.rules.get("consistency")
+        if c is None or c["mode"] != "per_trade" or pnl <= 0 or self.s.win_cum <= 0:
+            return None
+        share = pnl * HUNDRED / self.s.win_cum
+        bad = share >= c["max_share_pct"] if c["strict"] else share > c["max_share_pct"]
+        return {
+            "mode": "per_trade",
+            "ticket": ticket,
+            "profit": fmt(money(pnl)),
+            "cumulative_winning_profit": fmt(money(self.s.win_cum)),
+            "share_pct": fmt(share.quantize(Decimal("0.01"))),
+            "max_share_pct": fmt(c["max_share_pct"]),
+            "strict": c["strict"],
+            "violated": bad,
+        }
+
     def _per_trade_consistency(self, t: datetime, trade: Trade, pnl: Decimal) -> list[Decision]:
         c = self.rules.get("consistency")
         s = self.s
         s.win_cum += pnl
-        if c is None or c["mode"] != "per_trade" or not self._consistency_applies():
+        snap = self.per_trade_snapshot(trade.ticket, pnl)
+        if c is None or snap is None or not snap["violated"] or not self._consistency_applies():
             return []
         share = pnl * HUNDRED / s.win_cum
-        bad = share >= c["max_share_pct"] if c["strict"] else share > c["max_share_pct"]
-        if not bad:
-            return []
-        ev = {
-            "mode": "per_trade",
-            "ticket": trade.ticket,
-            "profit": fmt(money(pnl)),
-            "cumulative_winning_profit": fmt(money(s.win_cum)),
-            "share_pct": fmt(share.quantize(Decimal("0.01"))),
-            "max_share_pct": fmt(c["max_share_pct"]),
-            "strict": c["strict"],
-        }
+        ev = {k: v for k, v in snap.items() if k != "violated"}
         if c["action"] == "fail":
             return [Decision("consistency", "breach", "fail", t, share, c["max_share_pct"], ev)]
         return [Decision("consistency", "flag", "flag", t, share, c["max_share_pct"], ev)]
@@ -756,8 +776,15 @@ class Evaluator:
         """The pass decision (or a consistency fail/flag at the moment of passing), when every condition holds."""
         if self.ended or "profit_target" not in self.rules:
             return []
+        if self.s.day_paused:
+            # The lifecycle has no day_paused -> passed move: a pass that only waited for the flatten of a
+            # soft breach comes with the next day start, when the account is active again.
+            return []
         prog = self.progress()
-        if not prog["profit_target"]["met"]:
+        # Consistency is judged at the moment of passing: only when every other condition already holds (a
+        # trader who still needs trading days may yet dilute a lopsided best day).
+        flat_ok = open_positions == 0 or not self.rules["profit_target"]["require_flat"]
+        if not (flat_ok and all(v["met"] for k, v in prog.items() if k != "consistency")):
             return []
         c = self.rules.get("consistency")
         out: list[Decision] = []
@@ -781,25 +808,23 @@ class Evaluator:
             if key not in self.s.flagged:
                 self.s.flagged.append(key)
                 out.append(Decision("consistency", "flag", "flag", t, share, c["max_share_pct"], ev))
-        flat_ok = open_positions == 0 or not self.rules["profit_target"]["require_flat"]
-        if flat_ok and all(v["met"] for k, v in prog.items() if k != "consistency"):
-            self.s.verdict = "passed"
-            out.append(
-                Decision(
-                    "profit_target",
-                    "pass",
-                    "pass",
-                    t,
-                    self.s.balance - self.s.initial,
-                    None,
-                    {
-                        "progress": prog,
-                        "balance": fmt(money(self.s.balance)),
-                        "initial_balance": fmt(money(self.s.initial)),
-                        "trading_days": len(self.s.trading_days),
-                    },
-                )
+        self.s.verdict = "passed"
+        out.append(
+            Decision(
+                "profit_target",
+                "pass",
+                "pass",
+                t,
+                self.s.balance - self.s.initial,
+                None,
+                {
+                    "progress": prog,
+                    "balance": fmt(money(self.s.balance)),
+                    "initial_balance": fmt(money(self.s.initial)),
+                    "trading_days": len(self.s.trading_days),
+                },
             )
+        )
         return out
 
     def metrics(self, trades: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ Offline, a trade that already happened turns every ``reject`` into a flag.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -99,6 +99,60 @@ def news_hits(order: OrderCheck, p: dict[str, Any]) -> list[CalendarEvent]:
     ]
 
 
+def stop_loss_risk(
+    entry: Decimal, stop: Decimal, lots: Decimal, contract_size: Decimal, rate: Decimal = Decimal(1)
+) -> Decimal:
+    """RULES.md: risk = |entry - stop| x size x contract value, converted to the account currency at ``rate``."""
+    return abs(entry - stop) * lots * contract_size * rate
+
+
+def weekend_holds(
+    rules: dict[str, dict[str, Any]],
+    cal: TradingCalendar,
+    after: datetime,
+    until: datetime,
+    positions: list[tuple[str, str, str]],
+) -> list[Decision]:
+    """``weekend_trading`` with ``hold_positions: false``: a flag for every (ticket, symbol, asset class) still
+    open when a weekend starts (Saturday 00:00 in the rulebook timezone) in ``(after, until]``.
+
+    Exempt asset classes (24/7 instruments such as crypto) may be held.
+    """
+    wk = rules.get("weekend_trading")
+    if wk is None or wk["hold_positions"] or not positions or until <= after:
+        return []
+    out: list[Decision] = []
+    d = cal.local(after).date()
+    d += timedelta(days=(5 - d.weekday()) % 7)  # the Saturday of after's week (or after's own day)
+    while True:
+        start = datetime.combine(d, time(0), tzinfo=cal.tz).astimezone(UTC)
+        if start > until:
+            break
+        if start > after:
+            for ticket, symbol, asset_class in positions:
+                if asset_class in wk["exempt_asset_classes"]:
+                    continue
+                out.append(
+                    Decision(
+                        "weekend_trading",
+                        "flag",
+                        "flag",
+                        start,
+                        None,
+                        None,
+                        {
+                            "message": f"{symbol} was held into the weekend",
+                            "ticket": ticket,
+                            "symbol": symbol,
+                            "weekend_start": iso(start),
+                            "hold_positions": False,
+                        },
+                    )
+                )
+        d += timedelta(days=7)
+    return out
+
+
 def check_order(rules: dict[str, dict[str, Any]], cal: TradingCalendar, o: OrderCheck) -> list[Decision]:
     """Every enabled pre-trade rule for ``o``. Reducing/closing orders only meet the news rule."""
     out: list[Decision] = []
@@ -160,16 +214,18 @@ def check_order(rules: dict[str, dict[str, Any]], cal: TradingCalendar, o: Order
                     )
                 )
     mop = rules.get("max_open_positions")
-    new_symbol = not any(p.symbol == o.symbol for p in o.positions)
-    if mop is not None and not o.resting and new_symbol and len(o.positions) + 1 > mop["count"]:
+    # A position is one symbol (the execution core nets per account and symbol); an offline log may hold
+    # several tickets in one symbol, which count as that one position.
+    open_symbols = {p.symbol for p in o.positions}
+    if mop is not None and not o.resting and o.symbol not in open_symbols and len(open_symbols) + 1 > mop["count"]:
         out.append(
             _reject(
                 "max_open_positions",
                 o.at,
-                Decimal(len(o.positions) + 1),
+                Decimal(len(open_symbols) + 1),
                 Decimal(mop["count"]),
-                f"{len(o.positions)} positions are open; the limit is {mop['count']}",
-                open_positions=len(o.positions),
+                f"{len(open_symbols)} positions are open; the limit is {mop['count']}",
+                open_positions=len(open_symbols),
                 max_count=mop["count"],
             )
         )

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .schema import RULES, RulebookError, dec, integer, validate_rule
+from .schema import RULES, RulebookError, dec, integer, validate_partial, validate_rule
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TOP_KEYS = {
@@ -98,32 +98,24 @@ class Rulebook:
         raise RulebookError(self.id, "offers", f"no offer {offer_id!r}")
 
     def for_offer(self, offer_id: str) -> Rulebook:
-        """This rulebook as an account on ``offer_id`` gets it: its starting balance and overrides applied."""
+        """This rulebook as an account on ``offer_id`` gets it: its starting balance and overrides applied.
+
+        An override changes the rule wherever the plan sets it: in the defaults and in every phase that sets it
+        itself. A rule only some phases set stays in those phases (a 100k profit target must not give the funded
+        phase a target); a rule the plan does not set at all is added to the defaults.
+        """
         offer = self.offer(offer_id)
         src = json.loads(json.dumps(self.source, default=str))
         src["starting_balance"] = str(offer.starting_balance)
         rules = dict(src.get("rules") or {})
+        phases = src.get("phases") or []
         for rid, params in offer.overrides.items():
-            merged = dict(rules.get(rid) or {})
-            for k in ("pct", "amount"):
-                if k in params:
-                    merged.pop("pct", None)
-                    merged.pop("amount", None)
-            merged.update(params)
-            rules[rid] = merged
+            in_phases = [ph for ph in phases if rid in (ph.get("rules") or {})]
+            if rid in rules or not in_phases:
+                rules[rid] = _override(rules.get(rid), params)
+            for ph in in_phases:
+                ph["rules"] = {**ph["rules"], rid: _override(ph["rules"][rid], params)}
         src["rules"] = rules
-        # Overrides also win over a phase's own setting of the same rule.
-        for ph in src.get("phases") or []:
-            prules = dict(ph.get("rules") or {})
-            for rid, params in offer.overrides.items():
-                if rid in prules:
-                    merged = dict(prules[rid] or {})
-                    if "pct" in params or "amount" in params:
-                        merged.pop("pct", None)
-                        merged.pop("amount", None)
-                    merged.update(params)
-                    prules[rid] = merged
-            ph["rules"] = prules
         src["offers"] = []
         return parse_rulebook(src, where=f"{self.id}@{offer.id}")
 
@@ -137,6 +129,17 @@ class Rulebook:
     def with_version(self, version: int) -> Rulebook:
         src = {**self.source, "version": version}
         return replace(self, version=version, source=src)
+
+
+def _override(base: Mapping[str, Any] | None, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``params`` over it; setting ``pct``/``amount`` (or a lock) replaces its alternative."""
+    merged = dict(base or {})
+    for group in (("pct", "amount"), ("lock_at", "lock_at_offset")):
+        if any(k in params for k in group):
+            for k in group:
+                merged.pop(k, None)
+    merged.update(params)
+    return merged
 
 
 def _str(v: Any, where: str, key: str, *, max_len: int = 200) -> str:
@@ -161,16 +164,7 @@ def _merge(
     for rid, params in (defaults or {}).items():
         merged[rid] = dict(params or {})
     for rid, params in (own or {}).items():
-        base = dict(merged.get(rid) or {})
-        params = dict(params or {})
-        if "pct" in params or "amount" in params:
-            base.pop("pct", None)
-            base.pop("amount", None)
-        if "lock_at" in params or "lock_at_offset" in params:
-            base.pop("lock_at", None)
-            base.pop("lock_at_offset", None)
-        base.update(params)
-        merged[rid] = base
+        merged[rid] = _override(merged.get(rid), params or {})
     return {rid: validate_rule(rid, p, where, prefix) for rid, p in merged.items()}
 
 
@@ -222,7 +216,12 @@ def parse_rulebook(data: Any, where: str = "<rulebook>") -> Rulebook:
         if pid in seen:
             raise RulebookError(where, f"{k}.id", f"duplicate phase id {pid!r}")
         seen.add(pid)
-        own = _rules(ph.get("rules"), where, f"{k}.rules")
+        # A phase may set only some keys of a default rule (e.g. ``max_daily_loss: {action: pause_day}``):
+        # its own keys are checked here, the merged rule as a whole by ``_merge``.
+        own_raw = ph.get("rules")
+        if own_raw is not None and not isinstance(own_raw, Mapping):
+            raise RulebookError(where, f"{k}.rules", "must be an object keyed by rule id")
+        own = {rid: validate_partial(rid, p, where, f"{k}.rules") for rid, p in (own_raw or {}).items()}
         rules = _merge(defaults, own, where, f"{k}.rules")
         split = ph.get("profit_split_pct")
         split_d = (
@@ -289,6 +288,7 @@ def parse_rulebook(data: Any, where: str = "<rulebook>") -> Rulebook:
                 raise RulebookError(where, f"{k}.overrides.{rid}", "unknown rule")
             if not isinstance(params, Mapping):
                 raise RulebookError(where, f"{k}.overrides.{rid}", "must be an object of parameters")
+            validate_partial(rid, params, where, f"{k}.overrides")
         offers.append(
             Offer(
                 oid,
@@ -312,6 +312,11 @@ def parse_rulebook(data: Any, where: str = "<rulebook>") -> Rulebook:
         str(data.get("description", "")),
         json.loads(json.dumps(dict(data), default=str)),
     )
-    for o in offers:  # every offer must produce a valid rulebook
-        book.for_offer(o.id)
+    for i, o in enumerate(offers):  # every offer must produce a valid rulebook; errors name this file
+        try:
+            book.for_offer(o.id)
+        except RulebookError as exc:
+            raise RulebookError(
+                where, f"offers[{i}].overrides", f"gives an invalid rule: {exc.key}: {exc.reason}"
+            ) from None
     return book

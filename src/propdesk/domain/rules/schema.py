@@ -234,6 +234,25 @@ PRETRADE_RULES = (
 DETECTORS = ("ea_detection", "revenge_trading", "tick_scalping")
 
 
+def validate_partial(rule_id: str, params: Any, where: str, prefix: str = "rules") -> dict[str, Any]:
+    """Check the keys and values a phase or an offer override sets, without requiring a complete rule.
+
+    The merged rule (defaults + phase + override) is validated as a whole by ``validate_rule`` afterwards.
+    """
+    key = f"{prefix}.{rule_id}"
+    spec = RULES.get(rule_id)
+    if spec is None:
+        raise RulebookError(where, key, f"unknown rule (known: {', '.join(sorted(RULES))})")
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise RulebookError(where, key, "must be an object of parameters")
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise RulebookError(where, f"{key}.{unknown[0]}", f"unknown parameter (known: {', '.join(spec)})")
+    return {name: spec[name].check(v, where, f"{key}.{name}") for name, v in params.items()}
+
+
 def validate_rule(rule_id: str, params: Any, where: str, prefix: str = "rules") -> dict[str, Any]:
     """Normalize one rule's parameters; raises ``RulebookError`` for unknown rules/keys and bad values."""
     key = f"{prefix}.{rule_id}"

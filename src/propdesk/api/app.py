@@ -1,0 +1,70 @@
+"""The HTTP API: ``create_app(platform)`` builds the FastAPI application over a wired ``Platform``.
+
+Request path, outermost first: ``Observability`` (request id, log line, metrics, last-resort 500) ->
+``Authentication`` (bearer token, before any body is read) -> ``BodyLimit`` (413) -> FastAPI routing ->
+``StrictJSONRoute`` (415, strict JSON decoding, request hash) -> pydantic validation (422) -> the route, which
+reads through the platform's pool or runs its effect through ``Commands`` (one transaction, idempotent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__, logs
+from ..bootstrap import Platform
+from ..domain.errors import DomainError
+from .context import Api
+from .errors import ApiError, handle_api_error, handle_domain_error, handle_http_exception, handle_validation_error
+from .idempotency import Commands
+from .middleware import Authentication, BodyLimit, Observability
+from .routes import accounts, admin, ops, trading
+
+DESCRIPTION = """PropDesk execution core over HTTP.
+
+* Auth: `Authorization: Bearer <token>`; `/api/v1/prop/*` needs a service or admin token, `/api/v1/admin/*` an
+  admin token. Checked before the body is read: 401 / 403, never 422.
+* Every POST accepts an `Idempotency-Key` header (1..200 printable ASCII): the same key and body replay the
+  original response (header `Idempotent-Replayed: true`); another body is 409 `idempotency_key_reused`; a
+  concurrent duplicate waits for the first and replays it (or 409 `idempotency_key_in_flight`).
+* Errors: `{"error": {"code", "message", "details"}}` with stable codes.
+* Lists: `?limit=` (1..500, default 100) and `?cursor=`; answers `{"items": [...], "next_cursor": ...}`.
+* Numbers: decimal strings or JSON numbers in, decimal strings out; timestamps ISO-8601 UTC with `Z`.
+"""
+
+
+def create_app(platform: Platform) -> FastAPI:
+    """Build the API over ``platform`` (its clock, database, quote store, metrics, services and tokens)."""
+    log = logs.get("propdesk.api")
+    commands = Commands(platform.db.engine_url, platform.clock, pool_size=platform.settings.db_pool_size)
+    closers = platform.extras.setdefault("closers", [])
+    closers.append(commands.close)
+    api = Api(platform, commands, log)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        commands.close()
+
+    app = FastAPI(title="PropDesk", version=__version__, description=DESCRIPTION, openapi_url="/openapi.json",
+                  docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app.state.platform = platform
+    app.state.api = api
+
+    app.add_exception_handler(DomainError, handle_domain_error)
+    app.add_exception_handler(ApiError, handle_api_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_exception)
+
+    for module in (accounts, trading, admin, ops):
+        app.include_router(module.build(api))
+
+    # add_middleware prepends: the last added runs first.
+    app.add_middleware(BodyLimit, max_bytes=platform.settings.max_body_bytes)
+    app.add_middleware(Authentication, tokens=platform.tokens, log=log)
+    app.add_middleware(Observability, metrics=platform.metrics, log=log)
+    return app
