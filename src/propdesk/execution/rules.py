@@ -495,28 +495,16 @@ class RulesBridge:
         self._save(c, ctx, fresh, now)
 
     # ------------------------------------------------------------------ read models
-    def snapshot_winner(self, c: Any, ctx: AccountCtx, ev: Evaluator, ref: str, profit: Decimal, now: datetime) -> None:
+    def snapshot_winner(self, c: Any, ctx: AccountCtx, ev: Evaluator, ref: str, profit: Decimal,
+                        now: datetime) -> None:
         """A per-trade consistency snapshot for every winning trade (share of all winning profit so far)."""
-        cons = ev.rules.get("consistency")
-        if cons is None or cons["mode"] != "per_trade" or profit <= 0:
+        snap = ev.per_trade_snapshot(ref, profit)
+        if snap is None:
             return
-        share = profit * Decimal(100) / ev.s.win_cum if ev.s.win_cum else Decimal(100)
-        bad = share >= cons["max_share_pct"] if cons["strict"] else share > cons["max_share_pct"]
-        c.execute(
-            "INSERT INTO consistency_snapshots (account_id, ref, profit, cumulative_profit, share_pct,"
-            " max_share_pct, violated, at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (account_id, ref)"
-            " DO NOTHING",
-            (
-                ctx.id,
-                ref,
-                money(profit),
-                money(ev.s.win_cum),
-                share.quantize(Decimal("0.01")),
-                cons["max_share_pct"],
-                bad,
-                now,
-            ),
-        )
+        c.execute("INSERT INTO consistency_snapshots (account_id, ref, profit, cumulative_profit, share_pct,"
+                  " max_share_pct, violated, at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (account_id, ref)"
+                  " DO NOTHING", (ctx.id, ref, Decimal(snap["profit"]), Decimal(snap["cumulative_winning_profit"]),
+                                  Decimal(snap["share_pct"]), Decimal(snap["max_share_pct"]), snap["violated"], now))
 
     def _daily_stats(self, c: Any, ctx: AccountCtx, ev: Evaluator, now: datetime) -> None:
         s = ev.s

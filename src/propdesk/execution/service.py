@@ -34,6 +34,7 @@ from ..domain.orders import OrderPurpose, OrderRequest, OrderStatus, OrderType, 
 from ..domain.policy import ExecutionPolicy
 from ..domain.positions import Position, Valuation, apply_fill, replay, valuate
 from ..domain.quotes import PriceSource, Quote
+from .rules import RulesBridge
 
 Row = dict[str, Any]
 
@@ -64,6 +65,10 @@ class AccountCtx:
     policy: ExecutionPolicy
     valuation: Valuation | None = None
     entries: list[Entry] = field(default_factory=list)
+    # The rules evaluator and its extras, loaded once per command and saved by the rules bridge.
+    rule_ev: Any = None
+    rule_extras: dict[str, Any] = field(default_factory=dict)
+    rule_applying: bool = False
 
     @property
     def id(self) -> uuid.UUID:
@@ -86,6 +91,9 @@ class CreateAccount:
     idempotency_key: str | None = None
     request_hash: str | None = None
     start: bool = False
+    rulebook_id: str | None = None
+    rulebook_version: int | None = None
+    offer_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,7 @@ class ExecutionService:
         self.catalogue = catalogue
         self.prices = prices
         self.metrics: Metrics = metrics or _NoMetrics()
+        self.rules = RulesBridge(self)
         self._log = log or (lambda *a, **k: None)
 
     # ------------------------------------------------------------------ plumbing
@@ -227,6 +236,8 @@ class ExecutionService:
         ctx.account = {**ctx.account, "status": new.value}
         self._append(conn, ctx, [Entry(EntryKind.STATUS_CHANGED, evidence={
             "from": old.value, "to": new.value, "trigger": trigger.value, "actor": actor, **evidence})], now)
+        if old is Status.PENDING and new is Status.ACTIVE:
+            self.rules.on_start(conn, ctx, now)  # a challenge phase starts when trading starts
         return new
 
     # ------------------------------------------------------------------ accounts
@@ -251,12 +262,13 @@ class ExecutionService:
             policy = cmd.policy
             c.execute(
                 "INSERT INTO accounts (id, owner_id, clone_id, parent_account_id, mode, phase, status, currency,"
-                " starting_balance, policy, rulebook, idempotency_key, request_hash, created_at, updated_at)"
-                " VALUES (%s,%s,%s,%s,%s,%s,'pending',%s,%s,%s,%s,%s,%s,%s,%s)",
+                " starting_balance, policy, rulebook, idempotency_key, request_hash, created_at, updated_at,"
+                " rulebook_id, rulebook_version, offer_id)"
+                " VALUES (%s,%s,%s,%s,%s,%s,'pending',%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 (acc_id, cmd.owner_id, cmd.clone_id, cmd.parent_account_id, cmd.mode.value, cmd.phase,
                  policy.currency, policy.starting_balance, Jsonb(policy.to_json()),
                  Jsonb(cmd.rulebook) if cmd.rulebook is not None else None, cmd.idempotency_key, cmd.request_hash,
-                 now, now))
+                 now, now, cmd.rulebook_id, cmd.rulebook_version, cmd.offer_id))
             c.execute("INSERT INTO balances (account_id, cash, equity, unrealized_pnl, realized_pnl, fees, deposits,"
                       " high_watermark, ledger_seq, updated_at) VALUES (%s,0,0,0,0,0,0,0,0,%s)", (acc_id, now))
             ctx = self._load(c, acc_id)
@@ -306,7 +318,9 @@ class ExecutionService:
                 if dup is not None:
                     raise Conflict(f"client_order_id {req.client_order_id!r} is already used on this account",
                                    code="duplicate_client_order_id", details={"order_id": str(dup["id"])})
-            out = self._submit(c, ctx, req, self.clock.now(), decision_action_id=decision_action_id)
+            now = self.clock.now()
+            self.rules.sync(c, ctx, now)  # a day may have rolled (pause lifted, phase expired) since last seen
+            out = self._submit(c, ctx, req, now, decision_action_id=decision_action_id)
         self.metrics.order_latency(time.perf_counter() - started)
         return out
 
@@ -321,6 +335,10 @@ class ExecutionService:
         inst = self.catalogue.get(req.symbol)
         mkt = self._market(req.symbol, inst, ctx, now)
         rejection = G.check_order(req, self._gate_state(ctx), inst, mkt, allowed_statuses=allowed)
+        if rejection is None and req.purpose is OrderPurpose.CLIENT:
+            assert inst is not None and mkt.quote is not None and mkt.rate is not None
+            px = mkt.quote.ask if req.side is Side.BUY else mkt.quote.bid
+            rejection = self.rules.pretrade(c, ctx, req, inst, px, mkt.rate, now)
         order_id = _uuid()
         if rejection is not None:
             self.metrics.rejection(rejection.code)
@@ -406,6 +424,7 @@ class ExecutionService:
         else:
             entries[-1] = replace(entries[-1], equity_after=equity_after)
         self._append(c, ctx, entries, now)
+        self.rules.after_fill(c, ctx, req, before, eff, px, fee, realized, quote.ts, fill_id, now)
         return fill  # type: ignore[no-any-return]
 
     def _write_position(self, c: Any, ctx: AccountCtx, symbol: str, pos: Position | None, now: datetime) -> None:
@@ -540,6 +559,7 @@ class ExecutionService:
         out = {"orders": 0, "protective": 0, "liquidations": 0}
         with self._tx(conn) as c:
             ctx = self._load(c, account_id)
+            self.rules.sync(c, ctx, now)
             if ctx.status not in MARKED:
                 return out
             for order in list(ctx.resting):
@@ -563,6 +583,8 @@ class ExecutionService:
                 out["protective"] += 1
             if self._safety_net(c, ctx, now):
                 out["liquidations"] += 1
+            elif ctx.status in MARKED:
+                self.rules.on_equity(c, ctx, now)  # every quote that moves equity is judged by the rulebook
         return out
 
     def _trigger_resting(self, c: Any, ctx: AccountCtx, order: Row, now: datetime) -> None:
@@ -602,31 +624,48 @@ class ExecutionService:
                                                   "drawdown_pct": fmt(ctx.policy.auto_liquidation_drawdown_pct)})
         return True
 
-    def _liquidate(self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str, actor: str,
-                   evidence: dict[str, Any] | None = None) -> None:
-        """Cancel resting orders, close every position at market, then set status ``liquidated``."""
+    def _flatten(self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str,
+                 purpose: OrderPurpose = OrderPurpose.LIQUIDATION) -> list[str]:
+        """Cancel every resting order and close every position at market; returns the symbols closed.
+
+        Rule decisions produced by these fills are recorded but take no effect here: the caller decides the
+        resulting status (liquidated, failed, expired, day-paused, passed).
+        """
         missing = [s for s in ctx.positions if self.prices.latest(s) is None]
         if missing:
-            raise Conflict("cannot liquidate without a price for every open position",
+            raise Conflict("cannot close positions without a price for every one of them",
                            code="missing_price", details={"symbols": missing})
         for order in list(ctx.resting):
             c.execute("UPDATE orders SET status='cancelled', updated_at=%s, closed_at=%s WHERE id=%s",
                       (now, now, order["id"]))
             self._append(c, ctx, [Entry(EntryKind.ORDER_CANCELLED, evidence={
-                "order_id": str(order["id"]), "reason": "liquidation"}, order_id=str(order["id"]))], now)
+                "order_id": str(order["id"]), "reason": reason}, order_id=str(order["id"]))], now)
         ctx.resting = []
         closed: list[str] = []
-        for symbol, pos in list(ctx.positions.items()):
-            req = OrderRequest(symbol, pos.side.opposite, abs(pos.quantity), reduce_only=True,
-                               purpose=OrderPurpose.LIQUIDATION)
-            inst = self._inst(symbol)
-            q = self.prices.latest(symbol)
-            rate = self._rate(inst.quote_currency, ctx.policy.currency)
-            if q is None or rate is None:
-                raise Conflict(f"cannot liquidate {symbol} without a price", code="missing_price")
-            order = self._insert_order(c, ctx, _uuid(), req, OrderStatus.FILLED, now, None)
-            self._fill(c, ctx, order, req, inst, q, rate, now)
-            closed.append(symbol)
+        was_applying = ctx.rule_applying
+        ctx.rule_applying = True
+        try:
+            for symbol in list(ctx.positions):
+                pos = ctx.positions.get(symbol)
+                if pos is None or pos.quantity == 0:
+                    continue
+                req = OrderRequest(symbol, pos.side.opposite, abs(pos.quantity), reduce_only=True, purpose=purpose)
+                inst = self._inst(symbol)
+                q = self.prices.latest(symbol)
+                rate = self._rate(inst.quote_currency, ctx.policy.currency)
+                if q is None or rate is None:
+                    raise Conflict(f"cannot close {symbol} without a price", code="missing_price")
+                order = self._insert_order(c, ctx, _uuid(), req, OrderStatus.FILLED, now, None)
+                self._fill(c, ctx, order, req, inst, q, rate, now)
+                closed.append(symbol)
+        finally:
+            ctx.rule_applying = was_applying
+        return closed
+
+    def _liquidate(self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str, actor: str,
+                   evidence: dict[str, Any] | None = None) -> None:
+        """Close everything at market, then set status ``liquidated``."""
+        closed = self._flatten(c, ctx, now, reason=reason)
         self._append(c, ctx, [Entry(EntryKind.LIQUIDATION, evidence={
             "reason": reason, "actor": actor, "closed": closed, **(evidence or {})},
             equity_after=money(self._valuate(ctx).equity))], now)
@@ -646,8 +685,36 @@ class ExecutionService:
                 self._append(c, ctx, [Entry(EntryKind.MARK_TO_MARKET, evidence=evidence,
                                             equity_after=None if val.missing else money(val.equity))], now)
                 self._write_balances(c, ctx, now, marked=True)
-                self._safety_net(c, ctx, now)
+                if not self._safety_net(c, ctx, now):
+                    self.rules.on_equity(c, ctx, now)
             return self.snapshot(account_id, conn=c)
+
+    def roll_day(self, account_id: uuid.UUID, *, conn: Any | None = None) -> Row:
+        """Process the rulebook's day boundaries and expiries up to now for one account (idempotent)."""
+        now = self.clock.now()
+        with self._tx(conn) as c:
+            ctx = self._load(c, account_id)
+            self.rules.sync(c, ctx, now)
+            if ctx.status in MARKED and ctx.positions:
+                self.rules.on_equity(c, ctx, now)  # carried positions meet the new day's floor at once
+            return self._account_row(c, account_id)
+
+    def roll_all(self) -> dict[str, Any]:
+        """Roll the day for every live challenge account; one account's failure does not stop the rest."""
+        with self.db.read() as c:
+            ids = [r["id"] for r in c.execute(
+                "SELECT a.id FROM accounts a JOIN rule_states r ON r.account_id = a.id WHERE a.status = ANY(%s)"
+                " ORDER BY a.id", ([s.value for s in MARKED],)).fetchall()]
+        ok, failed = 0, []
+        for acc in ids:
+            try:
+                self.roll_day(acc)
+                ok += 1
+            except Exception as exc:
+                failed.append({"account_id": str(acc), "error": f"{type(exc).__name__}: {exc}"})
+                self._log("roll_day_failed", account_id=str(acc), error=repr(exc))
+                self._record_failure(acc, "roll_day", exc)
+        return {"rolled": ok, "failed": failed, "accounts": len(ids)}
 
     def mark_all(self) -> dict[str, Any]:
         """Mark every account that holds positions; one account's failure is recorded and the rest go on."""
