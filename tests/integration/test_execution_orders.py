@@ -561,9 +561,6 @@ def test_voiding_a_resting_order_marks_it_voided(service: ExecutionService, acc:
     assert ledger(service, acc, "void_order")[0]["evidence"]["actor"] == "admin:bob"
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, reported: void_fill re-derives the position but keeps the realized "
-                   "P&L that later fills booked against the voided fill, so cash keeps profit from a trade that, "
-                   "after the void, never closed anything")
 def test_voiding_an_opening_fill_also_corrects_the_pnl_of_the_fill_that_closed_it(
         service: ExecutionService, acc: uuid.UUID, market: QuoteStore, clock: ManualClock) -> None:
     opened = service.submit_order(acc, buy("EURUSD", "0.1"))

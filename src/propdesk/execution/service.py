@@ -771,11 +771,41 @@ class ExecutionService:
             if fill["fee"]:
                 entries.append(Entry(EntryKind.REVERSAL, money(fill["fee"]), Category.FEE,
                                      {"reverses": "fee", "fill_id": str(fill_id)}))
-            if fill["realized_pnl"]:
-                entries.append(Entry(EntryKind.REVERSAL, -money(fill["realized_pnl"]), Category.PNL,
-                                     {"reverses": "realized_pnl", "fill_id": str(fill_id)}))
+            # Realized P&L is re-derived for the whole symbol: voiding an opening fill changes what every
+            # later closing fill realized, not just the voided fill's own figure.
+            expected = self._replayed_realized(c, account_id, symbol)
+            booked = self._booked_realized(c, account_id, symbol)
+            if expected != booked:
+                entries.append(Entry(EntryKind.REVERSAL, expected - booked, Category.PNL, {
+                    "reverses": "realized_pnl", "fill_id": str(fill_id), "symbol": symbol,
+                    "realized_before": fmt(booked), "realized_after": fmt(expected)}))
             self._append(c, ctx, entries, now)
             return fill  # type: ignore[no-any-return]
+
+    def _replayed_realized(self, c: Any, account_id: uuid.UUID, symbol: str) -> Decimal:
+        """Realized P&L of ``symbol`` re-derived from the non-voided fills, each at its own conversion rate."""
+        inst = self._inst(symbol)
+        rows = c.execute(
+            "SELECT f.side, f.quantity, f.price, l.evidence->>'conversion_rate' AS rate FROM fills f"
+            " JOIN ledger l ON l.fill_id = f.id LEFT JOIN fill_voids v ON v.fill_id = f.id"
+            " WHERE f.account_id=%s AND f.symbol=%s AND v.fill_id IS NULL ORDER BY l.seq",
+            (account_id, symbol)).fetchall()
+        pos: Position | None = None
+        total = ZERO
+        for r in rows:
+            eff = apply_fill(pos, symbol, Side(r["side"]), r["quantity"], r["price"], inst.contract_size)
+            pos = eff.position
+            if eff.closed_quantity:
+                total += money(CTX.multiply(eff.realized_quote, Decimal(r["rate"] or "1")))
+        return total
+
+    def _booked_realized(self, c: Any, account_id: uuid.UUID, symbol: str) -> Decimal:
+        """Realized P&L of ``symbol`` as the ledger has it (fills' P&L plus every correction)."""
+        row = c.execute(
+            "SELECT COALESCE(SUM(l.amount), 0) AS total FROM ledger l JOIN fills f"
+            " ON f.id = (l.evidence->>'fill_id')::uuid WHERE l.account_id=%s AND l.category='pnl' AND f.symbol=%s",
+            (account_id, symbol)).fetchone()
+        return money(row["total"])
 
     def void_order(self, account_id: uuid.UUID, order_id: uuid.UUID, *, actor: str, reason: str,
                    conn: Any | None = None) -> Row:
@@ -804,8 +834,13 @@ class ExecutionService:
         return replay(symbol, [(Side(r["side"]), r["quantity"], r["price"]) for r in rows], inst.contract_size)
 
     def recompute(self, account_id: uuid.UUID, *, conn: Any | None = None) -> dict[str, Any]:
-        """Fold the ledger and the fills back into balances and positions and compare with what is stored."""
+        """Fold the ledger and the fills back into balances and positions and compare with what is stored.
+
+        On its own transaction the reads run in one REPEATABLE READ snapshot, so a concurrent writer can never
+        make the ledger and the balances row look inconsistent."""
         with self._tx(conn) as c:
+            if conn is None:
+                c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             ctx = self._load(c, account_id, lock=False)
             rows = c.execute("SELECT amount, category, equity_after FROM ledger WHERE account_id=%s ORDER BY seq",
                              (account_id,)).fetchall()
@@ -833,6 +868,9 @@ class ExecutionService:
                 if dq != sq or dp != sp:
                     mismatches.append({"field": f"position:{s}", "ledger": f"{fmt(dq)}@{fmt(dp)}",
                                        "stored": f"{fmt(sq)}@{fmt(sp)}"})
+                replayed, booked = self._replayed_realized(c, account_id, s), self._booked_realized(c, account_id, s)
+                if replayed != booked:
+                    mismatches.append({"field": f"realized_pnl:{s}", "ledger": fmt(booked), "stored": fmt(replayed)})
             return {"account_id": str(account_id), "ok": not mismatches, "mismatches": mismatches,
                     "entries": totals.entries, "cash": fmt(totals.cash), "realized_pnl": fmt(totals.realized_pnl),
                     "fees": fmt(totals.fees), "deposits": fmt(totals.deposits)}
