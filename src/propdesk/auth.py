@@ -24,6 +24,10 @@ TOKEN_PREFIX = "pdk_"
 class Role(StrEnum):
     SERVICE = "service"
     ADMIN = "admin"
+    CRON = "cron"  # the scheduler's secret: only the routes in CRON_PATHS
+
+
+CRON_PATHS = frozenset({"/api/v1/admin/eod"})
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,8 @@ def hash_token(token: str) -> str:
 class TokenStore:
     """Creates and verifies API tokens (database-backed) plus the static ones from settings."""
 
-    def __init__(self, db: Any, clock: Clock, *, service_token: str | None = None, admin_token: str | None = None):
+    def __init__(self, db: Any, clock: Clock, *, service_token: str | None = None, admin_token: str | None = None,
+                 cron_secret: str | None = None):
         self.db = db
         self.clock = clock
         self._static: list[tuple[str, Role]] = []
@@ -54,6 +59,8 @@ class TokenStore:
             self._static.append((service_token, Role.SERVICE))
         if admin_token:
             self._static.append((admin_token, Role.ADMIN))
+        if cron_secret:
+            self._static.append((cron_secret, Role.CRON))
         self._cache: dict[str, tuple[Principal, datetime | None]] = {}
 
     def create(self, role: Role, name: str = "", ttl: timedelta | None = None) -> tuple[str, Principal]:

@@ -14,9 +14,11 @@ from .db.migrate import HEAD, upgrade
 from .domain.clock import Clock
 from .domain.instruments import DEFAULT_CATALOGUE, Catalogue
 from .execution.decisions import DecisionService
+from .execution.external import ExternalTrades
 from .execution.service import ExecutionService
 from .marketdata.store import QuoteStore
 from .metrics import Metrics
+from .rulebooks.store import PlanStore
 from .settings import Settings
 
 
@@ -59,6 +61,8 @@ class Platform:
     execution: ExecutionService
     decisions: DecisionService
     tokens: TokenStore
+    plans: PlanStore
+    external: ExternalTrades
     embedded: EmbeddedPostgres | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -88,10 +92,13 @@ def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bo
     execution = ExecutionService(db, clock, DEFAULT_CATALOGUE, quotes, metrics,
                                  log=lambda event, **kw: log.warning(event, **kw))
     sync_instruments(db, DEFAULT_CATALOGUE)
+    plans = PlanStore(db, clock)
+    plans.sync_presets()
     return Platform(settings, admin_url, db, clock, DEFAULT_CATALOGUE, quotes, metrics, execution,
                     DecisionService(execution),
-                    TokenStore(db, clock, service_token=settings.service_token, admin_token=settings.admin_token),
-                    embedded)
+                    TokenStore(db, clock, service_token=settings.service_token, admin_token=settings.admin_token,
+                               cron_secret=settings.cron_secret),
+                    plans, ExternalTrades(execution), embedded)
 
 
 def sync_instruments(db: Database, catalogue: Catalogue) -> None:

@@ -22,7 +22,7 @@ from .context import Api
 from .errors import ApiError, handle_api_error, handle_domain_error, handle_http_exception, handle_validation_error
 from .idempotency import Commands
 from .middleware import Authentication, BodyLimit, Observability
-from .routes import accounts, admin, ops, trading
+from .routes import accounts, admin, ops, rules, trading
 
 DESCRIPTION = """PropDesk execution core over HTTP.
 
@@ -60,7 +60,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
 
-    for module in (accounts, trading, admin, ops):
+    for module in (accounts, trading, admin, rules, ops):
         app.include_router(module.build(api))
 
     # add_middleware prepends: the last added runs first.

@@ -95,6 +95,7 @@ ClientOrderId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,1
 ActionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
 Phase = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+PlanId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 BodyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e][\x20-\x7e]{0,199}$")]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_plain_text)]
 LongText = Annotated[str, StringConstraints(max_length=4000), AfterValidator(_plain_text)]
@@ -118,6 +119,11 @@ class CreateAccountBody(Strict):
     policy: dict[str, Any] | None = Field(default=None, description="Overrides of execution policy keys.")
     start: StrictBool = False
     idempotency_key: BodyKey | None = Field(default=None, description="Same key + same body returns the account.")
+    plan_id: PlanId | None = Field(default=None, description="A challenge plan: its rulebook is frozen onto the "
+                                   "account (mode must be challenge).")
+    plan_version: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = Field(
+        default=None, description="A plan version (default: the latest active one).")
+    offer_id: PlanId | None = Field(default=None, description="The plan's offer (size); sets the starting balance.")
 
     @field_validator("policy")
     @classmethod
@@ -241,3 +247,47 @@ class VoidOrderBody(Strict):
 class VoidFillBody(Strict):
     reason: Reason
     fill_id: uuid.UUID
+
+
+# ---------------------------------------------------------------------------------------------- rules
+class PlanBody(Strict):
+    """A plan file (rulebook + offers) as YAML or JSON text; stored as the next version of its id."""
+
+    text: Annotated[str, StringConstraints(min_length=2, max_length=200_000)]
+
+
+class ExternalTradeBody(Strict):
+    """A trade executed on another platform (MT5, cTrader), checked against the account's rulebook."""
+
+    account_id: uuid.UUID
+    ticket: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,100}$")]
+    symbol: Symbol
+    side: Side
+    lots: Quantity
+    open_time: Timestamp
+    open_price: Price
+    close_time: Timestamp | None = None
+    close_price: Price | None = None
+    sl: Price | None = None
+    tp: Price | None = None
+    commission: Annotated[Decimal, BeforeValidator(_decimal), AfterValidator(_places(PRICE_DECIMALS))] = Decimal(0)
+    swap: Annotated[Decimal, BeforeValidator(_decimal), AfterValidator(_places(PRICE_DECIMALS))] = Decimal(0)
+    profit: Annotated[Decimal, BeforeValidator(_decimal), AfterValidator(_places(PRICE_DECIMALS))] | None = None
+
+    @model_validator(mode="after")
+    def _close_pair(self) -> ExternalTradeBody:
+        if (self.close_time is None) != (self.close_price is None):
+            raise ValueError("close_time and close_price must both be given or both be absent")
+        if self.close_time is not None and self.close_time < self.open_time:
+            raise ValueError("close_time is before open_time")
+        return self
+
+
+class CalendarEventBody(Strict):
+    """An economic calendar event entered by an admin."""
+
+    at: Timestamp
+    currency: Currency
+    impact: Annotated[str, StringConstraints(pattern=r"^(high|medium|low)$")]
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_plain_text)]
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{0,3}$")] = ""

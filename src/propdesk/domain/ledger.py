@@ -34,6 +34,7 @@ class EntryKind(StrEnum):
     VOID_FILL = "void_fill"
     REVERSAL = "reversal"
     ADJUSTMENT = "adjustment"
+    EXTERNAL_TRADE = "external_trade"
 
 
 class Category(StrEnum):

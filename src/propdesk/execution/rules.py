@@ -544,3 +544,29 @@ class RulesBridge:
             " trading_day=%s",
             (money(balance), money(equity), now, ctx.id, ev.s.day),
         )
+
+    # ------------------------------------------------------------------ reads
+    def status(self, account_id: uuid.UUID) -> dict[str, Any]:
+        """Every rule's standing for an account: floors and how they are computed, progress, deadlines, reset."""
+        from ..domain.rules.status import rules_status
+
+        now = self.svc.clock.now()
+        with self.svc.db.read() as c:
+            ctx = self.svc._load(c, account_id, lock=False)
+            book = self.book(ctx)
+            base = {"account_id": str(account_id), "status": ctx.status.value, "phase": ctx.account["phase"],
+                    "rulebook": {"id": ctx.account.get("rulebook_id"), "version": ctx.account.get("rulebook_version"),
+                                 "offer_id": ctx.account.get("offer_id")} if book else None}
+            ev = self.evaluator(c, ctx)
+            if ev is None:
+                if book is not None:
+                    ev = Evaluator(book, ctx.account["phase"], initial_balance=ctx.account["starting_balance"])
+                    ev.begin(now, ctx.balance["cash"], ctx.balance["cash"])
+                    return {**base, "started": False, **rules_status(ev, ctx.balance["cash"], ctx.balance["cash"],
+                                                                     now)}
+                return {**base, "started": False, "limits": [], "progress": {}, "rules": {}}
+            val = self.svc._valuate(ctx)
+            # Roll an in-memory copy to now so a reader sees today's floor even before the day-roll worker ran.
+            ev.advance(now, lambda _b: (ctx.balance["cash"], val.equity))
+            return {**base, "started": True, **rules_status(ev, ctx.balance["cash"], val.equity, now),
+                    "missing_prices": list(val.missing)}

@@ -12,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...domain.instruments import Instrument
-from ...domain.lifecycle import Status, Trigger
+from ...domain.lifecycle import Mode, Status, Trigger
 from ...domain.money import CTX, ZERO
 from ...domain.orders import OrderStatus
 from ...domain.policy import ExecutionPolicy
 from ...domain.quotes import Quote
+from ...domain.rules.schema import RulebookError
 from ...execution.decisions import SUPPORTED
 from ...execution.service import CreateAccount
 from ..body import StrictJSONRoute
@@ -70,15 +71,39 @@ def build(api: Api) -> APIRouter:
                 if name in overrides:
                     raise ApiError(422, "invalid_policy", f"give {name} at the top level or in policy, not both")
                 overrides[name] = value
+        book = None
+        phase = body.phase
+        if body.plan_id is not None:
+            if body.mode is not Mode.CHALLENGE:
+                raise ApiError(422, "invalid_plan", "a plan's rulebook governs challenge accounts (mode: challenge)")
+            if "starting_balance" in overrides or "currency" in overrides:
+                raise ApiError(422, "invalid_plan", "a plan's offer sets the starting balance and currency")
+            book = platform.plans.get(body.plan_id, body.plan_version)
+            if body.offer_id is not None:
+                try:
+                    book = book.for_offer(body.offer_id)
+                except RulebookError as exc:
+                    raise ApiError(422, "invalid_offer", exc.reason) from None
+            if "phase" not in body.model_fields_set:
+                phase = book.phases[0].id
+            elif phase not in [p.id for p in book.phases]:
+                raise ApiError(422, "invalid_phase", f"plan {book.id} has no phase {phase!r}",
+                               {"phases": [p.id for p in book.phases]})
+            overrides["starting_balance"] = str(book.starting_balance)
+            overrides["currency"] = book.currency
+        elif body.offer_id is not None or body.plan_version is not None:
+            raise ApiError(422, "invalid_plan", "offer_id and plan_version need plan_id")
         try:
             policy = ExecutionPolicy.from_json(overrides)
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise ApiError(422, "invalid_policy", str(exc)[:300]) from None
-        cmd = CreateAccount(owner_id=body.owner_id, mode=body.mode, phase=body.phase, clone_id=body.clone_id,
+        cmd = CreateAccount(owner_id=body.owner_id, mode=body.mode, phase=phase, clone_id=body.clone_id,
                             parent_account_id=body.parent_account_id, policy=policy,
                             idempotency_key=body.idempotency_key,
                             request_hash=request.state.body_hash if body.idempotency_key else None,
-                            start=body.start)
+                            start=body.start, rulebook=book.to_json() if book else None,
+                            rulebook_id=book.id if book else None, rulebook_version=book.version if book else None,
+                            offer_id=body.offer_id)
 
         def effect(conn: Any) -> Outcome:
             row, created = ex.create_account(cmd, conn=conn)

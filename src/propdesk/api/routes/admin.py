@@ -42,7 +42,7 @@ def account_state(conn: Any, account_id: uuid.UUID, *, lock: bool = False) -> di
             "balance": {k: (dec(bal[k]) if k != "ledger_seq" else bal[k]) for k in _BALANCE_FIELDS if k in bal}}
 
 
-def write_audit(conn: Any, *, actor: str, action: str, account_id: uuid.UUID, reason: str,
+def write_audit(conn: Any, *, actor: str, action: str, account_id: uuid.UUID | None, reason: str,
                 before: dict[str, Any] | None, after: dict[str, Any] | None, details: dict[str, Any],
                 at: Any) -> dict[str, Any]:
     row = conn.execute(
