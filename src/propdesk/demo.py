@@ -212,6 +212,7 @@ class DemoAccount:
     clone_id: str | None
     story: str
     script: Callable[[Script], None]
+    plan: str | None = None  # "plan_id@offer_id": a challenge account governed by that plan's rulebook
 
 
 def _alice(s: Script) -> None:
@@ -223,8 +224,8 @@ def _alice(s: Script) -> None:
     s.close("XAUUSD")                                  # a winning short
     s.order("AAPL", "buy", "60")
     s.move("AAPL", -1.2)
-    s.close("AAPL")                                    # a losing trade
-    s.order("BTCUSD", "buy", "1.000", expect_reject="notional_exceeded")  # a gate says no, with numbers
+    s.close("AAPL")                                    # a losing trade, held seconds: a tick-scalping flag
+    s.order("BTCUSD", "buy", "20.000", expect_reject="notional_exceeded")  # a gate says no, with numbers
     s.order("GBPUSD", "buy", "0.20", sl_pct=-1.5, tp_pct=2.0)            # open, protected
     s.order("XAUUSD", "buy", "0.10", kind="limit", at_pct=-3.0, sl_pct=-5.0, tp_pct=1.0)  # resting limit
 
@@ -236,6 +237,24 @@ def _bob(s: Script) -> None:
     s.order("USDJPY", "buy", "0.25", sl_pct=-1.0, tp_pct=1.5)  # P&L in JPY, converted to USD
     s.order("US500", "sell", "2.0", kind="stop", at_pct=-2.5)   # resting stop
     s.trigger("pause", "demo: held for a risk-desk review", "admin:demo")
+
+
+def _carol(s: Script) -> None:
+    s.order("XAUUSD", "buy", "1.00", sl_pct=-2.0)
+    s.move("XAUUSD", 1.0)
+    s.close("XAUUSD")                                  # +1% on gold: the 3% target, phase 1 passed
+
+
+def _dave(s: Script) -> None:
+    s.order("XAUUSD", "buy", "0.50")
+    s.move("XAUUSD", -2.5)
+    s.close("XAUUSD")                                  # a loss beyond the 5% daily limit: failed
+
+
+def _erin(s: Script) -> None:
+    s.order("US500", "buy", "5.0")
+    s.move("US500", -4.5)
+    s.close("US500")                                   # beyond the soft daily loss: paused for the day
 
 
 def _alpha(s: Script) -> None:
@@ -255,15 +274,38 @@ def _beta(s: Script) -> None:
 
 DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
     DemoAccount("trader-alice", "trader-alice", "challenge", "phase_1", None,
-                "active: 3 closed trades (2 wins, 1 loss), 1 rejection, open GBPUSD with SL/TP, resting limit",
-                _alice),
+                "classic 2-step: 3 closed trades (2 wins, 1 loss, a scalping flag), 1 rejection, open GBPUSD with "
+                "SL/TP, resting limit", _alice, "classic-2step@100k"),
     DemoAccount("trader-bob", "trader-bob", "challenge", "phase_1", None,
-                "paused: partial close of BTCUSD, open BTCUSD and USDJPY, resting stop on US500", _bob),
+                "1-step: paused by the risk desk; open BTCUSD and USDJPY, resting stop on US500", _bob,
+                "one-step-eod@100k"),
+    DemoAccount("trader-carol", "trader-carol", "challenge", "phase_1", None,
+                "express 2-step: phase 1 passed on a gold trade; her phase 2 account is active", _carol,
+                "express-2step@50k"),
+    DemoAccount("trader-dave", "trader-dave", "challenge", "phase_1", None,
+                "classic 2-step: failed, a gold loss beyond the 5% daily limit", _dave, "classic-2step@25k"),
+    DemoAccount("trader-erin", "trader-erin", "challenge", "phase_1", None,
+                "futures combine: paused for the day by the soft daily loss", _erin, "futures-trailing@50k"),
     DemoAccount("agent-alpha", "agent:demo-alpha", "audition", "audition", "demo-clone-1",
                 "AI audition, liquidated: ETHUSD and US500 closed by the liquidation", _alpha),
     DemoAccount("agent-beta", "agent:demo-beta", "audition", "audition", "demo-clone-1",
                 "AI audition, completed: one winning NVDA short", _beta),
 )
+
+
+def _plan_account(platform: Platform, spec: DemoAccount) -> dict[str, Any]:
+    """The rulebook, policy and phase of a plan-based demo account (the firm's demo execution envelope)."""
+    from .domain.policy import ExecutionPolicy
+
+    assert spec.plan is not None
+    plan_id, offer_id = spec.plan.split("@")
+    base = platform.plans.get(plan_id)
+    book = base.for_offer(offer_id)
+    size = book.starting_balance
+    policy = ExecutionPolicy(starting_balance=size, currency=book.currency, max_notional=size * 10,
+                             max_leverage=Decimal(30), max_position_equity_pct=Decimal(1000))
+    return {"rulebook": book.to_json(), "rulebook_id": base.id, "rulebook_version": base.version,
+            "offer_id": offer_id, "phase": book.phases[0].id, "policy": policy}
 
 
 def setup_demo_accounts(platform: Platform, driver: DemoPriceDriver) -> list[dict[str, Any]]:
@@ -273,15 +315,16 @@ def setup_demo_accounts(platform: Platform, driver: DemoPriceDriver) -> list[dic
 
     out = []
     for spec in DEMO_ACCOUNTS:
+        extra: dict[str, Any] = _plan_account(platform, spec) if spec.plan else {"phase": spec.phase}
         with platform.db.tx() as c:
             row, created = platform.execution.create_account(CreateAccount(
-                owner_id=spec.owner_id, mode=Mode(spec.mode), phase=spec.phase, clone_id=spec.clone_id,
-                idempotency_key=f"demo:{spec.key}:v1", start=True), conn=c)
+                owner_id=spec.owner_id, mode=Mode(spec.mode), clone_id=spec.clone_id,
+                idempotency_key=f"demo:{spec.key}:v2", start=True, **extra), conn=c)
             if created:
                 spec.script(Script(platform, driver, row["id"], c))
         snap = platform.execution.snapshot(row["id"])
         out.append({"key": spec.key, "id": row["id"], "owner_id": spec.owner_id, "mode": spec.mode,
-                    "status": snap["status"], "created": created, "story": spec.story,
+                    "plan": spec.plan, "status": snap["status"], "created": created, "story": spec.story,
                     "equity": snap["balance"]["equity"], "realized_pnl": snap["balance"]["realized_pnl"],
                     "positions": len(snap["positions"]), "open_orders": len(snap["open_orders"])})
     return out

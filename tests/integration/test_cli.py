@@ -250,27 +250,36 @@ def test_demo_check_sets_up_the_demo_accounts_idempotently_and_verify_passes(db_
                             "   AS rejected,"
                             " b.realized_pnl FROM accounts a JOIN balances b ON b.account_id = a.id").fetchall()
         tokens = conn.execute("SELECT role FROM api_tokens ORDER BY role").fetchall()
-    by_owner = {r[1]: r for r in rows}
-    assert set(by_owner) == {"trader-alice", "trader-bob", "agent:demo-alpha", "agent:demo-beta"}
-    alice, bob = by_owner["trader-alice"], by_owner["trader-bob"]
-    alpha, beta = by_owner["agent:demo-alpha"], by_owner["agent:demo-beta"]
+    by_owner: dict[str, list[Any]] = {}
+    for r in rows:
+        by_owner.setdefault(r[1], []).append(r)
+    assert set(by_owner) == {"trader-alice", "trader-bob", "trader-carol", "trader-dave", "trader-erin",
+                             "agent:demo-alpha", "agent:demo-beta"}
+    alice, bob = by_owner["trader-alice"][0], by_owner["trader-bob"][0]
+    alpha, beta = by_owner["agent:demo-alpha"][0], by_owner["agent:demo-beta"][0]
     assert alice[3] == "active" and alice[5] >= 1 and alice[6] >= 1 and alice[8] >= 1 and alice[7] >= 7
     assert alice[9] != 0  # closed trades realized P&L
     assert bob[3] == "paused" and bob[4] >= 1
+    assert sorted(r[3] for r in by_owner["trader-carol"]) == ["active", "passed"]  # phase 1 passed, phase 2 open
+    assert [r[3] for r in by_owner["trader-dave"]] == ["failed"]
+    assert [r[3] for r in by_owner["trader-erin"]] == ["day_paused"]
     assert alpha[2] == "audition" and alpha[3] == "liquidated" and alpha[4] == 0
     assert beta[2] == "audition" and beta[3] == "completed"
     assert [t[0] for t in tokens] == ["admin", "service"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        kinds = {r[0] for r in conn.execute("SELECT DISTINCT kind FROM violations").fetchall()}
+    assert {"breach", "flag", "pass"} <= kinds
 
     again = run_cli("demo", "--check", "--port", "0", db_url=db_url, data_dir=tmp_path, timeout=240)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-5000:]
     with psycopg.connect(db_url, autocommit=True) as conn:
         count = conn.execute("SELECT count(*) FROM accounts").fetchone()
-    assert count is not None and count[0] == 4  # reused, not duplicated
+    assert count is not None and count[0] == 8  # reused, not duplicated (carol's phase 2 is the eighth)
 
     verified = run_cli("verify", "--json", db_url=db_url, data_dir=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     report = one_json_line(verified)
-    assert report["accounts"] == 4 and report["clean"] is True
+    assert report["accounts"] == 8 and report["clean"] is True
 
 
 # ------------------------------------------------------------------------------------------ serve

@@ -47,8 +47,9 @@ def error_of(data: Any) -> RulebookError:
 
 
 # ---------------------------------------------------------------- presets and offers
-def test_the_shipped_presets_cover_the_five_families() -> None:
-    assert preset_ids() == ["classic-2step", "daily-anchor-max", "futures-trailing", "one-step-eod", "strict-risk"]
+def test_the_shipped_presets_cover_the_five_families_and_an_express_plan() -> None:
+    assert preset_ids() == ["classic-2step", "daily-anchor-max", "express-2step", "futures-trailing", "one-step-eod",
+                            "strict-risk"]
 
 
 @pytest.mark.parametrize("preset_id", preset_ids())
