@@ -8,7 +8,7 @@ from typing import Any
 from . import logs
 from .auth import TokenStore
 from .clock import SystemClock
-from .db.database import Database
+from .db.database import Database, assert_security_posture
 from .db.embedded import EmbeddedPostgres
 from .db.migrate import HEAD, upgrade
 from .domain.clock import Clock
@@ -83,6 +83,10 @@ def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bo
         admin_url, embedded = resolve_database(settings)
     if migrate:
         upgrade(admin_url, settings.db_role_prefix)
+    problems = assert_security_posture(admin_url, settings.db_role_prefix)
+    if problems:
+        # Refuse to run on a database where the app could write account truth or read across traders.
+        raise RuntimeError("database security posture check failed: " + "; ".join(problems))
     db = Database(admin_url, settings.db_role_prefix, engine_url=settings.engine_database_url,
                   app_url=settings.app_database_url, pool_size=settings.db_pool_size)
     clock = clock or SystemClock()

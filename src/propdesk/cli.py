@@ -521,7 +521,8 @@ def evaluate(
     from pathlib import Path
 
     from .domain.rules.schema import RulebookError
-    from .evaluation import InputError, evaluate as run_evaluation, render_report
+    from .evaluation import InputError, render_report
+    from .evaluation import evaluate as run_evaluation
     from .rulebooks import load_rulebook
 
     try:

@@ -90,6 +90,10 @@ class MarkToMarketWorker:
             result.accounts = int(summary.get("accounts", 0))
             result.marked = int(summary.get("marked", 0))
             result.failed = list(summary.get("failed", []))
+            # Day boundaries are crossed on the same cadence: a day pause lifts and an expiry lands even on an
+            # account with no open position (rolling is idempotent, so a separate eod worker may run too).
+            rolled = p.execution.roll_all()
+            result.failed += list(rolled.get("failed", []))
         except Exception as exc:
             result.error = f"{type(exc).__name__}: {exc}"[:1000]
             self._log.error("mark_to_market_cycle_failed", cycle=result.cycle, error=result.error, exc_info=True)
