@@ -11,6 +11,7 @@ this to store an idempotency record atomically with the effect); otherwise the m
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -113,6 +114,27 @@ def _uuid() -> uuid.UUID:
     return uuid.uuid4()
 
 
+def _ledger_insert(n: int) -> str:
+    row = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    return ("INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, equity_after, order_id,"
+            " fill_id, evidence, created_at) VALUES " + ",".join([row] * n))
+
+
+_LEDGER_INSERTS = [""] + [_ledger_insert(n) for n in range(1, 6)]
+_POLICIES: dict[str, ExecutionPolicy] = {}
+
+
+def _policy(data: dict[str, Any]) -> ExecutionPolicy:
+    """The account's frozen policy; parsed once per distinct policy (policies repeat across accounts)."""
+    key = json.dumps(data, sort_keys=True)
+    policy = _POLICIES.get(key)
+    if policy is None:
+        policy = ExecutionPolicy.from_json(data)
+        if len(_POLICIES) < 10_000:
+            _POLICIES[key] = policy
+    return policy
+
+
 class ExecutionService:
     """Commands and reads over account truth. One instance per process; thread-safe (state lives in Postgres)."""
 
@@ -148,17 +170,23 @@ class ExecutionService:
         return conversion_rate(ccy, account_ccy, mid)
 
     def _load(self, conn: Any, account_id: uuid.UUID, *, lock: bool = True) -> AccountCtx:
-        row = conn.execute("SELECT * FROM accounts WHERE id = %s" + (" FOR UPDATE" if lock else ""),
-                           (account_id,)).fetchone()
+        # One round trip: the account row (locked) and its children, sent as a pipeline.
+        with conn.pipeline():
+            acc_cur = conn.execute("SELECT * FROM accounts WHERE id = %s" + (" FOR UPDATE" if lock else ""),
+                                   (account_id,))
+            bal_cur = conn.execute("SELECT * FROM balances WHERE account_id = %s", (account_id,))
+            pos_cur = conn.execute("SELECT * FROM positions WHERE account_id = %s", (account_id,))
+            rest_cur = conn.execute("SELECT * FROM orders WHERE account_id = %s AND status = 'open'"
+                                    " ORDER BY created_at", (account_id,))
+        row = acc_cur.fetchone()
         if row is None:
             raise NotFound(f"account {account_id} not found", code="account_not_found")
-        bal = conn.execute("SELECT * FROM balances WHERE account_id = %s", (account_id,)).fetchone()
-        pos_rows = conn.execute("SELECT * FROM positions WHERE account_id = %s", (account_id,)).fetchall()
-        resting = conn.execute("SELECT * FROM orders WHERE account_id = %s AND status = 'open' ORDER BY created_at",
-                               (account_id,)).fetchall()
+        bal = bal_cur.fetchone()
+        pos_rows = pos_cur.fetchall()
+        resting = rest_cur.fetchall()
         positions = {r["symbol"]: Position(r["symbol"], r["quantity"], r["avg_price"], r["stop_loss"],
                                            r["take_profit"], r["opened_at"]) for r in pos_rows}
-        ctx = AccountCtx(row, bal, positions, resting, ExecutionPolicy.from_json(row["policy"]))
+        ctx = AccountCtx(row, bal, positions, resting, _policy(row["policy"]))
         ctx.valuation = self._valuate(ctx)
         return ctx
 
@@ -187,6 +215,7 @@ class ExecutionService:
         """Write ledger entries and fold them into the balances row (cash, totals, equity, watermark)."""
         bal = dict(ctx.balance)
         seq = bal["ledger_seq"]
+        rows: list[tuple[Any, ...]] = []
         for e in entries:
             seq += 1
             bal["cash"] += e.amount
@@ -201,11 +230,12 @@ class ExecutionService:
             bal["high_watermark"] = max(bal["high_watermark"], bal["cash"])
             if e.equity_after is not None:
                 bal["high_watermark"] = max(bal["high_watermark"], e.equity_after)
-            conn.execute(
-                "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, equity_after, order_id,"
-                " fill_id, evidence, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                (ctx.id, seq, e.kind.value, e.category.value, e.amount, bal["cash"], e.equity_after, e.order_id,
-                 e.fill_id, Jsonb(e.evidence), now))
+            rows.append((ctx.id, seq, e.kind.value, e.category.value, e.amount, bal["cash"], e.equity_after,
+                         e.order_id, e.fill_id, Jsonb(e.evidence), now))
+        if rows:
+            # One multi-row INSERT per command step rather than one statement per entry.
+            conn.execute(_LEDGER_INSERTS[len(rows)] if len(rows) < len(_LEDGER_INSERTS) else _ledger_insert(len(rows)),
+                         [v for r in rows for v in r])
         bal["ledger_seq"] = seq
         ctx.balance = bal
         self._write_balances(conn, ctx, now)
