@@ -428,32 +428,36 @@ class ExecutionService:
             after = replace(after, stop_loss=sl, take_profit=tp)
             if before is not None and after.opened_at is None:
                 after = replace(after, opened_at=before.opened_at)
-        self._write_position(c, ctx, req.symbol, after, now)
-        fill = c.execute(
-            "INSERT INTO fills (id, order_id, account_id, symbol, side, quantity, price, notional, fee, realized_pnl,"
-            " slippage_bps, quote, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
-            (fill_id, order["id"], ctx.id, req.symbol, req.side.value, req.quantity, px, notional, fee, realized,
-             slip_bps, Jsonb(quote.evidence()), now)).fetchone()
-        cash_after = ctx.balance["cash"] + realized - fee
-        ctx.valuation = self._valuate(replace(ctx, balance={**ctx.balance, "cash": cash_after}))
-        equity_after = money(ctx.valuation.equity)
-        evidence = {"order_id": str(order["id"]), "symbol": req.symbol, "side": req.side.value,
-                    "quantity": fmt(req.quantity), "price": fmt(px), "slippage_model": ctx.policy.slippage_model.value,
-                    "slippage_bps": fmt(slip_bps), "quote": quote.evidence(), "purpose": req.purpose.value,
-                    "position_before": _pos_evidence(before), "position_after": _pos_evidence(after),
-                    "closed_quantity": fmt(eff.closed_quantity), "conversion_rate": fmt(rate)}
-        entries = [Entry(EntryKind.FILL, evidence=evidence, order_id=str(order["id"]), fill_id=str(fill_id))]
-        if fee:
-            entries.append(Entry(EntryKind.FEE, -fee, Category.FEE, {"fill_id": str(fill_id), "fee_bps":
-                                 fmt(ctx.policy.fee_bps), "notional": fmt(notional)}, order_id=str(order["id"])))
-        if eff.closed_quantity:
-            entries.append(Entry(EntryKind.REALIZED_PNL, realized, Category.PNL, {
-                "fill_id": str(fill_id), "closed_quantity": fmt(eff.closed_quantity),
-                "entry_price": fmt(before.avg_price) if before else None, "exit_price": fmt(px),
-                "conversion_rate": fmt(rate)}, equity_after=equity_after, order_id=str(order["id"])))
-        else:
-            entries[-1] = replace(entries[-1], equity_after=equity_after)
-        self._append(c, ctx, entries, now)
+        # The writes of a fill need no answer before the next one: send them as one pipeline.
+        with c.pipeline():
+            self._write_position(c, ctx, req.symbol, after, now)
+            fill_cur = c.execute(
+                "INSERT INTO fills (id, order_id, account_id, symbol, side, quantity, price, notional, fee,"
+                " realized_pnl, slippage_bps, quote, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                " RETURNING *",
+                (fill_id, order["id"], ctx.id, req.symbol, req.side.value, req.quantity, px, notional, fee, realized,
+                 slip_bps, Jsonb(quote.evidence()), now))
+            cash_after = ctx.balance["cash"] + realized - fee
+            ctx.valuation = self._valuate(replace(ctx, balance={**ctx.balance, "cash": cash_after}))
+            equity_after = money(ctx.valuation.equity)
+            evidence = {"order_id": str(order["id"]), "symbol": req.symbol, "side": req.side.value,
+                        "quantity": fmt(req.quantity), "price": fmt(px), "slippage_model": ctx.policy.slippage_model.value,
+                        "slippage_bps": fmt(slip_bps), "quote": quote.evidence(), "purpose": req.purpose.value,
+                        "position_before": _pos_evidence(before), "position_after": _pos_evidence(after),
+                        "closed_quantity": fmt(eff.closed_quantity), "conversion_rate": fmt(rate)}
+            entries = [Entry(EntryKind.FILL, evidence=evidence, order_id=str(order["id"]), fill_id=str(fill_id))]
+            if fee:
+                entries.append(Entry(EntryKind.FEE, -fee, Category.FEE, {"fill_id": str(fill_id), "fee_bps":
+                                     fmt(ctx.policy.fee_bps), "notional": fmt(notional)}, order_id=str(order["id"])))
+            if eff.closed_quantity:
+                entries.append(Entry(EntryKind.REALIZED_PNL, realized, Category.PNL, {
+                    "fill_id": str(fill_id), "closed_quantity": fmt(eff.closed_quantity),
+                    "entry_price": fmt(before.avg_price) if before else None, "exit_price": fmt(px),
+                    "conversion_rate": fmt(rate)}, equity_after=equity_after, order_id=str(order["id"])))
+            else:
+                entries[-1] = replace(entries[-1], equity_after=equity_after)
+            self._append(c, ctx, entries, now)
+        fill = fill_cur.fetchone()
         self.rules.after_fill(c, ctx, req, before, eff, px, fee, realized, quote.ts, fill_id, now)
         return fill  # type: ignore[no-any-return]
 
@@ -483,7 +487,11 @@ class ExecutionService:
                 raise InvalidInput(f"cannot close {fmt(qty)} lots of a {fmt(abs(pos.quantity))} lot position",
                                    code="invalid_quantity")
             req = OrderRequest(symbol, pos.side.opposite, qty, reduce_only=True, purpose=OrderPurpose.CLOSE)
-            return self._submit(c, ctx, req, self.clock.now(), decision_action_id=decision_action_id)
+            now = self.clock.now()
+            # As for an order: a day may have rolled (or the phase expired) since last seen. If that ends the
+            # phase or pauses the day, the rules flatten the position and the gates refuse this close.
+            self.rules.sync(c, ctx, now)
+            return self._submit(c, ctx, req, now, decision_action_id=decision_action_id)
 
     def cancel_order(self, account_id: uuid.UUID, order_id: uuid.UUID, *, conn: Any | None = None,
                      actor: str = "client", void: bool = False, reason: str = "") -> Row:
