@@ -96,14 +96,19 @@ class LogTrade:
     source: str = ""  # the trade log's path, for error messages
 
 
+def _read_text(path: Path) -> str:
+    """A UTF-8 input file's text (a BOM is dropped); InputError naming the file when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: is not UTF-8 text") from None
+
+
 def read_trades(path: Path, catalogue: Catalogue) -> list[LogTrade]:
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{name}: is not UTF-8 text") from None
+    text = _read_text(path)
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in TRADE_COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
@@ -233,12 +238,7 @@ class Series:
 
 def read_prices(path: Path) -> dict[str, Series]:
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{name}: is not UTF-8 text") from None
+    text = _read_text(path)
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     if header[:6] == ["symbol", "timestamp", "open", "high", "low", "close"]:
@@ -281,12 +281,7 @@ def read_prices(path: Path) -> dict[str, Series]:
 def read_calendar(path: Path) -> list[CalendarEvent]:
     """Economic calendar CSV: ``time,currency,impact,title`` (time with offset; impact high|medium|low)."""
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{name}: is not UTF-8 text") from None
+    text = _read_text(path)
     reader = csv.DictReader(io.StringIO(text))
     out = []
     for i, raw in enumerate(reader, start=2):

@@ -441,7 +441,8 @@ class ExecutionService:
             ctx.valuation = self._valuate(replace(ctx, balance={**ctx.balance, "cash": cash_after}))
             equity_after = money(ctx.valuation.equity)
             evidence = {"order_id": str(order["id"]), "symbol": req.symbol, "side": req.side.value,
-                        "quantity": fmt(req.quantity), "price": fmt(px), "slippage_model": ctx.policy.slippage_model.value,
+                        "quantity": fmt(req.quantity), "price": fmt(px),
+                        "slippage_model": ctx.policy.slippage_model.value,
                         "slippage_bps": fmt(slip_bps), "quote": quote.evidence(), "purpose": req.purpose.value,
                         "position_before": _pos_evidence(before), "position_after": _pos_evidence(after),
                         "closed_quantity": fmt(eff.closed_quantity), "conversion_rate": fmt(rate)}
@@ -739,37 +740,34 @@ class ExecutionService:
 
     def roll_all(self) -> dict[str, Any]:
         """Roll the day for every live challenge account; one account's failure does not stop the rest."""
-        with self.db.read() as c:
-            ids = [r["id"] for r in c.execute(
-                "SELECT a.id FROM accounts a JOIN rule_states r ON r.account_id = a.id WHERE a.status = ANY(%s)"
-                " ORDER BY a.id", ([s.value for s in MARKED],)).fetchall()]
-        ok, failed = 0, []
-        for acc in ids:
-            try:
-                self.roll_day(acc)
-                ok += 1
-            except Exception as exc:
-                failed.append({"account_id": str(acc), "error": f"{type(exc).__name__}: {exc}"})
-                self._log("roll_day_failed", account_id=str(acc), error=repr(exc))
-                self._record_failure(acc, "roll_day", exc)
-        return {"rolled": ok, "failed": failed, "accounts": len(ids)}
+        ok, failed, n = self._each_account(
+            "SELECT a.id FROM accounts a JOIN rule_states r ON r.account_id = a.id WHERE a.status = ANY(%s)"
+            " ORDER BY a.id", self.roll_day, "roll_day")
+        return {"rolled": ok, "failed": failed, "accounts": n}
 
     def mark_all(self) -> dict[str, Any]:
         """Mark every account that holds positions; one account's failure is recorded and the rest go on."""
+        ok, failed, n = self._each_account(
+            "SELECT DISTINCT a.id FROM accounts a JOIN positions p ON p.account_id = a.id"
+            " WHERE a.status = ANY(%s) ORDER BY a.id", self.mark_to_market, "mark_to_market")
+        return {"marked": ok, "failed": failed, "accounts": n}
+
+    def _each_account(self, query: str, command: Callable[[uuid.UUID], Any], what: str
+                      ) -> tuple[int, list[dict[str, str]], int]:
+        """Run ``command`` on every live account ``query`` selects, each in its own transaction; a failure is
+        logged and recorded in the audit log, and the others go on."""
         with self.db.read() as c:
-            ids = [r["id"] for r in c.execute(
-                "SELECT DISTINCT a.id FROM accounts a JOIN positions p ON p.account_id = a.id"
-                " WHERE a.status = ANY(%s) ORDER BY a.id", ([s.value for s in MARKED],)).fetchall()]
+            ids = [r["id"] for r in c.execute(query, ([s.value for s in MARKED],)).fetchall()]
         ok, failed = 0, []
         for acc in ids:
             try:
-                self.mark_to_market(acc)
+                command(acc)
                 ok += 1
             except Exception as exc:
                 failed.append({"account_id": str(acc), "error": f"{type(exc).__name__}: {exc}"})
-                self._log("mark_to_market_failed", account_id=str(acc), error=repr(exc))
-                self._record_failure(acc, "mark_to_market", exc)
-        return {"marked": ok, "failed": failed, "accounts": len(ids)}
+                self._log(f"{what}_failed", account_id=str(acc), error=repr(exc))
+                self._record_failure(acc, what, exc)
+        return ok, failed, len(ids)
 
     def _record_failure(self, account_id: uuid.UUID, what: str, exc: Exception) -> None:
         try:
