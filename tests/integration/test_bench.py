@@ -33,15 +33,24 @@ def bench(*args: str, db_url: str, data_dir: Path) -> tuple[subprocess.Completed
 
 
 def test_bench_pretrade_prints_one_correct_json_line(db_url: str, tmp_path: Path) -> None:
+    from propdesk.domain.rules.schema import PRETRADE_RULES
+
     proc, out = bench("pretrade", "--calls", "2000", "--trials", "2", "--sample", "1500", db_url=db_url,
                       data_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert set(out) == CONTRACT_KEYS
     assert out["scenario"] == "pretrade" and out["correct"] is True
-    m = out["metrics"]
-    assert m["rules_evaluated"] == 20
+    p, m = out["params"], out["metrics"]
+    # The full check: every execution gate, then every pre-trade rule of the strictest preset.
+    assert p["preset"] == "strict-risk@100k"
+    assert p["pretrade_rules"] == list(PRETRADE_RULES) and len(p["gates"]) == 20
+    assert p["open_positions"] == 4 and p["resting_orders"] >= 1 and p["calendar_events"] >= 3
+    assert m["rules_evaluated"] == len(p["gates"]) + len(p["pretrade_rules"]) >= 20
     assert m["verdict_mismatches"] == 0 and m["sample_orders"] == 1500
-    assert m["sample_rejection_codes"] >= 12  # the sample exercises most rejection reasons, not just acceptances
+    # The sample exercises most rejection reasons, gates and rules, not just acceptances.
+    assert m["sample_accepted"] > 0 and m["sample_gate_rejections"] > 0 and m["sample_rule_rejections"] > 0
+    assert m["sample_rejection_codes"] >= 20
+    assert m["sample_rules_violated"] >= 8
     assert 0 < m["latency_us_p50"] <= m["latency_us_p99"] <= m["latency_us_max"]
     assert {"latency_us_p50", "latency_us_p99", "throughput_per_s"} <= set(out["limit"])
     assert out["ratio_to_limit"] > 0
@@ -79,15 +88,18 @@ def test_bench_orders_refuses_fewer_accounts_than_clients(db_url: str, tmp_path:
 
 
 # ------------------------------------------------------------------------------------------ the checks can fail
-def test_the_pretrade_check_catches_an_inline_reference_that_disagrees(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("forgotten", ["notional_exceeded", "max_risk_per_trade", "news_trading",
+                                       "weekend_trading"])
+def test_the_pretrade_check_catches_an_inline_reference_that_disagrees(monkeypatch: pytest.MonkeyPatch,
+                                                                       forgotten: str) -> None:
+    """An inline reference that forgets one gate or one rule is caught by the verdict comparison."""
     from propdesk.bench import pretrade
 
     real = pretrade.make_inline
 
     def sloppy(*a: Any, **kw: Any) -> Any:
         inline = real(*a, **kw)
-        # Forgets the per-order notional limit.
-        return lambda req, st: None if inline(req, st) == "notional_exceeded" else inline(req, st)
+        return lambda req, st: [c for c in inline(req, st) if c != forgotten]
 
     monkeypatch.setattr(pretrade, "make_inline", sloppy)
     result = pretrade.run(calls=200, trials=1, sample=3000)
@@ -95,19 +107,52 @@ def test_the_pretrade_check_catches_an_inline_reference_that_disagrees(monkeypat
     assert result.metrics["verdict_mismatches"] > 0
 
 
-def test_the_pretrade_timed_orders_reach_every_gate() -> None:
-    """Each timed order passes, so between them every gate runs (market-open, resting limit, increase)."""
+def test_the_pretrade_check_catches_trading_hours_judged_in_the_wrong_timezone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sample holds a BST day: hours judged in UTC instead of Europe/London disagree."""
+    from datetime import time
+
+    from propdesk.bench import pretrade
+    from propdesk.domain.rules.calendar import TradingCalendar
+
+    real = pretrade.make_inline
+    monkeypatch.setattr(pretrade, "make_inline",
+                        lambda rules, cal, *a, **kw: real(rules, TradingCalendar("UTC", time(0)), *a, **kw))
+    result = pretrade.run(calls=200, trials=1, sample=3000)
+    assert result.correct is False and result.metrics["verdict_mismatches"] > 0
+
+
+def test_the_pretrade_timed_orders_reach_every_gate_and_rule() -> None:
+    """Each timed order passes every gate and every rule of the preset, so between them all of it runs
+    (market-open, resting limit, increase); the path does consult the rulebook after the gates."""
+    from dataclasses import replace
+
     from propdesk.bench import pretrade
     from propdesk.domain import gates as G
+    from propdesk.domain.rules.schema import PRETRADE_RULES
 
+    rules, cal = pretrade.load_rules()
+    assert set(PRETRADE_RULES) <= set(rules)  # the strictest preset enables every pre-trade rule
     quotes, rates = pretrade.market()
     state = pretrade.account_state(quotes, rates)
+    scenes = pretrade.scenes(rules, cal, pretrade.calendar())
+    now = scenes[0]
+    assert now.now == pretrade.NOW
     for req in pretrade.timed_orders():
         inst = pretrade.DEFAULT_CATALOGUE.get(req.symbol)
         assert inst is not None
         assert G.check_order(req, state, inst, G.MarketContext(quotes[req.symbol], rates[inst.quote_currency],
                                                                pretrade.NOW)) is None
+        assert list(now.path(req, state)) == [] and list(now.inline(req, state)) == []
+        # The same order without its stop loss passes the gates but not the rulebook.
+        bare = replace(req, stop_loss=None)
+        assert list(now.path(bare, state)) == ["max_risk_per_trade"]
     kinds = {(r.order_type.value, r.symbol in state.positions) for r in pretrade.timed_orders()}
     assert kinds == {("market", False), ("limit", False), ("market", True)}
     assert len(state.positions) == 4 and len(state.resting_orders) == 3
     assert state.equity > Decimal(0)
+    # On a Saturday the same orders meet the trading hours and the weekend rule.
+    saturday = next(sc for sc in scenes if sc.now.weekday() == 5)
+    market_order = pretrade.timed_orders()[0]
+    assert set(saturday.path(market_order, state)) == {"trading_hours", "weekend_trading"}
+    assert set(saturday.inline(market_order, state)) == {"trading_hours", "weekend_trading"}

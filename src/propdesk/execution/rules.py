@@ -36,7 +36,7 @@ from ..domain.orders import OrderPurpose, OrderRequest, OrderType, Side
 from ..domain.policy import ExecutionPolicy
 from ..domain.positions import FillEffect, Position
 from ..domain.rules.engine import Decision, EngineState, Evaluator, Trade
-from ..domain.rules.pretrade import CalendarEvent, OpenPosition, OrderCheck, check_order
+from ..domain.rules.pretrade import CalendarEvent, OpenPosition, OrderCheck, check_order, weekend_holds
 from ..domain.rules.rulebook import Rulebook, parse_rulebook
 
 if TYPE_CHECKING:
@@ -100,7 +100,9 @@ class RulesBridge:
     def _values(self, ctx: AccountCtx) -> tuple[Decimal, Decimal]:
         val = self.svc._valuate(ctx)
         ctx.valuation = val
-        return ctx.balance["cash"], val.equity
+        # The rules judge equity in the account currency's minor units, as they report it: an unrounded equity
+        # half a cent under a floor would breach with a stored value (rounded) that does not (RULES.md: money).
+        return ctx.balance["cash"], money(val.equity)
 
     # ------------------------------------------------------------------ hooks
     def on_start(self, c: Any, ctx: AccountCtx, now: datetime) -> None:
@@ -126,8 +128,37 @@ class RulesBridge:
             self._close_day_stats(c, ctx, ev, now)
         balance, equity = self._values(ctx)
         decisions = ev.advance(now, lambda _b: (balance, equity))
+        if last is not None and not ev.ended:
+            decisions += self._weekend_holds(c, ctx, ev, last, now)
         self._scale_up(c, ctx, ev, now)
         self._apply(c, ctx, ev, decisions, now)
+
+    def _weekend_holds(
+        self, c: Any, ctx: AccountCtx, ev: Evaluator, after: datetime, until: datetime
+    ) -> list[Decision]:
+        """``weekend_trading`` with ``hold_positions: false``: a flag for every position (and every external trade
+        reported open) still held when a weekend starts in ``(after, until]``, as the offline driver flags it."""
+        wk = ev.rules.get("weekend_trading")
+        if wk is None or wk["hold_positions"] or until <= after:
+            return []
+        if not weekend_holds(ev.rules, ev.cal, after, until, [("", "", "")]):
+            return []  # no weekend starts in the interval (nearly every command): nothing to read
+        tickets = ctx.rule_extras.get("open_tickets") or {}
+        held = []
+        for pos in sorted(ctx.positions.values(), key=lambda p: (p.opened_at or after, p.symbol)):  # as opened
+            inst = self.svc.catalogue.get(pos.symbol)
+            if pos.quantity != 0 and inst is not None:
+                held.append((tickets.get(pos.symbol, ""), pos.symbol, inst.asset_class.value))
+        rows = c.execute(
+            "SELECT ticket, payload->>'symbol' AS symbol FROM external_trades WHERE account_id=%s AND"
+            " payload->>'close_time' IS NULL ORDER BY created_at, ticket",
+            (ctx.id,),
+        ).fetchall()
+        for r in rows:
+            inst = self.svc.catalogue.get(r["symbol"])
+            if inst is not None:
+                held.append((r["ticket"], inst.symbol, inst.asset_class.value))
+        return weekend_holds(ev.rules, ev.cal, after, until, held)
 
     def pretrade(
         self,
@@ -176,6 +207,7 @@ class RulesBridge:
             reduces,
             (inst.base_currency, inst.quote_currency),
             tuple(self._events(c, rules, now)),
+            netting=True,
         )
         decisions = check_order(rules, ev.cal, check)
         rejects = [d for d in decisions if d.kind == "reject"]
@@ -262,6 +294,12 @@ class RulesBridge:
             self.snapshot_winner(c, ctx, ev, str(fill_id), pnl, now)
             if eff.position is None and req.symbol in tainted:
                 tainted.remove(req.symbol)
+        # The fill that opened each position: its ticket (as ``on_open`` names it) for holding rules.
+        tickets: dict[str, str] = extras.setdefault("open_tickets", {})
+        if eff.position is None:
+            tickets.pop(req.symbol, None)
+        elif eff.opened_quantity > 0 and (before is None or eff.closed_quantity > 0):
+            tickets[req.symbol] = str(fill_id)
         if eff.opened_quantity > 0:
             if eff.closed_quantity == 0:
                 fees[req.symbol] = fmt(Decimal(fees.get(req.symbol, "0")) + fee)
@@ -296,7 +334,7 @@ class RulesBridge:
         val = self.svc._valuate(ctx)
         if val.missing:
             return  # never judge equity on a guessed price
-        balance, equity = ctx.balance["cash"], val.equity
+        balance, equity = ctx.balance["cash"], money(val.equity)
         decisions = ev.on_equity(now, balance, equity)
         decisions += ev.check_pass(now, sum(1 for p in ctx.positions.values() if p.quantity != 0))
         self._apply(c, ctx, ev, decisions, now)
@@ -567,6 +605,7 @@ class RulesBridge:
                 return {**base, "started": False, "limits": [], "progress": {}, "rules": {}}
             val = self.svc._valuate(ctx)
             # Roll an in-memory copy to now so a reader sees today's floor even before the day-roll worker ran.
-            ev.advance(now, lambda _b: (ctx.balance["cash"], val.equity))
-            return {**base, "started": True, **rules_status(ev, ctx.balance["cash"], val.equity, now),
+            equity = money(val.equity)
+            ev.advance(now, lambda _b: (ctx.balance["cash"], equity))
+            return {**base, "started": True, **rules_status(ev, ctx.balance["cash"], equity, now),
                     "missing_prices": list(val.missing)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from ..money import ZERO, fmt, money
@@ -18,6 +19,8 @@ from .engine import Decision, iso
 
 HUNDRED = Decimal(100)
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+IMPACTS = {"high": ("high",), "medium": ("high", "medium"), "low": ("high", "medium", "low")}
+END_OF_DAY = time(23, 59, 59, 999999)
 
 
 @dataclass(frozen=True)
@@ -59,21 +62,35 @@ class OrderCheck:
     events: tuple[CalendarEvent, ...] = ()
     closing: bool = False  # a close (news scope open_and_close)
     other_account_sides: tuple[str, ...] = field(default=())  # the trader's other accounts' sides in symbol
+    netting: bool = False              # the account nets positions: an opposite order reduces or flips, never hedges
 
 
 def _reject(rule: str, at: datetime, value: Decimal | None, limit: Decimal | None, message: str, **ev: Any) -> Decision:
     return Decision(rule, "reject", "reject_order", at, value, limit, {"message": message, **ev})
 
 
+def _share_of(part: Decimal, whole: Decimal) -> str:
+    return f"{fmt((part * HUNDRED / whole).quantize(Decimal('0.01')))}%" if whole > 0 else "all"
+
+
 def in_windows(cal: TradingCalendar, at: datetime, windows: list[dict[str, Any]]) -> bool:
     """Is ``at`` inside any ``{days, start, end}`` window (rulebook timezone; end may wrap past midnight)?"""
-    local = cal.local(at)
-    day = DAY_NAMES[local.weekday()]
-    prev_day = DAY_NAMES[(local.weekday() - 1) % 7]
-    now = local.time().replace(tzinfo=None)
+    return _in_local_windows(cal.local(at), windows)
+
+
+@lru_cache(maxsize=256)
+def _window_times(start: str, end: str) -> tuple[time, time]:
+    """A window's parsed [start, end) (``24:00`` is the last instant of the day); parsed once per text."""
+    return time.fromisoformat(start), END_OF_DAY if end == "24:00" else time.fromisoformat(end)
+
+
+def _in_local_windows(local: datetime, windows: list[dict[str, Any]]) -> bool:
+    weekday = local.weekday()
+    day = DAY_NAMES[weekday]
+    prev_day = DAY_NAMES[weekday - 1]  # Monday's previous day is DAY_NAMES[-1], Sunday
+    now = local.time()  # naive: the wall-clock time in the rulebook timezone
     for w in windows:
-        start = time.fromisoformat(w["start"])
-        end = time(23, 59, 59, 999999) if w["end"] == "24:00" else time.fromisoformat(w["end"])
+        start, end = _window_times(w["start"], w["end"])
         if start < end:
             if day in w["days"] and start <= now < end:
                 return True
@@ -85,18 +102,28 @@ def in_windows(cal: TradingCalendar, at: datetime, windows: list[dict[str, Any]]
     return False
 
 
+@lru_cache(maxsize=64)
+def _minutes(n: int) -> timedelta:
+    return timedelta(minutes=n)
+
+
 def news_hits(order: OrderCheck, p: dict[str, Any]) -> list[CalendarEvent]:
     """Events of the rule's impact whose window [t - before, t + after] holds the order time."""
-    impacts = {"high": ("high",), "medium": ("high", "medium"), "low": ("high", "medium", "low")}[p["impact"]]
-    before, after = timedelta(minutes=p["minutes_before"]), timedelta(minutes=p["minutes_after"])
-    keys = {c.upper() for c in order.currencies}
-    return [
-        e
-        for e in order.events
-        if e.impact in impacts
-        and (e.currency.upper() in keys or (e.country and e.country.upper() in keys))
-        and e.at - before <= order.at <= e.at + after
-    ]
+    impacts = IMPACTS[p["impact"]]
+    before, after = _minutes(p["minutes_before"]), _minutes(p["minutes_after"])
+    out: list[CalendarEvent] = []
+    if not order.events:
+        return out
+    keys = set(map(str.upper, order.currencies))
+    at = order.at
+    for e in order.events:
+        if (
+            e.impact in impacts
+            and (e.currency.upper() in keys or (e.country and e.country.upper() in keys))
+            and e.at - before <= at <= e.at + after
+        ):
+            out.append(e)
+    return out
 
 
 def stop_loss_risk(
@@ -199,7 +226,10 @@ def check_order(rules: dict[str, dict[str, Any]], cal: TradingCalendar, o: Order
                 )
             )
         if "per_symbol" in lot:
-            held = sum((p.lots for p in o.positions if p.symbol == o.symbol), ZERO)
+            held = ZERO
+            for p in o.positions:
+                if p.symbol == o.symbol:
+                    held += p.lots
             if held + o.lots > lot["per_symbol"]:
                 out.append(
                     _reject(
@@ -216,19 +246,20 @@ def check_order(rules: dict[str, dict[str, Any]], cal: TradingCalendar, o: Order
     mop = rules.get("max_open_positions")
     # A position is one symbol (the execution core nets per account and symbol); an offline log may hold
     # several tickets in one symbol, which count as that one position.
-    open_symbols = {p.symbol for p in o.positions}
-    if mop is not None and not o.resting and o.symbol not in open_symbols and len(open_symbols) + 1 > mop["count"]:
-        out.append(
-            _reject(
-                "max_open_positions",
-                o.at,
-                Decimal(len(open_symbols) + 1),
-                Decimal(mop["count"]),
-                f"{len(open_symbols)} positions are open; the limit is {mop['count']}",
-                open_positions=len(open_symbols),
-                max_count=mop["count"],
+    if mop is not None and not o.resting:
+        open_symbols = {p.symbol for p in o.positions}
+        if o.symbol not in open_symbols and len(open_symbols) + 1 > mop["count"]:
+            out.append(
+                _reject(
+                    "max_open_positions",
+                    o.at,
+                    Decimal(len(open_symbols) + 1),
+                    Decimal(mop["count"]),
+                    f"{len(open_symbols)} positions are open; the limit is {mop['count']}",
+                    open_positions=len(open_symbols),
+                    max_count=mop["count"],
+                )
             )
-        )
     moo = rules.get("max_open_orders")
     if moo is not None and o.resting and o.open_orders + 1 > moo["count"]:
         out.append(
@@ -242,7 +273,10 @@ def check_order(rules: dict[str, dict[str, Any]], cal: TradingCalendar, o: Order
                 max_count=moo["count"],
             )
         )
-    aggregate = sum((p.notional for p in o.positions), ZERO) + o.notional
+    aggregate = ZERO
+    for p in o.positions:
+        aggregate += p.notional
+    aggregate += o.notional
     ml = rules.get("max_leverage")
     if ml is not None and o.equity > 0 and aggregate / o.equity > ml["ratio"]:
         lev = aggregate / o.equity
@@ -306,7 +340,7 @@ def check_order(rules: dict[str, dict[str, Any]], cal: TradingCalendar, o: Order
                     o.risk,
                     limit,
                     f"risk at the stop loss is {fmt(money(o.risk))} "
-                    f"({fmt((o.risk * HUNDRED / o.equity).quantize(Decimal('0.01')))}% of equity), "
+                    f"({_share_of(o.risk, o.equity)} of equity), "
                     f"above {fmt(risk['pct'])}% ({fmt(money(limit))})",
                     risk=fmt(money(o.risk)),
                     max_risk=fmt(money(limit)),
@@ -317,7 +351,9 @@ def check_order(rules: dict[str, dict[str, Any]], cal: TradingCalendar, o: Order
                 )
             )
     th = rules.get("trading_hours")
-    if th is not None and not in_windows(cal, o.at, th["windows"]):
+    wk = rules.get("weekend_trading")
+    local = cal.local(o.at) if th is not None or wk is not None else o.at  # once for both rules
+    if th is not None and not _in_local_windows(local, th["windows"]):
         out.append(
             _reject(
                 "trading_hours",
@@ -325,16 +361,15 @@ def check_order(rules: dict[str, dict[str, Any]], cal: TradingCalendar, o: Order
                 None,
                 None,
                 f"orders are allowed only inside the trading hours ({cal.tz.key})",
-                local_time=cal.local(o.at).isoformat(),
+                local_time=local.isoformat(),
                 windows=th["windows"],
             )
         )
-    wk = rules.get("weekend_trading")
     if (
         wk is not None
         and not wk["new_orders"]
         and o.asset_class not in wk["exempt_asset_classes"]
-        and cal.is_weekend(o.at)
+        and local.weekday() >= 5  # cal.is_weekend(o.at)
     ):
         out.append(
             _reject(
@@ -343,14 +378,18 @@ def check_order(rules: dict[str, dict[str, Any]], cal: TradingCalendar, o: Order
                 None,
                 None,
                 "no new orders on the weekend",
-                local_time=cal.local(o.at).isoformat(),
+                local_time=local.isoformat(),
                 exempt_asset_classes=wk["exempt_asset_classes"],
             )
         )
     hd = rules.get("hedging")
     if hd is not None and not hd["allowed"]:
         opposite = "sell" if o.side == "buy" else "buy"
-        same_account = any(p.symbol == o.symbol and p.side == opposite for p in o.positions)
+        same_account = False
+        for p in () if o.netting else o.positions:
+            if p.symbol == o.symbol and p.side == opposite:
+                same_account = True
+                break
         across = hd["across_accounts"] and opposite in o.other_account_sides
         if same_account or across:
             out.append(
