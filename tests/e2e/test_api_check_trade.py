@@ -265,7 +265,7 @@ def test_a_losing_trade_below_the_daily_floor_is_a_breach_and_fails_the_account(
 def test_winning_trades_on_enough_days_pass_the_phase_and_open_the_next(desk: Any, admin: Any) -> None:
     post_plan(admin, PLAN)
     acc = challenge(desk, "e2e-ext")
-    res = check(desk, trade(desk, acc, "P-1", closed=True, profit="700"))
+    res = check(desk, trade(desk, acc, "P-1", closed=True, profit="1200"))
     assert res["result"] == "pass" and res["account_status"] == "active"  # target met, one trading day of two
     progress = desk.client.get(f"{PREFIX}/accounts/{acc}/rules").json()["progress"]
     assert progress["profit_target"]["met"] is True and progress["min_trading_days"]["met"] is False
@@ -346,6 +346,9 @@ HOSTILE: list[tuple[str, Any]] = [
     ("naive open time", {"open_time": "2026-03-02T09:50:00"}),
     ("naive close time", {"close_time": "2026-03-02T10:00:00", "close_price": "1.1"}),
     ("close before open", {"close_time": "2026-03-02T09:00:00+00:00", "close_price": "1.1"}),
+    ("open time far in the future", {"open_time": "2099-01-01T00:00:00+00:00"}),
+    ("close time far in the future", {"close_time": "2099-01-01T00:00:00+00:00", "close_price": "1.2"}),
+    ("open time before the phase started", {"open_time": "1971-01-01T00:00:00+00:00"}),
     ("close time without price", {"close_time": "2026-03-02T10:00:00+00:00"}),
     ("close price without time", {"close_price": "1.1"}),
     ("unknown symbol", {"symbol": "FOOBAR"}),

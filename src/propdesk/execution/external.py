@@ -13,7 +13,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +28,9 @@ from ..domain.rules.pretrade import OpenPosition, OrderCheck, check_order, stop_
 from .service import ExecutionService
 
 OPEN_KEYS = ("ticket", "symbol", "side", "lots", "open_time", "open_price")
+# How far another platform's clock may disagree with ours (as for quotes): a trade time beyond it in the future,
+# or before the phase started, cannot belong to a trade of this phase that already happened.
+MAX_SKEW = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ class ExternalTrades:
             raise InvalidInput("close_time is before open_time", code="invalid_trade")
         if (t.close_time is None) != (t.close_price is None):
             raise InvalidInput("close_time and close_price go together", code="invalid_trade")
+        for name, ts in (("open_time", t.open_time), ("close_time", t.close_time)):
+            if ts is not None and ts > now + MAX_SKEW:
+                raise InvalidInput(f"{name} is in the future", code="invalid_trade", details={"field": name})
         body = t.body()
         with svc._tx(conn) as c:
             ctx = svc._load(c, account_id)
@@ -100,6 +106,10 @@ class ExternalTrades:
                                code="no_rulebook")
             if ctx.status in TERMINAL:
                 raise Conflict(f"account is {ctx.status.value}", code="account_not_active")
+            started = ctx.account.get("phase_started_at")
+            if started is not None and t.open_time < started - MAX_SKEW:
+                raise InvalidInput("open_time is before the phase started", code="invalid_trade",
+                                   details={"field": "open_time", "phase_started_at": started.isoformat()})
             svc.rules.sync(c, ctx, now)
             decisions: list[Decision] = []
             rate = svc._rate(inst.quote_currency, ctx.policy.currency) or (Decimal(1) if inst.quote_currency ==

@@ -43,8 +43,9 @@ def rederive(decision: dict[str, Any]) -> tuple[bool, str]:
             base = anchor if ev.get("base") == "day_anchor" else initial
             assert base is not None
             floor = anchor - pct * base / HUNDRED
-        ok = money(floor) == money(limit) and _breached(value, limit, bool(ev.get("breach_on_touch")))
-        return ok, f"floor = {anchor} - allowance = {money(floor)}; value {value} vs {limit}"
+        # The stored limit is the floor rounded to cents; the verdict is judged against the floor itself.
+        ok = money(floor) == money(limit) and _breached(value, floor, bool(ev.get("breach_on_touch")))
+        return ok, f"floor = {anchor} - allowance = {floor}; value {value} vs {limit}"
     if rule == "max_loss":
         initial = _d(ev.get("initial_balance"))
         if initial is None or value is None or limit is None:
@@ -59,8 +60,8 @@ def rederive(decision: dict[str, Any]) -> tuple[bool, str]:
         lock = _d(ev.get("lock_at"))
         if lock is not None and (ev.get("locked") or floor >= lock):
             floor = lock
-        ok = money(floor) == money(limit) and _breached(value, limit, bool(ev.get("breach_on_touch")))
-        return ok, f"floor = {mode} peak {peak} - {allowance} = {money(floor)}; value {value} vs {limit}"
+        ok = money(floor) == money(limit) and _breached(value, floor, bool(ev.get("breach_on_touch")))
+        return ok, f"floor = {mode} peak {peak} - {allowance} = {floor}; value {value} vs {limit}"
     if rule == "consistency" and ev.get("mode") == "per_trade":
         profit, cum = _d(ev.get("profit")), _d(ev.get("cumulative_winning_profit"))
         mx = _d(ev.get("max_share_pct"))
