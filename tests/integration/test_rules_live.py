@@ -514,11 +514,11 @@ def test_equity_half_a_cent_under_the_floor_is_judged_in_cents_as_the_verdict_re
     assert service.recompute(acc)["ok"]
 
 
-def test_a_floor_with_fractions_of_a_cent_re_derives_against_the_floor_itself(
+def test_a_floor_with_fractions_of_a_cent_is_rounded_to_the_cent_and_re_derives(
         service: ExecutionService, quotes: QuoteStore, clock: ManualClock) -> None:
     for symbol, bid in (("EURUSD", "1.10000"), ("XAUUSD", "2000.00")):
         assert quotes.put(Quote(symbol, D(bid), D(bid), clock.now())) is not None
-    acc = open_on(service, parse_text(SUB_CENT_FLOOR, "sub-cent-floor"), fee_bps=D(0))  # floor 9,666.665
+    acc = open_on(service, parse_text(SUB_CENT_FLOOR, "sub-cent-floor"), fee_bps=D(0))  # 9,666.665 -> 9,666.66
     assert service.submit_order(acc, OrderRequest("XAUUSD", Side.BUY, D("0.01"))).accepted
     assert service.submit_order(acc, OrderRequest("EURUSD", Side.BUY, D(1))).accepted
     clock.advance(5)
@@ -527,9 +527,13 @@ def test_a_floor_with_fractions_of_a_cent_re_derives_against_the_floor_itself(
     clock.advance(5)
     stored = quotes.put(Quote("XAUUSD", D("1999.66"), D("1999.66"), clock.now()))
     assert stored is not None
-    service.on_quote(stored)  # 9,666.66 < 9,666.665
+    service.on_quote(stored)  # 9,666.66: exactly at the floor (in cents), not a breach
+    assert only_breach(service, acc) is None
+    clock.advance(5)
+    stored = quotes.put(Quote("XAUUSD", D("1999.65"), D("1999.65"), clock.now()))
+    assert stored is not None
+    service.on_quote(stored)  # 9,666.65 < 9,666.66
     breach = only_breach(service, acc)
     assert breach is not None and breach["rule"] == "max_daily_loss"
-    # The stored limit is the floor in cents (9,666.66, half-even); the evidence reproduces the floor itself.
-    assert breach["value"] == D("9666.66") and breach["limit_value"] == D("9666.66")
+    assert breach["value"] == D("9666.65") and breach["limit_value"] == D("9666.66")
     assert check_verdicts(service.db, [acc]) == 1

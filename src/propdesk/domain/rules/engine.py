@@ -201,7 +201,7 @@ class Evaluator:
             peak_eod_balance=start,
         )
         if self.s.max_floor is None and "max_loss" in self.rules:
-            self.s.max_floor = self.s.initial - self._allowance("max_loss")
+            self.s.max_floor = money(self.s.initial - self._allowance("max_loss"))
 
     # ------------------------------------------------------------------ helpers
     def _allowance(self, rule: str, base: Decimal | None = None) -> Decimal:
@@ -235,7 +235,7 @@ class Evaluator:
             s.max_locked = True
             return
         if s.max_floor is None or candidate > s.max_floor:
-            s.max_floor = candidate
+            s.max_floor = money(candidate)
 
     def _daily_floor_for(self, sod_balance: Decimal, sod_equity: Decimal) -> tuple[Decimal, Decimal]:
         p = self.rules["max_daily_loss"]
@@ -246,10 +246,12 @@ class Evaluator:
             "start_of_day_max_balance_equity": max(sod_balance, sod_equity),
             "initial_balance": self.s.initial,
         }[anchor_kind]
+        # Floors are money: a trader sees (and can recompute) them to the cent.
+        anchor = money(anchor)
         if "amount" in p:
-            return anchor, anchor - p["amount"]
+            return anchor, money(anchor - p["amount"])
         base = self.s.initial if p["base"] == "initial_balance" else anchor
-        return anchor, anchor - p["pct"] * base / HUNDRED
+        return anchor, money(anchor - p["pct"] * base / HUNDRED)
 
     def _start_day(self, t: datetime, d: date, balance: Decimal, equity: Decimal) -> None:
         s = self.s
