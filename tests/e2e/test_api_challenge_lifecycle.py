@@ -201,3 +201,40 @@ def test_the_rules_view_explains_every_floor(desk: Any, admin: Any) -> None:
     assert "start of day balance" in limits["max_daily_loss"]["computation"]
     assert Decimal(limits["max_loss"]["floor"]) == Decimal(90000)
     assert rules["seconds_to_reset"] > 0 and rules["timezone"] == "UTC"
+
+
+def test_a_close_inside_a_news_blackout_is_refused_when_the_rule_covers_closing(desk: Any, admin: Any) -> None:
+    acc = open_challenge(desk, "strict-risk", offer_id="100k")["id"]  # news: 30 min either side, open_and_close
+    px(desk, "1.10000")
+    r = desk.order(acc, quantity="1", stop_loss="1.09500")
+    assert r.status_code == 201, r.text
+    at = desk.clock.now() + timedelta(minutes=10)
+    r = admin.post("/api/v1/admin/calendar/events", json={"at": at.isoformat(), "currency": "USD", "impact": "high",
+                                                           "title": "Non-farm payrolls"})
+    assert r.status_code == 201, r.text
+    desk.tick(60)
+    px(desk, "1.10050")
+    r = desk.client.post(f"{PREFIX}/accounts/{acc}/positions/EURUSD/close", json={})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "rule_violation" and r.json()["error"]["details"]["rule"] == "news_trading"
+    desk.tick(45 * 60)  # past event + 30 minutes
+    px(desk, "1.10050")
+    r = desk.client.post(f"{PREFIX}/accounts/{acc}/positions/EURUSD/close", json={})
+    assert r.status_code in (200, 201), r.text
+    assert_recompute_ok(desk, acc)
+
+
+def test_an_external_trade_reported_late_counts_on_the_day_it_happened(desk: Any, admin: Any) -> None:
+    post_plan(admin, PLAN)
+    acc = open_challenge(desk, "e2e-2step")["id"]
+    opened = desk.clock.now()
+    desk.tick(3 * 3600)
+    body = {"account_id": acc, "ticket": "mt5-1", "symbol": "EURUSD", "side": "buy", "lots": "1",
+            "open_time": opened.isoformat(), "open_price": "1.10000",
+            "close_time": (opened + timedelta(hours=1)).isoformat(), "close_price": "1.10100", "profit": "100"}
+    desk.tick(24 * 3600)  # reported the next day
+    r = desk.client.post("/api/v1/risk/check-trade", json=body)
+    assert r.status_code == 200, r.text
+    stats = desk.client.get(f"{PREFIX}/accounts/{acc}/daily-stats").json()["items"]
+    by_day = {s["trading_day"]: s for s in stats}
+    assert Decimal(by_day[opened.date().isoformat()]["closed_pnl"]) == Decimal(100)

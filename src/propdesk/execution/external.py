@@ -110,7 +110,13 @@ class ExternalTrades:
             if started is not None and t.open_time < started - MAX_SKEW:
                 raise InvalidInput("open_time is before the phase started", code="invalid_trade",
                                    details={"field": "open_time", "phase_started_at": started.isoformat()})
-            svc.rules.sync(c, ctx, now)
+            def at(ts: datetime) -> datetime:
+                """A trade's own time as the event time, never before what the engine has already seen nor after
+                now (a late report still counts on the trading day the trade happened)."""
+                last = ev.s.last_t
+                when = min(ts, now)
+                return max(when, last) if last is not None else when
+
             decisions: list[Decision] = []
             rate = svc._rate(inst.quote_currency, ctx.policy.currency) or (Decimal(1) if inst.quote_currency ==
                                                                            ctx.policy.currency else None)
@@ -121,6 +127,8 @@ class ExternalTrades:
             equity = balance
             if stage_open and not ev.ended:
                 assert rate is not None
+                open_at = at(t.open_time)
+                svc.rules.sync(c, ctx, open_at)
                 notional = CTX.multiply(inst.contract_value(t.lots, t.open_price), rate)
                 risk = stop_loss_risk(t.open_price, t.sl, t.lots, inst.contract_size, rate) if t.sl else None
                 open_rows = c.execute("SELECT payload FROM external_trades WHERE account_id=%s AND"
@@ -134,9 +142,11 @@ class ExternalTrades:
                 for d in check_order(ev.rules, ev.cal, check):
                     decisions.append(Decision(d.rule, "flag", "flag" if d.kind == "reject" else d.action, d.at,
                                               d.value, d.limit, {**d.evidence, "ticket": t.ticket}))
-                decisions += ev.on_open(now, Trade(t.ticket, t.symbol, t.side, t.lots, t.open_time, t.open_price,
+                decisions += ev.on_open(open_at, Trade(t.ticket, t.symbol, t.side, t.lots, t.open_time, t.open_price,
                                                    inst.asset_class.value, sl=t.sl, tp=t.tp), balance, equity)
             if t.close_time is not None and t.close_price is not None and not ev.ended:
+                close_at = at(t.close_time)
+                svc.rules.sync(c, ctx, close_at)
                 if t.profit is not None:
                     gross = t.profit
                 else:
@@ -151,14 +161,15 @@ class ExternalTrades:
                 svc._append(c, ctx, entries, now)
                 balance = ctx.balance["cash"]
                 net = pnl + fee
-                decisions += ev.on_close(now, Trade(t.ticket, t.symbol, t.side, t.lots, t.open_time, t.open_price,
+                decisions += ev.on_close(close_at, Trade(t.ticket, t.symbol, t.side, t.lots, t.open_time, t.open_price,
                                                     inst.asset_class.value, t.close_time, t.close_price, t.sl, t.tp,
                                                     net), balance, balance)
-                svc.rules.snapshot_winner(c, ctx, ev, t.ticket, net, now)
+                svc.rules.snapshot_winner(c, ctx, ev, t.ticket, net, close_at)
                 open_left = c.execute("SELECT count(*) AS n FROM external_trades WHERE account_id=%s AND ticket<>%s"
                                       " AND payload->>'close_time' IS NULL", (account_id, t.ticket)).fetchone()["n"]
-                decisions += ev.check_pass(now, int(open_left))
+                decisions += ev.check_pass(close_at, int(open_left))
             svc.rules._apply(c, ctx, ev, decisions, now)
+            svc.rules.sync(c, ctx, now)
             status = svc._account_row(c, account_id)["status"]
             breach = any(d.kind == "breach" for d in decisions)
             warn = any(d.kind in ("flag", "warning", "reject") for d in decisions)

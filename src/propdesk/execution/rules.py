@@ -170,9 +170,12 @@ class RulesBridge:
         rate: Decimal,
         now: datetime,
     ) -> G.Rejection | None:
-        """The rulebook's pre-trade rules for a client order; a refusal is returned as a gate rejection."""
+        """The rulebook's pre-trade rules for a trader's order or close; a refusal is returned as a gate rejection.
+
+        A close (or an order that only reduces) meets only the rules that govern closing (the news window with
+        scope ``open_and_close``); stop losses, take profits and liquidations are never held back."""
         ev = self.evaluator(c, ctx)
-        if ev is None or req.purpose is not OrderPurpose.CLIENT:
+        if ev is None or req.purpose not in (OrderPurpose.CLIENT, OrderPurpose.CLOSE):
             return None
         rules = ev.rules
         cur = ctx.positions.get(req.symbol)
@@ -207,6 +210,7 @@ class RulesBridge:
             reduces,
             (inst.base_currency, inst.quote_currency),
             tuple(self._events(c, rules, now)),
+            closing=req.purpose is OrderPurpose.CLOSE or reduces,
             netting=True,
         )
         decisions = check_order(rules, ev.cal, check)

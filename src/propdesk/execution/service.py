@@ -365,7 +365,7 @@ class ExecutionService:
         inst = self.catalogue.get(req.symbol)
         mkt = self._market(req.symbol, inst, ctx, now)
         rejection = G.check_order(req, self._gate_state(ctx), inst, mkt, allowed_statuses=allowed)
-        if rejection is None and req.purpose is OrderPurpose.CLIENT:
+        if rejection is None and req.purpose in (OrderPurpose.CLIENT, OrderPurpose.CLOSE):
             assert inst is not None and mkt.quote is not None and mkt.rate is not None
             px = mkt.quote.ask if req.side is Side.BUY else mkt.quote.bid
             rejection = self.rules.pretrade(c, ctx, req, inst, px, mkt.rate, now)
