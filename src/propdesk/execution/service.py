@@ -241,7 +241,10 @@ class ExecutionService:
         self._write_balances(conn, ctx, now)
 
     def _write_balances(self, conn: Any, ctx: AccountCtx, now: datetime, *, marked: bool = False) -> None:
-        val = self._valuate(ctx)
+        val = ctx.valuation
+        if marked or val is None or val.cash != ctx.balance["cash"]:
+            # A valuation at the same cash over the same positions (a position write clears it) is still exact.
+            val = self._valuate(ctx)
         ctx.valuation = val
         bal = ctx.balance
         margin = CTX.divide(val.notional, ctx.policy.max_leverage) if val.notional else ZERO
@@ -463,6 +466,7 @@ class ExecutionService:
         return fill  # type: ignore[no-any-return]
 
     def _write_position(self, c: Any, ctx: AccountCtx, symbol: str, pos: Position | None, now: datetime) -> None:
+        ctx.valuation = None  # positions change: any valuation held is stale
         if pos is None:
             c.execute("DELETE FROM positions WHERE account_id = %s AND symbol = %s", (ctx.id, symbol))
             ctx.positions.pop(symbol, None)
