@@ -48,6 +48,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(worker_app, name="worker")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(bench_app, name="bench")
+feed_app = typer.Typer(help="Price feeds into the quote store and the execution core.", no_args_is_help=True)
+app.add_typer(feed_app, name="feed")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one compact JSON line on stdout.")]
 
@@ -505,6 +507,76 @@ def bench_pretrade(seed: Annotated[int, typer.Option(help="Seed of the random ve
     _run(body)
 
 
+# ------------------------------------------------------------------------------------------------ bench quotes
+@bench_app.command("quotes")
+def bench_quotes(ticks: Annotated[int, typer.Option(min=1, help="Ticks replayed per run.")] = 9000,
+                 trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
+                 sample: Annotated[int, typer.Option(min=1, help="Minutes whose candles are checked.")] = 200,
+                 seed: Annotated[int, typer.Option(help="Seed of the sampled minutes.")] = 42,
+                 accounts: Annotated[int | None, typer.Option(hidden=True)] = None,
+                 clients: Annotated[int | None, typer.Option(hidden=True)] = None,
+                 as_json: JsonOpt = False) -> None:
+    """Replayed ticks into the quote store and minute candles vs parsing the same file alone (in process)."""
+
+    def body() -> int:
+        from .bench import quotes as scenario
+
+        _settings()
+        with _bench_progress() as progress:
+            result = scenario.run(ticks=ticks, trials=trials, sample=sample, seed=seed, progress=progress)
+        return _bench_output(result, as_json)
+
+    _run(body)
+
+
+# ------------------------------------------------------------------------------------------------ feed replay
+
+
+@feed_app.command("replay")
+def feed_replay(files: Annotated[list[str], typer.Argument(help="Tick or bar files (formats: docs of "
+                                                                "propdesk.marketdata.providers.replay).")],
+                symbol: Annotated[str | None, typer.Option(help="Symbol (default: from each file name).")] = None,
+                speed: Annotated[float, typer.Option(min=0, help="Market seconds per second; 0 = as fast as "
+                                                                 "possible.")] = 1.0,
+                as_json: JsonOpt = False) -> None:
+    """Replay ticks/bars into the platform's quote store and execution triggers (needs a database)."""
+
+    def body() -> int:
+        from .marketdata.providers.replay import ReplayFormatError, ReplayProvider
+
+        settings = _settings()
+        try:
+            provider = ReplayProvider(files, symbol=symbol, speed=speed)
+        except ReplayFormatError as exc:
+            raise CliError(str(exc)) from exc
+        log = _log()
+        counts = {"received": 0, "accepted": 0, "dropped": 0, "triggered_orders": 0, "protective": 0,
+                  "liquidations": 0}
+        with open_platform(settings) as platform:
+            try:
+                for q in provider.quotes():
+                    counts["received"] += 1
+                    stored = platform.quotes.put(q)
+                    if stored is None:
+                        counts["dropped"] += 1
+                        continue
+                    counts["accepted"] += 1
+                    fired = platform.execution.on_quote(stored)
+                    counts["triggered_orders"] += fired.get("orders", 0)
+                    counts["protective"] += fired.get("protective", 0)
+                    counts["liquidations"] += fired.get("liquidations", 0)
+            except ReplayFormatError as exc:
+                raise CliError(str(exc)) from exc
+        log.info("feed_replay_done", **counts)
+        if as_json:
+            emit_json({"files": files, "speed": speed, **counts})
+        else:
+            _out(f"replayed {counts['received']} quotes: {counts['accepted']} accepted, {counts['dropped']} dropped")
+        return 0
+
+    _run(body)
+
+
 # ------------------------------------------------------------------------------------------------ evaluate
 @app.command()
 def evaluate(
@@ -664,6 +736,88 @@ def worker_eod(once: Annotated[bool, typer.Option("--once", help="Roll once and 
                 except Exception as exc:  # a failed cycle is logged; the next one tries again
                     log.error("eod_cycle_failed", error=repr(exc))
                 stop.wait(interval)
+        return 0
+
+    _run(body)
+
+
+# ------------------------------------------------------------------------------------------------ feed simulate
+
+
+@feed_app.command("simulate")
+def feed_simulate(
+        symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated symbols "
+                                                    "(default: every enabled instrument).")] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the simulation (same seed, same paths).")] = 7,
+        interval: Annotated[float, typer.Option("--interval", min=0.01, help="Seconds between ticks.")] = 1.0,
+        weekend_demo: Annotated[bool, typer.Option("--weekend-demo", help="DEMO MODE: forex, metals and energy "
+                                                   "quote through the weekend; quotes say "
+                                                   "source=simulated-demo.")] = False) -> None:
+    """Simulated quotes (calibrated, session-aware; docs: MARKET_DATA.md) into the platform until Ctrl-C."""
+
+    def body() -> int:
+        import dataclasses
+        import signal
+
+        from .marketdata.providers.simulated import SimulatedProvider
+
+        settings = _settings()
+        log = _log()
+        with open_platform(settings) as platform:
+            chosen = None
+            if symbols:
+                chosen = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+                unknown = [s for s in chosen if platform.catalogue.get(s) is None]
+                if unknown:
+                    raise CliError(f"unknown symbol(s): {', '.join(unknown)}")
+            platform.quotes.refresh()
+            start = {q.symbol: q.mid for q in platform.quotes.all()}  # continue from the last stored prices
+            provider = SimulatedProvider(platform.catalogue, platform.clock, seed=seed, interval_s=interval,
+                                         symbols=chosen, weekend_demo=weekend_demo, start_prices=start)
+            now = platform.clock.now()
+            open_now = [s for s in provider.symbols if provider.is_open(s, now)]
+            sys.stderr.write(f"feed simulate ({provider.name}): {len(provider.symbols)} symbols, "
+                             f"{len(open_now)} in session now; Ctrl-C to stop\n")
+            signal.signal(signal.SIGTERM, lambda *_: provider.stop())
+            published = dropped = 0
+            try:
+                for q in provider.quotes():
+                    stored = platform.quotes.put(dataclasses.replace(q, seq=0))  # the store numbers its quotes
+                    if stored is None:
+                        dropped += 1
+                        continue
+                    published += 1
+                    try:
+                        platform.execution.on_quote(stored)
+                    except Exception as exc:  # a feed never dies of one quote
+                        log.error("feed_quote_reaction_failed", symbol=stored.symbol, error=repr(exc))
+            except KeyboardInterrupt:
+                provider.stop()
+            log.info("feed_simulate_done", published=published, dropped=dropped)
+            sys.stderr.write(f"feed simulate: {published} quotes published, {dropped} dropped\n")
+        return 0
+
+    _run(body)
+
+
+@feed_app.command("calibrate")
+def feed_calibrate(data: Annotated[str | None, typer.Option("--data", help="The market data directory "
+                                                            "(default: ../shared/data/market).")] = None,
+                   as_json: JsonOpt = False) -> None:
+    """Recompute marketdata/calibration.json (volatility and spreads) from the real data files."""
+
+    def body() -> int:
+        from pathlib import Path
+
+        from .marketdata.calibration import DEFAULT_DATA_DIR, calibrate, markdown_table, write_calibration
+
+        doc = calibrate(Path(data) if data else DEFAULT_DATA_DIR)
+        path = write_calibration(doc)
+        if as_json:
+            emit_json({"path": str(path), "instruments": len(doc["instruments"])})
+        else:
+            _out(markdown_table(doc))
+            _out(f"wrote {path}")
         return 0
 
     _run(body)
