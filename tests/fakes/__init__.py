@@ -1,0 +1,1 @@
+"""In-process fakes of external services (real servers on loopback ports)."""
