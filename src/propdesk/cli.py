@@ -50,6 +50,8 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(bench_app, name="bench")
 feed_app = typer.Typer(help="Price feeds into the quote store and the execution core.", no_args_is_help=True)
 app.add_typer(feed_app, name="feed")
+calendar_app = typer.Typer(help="The economic calendar (the news rule reads it).", no_args_is_help=True)
+app.add_typer(calendar_app, name="calendar")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one compact JSON line on stdout.")]
 
@@ -800,6 +802,72 @@ def feed_simulate(
     _run(body)
 
 
+# ------------------------------------------------------------------------------------------------ feed massive
+
+
+@feed_app.command("massive")
+def feed_massive(
+        symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated symbols "
+                                                    "(default: every enabled instrument Massive can route).")] = None,
+        interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between polls.")] = 1.0,
+        wti_proxy: Annotated[bool, typer.Option("--wti-proxy", help="Quote WTIUSD from the USO ETF (a proxy: "
+                                                "its moves, not a barrel price).")] = False) -> None:
+    """Massive (Polygon.io) REST snapshots into the platform until Ctrl-C (needs PROPDESK_MASSIVE_API_KEY)."""
+
+    def body() -> int:
+        import dataclasses
+        import os
+        import signal
+
+        from .marketdata.providers.massive import ENV_API_KEY, MassiveAuthError, MassiveProvider
+
+        key = os.environ.get(ENV_API_KEY, "").strip()
+        if not key:
+            raise CliError(f"{ENV_API_KEY} is not set: the Massive feed needs an API key "
+                           "(or use `propdesk feed simulate`, which needs none)")
+        settings = _settings()
+        log = _log()
+        with open_platform(settings) as platform:
+            if symbols:
+                chosen = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+                unknown = [s for s in chosen if platform.catalogue.get(s) is None]
+                if unknown:
+                    raise CliError(f"unknown symbol(s): {', '.join(unknown)}")
+            else:
+                chosen = [i.symbol for i in platform.catalogue if i.enabled]
+            try:
+                provider = MassiveProvider(key, chosen, platform.clock, interval_s=interval,
+                                           base_url=os.environ.get("PROPDESK_MASSIVE_BASE_URL") or None,
+                                           catalogue=platform.catalogue, proxies=wti_proxy)
+            except MassiveAuthError as exc:
+                raise CliError(str(exc)) from exc
+            sys.stderr.write(f"feed massive: {len(provider.routes)} symbols routed"
+                             + (f", not routable: {', '.join(provider.unroutable)}" if provider.unroutable else "")
+                             + "; Ctrl-C to stop\n")
+            signal.signal(signal.SIGTERM, lambda *_: provider.stop())
+            published = dropped = 0
+            try:
+                for q in provider.quotes():
+                    stored = platform.quotes.put(dataclasses.replace(q, seq=0))  # the store numbers its quotes
+                    if stored is None:
+                        dropped += 1
+                        continue
+                    published += 1
+                    try:
+                        platform.execution.on_quote(stored)
+                    except Exception as exc:  # a feed never dies of one quote
+                        log.error("feed_quote_reaction_failed", symbol=stored.symbol, error=repr(exc))
+            except MassiveAuthError as exc:
+                raise CliError(str(exc)) from exc
+            except KeyboardInterrupt:
+                provider.stop()
+            log.info("feed_massive_done", published=published, dropped=dropped)
+            sys.stderr.write(f"feed massive: {published} quotes published, {dropped} dropped\n")
+        return 0
+
+    _run(body)
+
+
 @feed_app.command("calibrate")
 def feed_calibrate(data: Annotated[str | None, typer.Option("--data", help="The market data directory "
                                                             "(default: ../shared/data/market).")] = None,
@@ -830,3 +898,62 @@ def main() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ------------------------------------------------------------------------------------------------ calendar
+@calendar_app.command("import")
+def calendar_import(file: Annotated[str, typer.Argument(help="A .csv (time,currency,impact,title[,country]) or "
+                                                        ".ics file (docs: propdesk.marketdata.calendar).")],
+                    as_json: JsonOpt = False) -> None:
+    """Import economic calendar events from a CSV or ICS file (idempotent: re-importing updates in place)."""
+
+    def body() -> int:
+        from .marketdata.calendar import CalendarError, EconomicCalendar
+
+        with open_platform(_settings()) as platform:
+            try:
+                result = EconomicCalendar(platform.db, platform.clock, platform.catalogue).import_file(file)
+            except CalendarError as exc:
+                raise CliError(str(exc)) from exc
+        if as_json:
+            emit_json({"file": file, **result.to_json()})
+        else:
+            _out(f"{file}: {result.inserted} new, {result.updated} updated, {result.unchanged} unchanged")
+        return 0
+
+    _run(body)
+
+
+@calendar_app.command("sync")
+def calendar_sync(days: Annotated[int, typer.Option("--days", min=1, max=366, help="Days ahead from today (UTC).")]
+                  = 7,
+                  as_json: JsonOpt = False) -> None:
+    """Fetch the Finnhub economic calendar for today .. today + DAYS (needs PROPDESK_FINNHUB_API_KEY;
+    PROPDESK_FINNHUB_BASE_URL overrides the API URL)."""
+
+    def body() -> int:
+        import os
+        from datetime import timedelta
+
+        from .marketdata.calendar import CalendarError, EconomicCalendar
+
+        key = os.environ.get("PROPDESK_FINNHUB_API_KEY", "").strip()
+        if not key:
+            raise CliError("calendar sync needs a Finnhub API key: set PROPDESK_FINNHUB_API_KEY")
+        base_url = os.environ.get("PROPDESK_FINNHUB_BASE_URL", "").strip() or None
+        with open_platform(_settings()) as platform:
+            start = platform.clock.now().date()
+            end = start + timedelta(days=days)
+            try:
+                result = EconomicCalendar(platform.db, platform.clock, platform.catalogue).sync_finnhub(
+                    key, start, end, base_url=base_url)
+            except CalendarError as exc:
+                raise CliError(str(exc)) from exc
+        if as_json:
+            emit_json({"from": start, "to": end, **result.to_json()})
+        else:
+            _out(f"finnhub {start}..{end}: {result.inserted} new, {result.updated} updated, "
+                 f"{result.unchanged} unchanged")
+        return 0
+
+    _run(body)
