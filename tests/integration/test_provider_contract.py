@@ -105,10 +105,6 @@ def test_bid_at_or_below_ask_and_positive(produced: tuple[QuoteProvider, list[Qu
 
 def test_symbols_from_the_catalogue_and_prices_at_its_precision(
         produced: tuple[QuoteProvider, list[Quote]], request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params["produced"] == "replay":
-        # Known gap (replay.py, not this suite's to fix): replay passes file prices through unrounded, e.g.
-        # XAUUSD_H4.csv has 3 decimals (647.483) where the catalogue says 2. Strict: fixing it fails this marker.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="replay does not round to instrument precision"))
     for q in produced[1]:
         inst = DEFAULT_CATALOGUE.get(q.symbol)
         assert inst is not None, q

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _all(*names: str, symbol: str | None = None) -> list:
-    return list(ReplayProvider([FIX / n for n in names], symbol=symbol).quotes())
+    return list(ReplayProvider([FIX / n for n in names], symbol=symbol).parsed())
 
 
 def test_histdata_ticks_are_est_fixed_utc_minus_5() -> None:

@@ -31,7 +31,7 @@ import itertools
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -474,4 +474,21 @@ class ReplayProvider:
                         self._sleep(lag)
                         self.slept_s += lag
             self.stats.quotes += 1
-            yield q
+            yield _to_precision(q)
+
+
+def _to_precision(q: Quote) -> Quote:
+    """The quote at its instrument's price precision (bid rounded down, ask up, so the spread never crosses);
+    recorded files sometimes carry more decimals than the instrument is quoted in."""
+    from decimal import ROUND_CEILING, ROUND_FLOOR
+
+    from ...domain.instruments import DEFAULT_CATALOGUE
+
+    inst = DEFAULT_CATALOGUE.get(q.symbol)
+    if inst is None:
+        return q
+    step = Decimal(1).scaleb(-inst.price_precision)
+    bid, ask = q.bid.quantize(step, rounding=ROUND_FLOOR), q.ask.quantize(step, rounding=ROUND_CEILING)
+    if bid == q.bid and ask == q.ask:
+        return q
+    return replace(q, bid=bid, ask=ask)
