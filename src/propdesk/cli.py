@@ -498,12 +498,19 @@ def bench_pretrade(seed: Annotated[int, typer.Option(help="Seed of the random ve
     (--accounts/--clients are accepted for a uniform bench command line; this scenario is one account, one
     thread, in process.)"""
 
-    def body() -> int:
-        from .bench import pretrade as scenario
+    _run_in_process_bench("pretrade", as_json, calls=calls, trials=trials, sample=sample, seed=seed)
 
+
+def _run_in_process_bench(module: str, as_json: bool, **params: Any) -> None:
+    """Run an in-process bench scenario (``propdesk.bench.<module>.run``) with a progress bar on stderr."""
+
+    def body() -> int:
+        import importlib
+
+        scenario = importlib.import_module(f"propdesk.bench.{module}")
         _settings()
         with _bench_progress() as progress:
-            result = scenario.run(calls=calls, trials=trials, sample=sample, seed=seed, progress=progress)
+            result = scenario.run(progress=progress, **params)
         return _bench_output(result, as_json)
 
     _run(body)
@@ -520,15 +527,7 @@ def bench_quotes(ticks: Annotated[int, typer.Option(min=1, help="Ticks replayed 
                  as_json: JsonOpt = False) -> None:
     """Replayed ticks into the quote store and minute candles vs parsing the same file alone (in process)."""
 
-    def body() -> int:
-        from .bench import quotes as scenario
-
-        _settings()
-        with _bench_progress() as progress:
-            result = scenario.run(ticks=ticks, trials=trials, sample=sample, seed=seed, progress=progress)
-        return _bench_output(result, as_json)
-
-    _run(body)
+    _run_in_process_bench("quotes", as_json, ticks=ticks, trials=trials, sample=sample, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------------ feed replay
