@@ -1,10 +1,11 @@
 """``propdesk demo``: the whole platform in one process, with accounts whose history is real.
 
 What runs: the database (embedded unless ``DATABASE_URL``), migrations, the API, the mark-to-market worker and
-the DEMO PRICE DRIVER below (a seeded random walk standing in for market data until the market-data work
-lands). Then demo accounts are made through the execution core with real orders (nothing is written behind its
-back): closed trades with profits and a loss, a gate rejection, an open position with SL/TP, resting limit and
-stop orders, a paused account, and two AI-agent audition accounts, one liquidated and one completed. Setup is
+the DEMO PRICE DRIVER below (the calibrated simulated feed, in its clearly labelled weekend demo mode). Then
+demo accounts are made through the execution core with real orders (nothing is written behind its back), on
+the shipped plans: closed trades with profits and a loss, a gate rejection, flags, an open position with SL/TP,
+resting limit and stop orders, a phase-1 pass, a failure, a day pause, an admin-paused account, and two AI-agent
+audition accounts, one liquidated and one completed. Setup is
 idempotent: each account and its scripted history are created in one transaction keyed by an idempotency key,
 so a second run reuses them. A service token and an admin token are created and printed with curl examples.
 
@@ -14,12 +15,10 @@ recomputes clean; the tests use it.
 
 from __future__ import annotations
 
-import math
-import random
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +30,9 @@ if TYPE_CHECKING:
     from .bootstrap import Platform
 
 # ---------------------------------------------------------------------------------------------------------
-# DEMO PRICE DRIVER -- not market data. A seeded random walk that keeps the demo's quotes moving until the
-# market-data issue provides real feeds (simulated/replay/live). It publishes exactly like a feed would:
+# DEMO PRICE DRIVER -- not market data. It primes a quote for every symbol, then lets the calibrated simulated
+# feed (marketdata/providers/simulated.py, FX through the weekend in demo mode) move them; the demo scripts move
+# prices on purpose with ``move``. It publishes exactly like a feed would:
 # platform.quotes.put(quote) and then platform.execution.on_quote(quote), so SL/TP and resting orders fire.
 # ---------------------------------------------------------------------------------------------------------
 
@@ -43,17 +43,15 @@ DEMO_START_PRICES: dict[str, str] = {
     "US30": "39000.00", "AAPL": "190.00", "MSFT": "420.00", "NVDA": "880.00", "AMZN": "180.00", "TSLA": "175.00",
     "BTCUSD": "65000.00", "ETHUSD": "3400.00",
 }
-# Per-step (0.5 s) volatility and full spread, by asset class: calm enough that the demo's SL/TP levels
-# (1.5-2% away) are not hit within minutes, lively enough to watch equity move.
-_VOL_PER_STEP = {AssetClass.FOREX: 0.00003, AssetClass.METAL: 0.00006, AssetClass.ENERGY: 0.00008,
-                 AssetClass.INDEX: 0.00005, AssetClass.EQUITY: 0.00008, AssetClass.CRYPTO: 0.00015}
+# The full spread of the first (priming) quotes, by asset class; the simulated feed takes over after them.
 _SPREAD_BPS = {AssetClass.FOREX: 0.8, AssetClass.METAL: 1.5, AssetClass.ENERGY: 3.0, AssetClass.INDEX: 1.0,
                AssetClass.EQUITY: 2.0, AssetClass.CRYPTO: 3.0}
 DEMO_SOURCE = "demo"
+SIM_SOURCE = "simulated-demo"
 
 
 class DemoPriceDriver:
-    """DEMO PRICE DRIVER (not market data): a seeded random walk over the catalogue, one quote per symbol
+    """DEMO PRICE DRIVER (not market data): the simulated feed over the catalogue, one quote per open symbol
     every ``interval_s``. Restarting continues from the last demo quotes stored in the database."""
 
     def __init__(self, platform: Platform, *, seed: int = 7, interval_s: float = 0.5,
@@ -61,7 +59,8 @@ class DemoPriceDriver:
         self.platform = platform
         self.interval_s = interval_s
         self.symbols = [s for s in (symbols or list(DEMO_START_PRICES)) if platform.catalogue.get(s) is not None]
-        self._rng = random.Random(seed)
+        self._seed = seed
+        self._sim: Any = None
         self._mids: dict[str, float] = {}
         self._lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -86,13 +85,16 @@ class DemoPriceDriver:
         return Quote(symbol, bid, ask, self.platform.clock.now(), 0, DEMO_SOURCE)
 
     def _publish(self, symbol: str) -> Quote | None:
-        stored = self.platform.quotes.put(self.quote_for(symbol, self._mids[symbol]))
+        return self._publish_quote(self.quote_for(symbol, self._mids[symbol]))
+
+    def _publish_quote(self, quote: Quote) -> Quote | None:
+        stored = self.platform.quotes.put(replace(quote, seq=0))  # the store numbers a symbol's quotes
         if stored is not None:
             self.published += 1
             try:
                 self.platform.execution.on_quote(stored)
             except Exception as exc:  # a feed never dies of one quote
-                self._log.error("demo_quote_reaction_failed", symbol=symbol, error=repr(exc))
+                self._log.error("demo_quote_reaction_failed", symbol=quote.symbol, error=repr(exc))
         return stored
 
     def prime(self) -> None:
@@ -102,21 +104,30 @@ class DemoPriceDriver:
         with self._lock:
             for s in self.symbols:
                 q = stored.get(s)
-                self._mids[s] = float(q.mid) if q is not None and q.source == DEMO_SOURCE else float(
-                    DEMO_START_PRICES[s])
+                self._mids[s] = float(q.mid) if q is not None and q.source in (DEMO_SOURCE, SIM_SOURCE) \
+                    else float(DEMO_START_PRICES[s])
                 self._publish(s)
+            # From here the calibrated simulated feed moves prices (FX runs through the weekend: demo mode).
+            from .marketdata.providers.simulated import SimulatedProvider
+
+            self._sim = SimulatedProvider(self.platform.catalogue, self.platform.clock, seed=self._seed,
+                                          interval_s=self.interval_s, symbols=self.symbols, weekend_demo=True,
+                                          start_prices={s: Decimal(repr(m)) for s, m in self._mids.items()})
 
     def step(self) -> None:
         with self._lock:
-            for s in self.symbols:
-                vol = _VOL_PER_STEP[self._inst(s).asset_class]
-                self._mids[s] *= math.exp(self._rng.gauss(0.0, vol))
-                self._publish(s)
+            if self._sim is None:
+                return
+            for q in self._sim.step(self.platform.clock.now()):
+                self._mids[q.symbol] = float(q.mid)
+                self._publish_quote(q)
 
     def move(self, symbol: str, pct: float) -> Quote:
         """Move ``symbol`` by ``pct`` percent at once (the demo script uses this to make P&L)."""
         with self._lock:
             self._mids[symbol] *= 1 + pct / 100
+            if self._sim is not None:
+                self._sim.shift(symbol, pct)
             stored = self._publish(symbol)
         if stored is None:
             raise RuntimeError(f"the quote store refused the demo quote for {symbol}")
@@ -397,7 +408,8 @@ def _banner(url: str, accounts: list[dict[str, Any]], service_token: str, admin_
         "PropDesk demo is running",
         f"  API        {url}   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
         f"  health     {url}/healthz      metrics: {url}/metrics",
-        "  prices     DEMO PRICE DRIVER: a seeded random walk, not market data",
+        "  prices     DEMO PRICE DRIVER: the calibrated simulated feed, FX through the weekend (demo mode);"
+        " not market data",
         "",
         "Tokens (shown once; they are stored hashed):",
         f"  service    {service_token}",

@@ -187,6 +187,10 @@ class SimulatedProvider:
         """The current unquantized mid of the walk."""
         return self._state[symbol].mid
 
+    def shift(self, symbol: str, pct: float) -> None:
+        """Move a symbol's walk by ``pct`` percent at once (the demo scripts use this to make P&L)."""
+        self._state[symbol].mid *= 1 + pct / 100
+
     def jump_count(self, symbol: str) -> int:
         return self._state[symbol].jumps
 
