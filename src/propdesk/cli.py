@@ -543,6 +543,7 @@ def feed_replay(files: Annotated[list[str], typer.Argument(help="Tick or bar fil
     """Replay ticks/bars into the platform's quote store and execution triggers (needs a database)."""
 
     def body() -> int:
+        from .marketdata.feed import pump
         from .marketdata.providers.replay import ReplayFormatError, ReplayProvider
 
         settings = _settings()
@@ -551,23 +552,12 @@ def feed_replay(files: Annotated[list[str], typer.Argument(help="Tick or bar fil
         except ReplayFormatError as exc:
             raise CliError(str(exc)) from exc
         log = _log()
-        counts = {"received": 0, "accepted": 0, "dropped": 0, "triggered_orders": 0, "protective": 0,
-                  "liquidations": 0}
         with open_platform(settings) as platform:
             try:
-                for q in provider.quotes():
-                    counts["received"] += 1
-                    stored = platform.quotes.put(q)
-                    if stored is None:
-                        counts["dropped"] += 1
-                        continue
-                    counts["accepted"] += 1
-                    fired = platform.execution.on_quote(stored)
-                    counts["triggered_orders"] += fired.get("orders", 0)
-                    counts["protective"] += fired.get("protective", 0)
-                    counts["liquidations"] += fired.get("liquidations", 0)
+                stats = pump(platform.quotes, platform.execution, provider.quotes(), log)
             except ReplayFormatError as exc:
                 raise CliError(str(exc)) from exc
+        counts = vars(stats).copy()
         log.info("feed_replay_done", **counts)
         if as_json:
             emit_json({"files": files, "speed": speed, **counts})
@@ -757,9 +747,10 @@ def feed_simulate(
     """Simulated quotes (calibrated, session-aware; docs: MARKET_DATA.md) into the platform until Ctrl-C."""
 
     def body() -> int:
-        import dataclasses
         import signal
 
+        from .marketdata.feed import publish
+        from .marketdata.providers.base import FeedStats
         from .marketdata.providers.simulated import SimulatedProvider
 
         settings = _settings()
@@ -780,22 +771,14 @@ def feed_simulate(
             sys.stderr.write(f"feed simulate ({provider.name}): {len(provider.symbols)} symbols, "
                              f"{len(open_now)} in session now; Ctrl-C to stop\n")
             signal.signal(signal.SIGTERM, lambda *_: provider.stop())
-            published = dropped = 0
+            stats = FeedStats()
             try:
                 for q in provider.quotes():
-                    stored = platform.quotes.put(dataclasses.replace(q, seq=0))  # the store numbers its quotes
-                    if stored is None:
-                        dropped += 1
-                        continue
-                    published += 1
-                    try:
-                        platform.execution.on_quote(stored)
-                    except Exception as exc:  # a feed never dies of one quote
-                        log.error("feed_quote_reaction_failed", symbol=stored.symbol, error=repr(exc))
+                    publish(platform.quotes, platform.execution, q, log, stats)
             except KeyboardInterrupt:
                 provider.stop()
-            log.info("feed_simulate_done", published=published, dropped=dropped)
-            sys.stderr.write(f"feed simulate: {published} quotes published, {dropped} dropped\n")
+            log.info("feed_simulate_done", published=stats.accepted, dropped=stats.dropped)
+            sys.stderr.write(f"feed simulate: {stats.accepted} quotes published, {stats.dropped} dropped\n")
         return 0
 
     _run(body)
@@ -814,10 +797,11 @@ def feed_massive(
     """Massive (Polygon.io) REST snapshots into the platform until Ctrl-C (needs PROPDESK_MASSIVE_API_KEY)."""
 
     def body() -> int:
-        import dataclasses
         import os
         import signal
 
+        from .marketdata.feed import publish
+        from .marketdata.providers.base import FeedStats
         from .marketdata.providers.massive import ENV_API_KEY, MassiveAuthError, MassiveProvider
 
         key = os.environ.get(ENV_API_KEY, "").strip()
@@ -844,24 +828,16 @@ def feed_massive(
                              + (f", not routable: {', '.join(provider.unroutable)}" if provider.unroutable else "")
                              + "; Ctrl-C to stop\n")
             signal.signal(signal.SIGTERM, lambda *_: provider.stop())
-            published = dropped = 0
+            stats = FeedStats()
             try:
                 for q in provider.quotes():
-                    stored = platform.quotes.put(dataclasses.replace(q, seq=0))  # the store numbers its quotes
-                    if stored is None:
-                        dropped += 1
-                        continue
-                    published += 1
-                    try:
-                        platform.execution.on_quote(stored)
-                    except Exception as exc:  # a feed never dies of one quote
-                        log.error("feed_quote_reaction_failed", symbol=stored.symbol, error=repr(exc))
+                    publish(platform.quotes, platform.execution, q, log, stats)
             except MassiveAuthError as exc:
                 raise CliError(str(exc)) from exc
             except KeyboardInterrupt:
                 provider.stop()
-            log.info("feed_massive_done", published=published, dropped=dropped)
-            sys.stderr.write(f"feed massive: {published} quotes published, {dropped} dropped\n")
+            log.info("feed_massive_done", published=stats.accepted, dropped=stats.dropped)
+            sys.stderr.write(f"feed massive: {stats.accepted} quotes published, {stats.dropped} dropped\n")
         return 0
 
     _run(body)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -88,13 +88,11 @@ class DemoPriceDriver:
         return self._publish_quote(self.quote_for(symbol, self._mids[symbol]))
 
     def _publish_quote(self, quote: Quote) -> Quote | None:
-        stored = self.platform.quotes.put(replace(quote, seq=0))  # the store numbers a symbol's quotes
+        from .marketdata.feed import publish
+
+        stored = publish(self.platform.quotes, self.platform.execution, quote, self._log)
         if stored is not None:
             self.published += 1
-            try:
-                self.platform.execution.on_quote(stored)
-            except Exception as exc:  # a feed never dies of one quote
-                self._log.error("demo_quote_reaction_failed", symbol=quote.symbol, error=repr(exc))
         return stored
 
     def prime(self) -> None:

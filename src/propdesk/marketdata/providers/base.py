@@ -21,6 +21,11 @@ class QuoteProvider(Protocol):
 
 @dataclass
 class FeedStats:
+    """What a feed did: quotes received, accepted by the store, dropped, and what they set off."""
+
     received: int = 0
     accepted: int = 0
     dropped: int = 0
+    triggered_orders: int = 0
+    protective: int = 0
+    liquidations: int = 0
