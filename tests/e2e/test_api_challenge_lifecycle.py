@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from challenge_kit import POLICY, assert_recompute_ok, post_plan, px, status
 
 PREFIX = "/api/v1/prop"
 
@@ -47,22 +48,10 @@ phases:
     rules: {profit_target: {amount: "6000"}}
 """
 
-# Generous execution limits so the rulebook is what decides, and no fees so the arithmetic is plain.
-POLICY = {"max_notional": "2000000", "max_position_equity_pct": "3000", "max_leverage": "30", "fee_bps": "0"}
-
-
-def post_plan(admin: Any, text: str) -> dict[str, Any]:
-    r = admin.post("/api/v1/admin/plans", json={"text": text})
-    assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
 
 
 def open_challenge(desk: Any, plan: str, **extra: Any) -> dict[str, Any]:
     return desk.create_account(mode="challenge", plan_id=plan, policy=POLICY, **extra)
-
-
-def px(desk: Any, bid: str, spread: str = "0.00010") -> None:
-    desk.quote("EURUSD", bid, str(Decimal(bid) + Decimal(spread)))
 
 
 def round_trip(desk: Any, acc: str, lots: str, entry: str, exit_: str) -> None:
@@ -83,16 +72,6 @@ def child_of(desk: Any, parent: str) -> dict[str, Any] | None:
         return None
     r = desk.client.get(f"{PREFIX}/accounts/{row['id']}")
     return r.json()  # type: ignore[no-any-return]
-
-
-def status(desk: Any, acc: str) -> str:
-    return desk.client.get(f"{PREFIX}/accounts/{acc}").json()["status"]  # type: ignore[no-any-return]
-
-
-def assert_recompute_ok(desk: Any, *accounts: str) -> None:
-    for a in accounts:
-        rep = desk.platform.execution.recompute(uuid.UUID(a))
-        assert rep["ok"], rep
 
 
 def test_a_trader_passes_phase_1_and_phase_2_is_funded_and_scales_up(desk: Any, admin: Any) -> None:

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from challenge_kit import assert_recompute_ok, post_plan, status
 
 PREFIX = "/api/v1/prop"
 CHECK = "/api/v1/risk/check-trade"
@@ -55,11 +56,6 @@ phases:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def post_plan(admin: Any, text: str) -> None:
-    r = admin.post("/api/v1/admin/plans", json={"text": text})
-    assert r.status_code == 201, r.text
-
-
 def challenge(desk: Any, plan: str, **extra: Any) -> str:
     return desk.create_account(mode="challenge", plan_id=plan, **extra)["id"]  # type: ignore[no-any-return]
 
@@ -94,10 +90,6 @@ def violations(desk: Any, acc: str) -> list[dict[str, Any]]:
     return r.json()["items"]  # type: ignore[no-any-return]
 
 
-def status(desk: Any, acc: str) -> str:
-    return desk.client.get(f"{PREFIX}/accounts/{acc}").json()["status"]  # type: ignore[no-any-return]
-
-
 def everything(desk: Any, acc: str) -> tuple[Any, ...]:
     """Account truth plus every rules table a trade report could write."""
     with desk.platform.db.read() as c:
@@ -116,12 +108,6 @@ def child_of(desk: Any, parent: str) -> dict[str, Any] | None:
     if row is None:
         return None
     return desk.client.get(f"{PREFIX}/accounts/{row['id']}").json()  # type: ignore[no-any-return]
-
-
-def assert_recompute_ok(desk: Any, *accounts: str) -> None:
-    for a in accounts:
-        rep = desk.platform.execution.recompute(uuid.UUID(a))
-        assert rep["ok"], rep
 
 
 # ---------------------------------------------------------------------------------------------- the happy path

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from challenge_kit import POLICY, assert_recompute_ok, post_plan, px, status
 
 PREFIX = "/api/v1/prop"
 EOD = "/api/v1/admin/eod"
@@ -18,8 +19,6 @@ pytestmark = pytest.mark.e2e
 
 PRESETS = {"classic-2step", "one-step-eod", "futures-trailing", "daily-anchor-max", "strict-risk"}
 
-# Generous execution limits so the rulebook is what decides, and no fees so the arithmetic is plain.
-POLICY = {"max_notional": "2000000", "max_position_equity_pct": "3000", "max_leverage": "30", "fee_bps": "0"}
 
 PLAN_V1 = """
 id: e2e-rules
@@ -45,18 +44,8 @@ PLAN_V2 = PLAN_V1.replace("max_daily_loss: {pct: 5,", "max_daily_loss: {pct: 3,"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def post_plan(admin: Any, text: str) -> dict[str, Any]:
-    r = admin.post("/api/v1/admin/plans", json={"text": text})
-    assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
-
-
 def challenge(desk: Any, plan: str, **extra: Any) -> dict[str, Any]:
     return desk.create_account(mode="challenge", plan_id=plan, policy=extra.pop("policy", POLICY), **extra)
-
-
-def px(desk: Any, bid: str, spread: str = "0.00010", symbol: str = "EURUSD") -> None:
-    desk.quote(symbol, bid, str(Decimal(bid) + Decimal(spread)))
 
 
 def error(r: Any) -> dict[str, Any]:
@@ -77,16 +66,6 @@ def violations(desk: Any, acc: str, **query: Any) -> list[dict[str, Any]]:
     r = desk.client.get(f"{PREFIX}/accounts/{acc}/violations", params={"limit": 500, **query})
     assert r.status_code == 200, r.text
     return r.json()["items"]  # type: ignore[no-any-return]
-
-
-def status(desk: Any, acc: str) -> str:
-    return desk.client.get(f"{PREFIX}/accounts/{acc}").json()["status"]  # type: ignore[no-any-return]
-
-
-def assert_recompute_ok(desk: Any, *accounts: str) -> None:
-    for a in accounts:
-        rep = desk.platform.execution.recompute(uuid.UUID(a))
-        assert rep["ok"], rep
 
 
 def rule_state_rows(desk: Any, acc: str) -> tuple[Any, ...]:
