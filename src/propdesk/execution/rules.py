@@ -86,15 +86,21 @@ class RulesBridge:
         ev = Evaluator(book, phase, state)
         ctx.rule_ev = ev
         ctx.rule_extras = dict(row["state"].get("extras") or {})
+        ctx.rule_saved = json.dumps(row["state"], sort_keys=True)
         return ev
 
     def _save(self, c: Any, ctx: AccountCtx, ev: Evaluator, now: datetime) -> None:
         extras = getattr(ctx, "rule_extras", {}) or {}
+        state = {"engine": ev.s.to_json(), "extras": extras}
+        text = json.dumps(state, sort_keys=True)
+        if text == ctx.rule_saved:
+            return  # most quotes change nothing the rules remember: no write on the hot path
         c.execute(
             "INSERT INTO rule_states (account_id, state, updated_at) VALUES (%s,%s,%s) ON CONFLICT"
             " (account_id) DO UPDATE SET state=EXCLUDED.state, updated_at=EXCLUDED.updated_at",
-            (ctx.id, Jsonb({"engine": ev.s.to_json(), "extras": extras}), now),
+            (ctx.id, Jsonb(state), now),
         )
+        ctx.rule_saved = text
         self._daily_stats(c, ctx, ev, now)
 
     def _values(self, ctx: AccountCtx) -> tuple[Decimal, Decimal]:

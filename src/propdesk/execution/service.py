@@ -70,6 +70,7 @@ class AccountCtx:
     rule_ev: Any = None
     rule_extras: dict[str, Any] = field(default_factory=dict)
     rule_applying: bool = False
+    rule_saved: str | None = None  # the rules state as last stored (JSON), so an unchanged state is not rewritten
 
     @property
     def id(self) -> uuid.UUID:
