@@ -17,6 +17,7 @@ from .execution.decisions import DecisionService
 from .execution.external import ExternalTrades
 from .execution.service import ExecutionService
 from .marketdata.store import QuoteStore
+from .marketdata.stream import TickStream
 from .metrics import Metrics
 from .rulebooks.store import PlanStore
 from .settings import Settings
@@ -65,6 +66,11 @@ class Platform:
     external: ExternalTrades
     embedded: EmbeddedPostgres | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ticks(self) -> TickStream:
+        """The in-process tick stream: every stored quote, after the execution core reacted to it."""
+        return self.quotes.ticks
 
     def close(self) -> None:
         """Close what was attached to the platform (``extras["closers"]``, e.g. the API's pool), then the db."""

@@ -2,7 +2,8 @@
 
 A quote goes into the quote store (which drops out-of-order and duplicate ticks and numbers each symbol's
 quotes), and an accepted quote goes straight to the execution core's ``on_quote`` so resting orders, SL/TP,
-the safety net and the rulebook react to it at once. A failure reacting to one quote is logged and the feed
+the safety net and the rulebook react to it at once; then the store's tick stream announces it to its
+subscribers (the UI's live stream, workers). A failure reacting to one quote is logged and the feed
 goes on.
 """
 
@@ -29,7 +30,9 @@ def publish(store: Any, execution: Any, quote: Quote, log: Any, stats: FeedStats
         fired = execution.on_quote(stored)
     except Exception as exc:  # a feed never dies of one quote
         log.error("feed_quote_reaction_failed", symbol=stored.symbol, error=repr(exc))
+        store.announce(stored)
         return stored
+    store.announce(stored)
     stats.triggered_orders += fired.get("orders", 0)
     stats.protective += fired.get("protective", 0)
     stats.liquidations += fired.get("liquidations", 0)

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..domain.quotes import Quote
+from .stream import TickStream
 
 
 @dataclass
@@ -30,6 +31,13 @@ class QuoteStore:
         self._quotes: dict[str, Quote] = {}
         self._lock = threading.Lock()
         self.stats = StoreStats()
+        # Subscribers (the UI's live stream, workers) hear of a quote through ``announce`` once the execution
+        # core has reacted to it, so what they read back already reflects that quote.
+        self.ticks = TickStream()
+
+    def announce(self, quote: Quote) -> None:
+        """Tell the tick stream's subscribers about a stored quote (call after the execution core reacted)."""
+        self.ticks.publish(quote)
 
     def latest(self, symbol: str) -> Quote | None:
         q = self._quotes.get(symbol)

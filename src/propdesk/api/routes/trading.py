@@ -176,6 +176,7 @@ def build(api: Api) -> APIRouter:
             for stored in to_fire.values():
                 for k, v in ex.on_quote(stored).items():
                     fired[k] = fired.get(k, 0) + v
+                platform.quotes.announce(stored)
             accepted = sum(1 for r in results if r["status"] == "accepted")
             return Outcome(200, {"accepted": accepted, "dropped": len(results) - accepted, "results": results,
                                  "triggers": fired})
