@@ -1,4 +1,5 @@
-"""Bearer tokens for machine clients: service and admin roles.
+"""Who is calling: bearer tokens for machine clients (service and admin roles) and, through the web layer's
+session cookie, logged-in users (trader and admin, ``Principal.user`` set).
 
 Tokens are 256-bit random strings shown once at creation; only their SHA-256 is stored. Tokens configured
 in the environment (``PROPDESK_SERVICE_TOKEN``, ``PROPDESK_ADMIN_TOKEN``) are accepted as well. With no token
@@ -14,9 +15,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .domain.clock import Clock
+
+if TYPE_CHECKING:
+    from .web.identity import WebUser
 
 TOKEN_PREFIX = "pdk_"
 
@@ -25,6 +29,7 @@ class Role(StrEnum):
     SERVICE = "service"
     ADMIN = "admin"
     CRON = "cron"  # the scheduler's secret: only the routes in CRON_PATHS
+    TRADER = "trader"  # a logged-in web user without admin rights (never a bearer token)
 
 
 CRON_PATHS = frozenset({"/api/v1/admin/eod"})
@@ -32,11 +37,24 @@ CRON_PATHS = frozenset({"/api/v1/admin/eod"})
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a token's id (or ``env:<role>``) and role."""
+    """Who is calling: a token's id (or ``env:<role>``) and role, or a web user (``user:<uuid>``, ``user`` set).
+
+    ``user`` is None for bearer tokens; a session principal's role is ``TRADER`` or ``ADMIN`` after its user.
+    """
 
     id: str
     role: Role
     name: str = ""
+    user: WebUser | None = None
+
+    @classmethod
+    def of_user(cls, user: WebUser) -> Principal:
+        """The principal of a logged-in web user."""
+        return cls(f"user:{user.id}", Role.ADMIN if user.is_admin else Role.TRADER, user.email, user)
+
+    @property
+    def is_session(self) -> bool:
+        return self.user is not None
 
     @property
     def is_admin(self) -> bool:

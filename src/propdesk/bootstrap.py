@@ -16,11 +16,16 @@ from .domain.instruments import DEFAULT_CATALOGUE, Catalogue
 from .execution.decisions import DecisionService
 from .execution.external import ExternalTrades
 from .execution.service import ExecutionService
+from .marketdata.recorder import CandleRecorder
+from .marketdata.sessions import SessionCalendar, default_calendar
 from .marketdata.store import QuoteStore
 from .marketdata.stream import TickStream
 from .metrics import Metrics
 from .rulebooks.store import PlanStore
 from .settings import Settings
+from .web.identity import IdentityStore
+from .web.mail import Mailer
+from .web.ratelimit import RateLimits
 
 
 def resolve_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
@@ -64,8 +69,15 @@ class Platform:
     tokens: TokenStore
     plans: PlanStore
     external: ExternalTrades
+    identity: IdentityStore  # web users, sessions, password resets (web/identity.py)
+    ratelimits: RateLimits  # check(bucket, key) -> retry-after seconds or None (web/ratelimit.py)
+    mailer: Mailer  # email outbox + SMTP/console delivery (web/mail.py)
     embedded: EmbeddedPostgres | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # Trading sessions per symbol (market data issue 4); always-open under the demo setting.
+    sessions: SessionCalendar = field(default_factory=default_calendar)
+    # The candle recorder, when this process runs one (serve, demo, feeds): the market API reads its open bar.
+    candles: CandleRecorder | None = None
 
     @property
     def ticks(self) -> TickStream:
@@ -94,13 +106,17 @@ def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bo
         # Refuse to run on a database where the app could write account truth or read across traders.
         raise RuntimeError("database security posture check failed: " + "; ".join(problems))
     db = Database(admin_url, settings.db_role_prefix, engine_url=settings.engine_database_url,
-                  app_url=settings.app_database_url, pool_size=settings.db_pool_size)
+                  app_url=settings.app_database_url, pool_size=settings.db_pool_size,
+                  open_app_pool=True)  # the web layer reads as the app role, per user (web/access.py)
     clock = clock or SystemClock()
     metrics = Metrics()
     quotes = QuoteStore(db)
     log = logs.get("propdesk.execution")
+    # One session calendar for the gates and the market API; the demo setting treats every market as open.
+    sessions = SessionCalendar(DEFAULT_CATALOGUE, always_open=True) if settings.demo_always_open \
+        else default_calendar()
     execution = ExecutionService(db, clock, DEFAULT_CATALOGUE, quotes, metrics,
-                                 log=lambda event, **kw: log.warning(event, **kw))
+                                 log=lambda event, **kw: log.warning(event, **kw), sessions=sessions)
     sync_instruments(db, DEFAULT_CATALOGUE)
     plans = PlanStore(db, clock)
     plans.sync_presets()
@@ -108,7 +124,10 @@ def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bo
                     DecisionService(execution),
                     TokenStore(db, clock, service_token=settings.service_token, admin_token=settings.admin_token,
                                cron_secret=settings.cron_secret),
-                    plans, ExternalTrades(execution), embedded)
+                    plans, ExternalTrades(execution), IdentityStore(db, clock, settings),
+                    RateLimits.from_settings(clock, settings),
+                    Mailer(db, clock, smtp_url=settings.smtp_url, sender=settings.smtp_from), embedded,
+                    sessions=sessions)
 
 
 def sync_instruments(db: Database, catalogue: Catalogue) -> None:

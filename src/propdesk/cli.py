@@ -6,6 +6,7 @@
     propdesk worker mark-to-market [--once]  reprice open positions on a cadence, heartbeat
     propdesk verify [ACCOUNT]                recompute balances from the ledger; non-zero exit on mismatch
     propdesk tokens create --role R          a service or admin API token, printed once
+    propdesk admin create --email E          a web user with admin rights (password prompted or --password-stdin)
     propdesk bench orders|pretrade           the benchmarks of PERFORMANCE.md
 
 Conventions: logs are JSON lines on stderr; stdout carries results, and with ``--json`` exactly one compact JSON
@@ -265,6 +266,9 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
                 worker = None if no_worker else MarkToMarketWorker(platform)
                 if worker is not None:
                     worker.start()
+                # Minute candles for the charts from this process's tick stream (quotes posted to the API).
+                from .marketdata.recorder import CandleRecorder
+                platform.candles = CandleRecorder(platform.db, platform.clock, platform.ticks, log=_log()).start()
                 try:
                     # uvicorn handles SIGTERM/SIGINT while it runs, then restores the previous handlers and
                     # re-raises the signal: with the default handlers that would kill the process before the
@@ -274,9 +278,15 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
                             "serve_stopping", signal=signal.Signals(signum).name))
                     _log().info("serving", url=url_of(sock), worker=worker is not None)
                     # access_log off: the API logs every request itself, as JSON.
-                    config = uvicorn.Config(api, log_config=None, lifespan="on", access_log=False)
+                    # Live streams (SSE) never end by themselves: give them 5 s at shutdown, then cancel them.
+                    # Behind a TLS-terminating proxy: the client address and scheme come from X-Forwarded-For
+                    # / -Proto, trusted only from PROPDESK_FORWARDED_ALLOW_IPS (docs/DEPLOY.md).
+                    config = uvicorn.Config(api, log_config=None, lifespan="on", access_log=False,
+                                            timeout_graceful_shutdown=5, proxy_headers=True,
+                                            forwarded_allow_ips=settings.forwarded_allow_ips)
                     uvicorn.Server(config).run(sockets=[sock])
                 finally:
+                    platform.candles.stop()
                     if worker is not None:
                         worker.stop()
         finally:
@@ -298,7 +308,8 @@ def demo(host: Annotated[str | None, typer.Option(help="Interface to listen on (
     def body() -> int:
         from .demo import run_demo
 
-        settings = _settings()
+        # DEMO MODE: the session calendar treats every market as open, so the demo trades at any hour.
+        settings = _settings().model_copy(update={"demo_always_open": True})
         create_app = _load_create_app()
         with open_platform(settings) as platform:
             return run_demo(platform, create_app, host=host or settings.host,
@@ -394,6 +405,57 @@ def verify(account: Annotated[str | None, typer.Argument(help="One account id (d
             for e in report.errors:
                 _out(f"  ERROR    {e['account_id']}: {e['error']}")
         return 0 if report.clean else 1
+
+    _run(body)
+
+
+# ------------------------------------------------------------------------------------------------ admin users
+admin_app = typer.Typer(help="Web users with admin rights (the admin panel).", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+
+
+@admin_app.command("create")
+def admin_create(email: Annotated[str, typer.Option(help="The admin's email address (the login).")],
+                 password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from the "
+                                                              "first line of stdin instead of prompting.")] = False,
+                 display_name: Annotated[str, typer.Option(help="The name shown in the panel.")] = "",
+                 as_json: JsonOpt = False) -> None:
+    """Create a web user with the admin role (the first admin of a new install). The password must have 10..256
+    characters mixing letters with digits or symbols; an address that already has an account is refused."""
+
+    def body() -> int:
+        from .domain.errors import Conflict, InvalidInput
+        from .web.identity import UserRole, check_password, normalize_email
+
+        try:
+            address = normalize_email(email)
+        except InvalidInput as exc:
+            raise CliError(f"invalid --email: {exc.message}") from None
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+        try:
+            check_password(password)
+        except InvalidInput as exc:
+            raise CliError(f"weak password: {exc.message}") from None
+        settings = _settings()
+        with open_platform(settings) as platform:
+            try:
+                user = platform.identity.create_user(address, password, role=UserRole.ADMIN,
+                                                     display_name=display_name, audit_kind="user_created")
+            except Conflict:
+                raise CliError(f"a user with the email {address} already exists") from None
+            except InvalidInput as exc:
+                raise CliError(exc.message) from None
+        _log().info("admin_created", user_id=str(user.id), email=user.email)
+        result = {"id": str(user.id), "email": user.email, "role": user.role.value,
+                  "display_name": user.display_name, "login_url": settings.public_url.rstrip("/") + "/login"}
+        if as_json:
+            emit_json(result)
+        else:
+            _out(f"created admin {user.email} ({user.id}); log in at {result['login_url']}")
+        return 0
 
     _run(body)
 
@@ -771,12 +833,16 @@ def feed_simulate(
             sys.stderr.write(f"feed simulate ({provider.name}): {len(provider.symbols)} symbols, "
                              f"{len(open_now)} in session now; Ctrl-C to stop\n")
             signal.signal(signal.SIGTERM, lambda *_: provider.stop())
+            from .marketdata.recorder import CandleRecorder
+            recorder = CandleRecorder(platform.db, platform.clock, platform.ticks, log=log).start()
             stats = FeedStats()
             try:
                 for q in provider.quotes():
                     publish(platform.quotes, platform.execution, q, log, stats)
             except KeyboardInterrupt:
                 provider.stop()
+            finally:
+                recorder.stop()
             log.info("feed_simulate_done", published=stats.accepted, dropped=stats.dropped)
             sys.stderr.write(f"feed simulate: {stats.accepted} quotes published, {stats.dropped} dropped\n")
         return 0
@@ -791,18 +857,30 @@ def feed_simulate(
 def feed_massive(
         symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated symbols "
                                                     "(default: every enabled instrument Massive can route).")] = None,
-        interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between polls.")] = 1.0,
+        interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between polls "
+                                                "(with --rest-poll).")] = 1.0,
         wti_proxy: Annotated[bool, typer.Option("--wti-proxy", help="Quote WTIUSD from the USO ETF (a proxy: "
-                                                "its moves, not a barrel price).")] = False) -> None:
-    """Massive (Polygon.io) REST snapshots into the platform until Ctrl-C (needs PROPDESK_MASSIVE_API_KEY)."""
+                                                "its moves, not a barrel price).")] = False,
+        rest_poll: Annotated[bool, typer.Option("--rest-poll", help="Poll the REST snapshots instead of "
+                                                "streaming over WebSocket.")] = False,
+        max_quotes: Annotated[int | None, typer.Option("--max-quotes", min=1, help="Stop after this many "
+                                                       "quotes (tests, smoke checks).")] = None,
+        seconds: Annotated[float | None, typer.Option("--seconds", min=0.1, help="Stop after this many "
+                                                      "seconds.")] = None) -> None:
+    """Massive (Polygon.io) quotes into the platform until Ctrl-C (needs PROPDESK_MASSIVE_API_KEY): the
+    WebSocket streams by default (PROPDESK_MASSIVE_WS_URL overrides the host), REST polling with --rest-poll
+    (PROPDESK_MASSIVE_BASE_URL overrides the API URL)."""
 
     def body() -> int:
         import os
         import signal
+        import threading
 
         from .marketdata.feed import publish
         from .marketdata.providers.base import FeedStats
         from .marketdata.providers.massive import ENV_API_KEY, MassiveAuthError, MassiveProvider
+        from .marketdata.providers.massive_stream import ENV_WS_URL, MassiveStreamProvider
+        from .marketdata.recorder import CandleRecorder
 
         key = os.environ.get(ENV_API_KEY, "").strip()
         if not key:
@@ -818,24 +896,42 @@ def feed_massive(
                     raise CliError(f"unknown symbol(s): {', '.join(unknown)}")
             else:
                 chosen = [i.symbol for i in platform.catalogue if i.enabled]
+            provider: MassiveProvider | MassiveStreamProvider
             try:
-                provider = MassiveProvider(key, chosen, platform.clock, interval_s=interval,
-                                           base_url=os.environ.get("PROPDESK_MASSIVE_BASE_URL") or None,
-                                           catalogue=platform.catalogue, proxies=wti_proxy)
-            except MassiveAuthError as exc:
+                if rest_poll:
+                    provider = MassiveProvider(key, chosen, platform.clock, interval_s=interval,
+                                               base_url=os.environ.get("PROPDESK_MASSIVE_BASE_URL") or None,
+                                               catalogue=platform.catalogue, proxies=wti_proxy)
+                else:
+                    provider = MassiveStreamProvider(key, chosen, platform.clock,
+                                                     url=os.environ.get(ENV_WS_URL, "").strip() or None,
+                                                     catalogue=platform.catalogue, proxies=wti_proxy,
+                                                     calendar=platform.sessions)
+            except (MassiveAuthError, ValueError) as exc:
                 raise CliError(str(exc)) from exc
-            sys.stderr.write(f"feed massive: {len(provider.routes)} symbols routed"
+            sys.stderr.write(f"feed massive ({'REST polling' if rest_poll else 'WebSocket streams'}): "
+                             f"{len(provider.routes)} symbols routed"
                              + (f", not routable: {', '.join(provider.unroutable)}" if provider.unroutable else "")
                              + "; Ctrl-C to stop\n")
             signal.signal(signal.SIGTERM, lambda *_: provider.stop())
+            if seconds is not None:
+                timer = threading.Timer(seconds, provider.stop)
+                timer.daemon = True
+                timer.start()
+            recorder = CandleRecorder(platform.db, platform.clock, platform.ticks, log=log).start()
             stats = FeedStats()
             try:
                 for q in provider.quotes():
                     publish(platform.quotes, platform.execution, q, log, stats)
+                    if max_quotes is not None and stats.received >= max_quotes:
+                        provider.stop()
+                        break
             except MassiveAuthError as exc:
                 raise CliError(str(exc)) from exc
             except KeyboardInterrupt:
                 provider.stop()
+            finally:
+                recorder.stop()
             log.info("feed_massive_done", published=stats.accepted, dropped=stats.dropped)
             sys.stderr.write(f"feed massive: {stats.accepted} quotes published, {stats.dropped} dropped\n")
         return 0

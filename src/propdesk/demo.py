@@ -110,6 +110,7 @@ class DemoPriceDriver:
 
             self._sim = SimulatedProvider(self.platform.catalogue, self.platform.clock, seed=self._seed,
                                           interval_s=self.interval_s, symbols=self.symbols, weekend_demo=True,
+                                          always_open=self.platform.sessions.always_open,
                                           start_prices={s: Decimal(repr(m)) for s, m in self._mids.items()})
 
     def step(self) -> None:
@@ -222,6 +223,7 @@ class DemoAccount:
     story: str
     script: Callable[[Script], None]
     plan: str | None = None  # "plan_id@offer_id": a challenge account governed by that plan's rulebook
+    user: str | None = None  # the demo web user owning it (``<user>@demo.propdesk.test``); None: a machine owner
 
 
 def _alice(s: Script) -> None:
@@ -284,17 +286,20 @@ def _beta(s: Script) -> None:
 DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
     DemoAccount("trader-alice", "trader-alice", "challenge", "phase_1", None,
                 "classic 2-step: 3 closed trades (2 wins, 1 loss, a scalping flag), 1 rejection, open GBPUSD with "
-                "SL/TP, resting limit", _alice, "classic-2step@100k"),
+                "SL/TP, resting limit", _alice, "classic-2step@100k",
+                user="alice"),
     DemoAccount("trader-bob", "trader-bob", "challenge", "phase_1", None,
                 "1-step: paused by the risk desk; open BTCUSD and USDJPY, resting stop on US500", _bob,
-                "one-step-eod@100k"),
+                "one-step-eod@100k", user="bob"),
     DemoAccount("trader-carol", "trader-carol", "challenge", "phase_1", None,
                 "express 2-step: phase 1 passed on a gold trade; her phase 2 account is active", _carol,
-                "express-2step@50k"),
+                "express-2step@50k", user="carol"),
     DemoAccount("trader-dave", "trader-dave", "challenge", "phase_1", None,
-                "classic 2-step: failed, a gold loss beyond the 5% daily limit", _dave, "classic-2step@25k"),
+                "classic 2-step: failed, a gold loss beyond the 5% daily limit", _dave, "classic-2step@25k",
+                user="dave"),
     DemoAccount("trader-erin", "trader-erin", "challenge", "phase_1", None,
-                "futures combine: paused for the day by the soft daily loss", _erin, "futures-trailing@50k"),
+                "futures combine: paused for the day by the soft daily loss", _erin, "futures-trailing@50k",
+                user="erin"),
     DemoAccount("agent-alpha", "agent:demo-alpha", "audition", "audition", "demo-clone-1",
                 "AI audition, liquidated: ETHUSD and US500 closed by the liquidation", _alpha),
     DemoAccount("agent-beta", "agent:demo-beta", "audition", "audition", "demo-clone-1",
@@ -317,22 +322,71 @@ def _plan_account(platform: Platform, spec: DemoAccount) -> dict[str, Any]:
             "offer_id": offer_id, "phase": book.phases[0].id, "policy": policy}
 
 
-def setup_demo_accounts(platform: Platform, driver: DemoPriceDriver) -> list[dict[str, Any]]:
-    """Create (or find) every demo account; each is created with its whole scripted history in one transaction."""
+# Demo web users: one per demo trader (owning that trader's accounts), plus an admin. Their time zones differ so
+# the rule panel's "next reset in your zone" shows something other than the firm's.
+DEMO_EMAIL_DOMAIN = "demo.propdesk.test"
+DEMO_TIMEZONES = {"alice": "Europe/London", "bob": "America/New_York", "carol": "Europe/Prague",
+                  "dave": "Asia/Singapore", "erin": "America/Chicago", "admin": "UTC"}
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    name: str
+    email: str
+    password: str
+    role: str
+    user_id: uuid.UUID
+
+
+def demo_email(name: str) -> str:
+    return f"{name}@{DEMO_EMAIL_DOMAIN}"
+
+
+def setup_demo_users(platform: Platform) -> dict[str, DemoLogin]:
+    """Create (or find) the demo users through the identity store. Every run gives each a fresh random password
+    (printed on the console): demo users exist only in demo databases, and a rerun must print logins that work."""
+    import secrets
+
+    from .web.identity import UserRole
+
+    out: dict[str, DemoLogin] = {}
+    names = [spec.user for spec in DEMO_ACCOUNTS if spec.user] + ["admin"]
+    for name in dict.fromkeys(names):
+        assert name is not None
+        role = UserRole.ADMIN if name == "admin" else UserRole.TRADER
+        password = f"Demo-{secrets.token_urlsafe(12)}"
+        user = platform.identity.find_user(demo_email(name))
+        if user is None:
+            user = platform.identity.create_user(demo_email(name), password, role=role,
+                                                 display_name=name.capitalize(), timezone=DEMO_TIMEZONES[name])
+        else:
+            with platform.db.tx() as c:
+                c.execute("UPDATE users SET password_hash=%s, updated_at=%s WHERE id=%s",
+                          (platform.identity.hasher.hash(password), platform.clock.now(), user.id))
+        out[name] = DemoLogin(name, user.email, password, role.value, user.id)
+    return out
+
+
+def setup_demo_accounts(platform: Platform, driver: DemoPriceDriver,
+                        users: dict[str, DemoLogin] | None = None) -> list[dict[str, Any]]:
+    """Create (or find) every demo account; each is created with its whole scripted history in one transaction.
+    A trader's accounts are owned by that trader's demo user (``owner_id`` = the user's id)."""
     from .domain.lifecycle import Mode
     from .execution.service import CreateAccount
 
+    users = users if users is not None else setup_demo_users(platform)
     out = []
     for spec in DEMO_ACCOUNTS:
         extra: dict[str, Any] = _plan_account(platform, spec) if spec.plan else {"phase": spec.phase}
+        owner = str(users[spec.user].user_id) if spec.user else spec.owner_id
         with platform.db.tx() as c:
             row, created = platform.execution.create_account(CreateAccount(
-                owner_id=spec.owner_id, mode=Mode(spec.mode), clone_id=spec.clone_id,
-                idempotency_key=f"demo:{spec.key}:v2", start=True, **extra), conn=c)
+                owner_id=owner, mode=Mode(spec.mode), clone_id=spec.clone_id,
+                idempotency_key=f"demo:{spec.key}:v3", start=True, **extra), conn=c)
             if created:
                 spec.script(Script(platform, driver, row["id"], c))
         snap = platform.execution.snapshot(row["id"])
-        out.append({"key": spec.key, "id": row["id"], "owner_id": spec.owner_id, "mode": spec.mode,
+        out.append({"key": spec.key, "id": row["id"], "owner_id": owner, "mode": spec.mode, "user": spec.user,
                     "plan": spec.plan, "status": snap["status"], "created": created, "story": spec.story,
                     "equity": snap["balance"]["equity"], "realized_pnl": snap["balance"]["realized_pnl"],
                     "positions": len(snap["positions"]), "open_orders": len(snap["open_orders"])})
@@ -372,7 +426,9 @@ class ApiServer:
 
         self.sock = bind_socket(host, port)
         self.url = url_of(self.sock)
-        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", access_log=False))
+        # timeout_graceful_shutdown: live streams (SSE) never end by themselves; cancel them 5 s into shutdown.
+        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", access_log=False,
+                                                   timeout_graceful_shutdown=5))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="propdesk-api", daemon=True)
 
@@ -398,17 +454,31 @@ class ApiServer:
 # The demo itself
 # ---------------------------------------------------------------------------------------------------------
 
-def _banner(url: str, accounts: list[dict[str, Any]], service_token: str, admin_token: str) -> str:
+def _banner(url: str, accounts: list[dict[str, Any]], service_token: str, admin_token: str,
+            users: dict[str, DemoLogin] | None = None) -> str:
     by_key = {a["key"]: a for a in accounts}
     alice, bob = by_key["trader-alice"]["id"], by_key["trader-bob"]["id"]
     lines = [
         "",
         "PropDesk demo is running",
-        f"  API        {url}   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
+        f"  web        {url}/          (log in at {url}/login)",
+        f"  API        {url}   (OpenAPI: {url}/openapi.json)",
         f"  health     {url}/healthz      metrics: {url}/metrics",
         "  prices     DEMO PRICE DRIVER: the calibrated simulated feed, FX through the weekend (demo mode);"
         " not market data",
         "",
+    ]
+    if users:
+        admin, trader = users["admin"], users["alice"]
+        lines += [
+            "Logins (demo users; fresh passwords on every run):",
+            f"  admin      {admin.email:<30} {admin.password}   -> {url}/admin",
+            f"  trader     {trader.email:<30} {trader.password}   -> {url}/app",
+        ]
+        lines += [f"  {'trader':<10} {u.email:<30} {u.password}" for n, u in users.items()
+                  if n not in ("admin", "alice")]
+        lines.append("")
+    lines += [
         "Tokens (shown once; they are stored hashed):",
         f"  service    {service_token}",
         f"  admin      {admin_token}",
@@ -460,17 +530,25 @@ def run_demo(platform: Platform, create_app: Callable[[Any], Any], *, host: str,
     try:
         api.start()
         started.append(api.stop)
+        # Minute candles for the charts, recorded from the tick stream (market data issue 4).
+        from .marketdata.recorder import CandleRecorder
+        platform.candles = CandleRecorder(platform.db, platform.clock, platform.ticks, log=log).start()
+        started.append(platform.candles.stop)
         driver.prime()
         driver.start()
         started.append(driver.stop)
         worker.start()
         started.append(worker.stop)
-        accounts = setup_demo_accounts(platform, driver)
+        users = setup_demo_users(platform)
+        accounts = setup_demo_accounts(platform, driver, users)
         service_token, _ = platform.tokens.create(Role.SERVICE, "demo service token")
         admin_token, _ = platform.tokens.create(Role.ADMIN, "demo admin token")
         log.info("demo_ready", url=api.url, accounts=[str(a["id"]) for a in accounts],
                  created=sum(1 for a in accounts if a["created"]))
-        out(_banner(api.url, accounts, service_token, admin_token))
+        out(_banner(api.url, accounts, service_token, admin_token, users))
+        if platform.sessions.always_open:
+            out("  sessions   DEMO MODE (PROPDESK_DEMO_ALWAYS_OPEN): every market is treated as open at any hour;"
+                " real accounts never run like this")
         if check:
             import httpx
 
@@ -478,11 +556,22 @@ def run_demo(platform: Platform, create_app: Callable[[Any], Any], *, host: str,
             health = httpx.get(f"{api.url}/healthz", timeout=10)
             snap = httpx.get(f"{api.url}/api/v1/prop/accounts/{alice}/snapshot", timeout=10,
                              headers={"Authorization": f"Bearer {service_token}"})
+            # A demo trader's session sees exactly that trader's accounts (the app role, row-level security).
+            alice_user = users["alice"]
+            web_user = platform.identity.get_user(alice_user.user_id)
+            assert web_user is not None
+            session = platform.identity.start_session(web_user, ip="127.0.0.1", user_agent="propdesk demo --check")
+            mine = httpx.get(f"{api.url}/api/v1/accounts", timeout=10,
+                             cookies={platform.identity.cookie_name: session})
+            platform.identity.end_session(session)
+            expected = sorted(str(a["id"]) for a in accounts if a["owner_id"] == str(alice_user.user_id))
+            seen = sorted(a["id"] for a in mine.json().get("items", [])) if mine.status_code == 200 else []
             report = verify(platform.execution, [a["id"] for a in accounts])
             out(f"\ndemo check: GET /healthz -> {health.status_code}; GET snapshot with the service token -> "
-                f"{snap.status_code}; {report.checked} accounts recomputed, {len(report.mismatched)} mismatched, "
+                f"{snap.status_code}; GET /api/v1/accounts as {alice_user.email} -> {mine.status_code} "
+                f"({len(seen)} accounts); {report.checked} accounts recomputed, {len(report.mismatched)} mismatched, "
                 f"{len(report.errors)} errors")
-            if not report.clean or snap.status_code != 200:
+            if not report.clean or snap.status_code != 200 or seen != expected:
                 out(f"demo check FAILED: {report.to_json()}")
                 return 1
             return 0

@@ -35,6 +35,35 @@ class Settings(BaseSettings):
     mtm_interval_seconds: float = Field(default=5.0, gt=0, description="Mark-to-market worker cadence.")
     heartbeat_stale_seconds: float = Field(default=60.0, gt=0)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # Web identity and security (issue 5; docs/DEPLOY.md).
+    session_idle_minutes: int = Field(default=30, ge=1, le=60 * 24 * 30,
+                                      description="A web session ends after this long without a request.")
+    session_absolute_hours: int = Field(default=12, ge=1, le=24 * 90,
+                                        description="A web session ends this long after login, whatever its use.")
+    password_reset_minutes: int = Field(default=30, ge=5, le=60 * 24, description="Life of an emailed reset link.")
+    smtp_url: str | None = Field(default=None, description="smtp://user:pass@host:port[?starttls=true] or smtps://; "
+                                 "unset prints reset links to the log instead of mailing them.")
+    smtp_from: str = Field(default="PropDesk <no-reply@localhost>", description="From: of outgoing mail.")
+    turnstile_secret: str | None = Field(default=None, description="Cloudflare Turnstile secret; set turns the "
+                                         "sign-up bot check on.")
+    turnstile_sitekey: str | None = Field(default=None, description="Cloudflare Turnstile site key (page widget).")
+    turnstile_verify_url: str = Field(default="https://challenges.cloudflare.com/turnstile/v0/siteverify",
+                                      description="Turnstile siteverify endpoint.")
+    rate_login_ip: str = Field(default="20/300", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
+                               description="Login attempts per client IP: count/seconds.")
+    rate_login_email: str = Field(default="10/300", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
+                                  description="Login attempts per email address: count/seconds.")
+    rate_signup_ip: str = Field(default="10/3600", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
+                                description="Sign-ups per client IP: count/seconds.")
+    rate_reset_ip: str = Field(default="10/3600", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
+                               description="Password-reset requests per client IP: count/seconds.")
+    rate_orders_user: str = Field(default="120/60", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
+                                  description="Order submissions per web user: count/seconds.")
+    forwarded_allow_ips: str = Field(default="127.0.0.1", description="Proxies whose X-Forwarded-* headers "
+                                     "uvicorn trusts (comma-separated, or *).")
+    # Market data (issue 4; docs/MARKET_DATA.md).
+    demo_always_open: bool = Field(default=False, description="DEMO MODE: the session calendar treats every "
+                                   "market as open at any hour (set by `propdesk demo`); never for real accounts.")
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from propdesk.api.middleware import required_role
+from propdesk.api.middleware import Access, access_rule
 from propdesk.auth import Role
 
 pytestmark = pytest.mark.e2e
@@ -88,26 +88,39 @@ def _fill(path: str) -> str:
 
 
 def test_authorization_matrix_over_every_route_in_the_openapi(anon: Any, client: Any, admin: Any) -> None:
-    """anonymous, bad token, service and admin x every guarded route: no unexpected allow."""
+    """anonymous, bad token, service and admin token x every guarded API route: no unexpected allow.
+
+    Bearer tokens only; the web-session side of the matrix is in tests/integration/test_web_security.py."""
     spec = anon.get("/openapi.json").json()
     cells = 0
     for path, ops in spec["paths"].items():
         if not path.startswith("/api/"):
             continue
         for method in ops:
+            rule = access_rule(path, method.upper())
+            if rule is Access.PUBLIC:
+                continue
             url = _fill(path)
             for who, c, headers in (("anonymous", anon, {}), ("bad token", anon, {"Authorization": "Bearer x"})):
                 r = c.request(method.upper(), url, content=GARBAGE, headers={**headers,
                                                                            "Content-Type": "application/json"})
                 assert r.status_code == 401, (who, method, path)
                 cells += 1
-            r = client.request(method.upper(), url, content=GARBAGE, headers={"Content-Type": "application/json"})
-            if path.startswith("/api/v1/admin/"):
+            streams = "/stream" in path  # an allowed event stream never ends: only its refusals are checked here
+            if rule in (Access.ADMIN, Access.SESSION):
+                r = client.request(method.upper(), url, content=GARBAGE, headers={"Content-Type": "application/json"})
+                assert r.status_code == 403, (method, path)
+            elif not streams:
+                r = client.request(method.upper(), url, content=GARBAGE, headers={"Content-Type": "application/json"})
+                assert r.status_code not in (401, 403), (method, path)
+            if streams and rule is not Access.SESSION:
+                cells += 1
+                continue
+            r = admin.request(method.upper(), url, json={})
+            if rule is Access.SESSION:
                 assert r.status_code == 403, (method, path)
             else:
                 assert r.status_code not in (401, 403), (method, path)
-            r = admin.request(method.upper(), url, json={})
-            assert r.status_code not in (401, 403), (method, path)
             assert r.status_code < 500, (method, path, r.text)
             cells += 2
     assert cells > 80
@@ -120,12 +133,23 @@ def test_unknown_api_paths_are_denied_before_they_are_looked_up(anon: Any, clien
     assert client.get("/nowhere").status_code == 404
 
 
-@pytest.mark.parametrize(("path", "role"), [
-    ("/healthz", None), ("/metrics", None), ("/openapi.json", None), ("/apix", None),
-    ("/api", Role.SERVICE), ("/api/v1/prop/accounts", Role.SERVICE), ("/api/v1/risk/x", Role.SERVICE),
-    ("/api/v1/admin/prop/accounts/x/pause", Role.ADMIN), ("/api/v1/admin", Role.ADMIN),
-    ("/api/v1/prop/../admin/prop/accounts/x/pause", Role.ADMIN), ("/api//v1/admin/x", Role.ADMIN),
-    ("/api/v1/prop/./accounts", Role.ADMIN), ("/api/v1/prop/..", Role.ADMIN),
+@pytest.mark.parametrize(("path", "rule"), [
+    ("/healthz", Access.PUBLIC), ("/metrics", Access.PUBLIC), ("/openapi.json", Access.PUBLIC),
+    ("/apix", Access.PUBLIC), ("/", Access.PUBLIC), ("/login", Access.PUBLIC), ("/static/app.css", Access.PUBLIC),
+    ("/api", Access.SESSION), ("/api/v1/prop/accounts", Access.SERVICE), ("/api/v1/risk/x", Access.SERVICE),
+    ("/api/v1/admin/prop/accounts/x/pause", Access.ADMIN), ("/api/v1/admin", Access.ADMIN),
+    ("/api/v1/prop/../admin/prop/accounts/x/pause", Access.ADMIN), ("/api//v1/admin/x", Access.ADMIN),
+    ("/api/v1/prop/./accounts", Access.ADMIN), ("/api/v1/prop/..", Access.ADMIN),
+    ("/api/v1/auth/login", Access.PUBLIC), ("/api/v1/plans", Access.PUBLIC), ("/api/v1/market/candles", Access.ANY),
+    ("/api/v1/me", Access.SESSION), ("/api/v1/accounts/x/orders", Access.SESSION),
+    ("/app", Access.PAGE), ("/app/accounts/x", Access.PAGE), ("/app/../admin", Access.ADMIN_PAGE),
+    ("/apple", Access.PUBLIC), ("/admin", Access.ADMIN_PAGE), ("/admin/flags", Access.ADMIN_PAGE),
+    ("/administrator", Access.PUBLIC),
 ])
-def test_required_role_of_a_path(path: str, role: Role | None) -> None:
-    assert required_role(path) is role
+def test_the_access_rule_of_a_path(path: str, rule: Access) -> None:
+    assert access_rule(path) is rule
+
+
+def test_the_public_plan_catalogue_is_read_only() -> None:
+    assert access_rule("/api/v1/plans", "GET") is Access.PUBLIC
+    assert access_rule("/api/v1/plans", "POST") is Access.SESSION

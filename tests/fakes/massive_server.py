@@ -190,3 +190,180 @@ class FakeMassive:
                 self.wfile.write(raw)
 
         return Handler
+
+
+# ================================================================================================= WebSocket
+class FakeMassiveStream:
+    """A fake Massive WebSocket server on loopback speaking the documented protocol, one path per market
+    (``/forex``, ``/crypto``, ``/stocks``, ``/indices``); point the client's ``feed`` at ``host:port``.
+
+    On connect it sends ``[{"ev":"status","status":"connected","message":"Connected Successfully"}]``; an
+    ``{"action":"auth","params":KEY}`` gets ``auth_success`` (or ``auth_failed`` and a close); an
+    ``{"action":"subscribe","params":"C.EUR/USD,..."}`` gets one ``success`` status per channel. Tests then
+    ``push(market, events)`` (sent as one JSON array to every connection subscribed to each event's channel),
+    ``drop(market)`` (an abnormal close: the TCP connection is cut), and set ``on_subscribe[market]`` to events sent
+    right after a (re)subscription (a replay of old quotes, as a real feed may do after a reconnect).
+    """
+
+    def __init__(self, api_key: str = "test-key"):
+        import asyncio
+
+        self.api_key = api_key
+        self.connections: dict[str, int] = {}
+        self.auths: list[tuple[str, bool]] = []
+        self.subscriptions: list[tuple[str, list[str]]] = []
+        self.on_subscribe: dict[str, list[dict[str, Any]]] = {}
+        self._live: dict[str, list[tuple[Any, set[str]]]] = {}
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._loop = asyncio.new_event_loop()
+        self._server: Any = None
+        self._port = 0
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-massive-ws", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self._port}"
+
+    def __enter__(self) -> FakeMassiveStream:
+        import asyncio
+
+        from websockets.asyncio.server import serve
+
+        self._thread.start()
+
+        async def start() -> Any:
+            return await serve(self._handle, "127.0.0.1", 0)
+
+        self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result(5)
+        self._port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import asyncio
+
+        async def stop() -> None:
+            self._server.close()
+            await self._server.wait_closed()
+
+        try:
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    # --------------------------------------------------------------------------------------------- protocol
+    async def _handle(self, ws: Any) -> None:
+        market = ws.request.path.strip("/")
+        with self._cond:
+            self.connections[market] = self.connections.get(market, 0) + 1
+        await ws.send(json.dumps([{"ev": "status", "status": "connected", "message": "Connected Successfully"}]))
+        channels: set[str] = set()
+        entry = (ws, channels)
+        try:
+            async for raw in ws:
+                msg = json.loads(raw)
+                action, params = msg.get("action"), str(msg.get("params", ""))
+                if action == "auth":
+                    ok = params == self.api_key
+                    with self._cond:
+                        self.auths.append((market, ok))
+                    if not ok:
+                        await ws.send(json.dumps([{"ev": "status", "status": "auth_failed",
+                                                   "message": "authentication failed"}]))
+                        await ws.close()
+                        return
+                    await ws.send(json.dumps([{"ev": "status", "status": "auth_success",
+                                               "message": "authenticated"}]))
+                elif action == "subscribe":
+                    subs = [p.strip() for p in params.split(",") if p.strip()]
+                    await ws.send(json.dumps([{"ev": "status", "status": "success",
+                                               "message": f"subscribed to: {s}"} for s in subs]))
+                    with self._cond:
+                        channels.update(subs)
+                        self.subscriptions.append((market, subs))
+                        lst = self._live.setdefault(market, [])
+                        if entry not in lst:
+                            lst.append(entry)
+                        replay = list(self.on_subscribe.get(market, []))
+                        self._cond.notify_all()
+                    if replay:
+                        await ws.send(json.dumps(replay))
+                elif action == "unsubscribe":
+                    with self._cond:
+                        channels.difference_update(p.strip() for p in params.split(","))
+        except Exception:  # a dropped connection ends the handler
+            pass
+        finally:
+            with self._cond:
+                lst = self._live.get(market, [])
+                if entry in lst:
+                    lst.remove(entry)
+
+    @staticmethod
+    def channel(event: dict[str, Any]) -> str:
+        ev = event["ev"]
+        key = {"C": "p", "XQ": "pair", "Q": "sym", "V": "T"}[ev]
+        return f"{ev}.{event[key]}"
+
+    # --------------------------------------------------------------------------------------------- test API
+    def wait_subscribed(self, market: str, connections: int = 1, timeout: float = 10.0) -> None:
+        """Block until ``market`` has had ``connections`` subscribed connections in total and one is live."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: sum(1 for m, _ in self.subscriptions if m == market) >= connections
+                                     and bool(self._live.get(market)), timeout)
+        if not ok:
+            raise TimeoutError(f"no subscribed {market} connection (wanted {connections})")
+
+    def push(self, market: str, events: list[dict[str, Any]]) -> int:
+        """Send ``events`` to the subscribed connections of ``market``; returns how many connections got any."""
+        import asyncio
+
+        async def send() -> int:
+            with self._lock:
+                targets = list(self._live.get(market, []))
+            n = 0
+            for ws, channels in targets:
+                mine = [e for e in events if self.channel(e) in channels]
+                if mine:
+                    try:
+                        await ws.send(json.dumps(mine))
+                        n += 1
+                    except Exception:  # a connection that just dropped
+                        pass
+            return n
+
+        return asyncio.run_coroutine_threadsafe(send(), self._loop).result(5)
+
+    def drop(self, market: str) -> int:
+        """Cut every live connection of ``market`` without a close frame (the client must reconnect)."""
+        import asyncio
+
+        async def cut() -> int:
+            with self._lock:
+                targets = list(self._live.get(market, []))
+                self._live[market] = []
+            for ws, _ in targets:
+                ws.transport.abort()
+            return len(targets)
+
+        return asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
+
+    # payloads as the real feeds send them
+    @staticmethod
+    def forex(pair: str, bid: float, ask: float, t_ms: int) -> dict[str, Any]:
+        return {"ev": "C", "p": pair, "x": 48, "a": ask, "b": bid, "t": t_ms}
+
+    @staticmethod
+    def crypto(pair: str, bid: float, ask: float, t_ms: int) -> dict[str, Any]:
+        return {"ev": "XQ", "pair": pair, "bp": bid, "bs": 0.25, "ap": ask, "as": 0.5, "t": t_ms, "x": 1,
+                "r": t_ms + 3}
+
+    @staticmethod
+    def stock(sym: str, bid: float, ask: float, t_ms: int) -> dict[str, Any]:
+        return {"ev": "Q", "sym": sym, "bx": 4, "bp": bid, "bs": 2, "ax": 7, "ap": ask, "as": 3, "c": 0,
+                "i": [604], "t": t_ms, "q": 50385480, "z": 3}
+
+    @staticmethod
+    def index(ticker: str, value: float, t_ms: int) -> dict[str, Any]:
+        return {"ev": "V", "val": value, "T": ticker, "t": t_ms}

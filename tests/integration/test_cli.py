@@ -239,7 +239,9 @@ def test_demo_check_sets_up_the_demo_accounts_idempotently_and_verify_passes(db_
     assert "DEMO PRICE DRIVER" in proc.stdout
 
     with psycopg.connect(db_url, autocommit=True) as conn:
-        rows = conn.execute("SELECT a.id, a.owner_id, a.mode, a.status,"
+        # A demo trader's accounts are owned by that trader's demo user: name them by the user's email.
+        rows = conn.execute("SELECT a.id, coalesce((SELECT split_part(u.email, '@', 1) FROM users u"
+                            "   WHERE u.id::text = a.owner_id), a.owner_id), a.mode, a.status,"
                             " (SELECT count(*) FROM positions p WHERE p.account_id = a.id) AS positions,"
                             " (SELECT count(*) FROM positions p WHERE p.account_id = a.id"
                             "   AND p.stop_loss IS NOT NULL AND p.take_profit IS NOT NULL) AS protected,"
@@ -253,19 +255,21 @@ def test_demo_check_sets_up_the_demo_accounts_idempotently_and_verify_passes(db_
     by_owner: dict[str, list[Any]] = {}
     for r in rows:
         by_owner.setdefault(r[1], []).append(r)
-    assert set(by_owner) == {"trader-alice", "trader-bob", "trader-carol", "trader-dave", "trader-erin",
-                             "agent:demo-alpha", "agent:demo-beta"}
-    alice, bob = by_owner["trader-alice"][0], by_owner["trader-bob"][0]
+    assert set(by_owner) == {"alice", "bob", "carol", "dave", "erin", "agent:demo-alpha", "agent:demo-beta"}
+    alice, bob = by_owner["alice"][0], by_owner["bob"][0]
     alpha, beta = by_owner["agent:demo-alpha"][0], by_owner["agent:demo-beta"][0]
     assert alice[3] == "active" and alice[5] >= 1 and alice[6] >= 1 and alice[8] >= 1 and alice[7] >= 7
     assert alice[9] != 0  # closed trades realized P&L
     assert bob[3] == "paused" and bob[4] >= 1
-    assert sorted(r[3] for r in by_owner["trader-carol"]) == ["active", "passed"]  # phase 1 passed, phase 2 open
-    assert [r[3] for r in by_owner["trader-dave"]] == ["failed"]
-    assert [r[3] for r in by_owner["trader-erin"]] == ["day_paused"]
+    assert sorted(r[3] for r in by_owner["carol"]) == ["active", "passed"]  # phase 1 passed, phase 2 open
+    assert [r[3] for r in by_owner["dave"]] == ["failed"]
+    assert [r[3] for r in by_owner["erin"]] == ["day_paused"]
     assert alpha[2] == "audition" and alpha[3] == "liquidated" and alpha[4] == 0
     assert beta[2] == "audition" and beta[3] == "completed"
     assert [t[0] for t in tokens] == ["admin", "service"]
+    # Logins for the web app are printed: the admin's and a trader's, with the URL.
+    assert "admin@demo.propdesk.test" in proc.stdout and "alice@demo.propdesk.test" in proc.stdout
+    assert "/login" in proc.stdout and "GET /api/v1/accounts as alice@demo.propdesk.test -> 200" in proc.stdout
     with psycopg.connect(db_url, autocommit=True) as conn:
         kinds = {r[0] for r in conn.execute("SELECT DISTINCT kind FROM violations").fetchall()}
     assert {"breach", "flag", "pass"} <= kinds

@@ -1,5 +1,6 @@
-"""One contract, every provider: simulated (ManualClock), replay (the shipped fixture files) and Massive (the
-official client polling a fake Massive REST server on loopback).
+"""One contract, every provider: simulated (ManualClock), replay (the shipped fixture files), Massive REST (the
+official client polling a fake Massive REST server on loopback) and the Massive WebSocket streams (the official
+client's WebSocketClient against a fake Massive WebSocket server on loopback, with a dropped connection).
 
 Every provider yields Quotes with a UTC-aware ``ts``, 0 < bid <= ask, a catalogue symbol, prices at or inside the
 instrument's precision, a ``source`` labelled by the provider, and non-decreasing time per symbol.
@@ -9,19 +10,21 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from tests.fakes.massive_server import FakeMassive
+from tests.fakes.massive_server import FakeMassive, FakeMassiveStream
 
 from propdesk.clock import ManualClock
 from propdesk.domain.instruments import DEFAULT_CATALOGUE
 from propdesk.domain.quotes import Quote
 from propdesk.marketdata.providers.base import QuoteProvider
 from propdesk.marketdata.providers.massive import MassiveProvider
+from propdesk.marketdata.providers.massive_stream import MassiveStreamProvider
 from propdesk.marketdata.providers.replay import ReplayProvider
 from propdesk.marketdata.providers.simulated import SimulatedProvider
 
@@ -79,7 +82,46 @@ def massive() -> Iterator[tuple[QuoteProvider, list[Quote]]]:
         yield p, out
 
 
-PROVIDERS: dict[str, Factory] = {"simulated": simulated, "replay": replay, "massive": massive}
+def massive_stream() -> Iterator[tuple[QuoteProvider, list[Quote]]]:
+    import threading
+
+    ms0 = int(T0.timestamp() * 1000)
+    with FakeMassiveStream("contract-key") as fake:
+        p = MassiveStreamProvider("contract-key", ["EURUSD", "XAUUSD", "BTCUSD", "AAPL", "US500"], ManualClock(T0),
+                                  url=fake.url)
+        out: list[Quote] = []
+        done = threading.Event()
+
+        def consume() -> None:
+            for q in p.quotes():
+                out.append(q)
+            done.set()
+
+        threading.Thread(target=consume, daemon=True).start()
+        for market in ("forex", "crypto", "stocks", "indices"):
+            fake.wait_subscribed(market)
+        for i in range(8):
+            ms = ms0 + i * 1000
+            wiggle = math.sin(i) / 1000
+            fake.push("forex", [fake.forex("EUR/USD", 1.0841234 + wiggle, 1.0842345 + wiggle, ms),
+                                fake.forex("XAU/USD", 2350.123 + wiggle, 2350.456 + wiggle, ms)])
+            fake.push("crypto", [fake.crypto("BTC-USD", 65000.987 + wiggle, 65001.5 + wiggle, ms)])
+            fake.push("stocks", [fake.stock("AAPL", 189.995 + wiggle, 190.015 + wiggle, ms)])
+            fake.push("indices", [fake.index("I:SPX", 5200.125 + i, ms)])
+            if i == 4:  # a dropped connection in the middle of the run; the feed replays an old quote after it
+                fake.on_subscribe["forex"] = [fake.forex("EUR/USD", 1.08, 1.0801, ms0)]
+                fake.drop("forex")
+                fake.wait_subscribed("forex", connections=2)
+        deadline = time.monotonic() + 10
+        while len(out) < 36 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        p.stop()
+        done.wait(10)
+        yield p, list(out)
+
+
+PROVIDERS: dict[str, Factory] = {"simulated": simulated, "replay": replay, "massive": massive,
+                                 "massive_stream": massive_stream}
 
 
 @pytest.fixture(scope="module", params=sorted(PROVIDERS))

@@ -294,6 +294,11 @@ class Replay:
         self.clock.set(b)
         for sym in sorted({lt.trade.symbol for lt in self.open.values()}):
             q = self._offline_quote(sym, b, boundary=True)
+            if q is None:
+                # No price file: the last known price, re-stamped at the boundary as a live feed would still show
+                # it (the execution core never closes on a quote older than its asset class's threshold).
+                last = self.platform.quotes.latest(sym)
+                q = (last.bid, last.ask) if last is not None else None
             if q is not None:
                 self._store(sym, q[0], q[1], b)
         self.log.append(f"{iso(b)} eod")

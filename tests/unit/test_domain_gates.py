@@ -361,6 +361,7 @@ def test_every_code_check_order_can_return_is_covered_here() -> None:
     produced_elsewhere = {Code.UNSUPPORTED_ACTION, Code.RULE_VIOLATION}
     tested = {Code.ACCOUNT_NOT_ACTIVE, Code.UNKNOWN_SYMBOL, Code.ASSET_NOT_ALLOWED, Code.INVALID_QUANTITY,
               Code.INVALID_PRICE, Code.MISSING_PRICE, Code.STALE_PRICE, Code.MISSING_CONVERSION_PRICE,
+              Code.MARKET_CLOSED,  # covered in tests/integration/test_market_hours_gates.py
               Code.DIRECTION_NOT_ALLOWED, Code.INVALID_STOP_LOSS, Code.INVALID_TAKE_PROFIT, Code.NOTIONAL_EXCEEDED,
               Code.AGGREGATE_NOTIONAL_EXCEEDED, Code.LEVERAGE_EXCEEDED, Code.POSITION_EQUITY_EXCEEDED,
               Code.INSUFFICIENT_MARGIN, Code.MAX_OPEN_POSITIONS, Code.MAX_OPEN_ORDERS, Code.NO_POSITION}

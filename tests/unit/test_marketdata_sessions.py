@@ -113,7 +113,7 @@ def test_globex_weekend_opens_sunday_18_and_closes_friday_17(cal: SessionCalenda
 # -- US equities and index CFDs on the NYSE calendar -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("symbol", ["AAPL", "US500"])
+@pytest.mark.parametrize("symbol", ["AAPL", "MSFT"])
 def test_us_equity_holiday_thanksgiving_closed_next_open_friday_0930(cal: SessionCalendar, symbol: str) -> None:
     s = cal.status(symbol, ny(2026, 11, 26, 12, 0))
     assert not s.open
@@ -159,9 +159,31 @@ def test_us_equity_boundaries_and_reasons(cal: SessionCalendar) -> None:
     at_close = cal.status("TSLA", ny(2026, 6, 10, 16, 0))
     assert not at_close.open and at_close.reason == "closed: after the close"
     assert at_close.next_open == ny(2026, 6, 11, 9, 30).astimezone(UTC)
-    weekend = cal.status("US30", ny(2026, 6, 13, 12, 0))
+    weekend = cal.status("AAPL", ny(2026, 6, 13, 12, 0))
     assert not weekend.open and weekend.reason == "closed: weekend"
     assert weekend.next_open == ny(2026, 6, 15, 9, 30).astimezone(UTC)
+
+
+@pytest.mark.parametrize("symbol", ["US500", "US100", "US30"])
+def test_index_cfds_trade_cme_globex_hours_not_the_cash_session(cal: SessionCalendar, symbol: str) -> None:
+    early = cal.status(symbol, ny(2026, 3, 2, 5, 0))  # Monday 05:00 New York: NYSE shut, Globex open
+    assert early.open and early.reason == "open: Globex session"
+    assert early.next_close == ny(2026, 3, 2, 17, 0).astimezone(UTC)
+    brk = cal.status(symbol, ny(2026, 3, 2, 17, 30))
+    assert not brk.open and brk.reason == "closed: daily break"
+    assert brk.next_open == ny(2026, 3, 2, 18, 0).astimezone(UTC)
+    weekend = cal.status(symbol, ny(2026, 6, 13, 12, 0))
+    assert not weekend.open and weekend.reason == "closed: weekend"
+    assert weekend.next_open == ny(2026, 6, 14, 18, 0).astimezone(UTC)
+
+
+def test_demo_calendar_treats_every_market_as_open(cal: SessionCalendar) -> None:
+    demo = SessionCalendar(always_open=True)
+    saturday = ny(2026, 6, 13, 12, 0)
+    assert not cal.is_open("EURUSD", saturday)
+    for symbol in ("EURUSD", "AAPL", "US500", "XAUUSD"):
+        s = demo.status(symbol, saturday)
+        assert s.open and "DEMO" in s.reason
 
 
 def test_us_equity_july_4th_observed_on_friday_3rd_2026(cal: SessionCalendar) -> None:

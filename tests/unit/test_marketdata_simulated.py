@@ -131,8 +131,12 @@ def test_median_spread_matches_the_calibration() -> None:
     # US cash session 09:30-16:00 New York
     (ny(2024, 7, 8, 9, 29, 59), AssetClass.EQUITY, False),
     (ny(2024, 7, 8, 9, 30, 0), AssetClass.EQUITY, True),
-    (ny(2024, 7, 8, 15, 59, 59), AssetClass.INDEX, True),
-    (ny(2024, 7, 8, 16, 0, 0), AssetClass.INDEX, False),
+    (ny(2024, 7, 8, 15, 59, 59), AssetClass.EQUITY, True),
+    (ny(2024, 7, 8, 16, 0, 0), AssetClass.EQUITY, False),
+    # index CFDs follow the CME futures (24/5 here), not the cash session
+    (ny(2024, 7, 8, 16, 0, 0), AssetClass.INDEX, True),
+    (ny(2024, 7, 8, 5, 0, 0), AssetClass.INDEX, True),
+    (ny(2024, 7, 13, 12, 0), AssetClass.INDEX, False),
     (ny(2024, 7, 13, 11, 0), AssetClass.EQUITY, False),
     (ny(2024, 7, 7, 3, 0), AssetClass.CRYPTO, True),
 ])

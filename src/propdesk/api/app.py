@@ -18,11 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__, logs
 from ..bootstrap import Platform
 from ..domain.errors import DomainError
+from ..web import live, pages, pages_admin, pages_auth, trader_views
+from ..web.security import CsrfGuard, SecurityHeaders
 from .context import Api
 from .errors import ApiError, handle_api_error, handle_domain_error, handle_http_exception, handle_validation_error
 from .idempotency import Commands
 from .middleware import Authentication, BodyLimit, Observability
-from .routes import accounts, admin, ops, rules, trading
+from .routes import accounts, admin, admin_panel, market, ops, rules, trader, trading
+from .routes import auth as auth_routes
 
 DESCRIPTION = """PropDesk execution core over HTTP.
 
@@ -51,7 +54,7 @@ def create_app(platform: Platform) -> FastAPI:
         commands.close()
 
     app = FastAPI(title="PropDesk", version=__version__, description=DESCRIPTION, openapi_url="/openapi.json",
-                  docs_url="/docs", redoc_url=None, lifespan=lifespan)
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.platform = platform
     app.state.api = api
 
@@ -62,9 +65,29 @@ def create_app(platform: Platform) -> FastAPI:
 
     for module in (accounts, trading, admin, rules, ops):
         app.include_router(module.build(api))
+    # Market data reads (candles, quotes with sessions): any authenticated principal.
+    app.include_router(market.build(api))
+    # The trader API (session users): catalogue, checkout, own accounts, orders, journal, notifications.
+    app.include_router(trader.build(api))
+    # Sign-up, login, logout, password reset, /api/v1/me (web/identity.py); the auth pages (no schema).
+    app.include_router(auth_routes.build(api))
+    app.include_router(pages_auth.build(api), include_in_schema=False)
+    # The admin panel: its JSON reads and live stream (/api/v1/admin/...) and its pages (/admin...).
+    app.include_router(admin_panel.build(api))
+    app.include_router(pages_admin.build(api), include_in_schema=False)
+
+    # The browser front end: static files, the landing page and the trader app (pages stay out of the schema).
+    pages.mount_static(app)
+    app.include_router(pages.build(api), include_in_schema=False)
+    app.include_router(trader_views.build(api), include_in_schema=False)
+    app.include_router(live.build(api))  # SSE: in the schema, so the authorization matrix covers it
 
     # add_middleware prepends: the last added runs first.
     app.add_middleware(BodyLimit, max_bytes=platform.settings.max_body_bytes)
-    app.add_middleware(Authentication, tokens=platform.tokens, log=log)
+    # CSRF after authentication: an anonymous request is 401 first; a cookie-borne unsafe one needs our Origin.
+    app.add_middleware(CsrfGuard, public_url=platform.settings.public_url, log=log)
+    app.add_middleware(Authentication, tokens=platform.tokens, log=log, identity=platform.identity)
     app.add_middleware(Observability, metrics=platform.metrics, log=log)
+    # Outermost: the security headers reach every response, the last-resort 500 included.
+    app.add_middleware(SecurityHeaders, turnstile_sitekey=platform.settings.turnstile_sitekey)
     return app

@@ -2,8 +2,9 @@
 
 ``Observability``  request id, one JSON log line per request, Prometheus request metrics, and the last-resort
                    500 ``internal_error`` (logged with its traceback, never sent to the client);
-``Authentication`` bearer token -> principal, checked BEFORE anything reads or validates the body:
-                   401 (with ``WWW-Authenticate: Bearer``) or 403, never 422;
+``Authentication`` bearer token or session cookie -> principal and the path policy (``access_rule``), checked
+                   BEFORE anything reads or validates the body: 401 (with ``WWW-Authenticate``) or 403, never
+                   422; pages answer 303 to the login page or a 403 page;
 ``BodyLimit``      413 ``body_too_large`` on a declared ``Content-Length`` over the limit, and by counting the
                    bytes actually received (chunked bodies have no ``Content-Length``).
 """
@@ -12,11 +13,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from enum import StrEnum
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
+from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth import CRON_PATHS, Principal, Role
@@ -81,65 +85,192 @@ class Observability:
                           principal=principal.id if isinstance(principal, Principal) else None)
 
 
-def required_role(path: str) -> Role | None:
-    """The least role a path needs: admin under /api/v1/admin, service elsewhere under /api, else none.
+class Access(StrEnum):
+    """What a path asks of the caller (the path policy of the web contract, docs/SECURITY in docs/DEPLOY.md)."""
 
-    Paths with empty, ``.`` or ``..`` segments under /api are held to the strictest rule (they match no route
-    anyway, but are never allowed to select a weaker rule than the route they might resemble).
-    """
-    if path != "/api" and not path.startswith("/api/"):
-        return None
+    PUBLIC = "public"          # anyone; a session cookie is still resolved (pages show who is logged in)
+    PAGE = "page"              # /app: a session (trader or admin), else 303 to /login?next=
+    ADMIN_PAGE = "admin_page"  # /admin: an admin session; anonymous 303 to login, a trader 403
+    SERVICE = "service"        # /api/v1/prop, /api/v1/risk: a service or admin bearer token
+    ADMIN = "admin"            # /api/v1/admin: an admin bearer token or an admin session
+    ANY = "any"                # /api/v1/market: any authenticated principal (session or token)
+    SESSION = "session"        # every other /api route (the trader API): a session; a bearer token is 403
+
+
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _segments_odd(segments: list[str]) -> bool:
+    return any(s in ("", ".", "..") for s in segments[:-1]) or (bool(segments) and segments[-1] in (".", ".."))
+
+
+def access_rule(path: str, method: str = "GET") -> Access:
+    """The path policy. Paths with empty, ``.`` or ``..`` segments under /api, /app or /admin are held to the
+    strictest rule of their area (they match no route anyway, but never select a weaker rule than the route they
+    might resemble)."""
     segments = path.split("/")[1:]
-    if any(s in ("", ".", "..") for s in segments[:-1]) or segments[-1] in (".", ".."):
-        return Role.ADMIN
-    if segments[:3] == ["api", "v1", "admin"]:
-        return Role.ADMIN
-    return Role.SERVICE
+    head = segments[0] if segments else ""
+    if head == "app":
+        return Access.ADMIN_PAGE if _segments_odd(segments) else Access.PAGE
+    if head == "admin":
+        return Access.ADMIN_PAGE
+    if head != "api":
+        return Access.PUBLIC
+    if _segments_odd(segments):
+        return Access.ADMIN
+    area = segments[1:3]
+    if area == ["v1", "auth"]:
+        return Access.PUBLIC
+    if area == ["v1", "plans"] and method.upper() in _SAFE:
+        return Access.PUBLIC  # the public plan catalogue
+    if area in (["v1", "prop"], ["v1", "risk"]):
+        return Access.SERVICE
+    if area == ["v1", "admin"]:
+        return Access.ADMIN
+    if area == ["v1", "market"]:
+        return Access.ANY
+    return Access.SESSION
+
+
+def _bearer(scope: Scope) -> tuple[bool, str | None]:
+    """(an Authorization header was sent, the well-formed bearer credentials or None)."""
+    values = _header(scope, b"authorization")
+    if not values:
+        return False, None
+    if len(values) == 1:
+        scheme, _, credentials = values[0].strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip() and " " not in credentials.strip():
+            return True, credentials.strip()
+    return True, None
+
+
+def cookie_value(scope: Scope, name: str) -> str | None:
+    """One cookie's value from the request headers (the first occurrence), or None."""
+    for raw in _header(scope, b"cookie"):
+        for part in raw.split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == name:
+                return value.strip().strip('"') or None
+    return None
+
+
+def client_ip(scope: Scope) -> str | None:
+    """The client address as uvicorn saw it (with --proxy-headers from a trusted proxy: the forwarded one)."""
+    client = scope.get("client")
+    return str(client[0])[:64] if client else None
 
 
 class Authentication:
-    def __init__(self, app: ASGIApp, tokens: Any, log: Any):
+    """Resolves the caller (bearer token or session cookie) and applies the path policy before any body is read.
+
+    Answers: 401 (``WWW-Authenticate``) for no or bad credentials on an API route, 403 for the wrong kind or role,
+    303 to the login page for an anonymous page request, and a small 403 page for a trader on /admin.
+    """
+
+    def __init__(self, app: ASGIApp, tokens: Any, log: Any, identity: Any = None):
         self.app = app
         self.tokens = tokens
         self.log = log
+        self.identity = identity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        need = required_role(scope["path"])
-        if need is None:
+        path: str = scope["path"]
+        rule = access_rule(path, scope.get("method", "GET"))
+        state = scope.setdefault("state", {})
+        sent_auth, token = _bearer(scope)
+        is_api = path == "/api" or path.startswith("/api/")
+
+        principal: Principal | None = None
+        bearer_failed = False
+        if is_api and sent_auth and rule is not Access.PUBLIC:
+            principal = await run_in_threadpool(self.tokens.verify, token) if token is not None else None
+            bearer_failed = principal is None
+        elif self.identity is not None and not path.startswith("/static/") and path not in ("/healthz", "/metrics"):
+            session_token = cookie_value(scope, self.identity.cookie_name)
+            if session_token is not None:
+                user = await run_in_threadpool(self.identity.resolve, session_token)
+                if user is not None:
+                    principal = Principal.of_user(user)
+        if principal is not None:
+            state["principal"] = principal
+
+        if rule is Access.PUBLIC:
             await self.app(scope, receive, send)
             return
-        values = _header(scope, b"authorization")
-        token = None
-        if len(values) == 1:
-            scheme, _, credentials = values[0].strip().partition(" ")
-            if scheme.lower() == "bearer" and credentials.strip() and " " not in credentials.strip():
-                token = credentials.strip()
-        principal: Principal | None = None
-        if token is not None:
-            principal = await run_in_threadpool(self.tokens.verify, token)
+        if rule in (Access.PAGE, Access.ADMIN_PAGE):
+            if principal is None or principal.user is None:
+                target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+                location = "/login?" + urlencode({"next": target})
+                await RedirectResponse(location, status_code=303)(scope, receive, send)
+                return
+            if rule is Access.ADMIN_PAGE and not principal.user.is_admin:
+                await self._forbidden(scope, receive, send, principal, "an admin account is needed", page=True)
+                return
+            await self.app(scope, receive, send)
+            return
+
         if principal is None:
-            self.log.warning("auth_refused", path=scope["path"][:300], reason="no token" if token is None
-                             else "invalid token", request_id=scope.get("state", {}).get("request_id"))
-            challenge = 'Bearer realm="propdesk"' if token is None else \
-                'Bearer realm="propdesk", error="invalid_token"'
-            response = error_response(401, "unauthorized", "a valid bearer token is required",
-                                      headers={"WWW-Authenticate": challenge})
-            await response(scope, receive, send)
+            reason = "invalid token" if bearer_failed else "no credentials"
+            self.log.warning("auth_refused", path=path[:300], reason=reason, request_id=state.get("request_id"))
+            if rule is Access.SESSION:
+                challenge, message = 'Session realm="propdesk"', "log in first (a web session is required)"
+            else:
+                challenge = 'Bearer realm="propdesk"' + (', error="invalid_token"' if bearer_failed else "")
+                message = "a valid bearer token is required" if rule is Access.SERVICE else \
+                    "a valid bearer token or session is required"
+            await error_response(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})(
+                scope, receive, send)
             return
-        if principal.role is Role.CRON and scope["path"] in CRON_PATHS:
-            pass  # the scheduler's secret opens exactly the routes it exists for
-        elif principal.role is Role.CRON or (need is Role.ADMIN and not principal.is_admin):
-            self.log.warning("auth_forbidden", path=scope["path"][:300], principal=principal.id,
-                             role=principal.role.value, request_id=scope.get("state", {}).get("request_id"))
-            response = error_response(403, "forbidden", "this route needs an admin token",
-                                      {"role": principal.role.value, "required": need.value})
-            await response(scope, receive, send)
+
+        refusal = self._refusal(rule, principal, path)
+        if refusal is not None:
+            await self._forbidden(scope, receive, send, principal, refusal)
             return
-        scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _refusal(rule: Access, principal: Principal, path: str) -> str | None:
+        """Why ``principal`` may not use a route of ``rule`` (None: allowed)."""
+        if principal.role is Role.CRON:
+            return None if path in CRON_PATHS else "the scheduler's secret opens only the day-roll route"
+        if rule is Access.SERVICE:
+            if principal.user is not None:
+                return "this route needs a service or admin bearer token"
+            return None
+        if rule is Access.ADMIN:
+            return None if principal.is_admin else "this route needs an admin token"
+        if rule is Access.ANY:
+            return None
+        if rule is Access.SESSION:
+            return None if principal.user is not None else "this route is for logged-in users, not bearer tokens"
+        return "forbidden"
+
+    async def _forbidden(self, scope: Scope, receive: Receive, send: Send, principal: Principal, message: str,
+                         *, page: bool = False) -> None:
+        path = scope["path"]
+        self.log.warning("auth_forbidden", path=path[:300], principal=principal.id, role=principal.role.value,
+                         request_id=scope.get("state", {}).get("request_id"))
+        if self.identity is not None:
+            await run_in_threadpool(
+                self.identity.audit, "authz_failed", principal.user.id if principal.user else None, client_ip(scope),
+                {"path": path[:300], "method": scope.get("method", ""), "principal": principal.id,
+                 "role": principal.role.value})
+        if page:
+            await HTMLResponse(_FORBIDDEN_PAGE, status_code=403)(scope, receive, send)
+            return
+        await error_response(403, "forbidden", message, {"role": principal.role.value})(scope, receive, send)
+
+
+_FORBIDDEN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Forbidden</title>
+<link rel="stylesheet" href="/static/app.css"></head>
+<body><main class="container"><h1>Forbidden</h1>
+<p>This page is for the firm's staff. You are logged in with a trader account.</p>
+<p><a href="/app">Back to my accounts</a></p></main></body></html>
+"""
 
 
 class BodyLimit:

@@ -203,7 +203,9 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
     with bench_database(settings) as (admin_url, kind):
         progress("orders: database ready", 0.05)
         pool = max(settings.db_pool_size, clients + 2)
-        bench_settings = settings.model_copy(update={"db_pool_size": pool})
+        # Every market counts as open (the demo setting): the bench times the order path on the wall clock, so a
+        # weekend or the NYSE's closed hours must not turn its orders into market_closed refusals.
+        bench_settings = settings.model_copy(update={"db_pool_size": pool, "demo_always_open": True})
         params.update({"database": kind, "pool_size": pool})
         facts = _server_facts(admin_url)
         platform = open_platform(bench_settings, admin_url=admin_url, migrate=True, configure_logs=False)

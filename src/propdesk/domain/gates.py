@@ -2,7 +2,8 @@
 
 ``check_order`` returns ``None`` (the order may execute) or a ``Rejection`` with a stable code, a message and
 the numbers behind it. Rejections are data: the caller records them; nothing here raises for a refusal.
-Order of checks: account, symbol and asset, size and prices, price availability, direction, protective levels,
+Order of checks: account, symbol and asset, size and prices, market session (closed), price availability and
+freshness (the asset class's threshold when the caller knows the session), direction, protective levels,
 then exposure (only for the part of an order that adds exposure; reducing a position is always allowed while
 the account trades).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -37,6 +38,7 @@ class Code:
     INVALID_PRICE = "invalid_price"
     MISSING_PRICE = "missing_price"
     STALE_PRICE = "stale_price"
+    MARKET_CLOSED = "market_closed"
     MISSING_CONVERSION_PRICE = "missing_conversion_price"
     DIRECTION_NOT_ALLOWED = "direction_not_allowed"
     INVALID_STOP_LOSS = "invalid_stop_loss"
@@ -87,12 +89,33 @@ class AccountState:
 
 
 @dataclass(frozen=True, slots=True)
+class MarketSession:
+    """The symbol's trading session at ``now`` as the gates see it (plain data: the caller owns the calendar).
+
+    ``stale_after_seconds``: a quote older than this while the market is open is stale (per asset class)."""
+
+    open: bool
+    reason: str
+    next_open: datetime | None
+    asset_class: str
+    stale_after_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class MarketContext:
-    """Prices for one order: its quote (or None), the quote-currency conversion rate (or None), and now."""
+    """Prices for one order: its quote (or None), the quote-currency conversion rate (or None), and now; plus the
+    symbol's session when a calendar is known (None: no session gate, the policy's quote-age limit applies)."""
 
     quote: Quote | None
     rate: Decimal | None
     now: datetime
+    session: MarketSession | None = None
+
+
+def _iso(at: datetime | None) -> str | None:
+    if at is None:
+        return None
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _d(x: Decimal) -> str:
@@ -115,16 +138,28 @@ def check_order(req: OrderRequest, account: AccountState, inst: Instrument | Non
     rej = _check_size_and_prices(req, inst)
     if rej is not None:
         return rej
+    session = mkt.session
+    if session is not None and not session.open:
+        nxt = _iso(session.next_open)
+        why = session.reason.removeprefix("closed: ")
+        return Rejection(Code.MARKET_CLOSED, f"the {req.symbol} market is closed ({why})"
+                         + (f"; it opens at {nxt}" if nxt else ""),
+                         {"symbol": req.symbol, "asset_class": session.asset_class, "reason": session.reason,
+                          "next_open": nxt})
     quote = mkt.quote
     if quote is None:
         return Rejection(Code.MISSING_PRICE, f"no quote for {req.symbol}; an order never fills on a guessed price",
                          {"symbol": req.symbol})
     age = quote.age_seconds(mkt.now)
-    if age > policy.max_quote_age_seconds:
+    limit: float = session.stale_after_seconds if session is not None else policy.max_quote_age_seconds
+    if age > limit:
+        details: dict[str, Any] = {"symbol": req.symbol, "quote": quote.evidence(), "age_seconds": round(age, 3),
+                                   "max_quote_age_seconds": limit}
+        if session is not None:
+            details.update(threshold_seconds=limit, asset_class=session.asset_class)
         return Rejection(Code.STALE_PRICE, f"the last quote for {req.symbol} is {age:.1f}s old "
-                         f"(limit {policy.max_quote_age_seconds}s)",
-                         {"symbol": req.symbol, "quote": quote.evidence(), "age_seconds": round(age, 3),
-                          "max_quote_age_seconds": policy.max_quote_age_seconds})
+                         f"(limit {limit:g}s" + (f" for {session.asset_class}" if session is not None else "")
+                         + ")", details)
     if mkt.rate is None:
         return Rejection(Code.MISSING_CONVERSION_PRICE,
                          f"no quote converts {inst.quote_currency} into {policy.currency}",

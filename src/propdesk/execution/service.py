@@ -136,15 +136,34 @@ def _policy(data: dict[str, Any]) -> ExecutionPolicy:
     return policy
 
 
+class SessionSource(Protocol):
+    """What the execution core asks of a session calendar (marketdata.sessions.SessionCalendar fits)."""
+
+    def status(self, symbol: str, at: datetime) -> Any: ...  # .open, .reason, .next_open
+    def stale_after(self, symbol: str) -> float: ...
+
+
 class ExecutionService:
-    """Commands and reads over account truth. One instance per process; thread-safe (state lives in Postgres)."""
+    """Commands and reads over account truth. One instance per process; thread-safe (state lives in Postgres).
+
+    With a session calendar (``sessions``, injected by bootstrap): an order on a closed market is refused
+    (``market_closed``, with the reason and the next open), a quote older than its asset class's threshold while
+    the market is open is ``stale_price``, and resting orders and SL/TP wait (no fill, nothing recorded) while
+    their market is closed or their quote is stale: they fire on the first fresh quote of an open market, at that
+    quote (a weekend gap fills at the Monday price, as at a broker). A liquidation (safety net, rule breach, admin)
+    is refused on a stale quote while the market is open (``stale_price``); on a closed market it closes at the
+    session's last quote, which is the market's closing price, not a stale one. Without a calendar the policy's
+    ``max_quote_age_seconds`` is the only freshness check (as before).
+    """
 
     def __init__(self, db: Any, clock: Clock, catalogue: Catalogue, prices: PriceSource,
-                 metrics: Metrics | None = None, log: Callable[..., None] | None = None):
+                 metrics: Metrics | None = None, log: Callable[..., None] | None = None, *,
+                 sessions: SessionSource | None = None):
         self.db = db
         self.clock = clock
         self.catalogue = catalogue
         self.prices = prices
+        self.sessions = sessions
         self.metrics: Metrics = metrics or _NoMetrics()
         self.rules = RulesBridge(self)
         self._log = log or (lambda *a, **k: None)
@@ -361,7 +380,28 @@ class ExecutionService:
     def _market(self, symbol: str, inst: Instrument | None, ctx: AccountCtx, now: datetime) -> G.MarketContext:
         quote = self.prices.latest(symbol) if inst is not None else None
         rate = self._rate(inst.quote_currency, ctx.policy.currency) if inst is not None else None
-        return G.MarketContext(quote, rate, now)
+        return G.MarketContext(quote, rate, now, self._session(inst, now))
+
+    def _session(self, inst: Instrument | None, now: datetime) -> G.MarketSession | None:
+        if self.sessions is None or inst is None:
+            return None
+        st = self.sessions.status(inst.symbol, now)
+        return G.MarketSession(bool(st.open), str(st.reason), st.next_open, inst.asset_class.value,
+                               float(self.sessions.stale_after(inst.symbol)))
+
+    def _tradeable_quote(self, symbol: str, now: datetime) -> Quote | None:
+        """The quote a trigger (resting order, SL/TP) may fire on: None while the market is closed or the quote
+        is missing or stale (the trigger waits for a fresh quote of an open market)."""
+        q = self.prices.latest(symbol)
+        if q is None or self.sessions is None:
+            return q
+        inst = self.catalogue.get(symbol)
+        sess = self._session(inst, now)
+        if sess is None:
+            return q
+        if not sess.open or q.age_seconds(now) > sess.stale_after_seconds:
+            return None
+        return q
 
     def _submit(self, c: Any, ctx: AccountCtx, req: OrderRequest, now: datetime, *,
                 decision_action_id: uuid.UUID | None = None,
@@ -607,7 +647,7 @@ class ExecutionService:
             if ctx.status not in MARKED:
                 return out
             for order in list(ctx.resting):
-                q = self.prices.latest(order["symbol"])
+                q = self._tradeable_quote(order["symbol"], now)
                 if q is None or ctx.status is not Status.ACTIVE:
                     continue
                 px = order["limit_price"] if order["order_type"] == "limit" else order["stop_price"]
@@ -616,7 +656,7 @@ class ExecutionService:
                 self._trigger_resting(c, ctx, order, now)
                 out["orders"] += 1
             for symbol, pos in list(ctx.positions.items()):
-                q = self.prices.latest(symbol)
+                q = self._tradeable_quote(symbol, now)
                 if q is None:
                     continue
                 hit = protective_trigger(pos.quantity, pos.stop_loss, pos.take_profit, q.bid, q.ask)
@@ -658,8 +698,8 @@ class ExecutionService:
         if not ctx.positions or ctx.status not in MARKED:
             return False
         val = self._valuate(ctx)
-        if val.missing:
-            return False  # never judge equity on a guessed price
+        if val.missing or self._stale_symbols(list(ctx.positions), now):
+            return False  # never judge equity on a guessed (or stale, in an open market) price
         threshold = ctx.policy.liquidation_equity
         if val.equity > threshold:
             return False
@@ -679,6 +719,10 @@ class ExecutionService:
         if missing:
             raise Conflict("cannot close positions without a price for every one of them",
                            code="missing_price", details={"symbols": missing})
+        stale = self._stale_symbols(list(ctx.positions), now)
+        if stale:
+            raise Conflict("cannot close positions on a stale price (the market is open but its quote is old)",
+                           code="stale_price", details={"symbols": stale})
         for order in list(ctx.resting):
             c.execute("UPDATE orders SET status='cancelled', updated_at=%s, closed_at=%s WHERE id=%s",
                       (now, now, order["id"]))
@@ -705,6 +749,18 @@ class ExecutionService:
         finally:
             ctx.rule_applying = was_applying
         return closed
+
+    def _stale_symbols(self, symbols: list[str], now: datetime) -> list[str]:
+        """Symbols whose market is open but whose quote is older than the asset-class threshold."""
+        if self.sessions is None:
+            return []
+        out = []
+        for s in symbols:
+            q = self.prices.latest(s)
+            sess = self._session(self.catalogue.get(s), now)
+            if q is not None and sess is not None and sess.open and q.age_seconds(now) > sess.stale_after_seconds:
+                out.append(s)
+        return out
 
     def _liquidate(self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str, actor: str,
                    evidence: dict[str, Any] | None = None) -> None:

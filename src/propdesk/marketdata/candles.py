@@ -20,7 +20,9 @@ def minute_of(ts: datetime) -> datetime:
 
 @dataclass(slots=True)
 class Candle:
-    """One minute of mid prices. ``synthetic``: no ticks, the previous close carried forward."""
+    """One minute of mid prices. ``synthetic``: no ticks behind it from the bar's own source (the previous close
+    carried forward, or a provider's empty minute rebuilt from recorded ticks); ``source`` says where it came from
+    (``ticks``, ``carried``, or a provider label such as ``massive-agg``)."""
 
     symbol: str
     minute: datetime
@@ -30,6 +32,7 @@ class Candle:
     close: Decimal
     ticks: int = 0
     synthetic: bool = False
+    source: str = "ticks"
 
 
 class CandleAggregator:
@@ -92,6 +95,23 @@ class CandleAggregator:
     def symbols(self) -> list[str]:
         return sorted(self._candles)
 
+    def current(self, symbol: str) -> Candle | None:
+        """The symbol's newest candle (the open bar while its minute lasts), or None."""
+        return self._current.get(symbol)
+
+    def prune(self, before: datetime) -> int:
+        """Forget candles that start before ``before`` (a long-running recorder keeps memory bounded); the
+        current bar of each symbol is always kept. Returns how many were dropped."""
+        key = int((minute_of(before) - _EPOCH).total_seconds()) // 60
+        dropped = 0
+        for sym, book in self._candles.items():
+            keep = self._current_key.get(sym)
+            old = [k for k in book if k < key and k != keep]
+            for k in old:
+                del book[k]
+            dropped += len(old)
+        return dropped
+
     def synthesize(self, symbol: str, minute: datetime) -> Candle:
         """The candle of ``minute``: the real one if ticks arrived, else the last close before it carried forward
         (flat, no ticks, ``synthetic=True``). Raises LookupError when no earlier candle exists."""
@@ -104,7 +124,7 @@ class CandleAggregator:
         if not earlier:
             raise LookupError(f"no candle for {symbol} before {m.isoformat()} to carry forward")
         close = book[max(earlier)].close
-        c = Candle(symbol, m, close, close, close, close, 0, True)
+        c = Candle(symbol, m, close, close, close, close, 0, True, "carried")
         book[key] = c
         return c
 

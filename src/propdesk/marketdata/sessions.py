@@ -3,11 +3,16 @@
 Session kinds (all boundaries open-inclusive, close-exclusive; local times are America/New_York):
 
 - ``FX_24_5`` (forex): one week-long session, Sunday 17:00 to Friday 17:00.
-- ``CME_GLOBEX`` (metals XAUUSD/XAGUSD, energy WTIUSD): Sunday to Thursday 18:00 to the next day 17:00, i.e.
-  Sunday 18:00 to Friday 17:00 with a daily 17:00-18:00 break. No exchange holidays are modelled.
-- ``XNYS`` (US equities and US index CFDs): the NYSE calendar from ``exchange-calendars`` (holidays, early closes
-  at 13:00, regular 09:30-16:00). Dates outside the calendar's range fall back to the plain weekday rule.
+- ``CME_GLOBEX`` (metals XAUUSD/XAGUSD, energy WTIUSD, and the US index CFDs US500/US100/US30): Sunday to
+  Thursday 18:00 to the next day 17:00, i.e. Sunday 18:00 to Friday 17:00 with a daily 17:00-18:00 break. Index
+  CFDs at prop firms are priced off the CME equity index futures (ES/NQ/YM), which trade these Globex hours, not
+  the NYSE cash session. No exchange holidays are modelled.
+- ``XNYS`` (US equities): the NYSE calendar from ``exchange-calendars`` (holidays, early closes at 13:00, regular
+  09:30-16:00). Dates outside the calendar's range fall back to the plain weekday rule.
 - ``ALWAYS`` (crypto): 24/7, never closes.
+
+``SessionCalendar(always_open=True)`` is the DEMO setting (``PROPDESK_DEMO_ALWAYS_OPEN``, set by ``propdesk demo``):
+every market counts as open at every moment, so the demo trades at any hour. Never use it for real accounts.
 
 ``SessionCalendar.status(symbol, at)`` answers "is it open now, and when does it next open/close?" in one call.
 ``exchange_calendars`` (and so pandas) is imported lazily on the first XNYS question and its schedule is turned
@@ -53,7 +58,7 @@ SESSION_BY_CLASS: Mapping[AssetClass, SessionKind] = MappingProxyType({
     AssetClass.FOREX: SessionKind.FX_24_5,
     AssetClass.METAL: SessionKind.CME_GLOBEX,
     AssetClass.ENERGY: SessionKind.CME_GLOBEX,
-    AssetClass.INDEX: SessionKind.XNYS,
+    AssetClass.INDEX: SessionKind.CME_GLOBEX,  # index CFDs follow the CME futures, not the cash session
     AssetClass.EQUITY: SessionKind.XNYS,
     AssetClass.CRYPTO: SessionKind.ALWAYS,
 })
@@ -94,6 +99,8 @@ class SessionStatus:
 
 Interval = tuple[datetime, datetime]
 
+DEMO_OPEN_REASON = "open: DEMO MODE (every market treated as open)"
+
 _xnys_lock = threading.Lock()
 _xnys_schedule: dict[date, Interval] | None = None
 _xnys_bounds: tuple[date, date] | None = None
@@ -131,8 +138,9 @@ class SessionCalendar:
     """Session answers for the symbols of a catalogue. Cheap per call: boundaries are cached per (kind, day)."""
 
     def __init__(self, catalogue: Catalogue = DEFAULT_CATALOGUE,
-                 overrides: Mapping[str, SessionKind] | None = None):
+                 overrides: Mapping[str, SessionKind] | None = None, *, always_open: bool = False):
         self._catalogue = catalogue
+        self.always_open = always_open
         self._overrides: Mapping[str, SessionKind] = SESSION_BY_SYMBOL if overrides is None else overrides
         self._day_cache: dict[tuple[SessionKind, date], tuple[Interval, ...]] = {}
 
@@ -164,6 +172,8 @@ class SessionCalendar:
         at = at.astimezone(UTC)
         if kind == SessionKind.ALWAYS:
             return SessionStatus(True, None, None, "open: trades 24/7")
+        if self.always_open:
+            return SessionStatus(True, None, None, DEMO_OPEN_REASON)
         local_day = at.astimezone(NEW_YORK).date()
         current = self._containing(kind, local_day, at)
         if current is not None:

@@ -220,8 +220,10 @@ def build(api: Api) -> APIRouter:
         quotes = []
         for q in _latest_quotes(api, symbols):
             age = q.age_seconds(now)
+            # The same verdict the execution gate gives: the asset class's threshold while its market is open.
             quotes.append({**q.evidence(), "mid": q.mid, "age_seconds": round(age, 3),
-                           "stale": age > policy.max_quote_age_seconds})
+                           "stale": platform.sessions.is_stale(q, now),
+                           "market_open": platform.sessions.is_open(q.symbol, now)})
         return json_response({
             "account_id": account_id, "as_of": now, "status": snap["status"],
             "can_trade": snap["status"] == Status.ACTIVE.value, "supported_actions": list(SUPPORTED),

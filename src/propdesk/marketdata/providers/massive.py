@@ -24,7 +24,10 @@ the status); a 429 or 5xx is retried here up to ``max_attempts`` times with expo
 step; a rate limit that outlasts the retries ends the chain (the other steps would be limited too). A 401/403
 raises ``MassiveAuthError``: a bad key is a configuration error, not a missing price.
 
-The WebSocket streams are not implemented yet (REST polling only).
+``candles(symbol, start, end)`` fetches minute aggregates; a minute of an open market (by the session calendar)
+that the aggregates leave empty is synthesised from the ticks PropDesk recorded (``recorded``: e.g. the candle
+recorder's bars or the ``candles`` table) or, failing that, carries the previous close forward; either way it is
+flagged ``synthetic``. The WebSocket streams live in ``massive_stream.py``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ from typing import Any
 from ...domain.clock import Clock
 from ...domain.instruments import DEFAULT_CATALOGUE, AssetClass, Catalogue, Instrument
 from ...domain.quotes import Quote
+from ..candles import Candle, minute_of
+from ..recorder import open_minutes
+from ..sessions import SessionCalendar, default_calendar
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +339,48 @@ class MassiveProvider:
         if bid <= 0 or bid > ask:
             return None
         return Quote(inst.symbol, bid, ask, ts, 0, source)
+
+    # ------------------------------------------------------------------------------------------ candles
+    def candles(self, symbol: str, start: datetime, end: datetime, *,
+                recorded: Callable[[str, datetime, datetime], list[Candle]] | None = None,
+                calendar: SessionCalendar | None = None) -> list[Candle]:
+        """Minute bars of ``symbol`` in [start, end): Massive's aggregates, with every open-market minute they
+        leave empty synthesised from ``recorded`` ticks' bars, else the previous close carried forward
+        (``synthetic=True``). Closed-market minutes stay empty."""
+        r = self.routes.get(symbol)
+        inst = self.catalogue.get(symbol)
+        if r is None or inst is None:
+            raise MassiveError(f"{symbol} has no Massive route")
+        res = self._call(f"aggregates {r.ticker}", self.client.get_aggs, r.ticker, 1, "minute",
+                         int(start.timestamp() * 1000), int(end.timestamp() * 1000) - 1, sort="asc", limit=50_000)
+        step = Decimal(1).scaleb(-inst.price_precision)
+        real: dict[datetime, Candle] = {}
+        for b in res or []:
+            vals = [_decimal(getattr(b, k, None)) for k in ("open", "high", "low", "close")]
+            when = _ts(getattr(b, "timestamp", None))
+            if when is None or any(v is None for v in vals):
+                continue
+            o, h, lo, c = (v.quantize(step, ROUND_HALF_EVEN) for v in vals if v is not None)
+            m = minute_of(when)
+            real[m] = Candle(symbol, m, o, h, lo, c, int(getattr(b, "transactions", 0) or 0), False, f"{NAME}-agg")
+        ticks = {c.minute: c for c in (recorded(symbol, start, end) if recorded is not None else []) if c.ticks}
+        cal = calendar or default_calendar()
+        out: list[Candle] = []
+        prev: Candle | None = None
+        for m in open_minutes(cal, symbol, start, end):
+            bar = real.get(m)
+            if bar is None and m in ticks:
+                t = ticks[m]
+                bar = Candle(symbol, m, t.open, t.high, t.low, t.close, t.ticks, True, "ticks")
+            if bar is None and prev is not None:
+                bar = Candle(symbol, m, prev.close, prev.close, prev.close, prev.close, 0, True, "carried")
+            if bar is not None:
+                out.append(bar)
+                prev = bar
+        synthetic = sum(1 for b in out if b.synthetic)
+        if synthetic:
+            log.info("massive_candles_synthesised symbol=%s bars=%d synthetic=%d", symbol, len(out), synthetic)
+        return out
 
     # ------------------------------------------------------------------------------------------ polling
     def poll(self) -> list[Quote]:

@@ -4,13 +4,16 @@ Per instrument a geometric random walk whose per-minute volatility and median sp
 ``marketdata/calibration.json`` (see docs/MARKET_DATA.md), plus occasional jumps (a seeded Poisson process, a
 few sigma each) and session behaviour by asset class:
 
-- forex, metals, energy: 24/5, Sunday 17:00 to Friday 17:00 New York (no daily breaks, no holidays here);
-- equities, indices: the US cash session 09:30-16:00 New York, Monday to Friday (no exchange holidays here);
+- forex, metals, energy, index CFDs: 24/5, Sunday 17:00 to Friday 17:00 New York (no daily breaks, no holidays
+  here; index CFDs follow the CME futures, see sessions.py);
+- equities: the US cash session 09:30-16:00 New York, Monday to Friday (no exchange holidays here);
 - crypto: 24/7.
 
 Out of session a symbol emits nothing. ``weekend_demo=True`` is a clearly labelled demo mode: the 24/5 group
-(forex, metals, energy) runs through the weekend, and every quote of such a provider says
-``source="simulated-demo"``. Equities and indices stay quiet outside their session even then.
+(forex, metals, energy, indices) runs through the weekend, and every quote of such a provider says
+``source="simulated-demo"``. Equities stay quiet outside their session even then, unless ``always_open=True``
+(the demo's "every market open" setting, PROPDESK_DEMO_ALWAYS_OPEN), under which every symbol quotes at any hour
+(also labelled ``simulated-demo``).
 
 Deterministic: each symbol has its own RNG seeded from (seed, symbol), so a path does not depend on which other
 symbols are simulated. ``step(now)`` returns the quotes for one tick time (tests drive it with any clock);
@@ -38,8 +41,8 @@ from ..calibration import load_calibration
 NEW_YORK = ZoneInfo("America/New_York")
 FX_ROLL = time(17, 0)
 CASH_OPEN, CASH_CLOSE = time(9, 30), time(16, 0)
-TWENTY_FOUR_FIVE = frozenset({AssetClass.FOREX, AssetClass.METAL, AssetClass.ENERGY})
-CASH_SESSION = frozenset({AssetClass.EQUITY, AssetClass.INDEX})
+TWENTY_FOUR_FIVE = frozenset({AssetClass.FOREX, AssetClass.METAL, AssetClass.ENERGY, AssetClass.INDEX})
+CASH_SESSION = frozenset({AssetClass.EQUITY})
 
 SOURCE = "simulated"
 DEMO_SOURCE = "simulated-demo"
@@ -129,7 +132,7 @@ class SimulatedProvider:
     def __init__(self, catalogue: Catalogue, clock: Clock, seed: int = 7, interval_s: float = 1.0,
                  symbols: Iterable[str] | None = None, weekend_demo: bool = False,
                  start_prices: Mapping[str, Decimal | str | float] | None = None,
-                 calibration: Mapping[str, Any] | None = None):
+                 calibration: Mapping[str, Any] | None = None, always_open: bool = False):
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self.catalogue = catalogue
@@ -137,7 +140,8 @@ class SimulatedProvider:
         self.seed = seed
         self.interval_s = float(interval_s)
         self.weekend_demo = weekend_demo
-        self.name = DEMO_SOURCE if weekend_demo else SOURCE
+        self.always_open = always_open
+        self.name = DEMO_SOURCE if weekend_demo or always_open else SOURCE
         cal = dict(calibration) if calibration is not None else load_calibration()
         chosen = list(symbols) if symbols is not None else [i.symbol for i in catalogue if i.enabled]
         starts = dict(start_prices or {})
@@ -179,6 +183,8 @@ class SimulatedProvider:
     def is_open(self, symbol: str, when: datetime) -> bool:
         """Does ``symbol`` quote at ``when`` in this provider (session, or the weekend demo for the 24/5 group)?"""
         cls = self.instruments[symbol].asset_class
+        if self.always_open:
+            return True
         if self.weekend_demo and cls in TWENTY_FOUR_FIVE:
             return True
         return in_session(cls, when)

@@ -1,0 +1,1 @@
+"""The browser front end: pages, templates, static assets, identity, and per-user data access."""

@@ -1,0 +1,249 @@
+"""The trader app's pages: ``/app`` (accounts + checkout), ``/app/accounts/{id}`` (dashboard and trading screen)
+and ``/app/accounts/{id}/journal``.
+
+Reads go through ``web.access.user_conn`` (app role, row-level security as the signed-in user) and the shared
+``web.reads`` functions, so the pages show exactly what the trader JSON API answers. An account the user may not
+see is a 404 page (never a hint that it exists). Writes are not here: the page's scripts call the trader JSON API
+(``api/routes/trader.py``) with ``fetch``.
+
+``account_state`` + ``fragments`` are shared with the live stream (``web/live.py``): the dashboard's changing
+parts (summary, alerts, rule panels, positions, orders, history) are server-rendered partial templates, sent
+again over SSE whenever they change, so the first render and every live update come from the same template.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from ..domain.errors import NotFound
+from . import reads
+from .access import user_conn
+from .pages import catalogue_view, current_user, redirect, render, to_json
+
+# A drawdown warning is shown once this share of a loss limit is used (the rulebook's own drawdown_warning rule,
+# when set, records its warning as a violation; this is the page's early heads-up).
+WARN_USED_PCT = Decimal(70)
+HISTORY_ROWS = 50
+VIOLATION_ROWS = 50
+FRAGMENTS = ("summary", "alerts", "rules", "positions", "orders", "history")
+
+_STATUS_BADGE = {"active": "badge-ok", "passed": "badge-info", "funded": "badge-ok", "failed": "badge-bad",
+                 "breached": "badge-bad", "paused": "badge-warn", "locked": "badge-bad", "closed": "badge-muted",
+                 "pending": "badge-muted"}
+_KIND_BADGE = {"breach": "badge-bad", "warning": "badge-warn", "flag": "badge-warn", "reject": "badge-muted",
+               "pass": "badge-ok"}
+
+
+def status_badge(status: str | None) -> str:
+    return _STATUS_BADGE.get(str(status or ""), "badge-muted")
+
+
+def kind_badge(kind: str | None) -> str:
+    return _KIND_BADGE.get(str(kind or ""), "badge-muted")
+
+
+def _dec(v: Any) -> Decimal | None:
+    if v is None or v == "":
+        return None
+    try:
+        return v if isinstance(v, Decimal) else Decimal(str(v))
+    except ArithmeticError:
+        return None
+
+
+def rule_words(rule: str | None) -> str:
+    return str(rule or "").replace("_", " ")
+
+
+def build_alerts(overview: dict[str, Any], violations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the trader must see first: breaches (with their evidence), recorded warnings and flags, and live
+    heads-ups when a loss limit is more than ``WARN_USED_PCT`` % used."""
+    alerts: list[dict[str, Any]] = []
+    for v in violations:
+        if v["kind"] not in ("breach", "warning", "flag"):
+            continue
+        level = "error" if v["kind"] == "breach" else "warn"
+        alerts.append({"level": level, "kind": v["kind"], "rule": v["rule"], "id": v["id"], "at": v["at"],
+                       "title": f"{v['kind'].capitalize()}: {rule_words(v['rule'])}",
+                       "value": v.get("value"), "limit": v.get("limit"), "action": v.get("action"),
+                       "evidence": v.get("evidence")})
+    panel = ((overview.get("rules") or {}).get("panel")) or {}
+    if overview.get("status") == "active":
+        for key, label in (("daily_loss", "daily loss limit"), ("max_loss", "maximum loss limit")):
+            lim = panel.get(key)
+            used = _dec(lim.get("used_pct")) if lim else None
+            if lim and used is not None and used >= WARN_USED_PCT:
+                alerts.insert(0, {"level": "warn", "kind": "drawdown", "rule": key, "id": f"live-{key}",
+                                  "at": overview.get("as_of"),
+                                  "title": f"Drawdown warning: {used}% of the {label} used",
+                                  "value": lim.get("value"), "limit": lim.get("floor"), "action": None,
+                                  "evidence": {"room_left": lim.get("room"), "floor": lim.get("floor"),
+                                               "computation": lim.get("computation")}})
+    # Breaches first, then the rest by recency (violations come newest first already).
+    alerts.sort(key=lambda a: 0 if a["level"] == "error" else 1)
+    return alerts
+
+
+def account_state(platform: Any, user: Any, account_id: uuid.UUID) -> dict[str, Any]:
+    """Everything the dashboard shows that can change, read in one app-role transaction as ``user``.
+    ``NotFound`` when the user may not see the account."""
+    tz = getattr(user, "timezone", None)
+    with user_conn(platform, user) as c:
+        overview = reads.account_overview(platform, c, account_id, user_tz=tz)
+        history = reads.trade_history(platform, c, account_id, limit=HISTORY_ROWS)
+        violations = reads.violations(platform, c, account_id, kinds=("breach", "warning", "flag"),
+                                      limit=VIOLATION_ROWS)
+    return {"account_id": account_id, "overview": overview, "history": history, "violations": violations,
+            "alerts": build_alerts(overview, violations), "user_tz": tz or "UTC"}
+
+
+def chart_data(state: dict[str, Any]) -> dict[str, Any]:
+    """What the page's scripts need besides the HTML: status, balances, and the price lines for the chart."""
+    ov = state["overview"]
+    bal = ov.get("balance") or {}
+    panel = ((ov.get("rules") or {}).get("panel")) or {}
+    return {
+        "status": ov.get("status"), "can_trade": bool(ov.get("can_trade")), "currency": ov.get("currency"),
+        "balance": {k: bal.get(k) for k in ("cash", "equity", "unrealized_pnl", "realized_pnl")},
+        "positions": [{k: p.get(k) for k in ("symbol", "side", "quantity", "avg_price", "stop_loss", "take_profit",
+                                              "unrealized_pnl", "mark_price")} for p in ov.get("positions", [])],
+        "orders": [{k: o.get(k) for k in ("id", "symbol", "side", "order_type", "quantity", "limit_price",
+                                           "stop_price", "stop_loss", "take_profit")}
+                   for o in ov.get("open_orders", [])],
+        "floors": {"daily": (panel.get("daily_loss") or {}).get("floor"),
+                   "max": (panel.get("max_loss") or {}).get("floor")},
+        "last_alert": next((a["id"] for a in state["alerts"] if a["level"] == "error"), None),
+    }
+
+
+def _ctx(state: dict[str, Any]) -> dict[str, Any]:
+    return {"s": state, "ov": state["overview"], "panel": ((state["overview"].get("rules") or {}).get("panel")) or {},
+            "rules": state["overview"].get("rules") or {}, "status_badge": status_badge, "kind_badge": kind_badge,
+            "rule_words": rule_words, "user_tz": state["user_tz"], "evidence_text": evidence_text}
+
+
+def fragments(state: dict[str, Any]) -> dict[str, str]:
+    """The dashboard's live parts rendered from ``app/_<name>.html`` (the same partials the full page includes)."""
+    from .pages import environment
+
+    env = environment()
+    ctx = _ctx(state)
+    return {name: env.get_template(f"app/_{name}.html").render(ctx) for name in FRAGMENTS}
+
+
+def live_payload(state: dict[str, Any]) -> dict[str, Any]:
+    """The ``account`` event of the live stream: fragments + data, and a digest to send only what changed."""
+    body = {"html": fragments(state), "data": chart_data(state)}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    return {**body, "digest": digest}
+
+
+def evidence_text(evidence: Any) -> str:
+    """Evidence as readable ``key: value`` lines (nested objects inline as JSON)."""
+    if not evidence:
+        return ""
+    if not isinstance(evidence, dict):
+        return str(evidence)
+    lines = []
+    for k, v in evidence.items():
+        if v is None:
+            continue
+        shown = json.dumps(v, default=str, separators=(", ", ": ")) if isinstance(v, dict | list) else v
+        lines.append(f"{str(k).replace('_', ' ')}: {shown}")
+    return "\n".join(lines)
+
+
+def _symbols(platform: Any) -> list[dict[str, Any]]:
+    out = []
+    for inst in platform.catalogue:
+        if inst.enabled:
+            out.append({"symbol": inst.symbol, "asset_class": inst.asset_class.value, "precision": inst.price_precision,
+                        "min_lot": str(inst.min_lot), "lot_step": str(inst.lot_step), "description": inst.description})
+    return sorted(out, key=lambda s: (s["asset_class"], s["symbol"]))
+
+
+def build(api: Any) -> APIRouter:
+    """The trader pages (session required: the Authentication middleware sends anonymous visitors to /login)."""
+    router = APIRouter(include_in_schema=False)
+    platform = api.platform
+
+    def signed_in(request: Request) -> Any:
+        user = current_user(request)
+        if user is None:
+            return None
+        return user
+
+    def not_found(request: Request, what: str = "account") -> HTMLResponse:
+        return render(request, "app/not_found.html", status_code=404, what=what, nav_active="app")
+
+    @router.get("/app", response_class=HTMLResponse)
+    def accounts_page(request: Request, plan: str | None = None) -> Response:
+        user = signed_in(request)
+        if user is None:
+            return redirect("/login?next=/app")
+        with user_conn(platform, user) as c:
+            accounts = [a for a in reads.list_accounts(platform, c) if a.get("owner_id") == str(user.id)]
+        plans = catalogue_view(platform.plans.catalogue())
+        chosen = plan if any(p["id"] == plan for p in plans) else (plans[0]["id"] if plans else None)
+        return render(request, "app/accounts.html", accounts=accounts, plans=plans, chosen_plan=chosen,
+                      plans_json=to_json([{"id": p["id"], "name": p["name"], "currency": p["currency"],
+                                           "offers": p["offers"]} for p in plans]),
+                      status_badge=status_badge, nav_active="app")
+
+    @router.get("/app/accounts/{account_id}", response_class=HTMLResponse)
+    def account_page(request: Request, account_id: str, symbol: str | None = None) -> Response:
+        user = signed_in(request)
+        if user is None:
+            return redirect(f"/login?next=/app/accounts/{account_id}")
+        try:
+            aid = uuid.UUID(account_id)
+            state = account_state(platform, user, aid)
+            with user_conn(platform, user) as c:
+                series = reads.equity_series(platform, c, aid, user_tz=getattr(user, "timezone", None))
+        except (ValueError, NotFound):
+            return not_found(request)
+        symbols = _symbols(platform)
+        known = {s["symbol"] for s in symbols}
+        held = [p["symbol"] for p in state["overview"].get("positions", [])]
+        wanted = (symbol or "").upper()
+        chart_symbol = wanted if wanted in known else (held[0] if held else ("EURUSD" if "EURUSD" in known else
+                                                                             (symbols[0]["symbol"] if symbols else "")))
+        boot = {"account_id": str(aid), "symbol": chart_symbol, "symbols": symbols, "data": chart_data(state),
+                "equity": {"points": [{"t": p["t"], "equity": p["equity"], "balance": p["balance"]}
+                                      for p in series["points"]],
+                           "daily_floor": [{"t": p["t"], "value": p["value"]} for p in series["daily_floor"]],
+                           "max_loss_floor": [{"t": p["t"], "value": p["value"]} for p in series["max_loss_floor"]]},
+                "now": platform.clock.now()}
+        ctx = _ctx(state)
+        return render(request, "app/account.html", boot=to_json(boot), symbols=symbols, chart_symbol=chart_symbol,
+                      server_now=platform.clock.now(), nav_active="app", **ctx)
+
+    @router.get("/app/accounts/{account_id}/journal", response_class=HTMLResponse)
+    def journal_page(request: Request, account_id: str) -> Response:
+        user = signed_in(request)
+        if user is None:
+            return redirect(f"/login?next=/app/accounts/{account_id}/journal")
+        try:
+            aid = uuid.UUID(account_id)
+            with user_conn(platform, user) as c:
+                overview = reads.account_overview(platform, c, aid, user_tz=getattr(user, "timezone", None))
+                trades = reads.journal(platform, c, aid, limit=200)
+                violations = reads.violations(platform, c, aid, limit=200)
+                notes = reads.notifications(platform, c, limit=50)
+        except (ValueError, NotFound):
+            return not_found(request)
+        notifications = [n for n in notes["items"] if n.get("account_id") in (None, aid)]
+        return render(request, "app/journal.html", ov=overview, trades=trades, violations=violations,
+                      notifications=notifications, unread=notes["unread"], account_id=str(aid),
+                      status_badge=status_badge, kind_badge=kind_badge, rule_words=rule_words,
+                      evidence_text=evidence_text, user_tz=getattr(user, "timezone", None) or "UTC",
+                      nav_active="app")
+
+    return router
