@@ -24,13 +24,6 @@ from propdesk.web.pages_auth import safe_next
 
 
 @pytest.fixture
-def platform(db_url: str, clock: Any) -> Iterator[Any]:
-    p = open_test_platform(db_url, clock)
-    yield p
-    p.close()
-
-
-@pytest.fixture
 def web(platform: Any) -> Iterator[Any]:
     """A browser-like client: same-origin Origin header on every request."""
     with web_client(platform, headers=csrf_headers(platform)) as c:

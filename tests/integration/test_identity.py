@@ -4,7 +4,6 @@ and what the app role may see of it all."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -14,13 +13,6 @@ from tests.web_kit import PASSWORD, make_user, open_test_platform
 
 from propdesk.domain.errors import Conflict, InvalidInput
 from propdesk.web.identity import IdentityStore, UserRole, check_password, hash_secret, normalize_email
-
-
-@pytest.fixture
-def platform(db_url: str, clock: Any) -> Iterator[Any]:
-    p = open_test_platform(db_url, clock)
-    yield p
-    p.close()
 
 
 @pytest.fixture

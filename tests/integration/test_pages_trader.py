@@ -16,27 +16,13 @@ from typing import Any
 
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
-from tests.web_kit import login_cookie, make_user, open_test_platform
+from tests.web_kit import login_cookie, make_user
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def platform(db_url: str, clock: Any) -> Iterator[Any]:
-    p = open_test_platform(db_url, clock)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def app(platform: Any) -> Any:
-    from propdesk.api.app import create_app
-
-    return create_app(platform)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -28,20 +27,6 @@ pytestmark = pytest.mark.integration
 
 D = Decimal
 API = "/api/v1"
-
-
-@pytest.fixture
-def platform(db_url: str, clock: Any) -> Iterator[Any]:
-    p = open_test_platform(db_url, clock)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def app(platform: Any) -> Any:
-    from propdesk.api.app import create_app
-
-    return create_app(platform)
 
 
 class Trader:

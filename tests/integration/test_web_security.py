@@ -32,13 +32,6 @@ PAGES = ("/", "/login", "/signup", "/reset", "/reset?token=abc", "/app", "/admin
 
 
 @pytest.fixture
-def platform(db_url: str, clock: Any) -> Iterator[Any]:
-    p = open_test_platform(db_url, clock)
-    yield p
-    p.close()
-
-
-@pytest.fixture
 def web(platform: Any) -> Iterator[Any]:
     with web_client(platform, raise_server_exceptions=False) as c:
         yield c
