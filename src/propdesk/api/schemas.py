@@ -26,7 +26,7 @@ from pydantic import (
 
 from ..domain.lifecycle import Mode
 from ..domain.money import check_finite, decimals_of
-from ..domain.orders import OrderType, Side
+from ..domain.orders import OrderRequest, OrderType, Side
 
 PRICE_DECIMALS = 10  # NUMERIC(28,10): more digits would be rounded silently by the database
 QUANTITY_DECIMALS = 8
@@ -162,6 +162,11 @@ class OrderBody(Strict):
     def _prices(self) -> OrderBody:
         _check_order_prices(self.order_type, self.limit_price, self.stop_price)
         return self
+
+    def to_request(self) -> OrderRequest:
+        """The execution core's order request for this body."""
+        return OrderRequest(self.symbol, self.side, self.quantity, self.order_type, self.limit_price,
+                            self.stop_price, self.stop_loss, self.take_profit, client_order_id=self.client_order_id)
 
 
 class ClosePositionBody(Strict):

@@ -19,6 +19,7 @@ by trading them here.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -117,6 +118,16 @@ def own_account(conn: Any, user: Any, account_id: uuid.UUID) -> dict[str, Any]:
     return row
 
 
+
+def _owned_read(platform: Any, request: Request, account_id: uuid.UUID, read: Callable[[Any, Any], Any]) -> Response:
+    """``read(conn, user)`` over one of the caller's own accounts, through the app role under RLS; another
+    trader's (or a missing) account is a 404."""
+    user = user_of(request)
+    with user_conn(platform, user) as c:
+        own_account(c, user, account_id)
+        return json_response(read(c, user))
+
+
 def build(api: Api) -> APIRouter:
     router = APIRouter(route_class=StrictJSONRoute, tags=["trader"])
     platform = api.platform
@@ -199,77 +210,59 @@ def build(api: Api) -> APIRouter:
     def overview(request: Request, account_id: AccountId) -> Response:
         """Dashboard data: status, phase, plan, balances and open P&L at the latest quotes, positions, orders and
         the rule panel."""
-        user = user_of(request)
-        with user_conn(platform, user) as c:
-            own_account(c, user, account_id)
-            return json_response(reads.account_overview(platform, c, account_id, user_tz=_tz(user)))
+        return _owned_read(platform, request, account_id,
+                           lambda c, user: reads.account_overview(platform, c, account_id, user_tz=_tz(user)))
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/positions", responses=READ_ERRORS)
     def positions(request: Request, account_id: AccountId) -> Response:
         """Open positions with live P&L (the core's valuation at the latest quotes)."""
-        user = user_of(request)
-        with user_conn(platform, user) as c:
-            own_account(c, user, account_id)
-            return json_response(reads.open_positions(platform, c, account_id))
+        return _owned_read(platform, request, account_id,
+                           lambda c, user: reads.open_positions(platform, c, account_id))
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/orders", responses=READ_ERRORS)
     def orders(request: Request, account_id: AccountId, limit: ListLimit = 100,
                status: Annotated[str | None, Query(pattern=r"^(open|filled|cancelled|rejected|voided)$")] = None
                ) -> Response:
         """Orders, newest first (``?status=open`` for the resting ones)."""
-        user = user_of(request)
-        with user_conn(platform, user) as c:
-            own_account(c, user, account_id)
-            return json_response({"items": reads.orders(platform, c, account_id, status=status, limit=limit)})
+        return _owned_read(platform, request, account_id,
+                           lambda c, user: {"items": reads.orders(platform, c, account_id, status=status, limit=limit)})
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/trades", responses=READ_ERRORS)
     def trades(request: Request, account_id: AccountId, limit: ListLimit = 200) -> Response:
         """Trade history: fills, newest first, with realized P&L, fees, purpose and notes."""
-        user = user_of(request)
-        with user_conn(platform, user) as c:
-            own_account(c, user, account_id)
-            return json_response({"items": reads.trade_history(platform, c, account_id, limit=limit)})
+        return _owned_read(platform, request, account_id,
+                           lambda c, user: {"items": reads.trade_history(platform, c, account_id, limit=limit)})
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/violations", responses=READ_ERRORS)
     def violations(request: Request, account_id: AccountId, limit: ListLimit = 100) -> Response:
         """Rule decisions with their evidence, newest first."""
-        user = user_of(request)
-        with user_conn(platform, user) as c:
-            own_account(c, user, account_id)
-            return json_response({"items": reads.violations(platform, c, account_id, limit=limit)})
+        return _owned_read(platform, request, account_id,
+                           lambda c, user: {"items": reads.violations(platform, c, account_id, limit=limit)})
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/equity", responses=READ_ERRORS)
     def equity(request: Request, account_id: AccountId) -> Response:
         """The equity curve with the daily and max-loss floor series (see ``web.reads.equity_series``)."""
-        user = user_of(request)
-        with user_conn(platform, user) as c:
-            own_account(c, user, account_id)
-            return json_response(reads.equity_series(platform, c, account_id, user_tz=_tz(user)))
+        return _owned_read(platform, request, account_id,
+                           lambda c, user: reads.equity_series(platform, c, account_id, user_tz=_tz(user)))
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/rules", responses=READ_ERRORS)
     def rules(request: Request, account_id: AccountId) -> Response:
         """Every rule's standing: floors and how they are computed, progress, deadlines, the next day reset in
         the firm's and the trader's time zone."""
-        user = user_of(request)
-        with user_conn(platform, user) as c:
-            own_account(c, user, account_id)
-            return json_response(reads.rules_panel(platform, c, account_id, user_tz=_tz(user)))
+        return _owned_read(platform, request, account_id,
+                           lambda c, user: reads.rules_panel(platform, c, account_id, user_tz=_tz(user)))
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/daily-stats", responses=READ_ERRORS)
     def daily_stats(request: Request, account_id: AccountId, limit: ListLimit = 100) -> Response:
         """Per trading day figures, newest first."""
-        user = user_of(request)
-        with user_conn(platform, user) as c:
-            own_account(c, user, account_id)
-            return json_response({"items": reads.daily_stats(platform, c, account_id, limit=limit)})
+        return _owned_read(platform, request, account_id,
+                           lambda c, user: {"items": reads.daily_stats(platform, c, account_id, limit=limit)})
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/journal", responses=READ_ERRORS)
     def journal(request: Request, account_id: AccountId, limit: ListLimit = 200) -> Response:
         """Closed trades with the trader's notes, newest first."""
-        user = user_of(request)
-        with user_conn(platform, user) as c:
-            own_account(c, user, account_id)
-            return json_response({"items": reads.journal(platform, c, account_id, limit=limit)})
+        return _owned_read(platform, request, account_id,
+                           lambda c, user: {"items": reads.journal(platform, c, account_id, limit=limit)})
 
     @router.put(f"{PREFIX}/accounts/{{account_id}}/journal/{{fill_id}}", responses=WRITE_ERRORS)
     def put_note(request: Request, account_id: AccountId, fill_id: FillId, body: NoteBody) -> Response:
@@ -323,8 +316,7 @@ def build(api: Api) -> APIRouter:
         if wait is not None:
             raise ApiError(429, "rate_limited", "too many orders; retry after the indicated seconds",
                            {"retry_after_seconds": wait}, headers={"Retry-After": str(wait)})
-        req = OrderRequest(body.symbol, body.side, body.quantity, body.order_type, body.limit_price,
-                           body.stop_price, body.stop_loss, body.take_profit, client_order_id=body.client_order_id)
+        req = body.to_request()
 
         def effect(conn: Any) -> Outcome:
             return order_outcome(ex.submit_order(account_id, req, conn=conn))

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...domain.errors import NotFound
-from ...domain.orders import OrderRequest
 from ...domain.quotes import Quote
 from ...execution.decisions import DecisionAction, present
 from ...execution.service import OrderOutcome
@@ -64,8 +63,7 @@ def build(api: Api) -> APIRouter:
 
         201: accepted (filled, or resting). 422 with the gate code: rejected, and the rejection is recorded.
         409 ``duplicate_client_order_id``: the client order id is already used on this account."""
-        req = OrderRequest(body.symbol, body.side, body.quantity, body.order_type, body.limit_price,
-                           body.stop_price, body.stop_loss, body.take_profit, client_order_id=body.client_order_id)
+        req = body.to_request()
 
         def effect(conn: Any) -> Outcome:
             return order_outcome(ex.submit_order(account_id, req, conn=conn))

@@ -105,6 +105,23 @@ def route_for(inst: Instrument, overrides: Mapping[str, str] | None = None, prox
     return None
 
 
+def route_symbols(symbols: Iterable[str], catalogue: Catalogue, overrides: Mapping[str, str] | None = None,
+                  proxies: bool = False) -> tuple[dict[str, Route], list[str]]:
+    """Routes of ``symbols`` (by symbol) and the symbols Massive has no ticker for; an unknown symbol is an error."""
+    routes: dict[str, Route] = {}
+    unroutable: list[str] = []
+    for sym in symbols:
+        inst = catalogue.get(sym)
+        if inst is None:
+            raise ValueError(f"unknown symbol {sym!r}")
+        r = route_for(inst, overrides, proxies)
+        if r is None:
+            unroutable.append(sym)
+        else:
+            routes[sym] = r
+    return routes, unroutable
+
+
 def _market_of_ticker(ticker: str) -> str:
     prefix = ticker.split(":", 1)[0] if ":" in ticker else ""
     return {"C": "forex", "X": "crypto", "I": "indices"}.get(prefix, "stocks")
@@ -200,17 +217,7 @@ class MassiveProvider:
         self.max_backoff_s = max_backoff_s
         self.sleep: Callable[[float], object] = sleep or time.sleep
         self.aggs_lookback = aggs_lookback
-        self.routes: dict[str, Route] = {}
-        self.unroutable: list[str] = []
-        for sym in symbols:
-            inst = catalogue.get(sym)
-            if inst is None:
-                raise ValueError(f"unknown symbol {sym!r}")
-            r = route_for(inst, tickers, proxies)
-            if r is None:
-                self.unroutable.append(sym)
-            else:
-                self.routes[sym] = r
+        self.routes, self.unroutable = route_symbols(symbols, catalogue, tickers, proxies)
         self.symbols = list(self.routes) + self.unroutable
         self.last_step: dict[str, str] = {}
         self._last: dict[str, Quote] = {}

@@ -46,7 +46,7 @@ from ...domain.clock import Clock
 from ...domain.instruments import DEFAULT_CATALOGUE, Catalogue, Instrument
 from ...domain.quotes import Quote
 from ..sessions import SessionCalendar, default_calendar
-from .massive import MassiveAuthError, MassiveError, Route, _decimal, _ts, route_for
+from .massive import MassiveAuthError, MassiveError, Route, _decimal, _ts, route_symbols
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +126,7 @@ class MassiveStreamProvider:
         self.stale_after_s = float(stale_after_s)
         self.reconnect_delay_s = float(reconnect_delay_s)
         self.max_reconnects = max_reconnects
-        self.routes: dict[str, Route] = {}
-        self.unroutable: list[str] = []
-        for sym in symbols:
-            inst = catalogue.get(sym)
-            if inst is None:
-                raise ValueError(f"unknown symbol {sym!r}")
-            r = route_for(inst, tickers, proxies)
-            if r is None:
-                self.unroutable.append(sym)
-            else:
-                self.routes[sym] = r
+        self.routes, self.unroutable = route_symbols(symbols, catalogue, tickers, proxies)
         self.symbols = list(self.routes) + self.unroutable
         # market -> (event key -> instrument)
         self._by_market: dict[str, dict[str, Instrument]] = {}
