@@ -217,6 +217,31 @@ def test_overview_rules_and_equity_feed_the_dashboard(alice: Trader, platform: A
     assert times == sorted(set(times))
 
 
+def test_a_trailing_max_loss_floor_is_drawn_as_it_climbed_day_by_day(alice: Trader, platform: Any) -> None:
+    """The equity chart's max-loss line follows an intraday trailing floor across days: each day ends on the
+    floor it reached, and the line ends on the engine's current floor."""
+    acc = alice.buy("futures-trailing", "50k")["account"]["id"]
+    quote(platform, "EURUSD", "1.10000", "1.10010")
+    assert alice.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "2"}).status_code \
+        in (200, 201)
+    floors: list[Decimal] = []
+    for bid in ("1.10200", "1.10400"):  # +400 then +800 of open profit: the floor trails the new equity highs
+        quote(platform, "EURUSD", bid, str(D(bid) + D("0.0001")))
+        floors.append(D(alice.get(f"/accounts/{acc}").json()["rules"]["panel"]["max_loss"]["floor"]))
+        platform.clock.advance(86400)
+        platform.execution.roll_day(uuid.UUID(acc))
+        alice.client.cookies.update(login_cookie(platform, alice.user))  # a day idle ended the web session
+    assert floors[0] < floors[1]
+    eq = alice.get(f"/accounts/{acc}/equity").json()
+    assert eq["max_loss_mode"] == "intraday_trailing"
+    values = [D(p["value"]) for p in eq["max_loss_floor"]]
+    times = [p["t"] for p in eq["max_loss_floor"]]
+    assert times == sorted(set(times))
+    assert values[0] == D("48000")  # the day it opened: 50000 - 2000, before any profit
+    assert floors[0] in values and floors[1] in values
+    assert values == sorted(values) and values[-1] == floors[-1]
+
+
 def test_journal_notes_on_closed_trades(alice: Trader, bob: Trader, platform: Any) -> None:
     acc = alice.buy()["account"]["id"]
     quote(platform, "EURUSD", "1.10000", "1.10010")

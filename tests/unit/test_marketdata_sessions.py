@@ -9,6 +9,8 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from propdesk.domain.instruments import DEFAULT_CATALOGUE, AssetClass
 from propdesk.domain.quotes import Quote
@@ -278,15 +280,28 @@ def test_import_is_lazy_and_warning_free() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_per_call_cost_is_small_once_warm(cal: SessionCalendar) -> None:
-    import time as _time
+KINDS = [SessionKind.FX_24_5, SessionKind.CME_GLOBEX, SessionKind.XNYS]
 
-    at = ny(2026, 6, 10, 12, 0)
-    for sym in ("EURUSD", "XAUUSD", "AAPL", "BTCUSD"):
-        cal.status(sym, at)
-    start = _time.perf_counter()
-    n = 2000
-    for i in range(n):
-        cal.status("AAPL", at + timedelta(seconds=i))
-    per_call = (_time.perf_counter() - start) / n
-    assert per_call < 0.001
+
+@given(steps=st.lists(st.integers(min_value=-3 * 86400, max_value=3 * 86400), min_size=1, max_size=60),
+       start=st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)))
+def test_a_remembered_answer_equals_a_fresh_computation_at_every_moment(steps: list[int], start: datetime) -> None:
+    """The per-kind answer window never serves a status that a cold calendar would not give, whichever way the
+    clock walks (forward, backward, across weekends, holidays, early closes and midnights)."""
+    warm = SessionCalendar()
+    at = start
+    for step in steps:
+        at += timedelta(seconds=step)
+        for kind in KINDS:
+            assert warm.status_for(kind, at) == SessionCalendar().status_for(kind, at), (kind, at)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_answer_window_turns_at_each_boundary(kind: SessionKind) -> None:
+    """Walking minute by minute through a week with a holiday, the warm calendar flips exactly where a cold one
+    does: open/closed, the next open and close, and the reason."""
+    warm = SessionCalendar()
+    at = ny(2026, 11, 25, 0, 0)  # Wednesday before Thanksgiving, through the early close, into Monday
+    while at < ny(2026, 11, 30, 12, 0):
+        assert warm.status_for(kind, at) == SessionCalendar().status_for(kind, at), (kind, at)
+        at += timedelta(minutes=10)

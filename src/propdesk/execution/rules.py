@@ -562,11 +562,11 @@ class RulesBridge:
         opened = (getattr(ctx, "rule_extras", {}) or {}).get("trades_opened", {}).get(day.isoformat(), 0)
         c.execute(
             "INSERT INTO daily_stats (account_id, trading_day, day_start, start_balance, start_equity, high_equity,"
-            " low_equity, closed_pnl, trades_opened, trades_closed, daily_floor, updated_at)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (account_id, trading_day) DO UPDATE SET"
+            " low_equity, closed_pnl, trades_opened, trades_closed, daily_floor, max_floor, updated_at)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (account_id, trading_day) DO UPDATE SET"
             " high_equity=EXCLUDED.high_equity, low_equity=EXCLUDED.low_equity, closed_pnl=EXCLUDED.closed_pnl,"
             " trades_opened=EXCLUDED.trades_opened, trades_closed=EXCLUDED.trades_closed,"
-            " daily_floor=EXCLUDED.daily_floor, updated_at=EXCLUDED.updated_at",
+            " daily_floor=EXCLUDED.daily_floor, max_floor=EXCLUDED.max_floor, updated_at=EXCLUDED.updated_at",
             (
                 ctx.id,
                 day,
@@ -579,6 +579,7 @@ class RulesBridge:
                 opened,
                 s.day_closes.get(day.isoformat(), 0),
                 money(s.daily_floor) if s.daily_floor is not None else None,
+                money(s.max_floor) if s.max_floor is not None else None,
                 now,
             ),
         )

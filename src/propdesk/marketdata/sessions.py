@@ -16,7 +16,9 @@ every market counts as open at every moment, so the demo trades at any hour. Nev
 
 ``SessionCalendar.status(symbol, at)`` answers "is it open now, and when does it next open/close?" in one call.
 ``exchange_calendars`` (and so pandas) is imported lazily on the first XNYS question and its schedule is turned
-once into a plain ``date -> (open, close)`` dict; computed boundaries are cached per (kind, day).
+once into a plain ``date -> (open, close)`` dict; computed boundaries are cached per (kind, day), and the last answer
+per kind is kept with the window in which it stays true (the open session, or the closed stretch up to the next
+open or New York midnight), so the order and trigger path pays one comparison per question.
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ Interval = tuple[datetime, datetime]
 
 DEMO_OPEN_REASON = "open: DEMO MODE (every market treated as open)"
 
+_ALWAYS_OPEN = SessionStatus(True, None, None, "open: trades 24/7")
+_DEMO_OPEN = SessionStatus(True, None, None, DEMO_OPEN_REASON)
+
 _xnys_lock = threading.Lock()
 _xnys_schedule: dict[date, Interval] | None = None
 _xnys_bounds: tuple[date, date] | None = None
@@ -143,6 +148,9 @@ class SessionCalendar:
         self.always_open = always_open
         self._overrides: Mapping[str, SessionKind] = SESSION_BY_SYMBOL if overrides is None else overrides
         self._day_cache: dict[tuple[SessionKind, date], tuple[Interval, ...]] = {}
+        # kind -> (valid_from, valid_until, status): the last answer and the window in which it stays the answer.
+        # Replaced whole (one dict store), so readers on other threads see an old or a new triple, never a mix.
+        self._hot: dict[SessionKind, tuple[datetime, datetime, SessionStatus]] = {}
 
     # -- lookup ----------------------------------------------------------------------------------------------
 
@@ -169,21 +177,31 @@ class SessionCalendar:
     def status_for(self, kind: SessionKind, at: datetime) -> SessionStatus:
         if at.tzinfo is None or at.utcoffset() is None:
             raise ValueError("at must be timezone-aware")
-        at = at.astimezone(UTC)
         if kind == SessionKind.ALWAYS:
-            return SessionStatus(True, None, None, "open: trades 24/7")
+            return _ALWAYS_OPEN
         if self.always_open:
-            return SessionStatus(True, None, None, DEMO_OPEN_REASON)
+            return _DEMO_OPEN
+        hot = self._hot.get(kind)
+        if hot is not None and hot[0] <= at < hot[1]:
+            return hot[2]
+        at = at.astimezone(UTC)
         local_day = at.astimezone(NEW_YORK).date()
         current = self._containing(kind, local_day, at)
         if current is not None:
             opened, closes = current
             following = self._first_opening_after(kind, closes, inclusive=True)
-            return SessionStatus(True, following[0] if following else None, closes,
-                                 self._open_reason(kind, opened, closes))
+            status = SessionStatus(True, following[0] if following else None, closes,
+                                   self._open_reason(kind, opened, closes))
+            self._hot[kind] = (opened, closes, status)
+            return status
         upcoming = self._first_opening_after(kind, at, inclusive=False)
-        return SessionStatus(False, upcoming[0] if upcoming else None, upcoming[1] if upcoming else None,
-                             self._closed_reason(kind, at, upcoming))
+        status = SessionStatus(False, upcoming[0] if upcoming else None, upcoming[1] if upcoming else None,
+                               self._closed_reason(kind, at, upcoming))
+        # A closed answer's reason names the local day ("before the open", "exchange holiday"), so it holds from
+        # this moment to the next open or the next New York midnight, whichever comes first.
+        midnight = datetime.combine(local_day + timedelta(days=1), time(0), tzinfo=NEW_YORK).astimezone(UTC)
+        self._hot[kind] = (at, min(upcoming[0], midnight) if upcoming else midnight, status)
+        return status
 
     # -- staleness -------------------------------------------------------------------------------------------
 

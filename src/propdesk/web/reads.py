@@ -176,8 +176,8 @@ def _panel(status: Row, ev: Evaluator, now: datetime, user_tz: str | None) -> Ro
                                                       "used_pct", "checked", "computation", "paused_today")}
     ml = limits.get("max_loss")
     if ml is not None:
-        panel["max_loss"] = {k: ml.get(k) for k in ("floor", "mode", "value", "room", "used_pct", "locked",
-                                                    "lock_at", "computation")}
+        panel["max_loss"] = {k: ml.get(k) for k in ("floor", "initial_floor", "mode", "value", "room", "used_pct",
+                                                    "locked", "lock_at", "computation")}
     mtd = progress.get("min_trading_days")
     panel["trading_days"] = {"done": len(ev.s.trading_days), "required": mtd["target"] if mtd else None,
                              "met": mtd["met"] if mtd else True}
@@ -304,6 +304,21 @@ def daily_stats(platform: Platform, conn: Any, account_id: uuid.UUID, *, limit: 
     return [{k: v for k, v in r.items() if k != "account_id"} for r in rows]
 
 
+def _step_series(values: list[tuple[int, Decimal]]) -> list[Row]:
+    """``(t, value)`` pairs (t ascending, possibly repeated) as chart points: one point where the value changes,
+    a later value at the same second replacing the earlier, and a closing point at the last ``t``."""
+    out: list[Row] = []
+    for t, value in values:
+        if out and t <= out[-1]["t"]:
+            out[-1]["value"] = value
+        elif not out or out[-1]["value"] != value:
+            out.append({"t": t, "at": datetime.fromtimestamp(t, UTC), "value": value})
+    if values and out and out[-1]["t"] < values[-1][0]:
+        t = values[-1][0]
+        out.append({"t": t, "at": datetime.fromtimestamp(t, UTC), "value": out[-1]["value"]})
+    return out
+
+
 def equity_series(platform: Platform, conn: Any, account_id: uuid.UUID, *, user_tz: str | None = None) -> Row:
     """The equity curve and the floors to draw over it.
 
@@ -314,9 +329,10 @@ def equity_series(platform: Platform, conn: Any, account_id: uuid.UUID, *, user_
     - ``days``: per trading day from ``daily_stats``: start, low, high and close equity, and the day's floor.
     - ``daily_floor``: a step series, the floor of each day from its day start (the current day's from the
       rule panel, which rolls to today even before the worker did).
-    - ``max_loss_floor``: the engine keeps the current max-loss floor, not its history; the series draws it flat
-      from the phase start to now. Exact for a static floor; for trailing floors it shows where the floor
-      stands now (the panel says how it is computed).
+    - ``max_loss_floor``: a step series of the max-loss floor: the floor each trading day ended on
+      (``daily_stats.max_floor``, stepping at that day's last evaluation), then the engine's current floor at
+      now, starting from the phase's initial floor (initial balance minus the allowance). A static floor is one
+      flat line; a trailing floor climbs as it did.
     ``t`` is Unix seconds (what lightweight-charts takes); ``at`` the same instant as a datetime.
     """
     acc = require_account(conn, account_id)
@@ -338,7 +354,7 @@ def equity_series(platform: Platform, conn: Any, account_id: uuid.UUID, *, user_
     points = [by_second[t] for t in sorted(by_second)]
     days = conn.execute(
         "SELECT trading_day, day_start, start_equity, low_equity, high_equity, coalesce(end_equity, NULL) AS"
-        " close_equity, daily_floor FROM daily_stats WHERE account_id=%s ORDER BY trading_day",
+        " close_equity, daily_floor, max_floor, updated_at FROM daily_stats WHERE account_id=%s ORDER BY trading_day",
         (account_id,)).fetchall()
     daily_floor: list[Row] = []
     for d in days:
@@ -356,14 +372,15 @@ def equity_series(platform: Platform, conn: Any, account_id: uuid.UUID, *, user_
     ml = limits.get("max_loss")
     if ml is not None and ml.get("floor") is not None:
         start = acc.get("phase_started_at") or acc.get("started_at") or acc["created_at"]
-        value = Decimal(ml["floor"])
+        current = Decimal(ml["floor"])
+        steps = [(int(d["updated_at"].timestamp()), d["max_floor"]) for d in days
+                 if d["max_floor"] is not None and d["updated_at"] >= start]
         t0 = min(int(start.timestamp()), points[0]["t"]) if points else int(start.timestamp())
-        max_floor = [{"t": t0, "at": datetime.fromtimestamp(t0, UTC), "value": value},
-                     {"t": t_now, "at": now, "value": value}]
-        if max_floor[0]["t"] == max_floor[1]["t"]:
-            max_floor = max_floor[1:]
+        first = Decimal(ml["initial_floor"]) if ml.get("initial_floor") is not None else current
+        max_floor = _step_series([(t0, first), *steps, (t_now, current)])
     return {"account_id": account_id, "currency": acc["currency"], "points": points,
-            "days": [{**d, "close_equity": d["close_equity"]} for d in days], "daily_floor": daily_floor,
+            "days": [{k: v for k, v in d.items() if k not in ("max_floor", "updated_at")} for d in days],
+            "daily_floor": daily_floor,
             "max_loss_floor": max_floor, "max_loss_mode": ml.get("mode") if ml else None, "as_of": now}
 
 

@@ -79,6 +79,7 @@ def rules_status(ev: Evaluator, balance: Decimal, equity: Decimal, now: datetime
             {
                 "rule": "max_loss",
                 "floor": _m(s.max_floor),
+                "initial_floor": _m(s.initial - allow),
                 "value": _m(equity),
                 "room": _m(room),
                 "used_pct": fmt(used),

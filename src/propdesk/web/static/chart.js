@@ -117,7 +117,7 @@ export class EquityChart {
       title: "daily floor",
     });
     this.maxFloor = this.chart.addSeries(LWC.LineSeries, {
-      color: "#f0b429", lineWidth: 1, lineStyle: 2, priceLineVisible: false, lastValueVisible: true,
+      color: "#f0b429", lineWidth: 1, lineStyle: 2, lineType: 1, priceLineVisible: false, lastValueVisible: true,
       title: "max-loss floor",
     });
   }
