@@ -4,6 +4,7 @@
     propdesk serve [--host H] [--port P]     the API (and the mark-to-market worker) in one process
     propdesk demo [--port P] [--check]       everything, with demo accounts, tokens and moving prices
     propdesk worker mark-to-market [--once]  reprice open positions on a cadence, heartbeat
+    propdesk worker calendar-sync [--once]   keep the economic calendar current from Finnhub, heartbeat
     propdesk verify [ACCOUNT]                recompute balances from the ledger; non-zero exit on mismatch
     propdesk tokens create --role R          a service or admin API token, printed once
     propdesk admin create --email E          a web user with admin rights (password prompted or --password-stdin)
@@ -255,6 +256,7 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
         import uvicorn
 
         from .demo import bind_socket, url_of
+        from .workers.calendar_sync import start_if_configured as start_calendar_sync
         from .workers.mark_to_market import MarkToMarketWorker
 
         settings = _settings()
@@ -266,6 +268,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
                 worker = None if no_worker else MarkToMarketWorker(platform)
                 if worker is not None:
                     worker.start()
+                # The economic calendar keeps itself current when a Finnhub key is configured (logs which).
+                calendar_worker = start_calendar_sync(platform)
                 # Minute candles for the charts from this process's tick stream (quotes posted to the API).
                 from .marketdata.recorder import CandleRecorder
                 platform.candles = CandleRecorder(platform.db, platform.clock, platform.ticks, log=_log()).start()
@@ -276,7 +280,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
                     for sig in (signal.SIGTERM, signal.SIGINT):
                         signal.signal(sig, lambda signum, _frame: _log().info(
                             "serve_stopping", signal=signal.Signals(signum).name))
-                    _log().info("serving", url=url_of(sock), worker=worker is not None)
+                    _log().info("serving", url=url_of(sock), worker=worker is not None,
+                                calendar_sync=calendar_worker is not None)
                     # access_log off: the API logs every request itself, as JSON.
                     # Live streams (SSE) never end by themselves: give them 5 s at shutdown, then cancel them.
                     # Behind a TLS-terminating proxy: the client address and scheme come from X-Forwarded-For
@@ -287,6 +292,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
                     uvicorn.Server(config).run(sockets=[sock])
                 finally:
                     platform.candles.stop()
+                    if calendar_worker is not None:
+                        calendar_worker.stop()
                     if worker is not None:
                         worker.stop()
         finally:
@@ -319,6 +326,36 @@ def demo(host: Annotated[str | None, typer.Option(help="Interface to listen on (
 
 
 # ------------------------------------------------------------------------------------------------ worker
+def _run_worker(make: Callable[[Any, Any], Any], once: bool, as_json: bool, summary: Callable[[Any], str]) -> int:
+    """Run a worker in the foreground: one cycle with ``--once`` (exit 1 if it failed), else cycles until
+    SIGTERM/SIGINT. ``make(platform, stop)`` builds it; ``summary(result)`` is the one-line text of a cycle."""
+    import signal
+    import threading
+
+    log = _log()
+    with open_platform(_settings()) as platform:
+        stop = threading.Event()
+        worker = make(platform, stop)
+        if once:
+            result = worker.run_once()
+            if as_json:
+                emit_json(result.details())
+            else:
+                sys.stderr.write(f"{summary(result)}{'; error: ' + result.error if result.error else ''}\n")
+            return 1 if result.error else 0
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("worker_signal", signal=signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        worker.run()
+        if as_json:
+            emit_json({"cycles": worker.cycles, "last": worker.last.details() if worker.last else None})
+    return 0
+
+
 @worker_app.command("mark-to-market")
 def worker_mark_to_market(
         once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
@@ -328,36 +365,31 @@ def worker_mark_to_market(
     """Reprice every open position on a cadence and write a heartbeat; SIGTERM/SIGINT stop it cleanly."""
 
     def body() -> int:
-        import signal
-        import threading
-
         from .workers.mark_to_market import MarkToMarketWorker
 
-        settings = _settings()
-        log = _log()
-        with open_platform(settings) as platform:
-            stop = threading.Event()
-            worker = MarkToMarketWorker(platform, interval_s=interval, stop=stop)
-            if once:
-                result = worker.run_once()
-                if as_json:
-                    emit_json(result.details())
-                else:
-                    sys.stderr.write(f"mark-to-market: {result.marked}/{result.accounts} accounts marked, "
-                                     f"{len(result.failed)} failed, {result.duration_s * 1000:.1f} ms"
-                                     f"{'; error: ' + result.error if result.error else ''}\n")
-                return 1 if result.error else 0
+        return _run_worker(lambda platform, stop: MarkToMarketWorker(platform, interval_s=interval, stop=stop),
+                           once, as_json,
+                           lambda r: f"mark-to-market: {r.marked}/{r.accounts} accounts marked, {len(r.failed)} "
+                                     f"failed, {r.duration_s * 1000:.1f} ms")
 
-            def on_signal(signum: int, _frame: Any) -> None:
-                log.info("worker_signal", signal=signal.Signals(signum).name)
-                stop.set()
+    _run(body)
 
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
-            worker.run()
-            if as_json:
-                emit_json({"cycles": worker.cycles, "last": worker.last.details() if worker.last else None})
-        return 0
+
+@worker_app.command("calendar-sync")
+def worker_calendar_sync(
+        once: Annotated[bool, typer.Option("--once", help="Sync once and exit (1 if the sync failed).")] = False,
+        as_json: JsonOpt = False) -> None:
+    """Keep the economic calendar current from Finnhub (yesterday .. two weeks ahead, every
+    PROPDESK_CALENDAR_SYNC_HOURS; needs PROPDESK_FINNHUB_API_KEY) and write a heartbeat; SIGTERM/SIGINT stop it."""
+
+    def body() -> int:
+        from .workers.calendar_sync import CalendarSyncWorker
+
+        if not _settings().finnhub_api_key:
+            raise CliError("worker calendar-sync needs a Finnhub API key: set PROPDESK_FINNHUB_API_KEY")
+        return _run_worker(lambda platform, stop: CalendarSyncWorker(platform, stop=stop), once, as_json,
+                           lambda r: f"calendar-sync {r.range_from}..{r.range_to}: {r.inserted} new, "
+                                     f"{r.updated} updated, {r.unchanged} unchanged")
 
     _run(body)
 
@@ -1003,16 +1035,16 @@ def calendar_sync(days: Annotated[int, typer.Option("--days", min=1, max=366, he
     PROPDESK_FINNHUB_BASE_URL overrides the API URL)."""
 
     def body() -> int:
-        import os
         from datetime import timedelta
 
         from .marketdata.calendar import CalendarError, EconomicCalendar
 
-        key = os.environ.get("PROPDESK_FINNHUB_API_KEY", "").strip()
+        settings = _settings()
+        key = settings.finnhub_api_key
         if not key:
             raise CliError("calendar sync needs a Finnhub API key: set PROPDESK_FINNHUB_API_KEY")
-        base_url = os.environ.get("PROPDESK_FINNHUB_BASE_URL", "").strip() or None
-        with open_platform(_settings()) as platform:
+        base_url = settings.finnhub_base_url
+        with open_platform(settings) as platform:
             start = platform.clock.now().date()
             end = start + timedelta(days=days)
             try:

@@ -5,7 +5,8 @@ the DEMO PRICE DRIVER below (the calibrated simulated feed, in its clearly label
 demo accounts are made through the execution core with real orders (nothing is written behind its back), on
 the shipped plans: closed trades with profits and a loss, a gate rejection, flags, an open position with SL/TP,
 resting limit and stop orders, a phase-1 pass, a failure, a day pause, an admin-paused account, and two AI-agent
-audition accounts, one liquidated and one completed. Setup is
+audition accounts, one liquidated and one completed. Also a week of DEMO CALENDAR events (source ``demo``) around
+now for the news rule and the admin panel's calendar. Setup is
 idempotent: each account and its scripted history are created in one transaction keyed by an idempotency key,
 so a second run reuses them. A service token and an admin token are created and printed with curl examples.
 
@@ -19,6 +20,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ from .domain.quotes import Quote
 
 if TYPE_CHECKING:
     from .bootstrap import Platform
+    from .marketdata.calendar import EconomicEvent, UpsertResult
 
 # ---------------------------------------------------------------------------------------------------------
 # DEMO PRICE DRIVER -- not market data. It primes a quote for every symbol, then lets the calibrated simulated
@@ -394,6 +397,58 @@ def setup_demo_accounts(platform: Platform, driver: DemoPriceDriver,
 
 
 # ---------------------------------------------------------------------------------------------------------
+# DEMO CALENDAR -- not market data: a realistic week of economic events around the demo's now, so the news rule
+# and the admin panel's calendar have something to show. Times are offsets from the demo's now floored to the
+# hour, so a restart within the hour changes nothing, and a later restart moves the same rows (stable external
+# ids, ``EconomicCalendar.upsert``) instead of adding new ones. "us-ism-services" lands 30-90 minutes after now:
+# a high-impact USD event whose blackout is about to start on every USD symbol.
+# ---------------------------------------------------------------------------------------------------------
+
+# (external id, hours from the floored now, currency, country, impact, title)
+DEMO_CALENDAR: tuple[tuple[str, float, str, str, str, str], ...] = (
+    ("au-employment", -20, "AUD", "AU", "high", "Employment Change"),
+    ("jp-tankan", -14.5, "JPY", "JP", "medium", "Tankan Large Manufacturers Index"),
+    ("de-ifo", -6, "EUR", "DE", "medium", "Ifo Business Climate"),
+    ("us-jobless-claims", -2.5, "USD", "US", "low", "Initial Jobless Claims"),
+    ("us-ism-services", 1.5, "USD", "US", "high", "ISM Services PMI"),
+    ("ca-cpi", 5, "CAD", "CA", "medium", "CPI m/m"),
+    ("nz-gdt", 9, "NZD", "NZ", "low", "GDT Price Index"),
+    ("us-cpi", 22.5, "USD", "US", "high", "CPI m/m"),
+    ("gb-boe", 27, "GBP", "GB", "high", "BoE Official Bank Rate"),
+    ("eu-ecb", 46, "EUR", "EU", "high", "ECB Main Refinancing Rate"),
+    ("eu-ecb-press", 46.75, "EUR", "EU", "high", "ECB Press Conference"),
+    ("ch-snb", 50, "CHF", "CH", "medium", "SNB Policy Rate"),
+    ("us-fomc", 72, "USD", "US", "high", "FOMC Statement and Federal Funds Rate"),
+    ("us-fomc-press", 72.5, "USD", "US", "high", "FOMC Press Conference"),
+    ("jp-boj", 92, "JPY", "JP", "high", "BoJ Policy Rate"),
+    ("au-rba-minutes", 100, "AUD", "AU", "low", "RBA Meeting Minutes"),
+    ("us-nfp", 118.5, "USD", "US", "high", "Non-Farm Employment Change"),
+    ("us-unemployment", 118.5, "USD", "US", "high", "Unemployment Rate"),
+    ("ca-employment", 118.5, "CAD", "CA", "high", "Employment Change"),
+    ("gb-gdp", 140, "GBP", "GB", "medium", "GDP m/m"),
+    ("us-retail-sales", 166.5, "USD", "US", "medium", "Retail Sales m/m"),
+)
+
+
+def demo_calendar_events(now: datetime) -> list[EconomicEvent]:
+    """The demo week as calendar events (source ``demo``, external ids ``demo:<name>``) around ``now``."""
+    from .marketdata.calendar import EconomicEvent
+
+    base = now.replace(minute=0, second=0, microsecond=0)
+    return [EconomicEvent(base + timedelta(hours=hours), currency, impact, title, country, DEMO_SOURCE,
+                          f"demo:{name}")
+            for name, hours, currency, country, impact, title in DEMO_CALENDAR]
+
+
+def seed_demo_calendar(platform: Platform) -> UpsertResult:
+    """Upsert the demo week into ``economic_events`` (idempotent); returns the ``UpsertResult``."""
+    from .marketdata.calendar import EconomicCalendar
+
+    calendar = EconomicCalendar(platform.db, platform.clock, platform.catalogue)
+    return calendar.upsert(demo_calendar_events(platform.clock.now()))
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The API in a thread
 # ---------------------------------------------------------------------------------------------------------
 
@@ -518,6 +573,7 @@ def run_demo(platform: Platform, create_app: Callable[[Any], Any], *, host: str,
     import signal
 
     from .auth import Role
+    from .workers.calendar_sync import start_if_configured as start_calendar_sync
     from .workers.mark_to_market import MarkToMarketWorker
     from .workers.reconcile import verify
 
@@ -539,13 +595,22 @@ def run_demo(platform: Platform, create_app: Callable[[Any], Any], *, host: str,
         started.append(driver.stop)
         worker.start()
         started.append(worker.stop)
+        # With a Finnhub key the real calendar is synced too (next to the demo's own events); logs which.
+        calendar_worker = start_calendar_sync(platform)
+        if calendar_worker is not None:
+            started.append(calendar_worker.stop)
         users = setup_demo_users(platform)
         accounts = setup_demo_accounts(platform, driver, users)
+        # After the accounts: their scripted history predates the demo week's news blackouts.
+        calendar = seed_demo_calendar(platform)
         service_token, _ = platform.tokens.create(Role.SERVICE, "demo service token")
         admin_token, _ = platform.tokens.create(Role.ADMIN, "demo admin token")
         log.info("demo_ready", url=api.url, accounts=[str(a["id"]) for a in accounts],
                  created=sum(1 for a in accounts if a["created"]))
         out(_banner(api.url, accounts, service_token, admin_token, users))
+        out(f"  calendar   DEMO CALENDAR: {len(DEMO_CALENDAR)} economic events this week (source 'demo'; "
+            f"{calendar.inserted} new, {calendar.updated} moved); a high-impact USD event within 90 minutes"
+            f" -> {api.url}/admin/calendar")
         if platform.sessions.always_open:
             out("  sessions   DEMO MODE (PROPDESK_DEMO_ALWAYS_OPEN): every market is treated as open at any hour;"
                 " real accounts never run like this")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,8 +64,19 @@ class Settings(BaseSettings):
     # Market data (issue 4; docs/MARKET_DATA.md).
     demo_always_open: bool = Field(default=False, description="DEMO MODE: the session calendar treats every "
                                    "market as open at any hour (set by `propdesk demo`); never for real accounts.")
+    # Economic calendar (the news rule reads it; docs/OPERATIONS.md "Economic calendar sync").
+    finnhub_api_key: str | None = Field(default=None, description="Finnhub API key; set turns on the calendar sync "
+                                        "worker in `serve`/`demo` and is what `propdesk calendar sync` uses.")
+    finnhub_base_url: str | None = Field(default=None, description="Another Finnhub API URL (e.g. a local fake).")
+    calendar_sync_hours: float = Field(default=6, gt=0, description="Economic calendar sync worker cadence.")
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("finnhub_api_key", "finnhub_base_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        # An exported but empty variable (``PROPDESK_FINNHUB_API_KEY=``) means "no key", not a key "".
+        return value.strip() or None if value is not None else None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -4,7 +4,7 @@ A daily-loss breach is made through the execution core (an account on a plan who
 day, and quotes that take it through the floor). The admin logs in through the login form, sees the breach in the
 flags & violations view and in the live activity feed (a new order shows up in the feed without a reload), opens
 the account, pauses it through the reason dialog (an empty reason is refused in the dialog), sees the status
-paused and the audit entry, and resumes it. Screenshots: docs/screenshots/admin-{overview,violations,account,
+paused and the audit entry, and resumes it. Screenshots: docs/screenshots/admin-{overview,violations,account,calendar,
 plans}.png at 1440x900.
 """
 
@@ -200,4 +200,58 @@ def test_a_plan_file_with_an_error_is_refused_with_the_key_and_a_valid_one_becom
         row = c.execute("SELECT reason FROM admin_audit WHERE action='plan_retire'").fetchone()
     assert row["reason"] == "Pricing changed"
     # The refused plan file is the one expected failed request (the browser logs every 4xx response).
+    assert [e for e in page.errors if "status of 422" not in e] == []
+
+
+def test_an_admin_adds_a_high_impact_event_on_the_calendar_and_sees_it_highlighted_without_a_reload(
+        live_server: Any, page: Any, make_web_user: Any, login_as: Any) -> None:
+    from datetime import timedelta
+
+    from propdesk.marketdata.calendar import EconomicCalendar, EconomicEvent
+
+    platform = live_server.platform
+    now = platform.clock.now()
+    EconomicCalendar(platform.db, platform.clock, platform.catalogue).upsert([
+        EconomicEvent(now + timedelta(days=2), "EUR", "medium", "German Ifo", "DE", "csv", "ifo"),
+    ])
+    admin = make_web_user(role="admin")
+    login_as(page, admin)
+    page.goto("/admin")
+    page.click("nav.tabs >> text=Calendar")
+    page.wait_for_url(re.compile(r"/admin/calendar$"))
+    expect(page.locator("#calendar-rows tr[data-event-id]")).to_have_count(1)
+    page.evaluate("window.__still_here = true")
+
+    # A currency that is not three letters is refused by the server; the reason is shown in the form.
+    at = (now + timedelta(minutes=45)).strftime("%Y-%m-%dT%H:%M")
+    page.fill("#cal-at", at)
+    page.fill("#cal-currency", "U5D")
+    page.select_option("#cal-impact", "high")
+    page.fill("#cal-title", "ISM Services PMI")
+    page.click("#calendar-add-submit")
+    expect(page.locator("#calendar-add-error")).to_contain_text("currency")
+    expect(page.locator("#calendar-rows tr[data-event-id]")).to_have_count(1)
+
+    page.fill("#cal-currency", "usd")  # upper-cased by the form
+    page.click("#calendar-add-submit")
+    row = page.locator("#calendar-rows tr.is-new")
+    expect(row).to_have_count(1)
+    expect(row).to_have_class(re.compile("is-upcoming-high"))
+    text = row.inner_text()
+    assert "ISM Services PMI" in text and "USD" in text and "high" in text.lower() and "EURUSD" in text
+    assert "EST" in text or "EDT" in text  # the New York time next to UTC
+    # Oldest first: the new event comes before the one two days out.
+    titles = page.locator("#calendar-rows tr[data-event-id] td:nth-child(5)").all_inner_texts()
+    assert titles == ["ISM Services PMI", "German Ifo"]
+    assert page.evaluate("window.__still_here") is True  # no reload
+    expect(page.locator("#calendar-add-error")).to_have_text("")
+
+    with platform.db.read() as c:
+        audit = c.execute("SELECT actor, details FROM admin_audit WHERE action='calendar_event_add'").fetchall()
+    assert len(audit) == 1 and audit[0]["actor"] == f"user:{admin.id}"
+    # After a reload the server renders the same row, highlighted.
+    page.reload()
+    expect(page.locator("#calendar-rows tr.is-upcoming-high")).to_have_count(1)
+    screenshot(page, "admin-calendar")
+    # The refused entry is the one expected failed request (the browser logs every 4xx response).
     assert [e for e in page.errors if "status of 422" not in e] == []

@@ -184,3 +184,46 @@ def test_working_orders_and_positions_are_managed_from_the_trading_screen_withou
     expect(page.locator("#history-table tr[data-fill-id]")).to_have_count(3, timeout=LIVE_WAIT_MS)
     assert page.evaluate("window.__noReload") == "still here" and navigations == []
     assert [e for e in page.errors if "favicon" not in e and "422" not in e] == []
+
+
+def test_the_news_panel_counts_down_to_the_blackout_and_the_ticket_warns_inside_it(
+        live_server: Any, page: Any, make_web_user: Any, login_as: Any) -> None:
+    from datetime import timedelta
+
+    from propdesk.marketdata.calendar import EconomicCalendar, EconomicEvent
+
+    trader = make_web_user(display_name="Nina News")
+    login_as(page, trader)
+    r = page.context.request.post(f"{live_server.url}/api/v1/checkout", data={"plan_id": "strict-risk",
+                                  "offer_id": "25k"}, headers={"Origin": live_server.url})
+    assert r.status == 201, r.text()
+    now = live_server.clock.now()
+    # strict-risk: 30 min before to 30 min after each high-impact event, orders refused.
+    EconomicCalendar(live_server.platform.db, live_server.clock).upsert([
+        EconomicEvent(now + timedelta(minutes=10), "EUR", "high", "ECB press conference", source="csv"),
+        EconomicEvent(now + timedelta(hours=2), "USD", "high", "Non-Farm Payrolls", source="csv"),
+    ])
+    page.goto(f"/app/accounts/{r.json()['account']['id']}?symbol=EURUSD")
+    page.wait_for_selector("#dashboard[data-live=live]")
+
+    ecb = page.locator("[data-news-event]", has_text="ECB press conference")
+    nfp = page.locator("[data-news-event]", has_text="Non-Farm Payrolls")
+    expect(ecb.locator("[data-news-countdown]")).to_contain_text(re.compile(r"blackout now, ends in (39|40)m"))
+    expect(ecb).to_have_class(re.compile(r"is-active"))
+    expect(nfp.locator("[data-news-countdown]")).to_contain_text(re.compile(r"blackout in 1h (29|30)m"))
+    assert "EURUSD" in ecb.inner_text() and "USDJPY" in nfp.inner_text()
+    # The countdown is a local 1 s clock: it moves without a request.
+    before = nfp.locator("[data-news-countdown]").inner_text()
+    expect(nfp.locator("[data-news-countdown]")).not_to_have_text(before, timeout=LIVE_WAIT_MS + 500)
+
+    # EURUSD is inside the ECB blackout: the ticket says so before anything is submitted.
+    notice = page.locator("#ticket-news")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("News blackout on EURUSD")
+    expect(notice).to_contain_text("refused by the news rule until 10:40 UTC")  # T0 10:00 + 10 min + 30 min
+    page.locator("#news-card").scroll_into_view_if_needed()
+    screenshot(page, "dashboard-news")
+    # USDJPY's next event is two hours away: no notice.
+    page.select_option("#chart-symbol", "USDJPY")
+    expect(notice).to_be_hidden()
+    assert [e for e in page.errors if "favicon" not in e] == []

@@ -6,6 +6,9 @@ are collapsed). A wrong or missing token is a 401 ``{"error": "Invalid API key"}
 ``{"economicCalendar": [{"actual","country","estimate","event","impact","prev","time","unit"}, ...]}`` with
 the rows whose ``time`` falls in ``[from, to]`` (whole days), served as ``application/json``.
 
+Provider trouble on demand: ``fake.fail_next(429, 500)`` answers the next two requests (whatever their token)
+with those statuses and Finnhub's error bodies, then serves normally again.
+
     with FakeFinnhub(token="k") as fake:
         fake.events.append(fake.row("2026-03-02 13:30:00", "US", "Non-Farm Payrolls", "high"))
         finnhub.Client("k").API_URL = fake.base_url ...
@@ -22,12 +25,18 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+# What Finnhub says with its error statuses (the 429 text is the provider's own).
+ERROR_BODIES = {429: "API limit reached. Please try again later. Remaining Limit: 0",
+                500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+
 
 class FakeFinnhub:
     def __init__(self, token: str = "test-key") -> None:
         self.token = token
         self.events: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
+        self.failures: list[int] = []
+        self._lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,7 +48,11 @@ class FakeFinnhub:
                 path = re.sub(r"/{2,}", "/", parts.path)
                 query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 fake.requests.append({"path": path, "query": query, "headers": dict(self.headers)})
-                if query.get("token") != fake.token:
+                with fake._lock:
+                    failure = fake.failures.pop(0) if fake.failures else None
+                if failure is not None:
+                    self._send(failure, {"error": ERROR_BODIES.get(failure, "Internal Server Error")})
+                elif query.get("token") != fake.token:
                     self._send(401, {"error": "Invalid API key"})
                 elif path == "/api/v1/calendar/economic":
                     try:
@@ -63,6 +76,11 @@ class FakeFinnhub:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-finnhub", daemon=True)
+
+    def fail_next(self, *statuses: int) -> None:
+        """Answer the next ``len(statuses)`` requests with these HTTP statuses, in order."""
+        with self._lock:
+            self.failures.extend(statuses)
 
     @property
     def base_url(self) -> str:

@@ -287,16 +287,17 @@ def test_demo_check_sets_up_the_demo_accounts_idempotently_and_verify_passes(db_
 
 
 # ------------------------------------------------------------------------------------------ serve
-def _serve(db_url: str, data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str, list[str]]:
-    """Start ``propdesk serve --port 0``; returns the process, its URL (from the ``serving`` log event) and the
-    stderr lines read so far (a thread keeps reading them)."""
+def serve_process(db_url: str, data_dir: Path, *extra: str,
+                  env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """Start ``propdesk serve --port 0`` (``env`` adds variables); returns the process, its URL (from the
+    ``serving`` log event) and the stderr lines read so far (a thread keeps reading them)."""
     import threading
     import time
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROPDESK_", "PG"))}
-    env.update({"DATABASE_URL": db_url, "PROPDESK_DB_ROLE_PREFIX": ROLE_PREFIX, "PROPDESK_DATA_DIR": str(data_dir),
-                "PROPDESK_MTM_INTERVAL_SECONDS": "0.2"})
-    proc = subprocess.Popen([sys.executable, "-m", "propdesk", "serve", "--port", "0", *extra], env=env,
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PROPDESK_", "PG"))}
+    full_env.update({"DATABASE_URL": db_url, "PROPDESK_DB_ROLE_PREFIX": ROLE_PREFIX,
+                     "PROPDESK_DATA_DIR": str(data_dir), "PROPDESK_MTM_INTERVAL_SECONDS": "0.2", **(env or {})})
+    proc = subprocess.Popen([sys.executable, "-m", "propdesk", "serve", "--port", "0", *extra], env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     url: list[str] = []
@@ -348,7 +349,7 @@ def _stop(proc: subprocess.Popen[str]) -> int:
 def test_serve_runs_the_api_and_the_mark_to_market_worker_in_one_process(db_url: str, tmp_path: Path) -> None:
     import httpx
 
-    proc, url, lines = _serve(db_url, tmp_path)
+    proc, url, lines = serve_process(db_url, tmp_path)
     try:
         health = _wait_for(lambda: httpx.get(f"{url}/healthz", timeout=5).json(),
                            lambda h: h["checks"]["mark_to_market_worker"]["ok"] is True)
@@ -363,7 +364,7 @@ def test_serve_runs_the_api_and_the_mark_to_market_worker_in_one_process(db_url:
 def test_serve_without_the_worker_writes_no_heartbeat(db_url: str, tmp_path: Path) -> None:
     import httpx
 
-    proc, url, lines = _serve(db_url, tmp_path, "--no-worker")
+    proc, url, lines = serve_process(db_url, tmp_path, "--no-worker")
     try:
         health = httpx.get(f"{url}/healthz", timeout=5).json()
         assert health["checks"]["mark_to_market_worker"]["ok"] is False

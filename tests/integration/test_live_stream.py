@@ -104,10 +104,10 @@ class SSE:
             with self._client.stream("GET", path, headers={"Accept": "text/event-stream"}) as r:
                 self.status = r.status_code
                 self.headers = r.headers
-                self.ready.set()
                 if r.status_code != 200:
-                    self.body = r.read()
+                    self.body = r.read()  # read before ``ready``: the test looks at the body as soon as it is set
                     return
+                self.ready.set()
                 event, data = "message", []
                 for line in r.iter_lines():
                     if self._stop:

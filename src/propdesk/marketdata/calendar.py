@@ -42,10 +42,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..db.database import Database
 from ..domain.clock import Clock
-from ..domain.instruments import DEFAULT_CATALOGUE, Catalogue
+from ..domain.instruments import DEFAULT_CATALOGUE, Catalogue, Instrument
 
 IMPACTS = ("low", "medium", "high")
 _RANK = {name: i for i, name in enumerate(IMPACTS)}
+
+
+def affected_symbols(catalogue: Iterable[Instrument], currency: str, country: str = "") -> list[str]:
+    """The enabled catalogue symbols an event touches, matched as the news rule matches them
+    (``domain.rules.pretrade.news_hits``): the event's currency, or its country code, is the instrument's base or
+    quote currency. A USD event therefore touches every USD-quoted index, stock and metal as well as the pairs."""
+    keys = {k.upper() for k in (currency, country) if k}
+    return sorted(i.symbol for i in catalogue
+                  if i.enabled and keys & {i.base_currency.upper(), i.quote_currency.upper()})
 
 COUNTRY_CURRENCY: dict[str, str] = {
     "US": "USD",

@@ -1,5 +1,6 @@
 """Read queries behind the admin panel: platform metrics, the activity feed, the trader table, flags & violations,
-and the pieces of one account's page.
+the pieces of one account's page, and the economic calendar (events in a window with the symbols they affect,
+per-source freshness).
 
 Every function takes a connection and runs plain SQL on it. In the web layer that connection is an APP-role
 connection acting as an admin user (``web.access.user_conn``), so row-level security (the ``is_admin()``
@@ -22,13 +23,15 @@ Definitions the panel shows (also in its tooltips and in ``METRIC_DEFINITIONS``)
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from ..domain.instruments import Instrument
 from ..domain.lifecycle import Status
+from ..marketdata.calendar import affected_symbols
 
 LIVE_STATUSES = ("active", "day_paused", "paused", "locked")
 ENDED_STATUSES = ("passed", "failed", "expired", "liquidated", "completed")
@@ -551,9 +554,51 @@ def plan_versions(conn: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+# ------------------------------------------------------------------------------------------------ calendar
+# A minimum impact and the impacts it admits (the news rule's ``impact`` parameter means the same:
+# domain/rules/pretrade.IMPACTS).
+CALENDAR_IMPACTS: dict[str, tuple[str, ...]] = {"high": ("high",), "medium": ("high", "medium"),
+                                                "low": ("high", "medium", "low")}
+
+
+def calendar_events(conn: Any, catalogue: Iterable[Instrument], *, start: datetime, end: datetime,
+                    impact: str = "low", currency: str | None = None, after: tuple[datetime, int] | None = None,
+                    limit: int = 200) -> tuple[list[dict[str, Any]], tuple[datetime, int] | None]:
+    """Events with ``start <= at < end`` of at least ``impact``, optionally of one currency, oldest first (ties
+    by id), after the keyset cursor ``after``. Returns the page and the key of its last row when more follow."""
+    instruments = list(catalogue)
+    conds = ["at >= %(start)s", "at < %(end)s", "impact = ANY(%(impacts)s)"]
+    params: dict[str, Any] = {"start": start, "end": end, "impacts": list(CALENDAR_IMPACTS[impact]),
+                              "n": limit + 1}
+    if currency:
+        conds.append("currency = %(currency)s")
+        params["currency"] = currency
+    if after is not None:
+        conds.append("(at, id) > (%(after_at)s, %(after_id)s)")
+        params.update(after_at=after[0], after_id=after[1])
+    rows = conn.execute(
+        "SELECT id, at, currency, country, impact, title, source, created_at FROM economic_events"
+        f" WHERE {' AND '.join(conds)} ORDER BY at, id LIMIT %(n)s", params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{**dict(r), "symbols": affected_symbols(instruments, r["currency"], r["country"])} for r in rows]
+    return items, ((rows[-1]["at"], rows[-1]["id"]) if more and rows else None)
+
+
+def calendar_sources(conn: Any, *, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Per source (finnhub, csv, ics, admin, demo...): all its events, those in the window, and when its newest
+    row arrived (``created_at``), so staff can tell whether a feed has gone quiet."""
+    rows = conn.execute(
+        "SELECT source, count(*) AS events, count(*) FILTER (WHERE at >= %s AND at < %s) AS in_window,"
+        " max(created_at) AS newest_created_at FROM economic_events GROUP BY source ORDER BY source",
+        (start, end)).fetchall()
+    return [dict(r) for r in rows]
+
+
 __all__ = [
-    "ACTION_TAKEN", "ACTIVITY_KINDS", "ENDED_STATUSES", "LIVE_STATUSES", "METRIC_DEFINITIONS", "TRADER_SORTS",
-    "TRADER_STATUSES", "VIOLATION_KINDS", "ActivityKey", "account_row", "activity", "audit_trail", "daily_stats",
-    "filter_options", "latest_activity_key", "ledger", "metrics", "orders", "parse_sort",
-    "plan_versions", "positions", "present_violation", "traders", "violation_rules", "violations",
+    "ACTION_TAKEN", "ACTIVITY_KINDS", "CALENDAR_IMPACTS", "ENDED_STATUSES", "LIVE_STATUSES", "METRIC_DEFINITIONS",
+    "TRADER_SORTS", "TRADER_STATUSES", "VIOLATION_KINDS", "ActivityKey", "account_row", "activity",
+    "audit_trail", "calendar_events", "calendar_sources", "daily_stats", "filter_options",
+    "latest_activity_key", "ledger", "metrics", "orders", "parse_sort", "plan_versions", "positions",
+    "present_violation", "traders", "violation_rules", "violations",
 ]

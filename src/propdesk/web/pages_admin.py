@@ -1,6 +1,7 @@
 """The admin panel in the browser: ``/admin`` (metrics, live activity, trader table), ``/admin/accounts/{id}``
-(one account with the admin controls), ``/admin/violations`` (flags & violations) and ``/admin/plans`` (presets,
-versions, new version from an edited plan file, retire).
+(one account with the admin controls), ``/admin/violations`` (flags & violations), ``/admin/plans`` (presets,
+versions, new version from an edited plan file, retire) and ``/admin/calendar`` (the economic calendar the news
+rule reads: a window of events with the symbols they affect, per-source freshness, and an "Add event" form).
 
 Every page reads through ``web.access.user_conn`` as the signed-in admin (app role; the ``is_admin()`` RLS
 policies open every trader's rows). The middleware lets only admin sessions reach ``/admin``. The pages never
@@ -15,9 +16,12 @@ filters, sort or page change; sorting and paging happen in SQL (``admin_reads.tr
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import yaml
 from fastapi import APIRouter, Request
@@ -25,7 +29,15 @@ from fastapi.responses import HTMLResponse, Response
 
 from ..api.errors import ApiError
 from ..api.pagination import decode_int_cursor, encode_cursor
-from ..api.routes.admin_panel import account_overview, check_sort, traders_page, violations_page
+from ..api.routes.admin_panel import (
+    CALENDAR_DEFAULT_AHEAD,
+    CALENDAR_DEFAULT_BACK,
+    account_overview,
+    calendar_page,
+    check_sort,
+    traders_page,
+    violations_page,
+)
 from ..domain.errors import NotFound
 from ..rulebooks import preset_ids
 from . import admin_reads as reads
@@ -51,6 +63,38 @@ CONTROLS = [("pause", "Pause", "btn", ("active", "day_paused")),
             ("lock", "Lock", "btn", ("active", "paused", "day_paused", "pending")),
             ("liquidate", "Liquidate", "btn btn-danger", ("active", "paused", "day_paused", "locked", "pending")),
             ("recompute", "Recompute", "btn btn-ghost", None)]
+
+IMPACT_BADGE = {"high": "badge-bad", "medium": "badge-warn", "low": "badge-muted"}
+NEW_YORK = ZoneInfo("America/New_York")
+# The calendar page's window presets: (key, label). The default (no preset) is the API's: now - 1 day .. now + 7 days.
+CALENDAR_PRESETS = [("", "Default (−1 day … +7 days)"), ("today", "Today (UTC)"), ("next7", "Next 7 days"),
+                    ("last7", "Last 7 days")]
+CALENDAR_PAGE_LIMIT = 500
+# "Upcoming" high-impact events (highlighted): the ones still ahead within this horizon.
+UPCOMING_HORIZON = timedelta(hours=24)
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def calendar_preset_window(now: datetime, preset: str) -> tuple[datetime, datetime]:
+    """The ``[start, end)`` of a window preset at ``now`` (UTC); an unknown preset is the default window."""
+    if preset == "today":
+        start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, start + timedelta(days=1)
+    if preset == "next7":
+        return now, now + timedelta(days=7)
+    if preset == "last7":
+        return now - timedelta(days=7), now
+    return now - CALENDAR_DEFAULT_BACK, now + CALENDAR_DEFAULT_AHEAD
+
+
+def calendar_row(item: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A calendar item as the table shows it: UTC and New York times, and whether it is an upcoming high-impact
+    event (highlighted: the news blackout is about to apply to its symbols)."""
+    at: datetime = item["at"]
+    ny = at.astimezone(NEW_YORK)
+    return {**item, "at_utc": at.astimezone(UTC).strftime("%a %d %b %H:%M"),
+            "at_ny": ny.strftime("%a %d %b %H:%M ") + (ny.tzname() or ""), "at_iso": at.astimezone(UTC).isoformat(),
+            "past": at < now, "upcoming_high": item["impact"] == "high" and now <= at <= now + UPCOMING_HORIZON}
 
 
 def _traders_query(filters: dict[str, str], **changes: Any) -> str:
@@ -169,6 +213,28 @@ def build(api: Any) -> APIRouter:
         catalogue = {p["id"]: p for p in catalogue_view(platform.plans.catalogue())}
         return render(request, "admin/plans.html", nav_active="admin", admin_tab="plans",
                       plans=sorted(plans.values(), key=lambda p: (not p["active"], p["id"])), catalogue=catalogue)
+
+    @router.get("/admin/calendar", response_class=HTMLResponse)
+    def calendar_view(request: Request, preset: str = "", impact: str = "low", currency: str = "") -> Response:
+        # A hand-edited query never fails the page: an unknown preset, impact or currency falls back.
+        preset = preset if preset in dict(CALENDAR_PRESETS) else ""
+        impact = impact if impact in reads.CALENDAR_IMPACTS else "low"
+        currency = currency.strip().upper()
+        currency = currency if _CURRENCY.match(currency) else ""
+        now = platform.clock.now()
+        start, end = calendar_preset_window(now, preset)
+        with conn_for(request) as c:
+            page = calendar_page(api, c, start=start, end=end, impact=impact, currency=currency or None,
+                                 limit=CALENDAR_PAGE_LIMIT)
+        rows = [calendar_row(i, now) for i in page["items"]]
+        upcoming = [r for r in rows if r["upcoming_high"]]
+        return render(request, "admin/calendar.html", nav_active="admin", admin_tab="calendar", page=page,
+                      rows=rows, next_high=upcoming[0] if upcoming else None, preset=preset, impact=impact,
+                      currency=currency, presets=CALENDAR_PRESETS, impact_badge=IMPACT_BADGE, now=now,
+                      capped=page["next_cursor"] is not None, limit=CALENDAR_PAGE_LIMIT,
+                      calendar_meta={"now": now.isoformat(), "start": start.isoformat(), "end": end.isoformat(),
+                                     "impact": impact, "currency": currency,
+                                     "upcoming_hours": UPCOMING_HORIZON.total_seconds() / 3600})
 
     return router
 

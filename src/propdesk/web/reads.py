@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,6 +31,7 @@ from ..domain.errors import NotFound
 from ..domain.money import money
 from ..domain.rules.engine import Evaluator
 from ..domain.rules.status import rules_status
+from ..marketdata.calendar import IMPACTS, affected_symbols
 from ..rulebooks.store import summary
 
 if TYPE_CHECKING:
@@ -204,6 +205,81 @@ def _panel(status: Row, ev: Evaluator, now: datetime, user_tz: str | None) -> Ro
         "trader": {"timezone": trader_zone.key, "local": reset.astimezone(trader_zone).isoformat()},
     }
     return panel
+
+
+# ---------------------------------------------------------------------------------------------- news
+# Impacts from the lowest up; an event counts when it is at least the rule's impact (as the news rule's IMPACTS).
+NEWS_IMPACTS = IMPACTS
+# Without a news rule there is no blackout to still be inside: show events from this long ago.
+NEWS_LOOKBACK_NO_RULE = timedelta(hours=1)
+NEWS_MAX_EVENTS = 200
+
+
+def news_rule(platform: Platform, conn: Any, account_id: uuid.UUID) -> Row | None:
+    """The ``news_trading`` rule of the account's current phase (the phase's rules merged over the plan's, as
+    the evaluator and the rule panel read them), or None when the plan has none (or the account has no rulebook)."""
+    ex = platform.execution
+    ctx = ex._load(conn, account_id, lock=False)  # the core's own loader, on the caller's conn (NotFound if hidden)
+    book = ex.rules.book(ctx)
+    if book is None:
+        return None
+    p = book.phase(ctx.account["phase"]).rules.get("news_trading")
+    if p is None:
+        return None
+    return {k: p.get(k) for k in ("minutes_before", "minutes_after", "impact", "scope", "action")}
+
+
+def news_panel(platform: Platform, conn: Any, account_id: uuid.UUID, *, hours: int = 24) -> Row:
+    """Upcoming economic events for the account's instruments and when the plan's news blackout applies.
+
+    - ``rule``: the phase's ``news_trading`` rule (minutes_before, minutes_after, impact, scope, action), or None.
+    - ``events``: from now - ``minutes_after`` (an event whose blackout may still be running; 1 h without a rule)
+      to now + ``hours``, oldest first, whose impact is at least the rule's (``high`` without a rule). Each has
+      at, currency, country, impact, title, ``symbols`` (the enabled catalogue symbols whose base or quote
+      currency is the event's currency or country, as ``domain.rules.pretrade.news_hits`` matches them; an event
+      that touches no symbol is left out), and, with a rule, ``blackout_from`` / ``blackout_to`` (event -
+      minutes_before, event + minutes_after; both ends inside, as the rule checks) and ``active`` (now inside).
+    - ``blackout_now``: the symbols inside a blackout right now (orders on them are refused when the rule's action
+      is ``reject_order``, flagged otherwise; ``scope`` says whether closing counts too).
+
+    Events are public data (the app role reads every row of ``economic_events``); the account is read first so
+    another trader's account is ``NotFound``.
+    """
+    rule = news_rule(platform, conn, account_id)
+    now = platform.clock.now()
+    hours = max(1, min(int(hours), 168))
+    if rule is not None:
+        before, after = timedelta(minutes=rule["minutes_before"]), timedelta(minutes=rule["minutes_after"])
+        impact = rule["impact"] if rule["impact"] in NEWS_IMPACTS else "high"
+        lookback = after
+    else:
+        before = after = timedelta(0)
+        impact, lookback = "high", NEWS_LOOKBACK_NO_RULE
+    levels = list(NEWS_IMPACTS[NEWS_IMPACTS.index(impact):])
+    rows = conn.execute(
+        "SELECT id, at, currency, country, impact, title FROM economic_events"
+        " WHERE at BETWEEN %s AND %s AND impact = ANY(%s) ORDER BY at, id LIMIT %s",
+        (now - lookback, now + timedelta(hours=hours), levels, NEWS_MAX_EVENTS)).fetchall()
+    events: list[Row] = []
+    blocked: set[str] = set()
+    for r in rows:
+        symbols = affected_symbols(platform.catalogue, r["currency"], r["country"])
+        if not symbols:
+            continue  # touches nothing the account can trade: the news rule can never refuse an order for it
+        ev: Row = {"id": r["id"], "at": r["at"], "currency": r["currency"], "country": r["country"],
+                   "impact": r["impact"], "title": r["title"], "symbols": symbols}
+        if rule is not None:
+            ev["blackout_from"], ev["blackout_to"] = r["at"] - before, r["at"] + after
+            ev["active"] = ev["blackout_from"] <= now <= ev["blackout_to"]
+            if ev["active"]:
+                blocked.update(symbols)
+        else:
+            ev["blackout_from"] = ev["blackout_to"] = None
+            ev["active"] = False
+        events.append(ev)
+    return {"account_id": account_id, "rule": rule, "impact": impact, "hours": hours,
+            "window": {"from": now - lookback, "to": now + timedelta(hours=hours)},
+            "events": events, "blackout_now": sorted(blocked), "as_of": now}
 
 
 # ---------------------------------------------------------------------------------------------- positions, orders
@@ -406,6 +482,6 @@ def plan_catalogue(platform: Platform, conn: Any) -> list[Row]:
     return [summary(parse_rulebook(r["body"], where=r["id"])) for r in rows]
 
 
-__all__ = ["account_overview", "daily_stats", "equity_series", "journal", "list_accounts", "notifications",
-           "open_positions", "orders", "plan_catalogue", "present_violation", "require_account", "rules_panel",
-           "trade_history", "violations"]
+__all__ = ["account_overview", "daily_stats", "equity_series", "journal", "list_accounts", "news_panel", "news_rule",
+           "notifications", "open_positions", "orders", "plan_catalogue", "present_violation", "require_account",
+           "rules_panel", "trade_history", "violations"]

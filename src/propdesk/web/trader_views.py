@@ -9,6 +9,9 @@ see is a 404 page (never a hint that it exists). Writes are not here: the page's
 ``account_state`` + ``fragments`` are shared with the live stream (``web/live.py``): the dashboard's changing
 parts (summary, alerts, rule panels, positions, orders, history) are server-rendered partial templates, sent
 again over SSE whenever they change, so the first render and every live update come from the same template.
+The news panel (``app/_news.html``, ``web.reads.news_panel``) is rendered with the page only: its countdowns and
+the ticket's blackout notice are computed in the browser from the events' instants (dashboard.js), so it needs
+no server round trip while the page is open.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +36,8 @@ from .pages import catalogue_view, current_user, redirect, render, to_json
 WARN_USED_PCT = Decimal(70)
 HISTORY_ROWS = 50
 VIOLATION_ROWS = 50
+# The dashboard's news panel looks this far ahead (the JSON route takes ?hours=1..168).
+NEWS_HOURS = 24
 FRAGMENTS = ("summary", "alerts", "rules", "positions", "orders", "history")
 
 _STATUS_BADGE = {"active": "badge-ok", "passed": "badge-info", "funded": "badge-ok", "failed": "badge-bad",
@@ -47,6 +53,66 @@ def status_badge(status: str | None) -> str:
 
 def kind_badge(kind: str | None) -> str:
     return _KIND_BADGE.get(str(kind or ""), "badge-muted")
+
+
+_IMPACT_BADGE = {"high": "badge-bad", "medium": "badge-warn", "low": "badge-muted"}
+_NEWS_ACTION_WORDS = {"reject_order": "orders are refused", "flag": "trades are flagged for review",
+                      "deduct_profit": "trades are flagged and their profit deducted"}
+
+
+def impact_badge(impact: str | None) -> str:
+    return _IMPACT_BADGE.get(str(impact or ""), "badge-muted")
+
+
+def _duration(seconds: float) -> str:
+    """``1h 02m 03s`` / ``12m 04s``: the same text as app.js's ``fmtDuration`` (so the first render and the
+    browser's 1 s ticks agree)."""
+    if seconds <= 0:
+        return "now"
+    s = int(seconds)
+    h, m, sec = s // 3600, (s % 3600) // 60, s % 60
+    return (f"{h}h " if h else "") + f"{m:02d}m {sec:02d}s"
+
+
+def news_countdown(event: dict[str, Any], now: datetime) -> str:
+    """Where ``now`` stands against one event's blackout: ``blackout in 12m 04s``, ``blackout now, ends in 1m
+    10s``, ``passed``; without a news rule just the time to the release (``in 12m 04s``). dashboard.js
+    re-computes the same text every second from the same instants."""
+    start, end = event.get("blackout_from"), event.get("blackout_to")
+    if start is None or end is None:
+        left = (event["at"] - now).total_seconds()
+        return f"in {_duration(left)}" if left > 0 else "passed"
+    if now < start:
+        return f"blackout in {_duration((start - now).total_seconds())}"
+    if now <= end:
+        return f"blackout now, ends in {_duration((end - now).total_seconds())}"
+    return "passed"
+
+
+def news_words(rule: dict[str, Any] | None) -> str:
+    """The plan's news rule in one sentence (empty without one)."""
+    if not rule:
+        return ""
+    impact = "high-impact" if rule.get("impact") == "high" else f"{rule.get('impact')}-or-higher-impact"
+    scope = "opening or closing" if rule.get("scope") == "open_and_close" else "opening"
+    action = _NEWS_ACTION_WORDS.get(str(rule.get("action")), str(rule.get("action") or "").replace("_", " "))
+    return (f"From {rule.get('minutes_before')} min before to {rule.get('minutes_after')} min after each {impact}"
+            f" event, {scope} a position in an affected symbol: {action}.")
+
+
+def news_boot(news: dict[str, Any], user_tz: str | None = None) -> dict[str, Any]:
+    """What dashboard.js needs for the ticket's blackout notice: instants, symbols, the rule's action, and the
+    blackout's end in the trader's zone (the notice names a fixed end time, so it does not re-announce every
+    second to a screen reader)."""
+    from .pages import fmt_dt
+
+    rule = news.get("rule")
+    return {"rule": {k: rule.get(k) for k in ("action", "scope", "minutes_before", "minutes_after", "impact")}
+            if rule else None,
+            "events": [{"id": e["id"], "title": e["title"], "currency": e["currency"], "at": e["at"],
+                        "blackout_from": e.get("blackout_from"), "blackout_to": e.get("blackout_to"),
+                        "ends_local": fmt_dt(e["blackout_to"], user_tz or "UTC", "%H:%M") if e.get("blackout_to")
+                        else None, "symbols": e["symbols"]} for e in news.get("events", [])]}
 
 
 def _dec(v: Any) -> Decimal | None:
@@ -207,6 +273,7 @@ def build(api: Any) -> APIRouter:
             state = account_state(platform, user, aid)
             with user_conn(platform, user) as c:
                 series = reads.equity_series(platform, c, aid, user_tz=getattr(user, "timezone", None))
+                news = reads.news_panel(platform, c, aid, hours=NEWS_HOURS)
         except (ValueError, NotFound):
             return not_found(request)
         symbols = _symbols(platform)
@@ -220,10 +287,12 @@ def build(api: Any) -> APIRouter:
                                       for p in series["points"]],
                            "daily_floor": [{"t": p["t"], "value": p["value"]} for p in series["daily_floor"]],
                            "max_loss_floor": [{"t": p["t"], "value": p["value"]} for p in series["max_loss_floor"]]},
-                "now": platform.clock.now()}
+                "news": news_boot(news, getattr(user, "timezone", None)), "now": platform.clock.now()}
         ctx = _ctx(state)
         return render(request, "app/account.html", boot=to_json(boot), symbols=symbols, chart_symbol=chart_symbol,
-                      server_now=platform.clock.now(), nav_active="app", **ctx)
+                      server_now=platform.clock.now(), nav_active="app", news=news, news_now=news["as_of"],
+                      news_countdown=news_countdown, news_words=news_words(news["rule"]), impact_badge=impact_badge,
+                      **ctx)
 
     @router.get("/app/accounts/{account_id}/journal", response_class=HTMLResponse)
     def journal_page(request: Request, account_id: str) -> Response:

@@ -13,8 +13,6 @@ A failing cycle (say the database is restarting) is logged, counted and heartbea
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
+from .loop import WorkerLoop
 
 if TYPE_CHECKING:
     from ..bootstrap import Platform
@@ -60,22 +59,15 @@ class CycleResult:
         }
 
 
-class MarkToMarketWorker:
+class MarkToMarketWorker(WorkerLoop):
     """Marks every open position every ``interval_s`` seconds until ``stop`` is set."""
 
     def __init__(self, platform: Platform, *, interval_s: float | None = None,
                  stop: threading.Event | None = None, name: str = HEARTBEAT_NAME):
-        self.platform = platform
-        self.interval_s = float(interval_s if interval_s is not None else platform.settings.mtm_interval_seconds)
-        if self.interval_s <= 0:
-            raise ValueError("interval_s must be positive")
-        self.stop_event = stop or threading.Event()
-        self.name = name
-        self.cycles = 0
+        super().__init__(platform, name=name, stop=stop, log=logs.get("propdesk.workers.mark_to_market"),
+                         interval_s=float(interval_s if interval_s is not None
+                                          else platform.settings.mtm_interval_seconds))
         self.last: CycleResult | None = None
-        self._thread: threading.Thread | None = None
-        self._log = logs.get("propdesk.workers.mark_to_market")
-        self._identity = {"pid": os.getpid(), "host": socket.gethostname(), "interval_s": self.interval_s}
 
     # ------------------------------------------------------------------ one cycle
     def run_once(self) -> CycleResult:
@@ -113,41 +105,6 @@ class MarkToMarketWorker:
         self._beat(result)
         self.last = result
         return result
-
-    def _beat(self, result: CycleResult) -> None:
-        from psycopg.types.json import Jsonb
-
-        details = {**result.details(), **self._identity}
-        try:
-            with self.platform.db.tx() as c:
-                c.execute("INSERT INTO worker_heartbeats (name, beat_at, details) VALUES (%s, %s, %s)"
-                          " ON CONFLICT (name) DO UPDATE SET beat_at = EXCLUDED.beat_at, details = EXCLUDED.details",
-                          (self.name, self.platform.clock.now(), Jsonb(details)))
-        except Exception as exc:  # the database may be down; the next cycle tries again
-            self._log.error("heartbeat_failed", worker=self.name, error=f"{type(exc).__name__}: {exc}")
-
-    # ------------------------------------------------------------------ the loop
-    def run(self) -> None:
-        """Cycle until the stop event is set. Cycles start every ``interval_s`` (or at once after a slow one)."""
-        self._log.info("worker_started", worker=self.name, interval_s=self.interval_s)
-        while not self.stop_event.is_set():
-            result = self.run_once()
-            self.stop_event.wait(max(0.0, self.interval_s - result.duration_s))
-        self._log.info("worker_stopped", worker=self.name, cycles=self.cycles)
-
-    def start(self) -> threading.Thread:
-        """Run the loop in a daemon thread (for ``serve`` and ``demo``)."""
-        if self._thread is not None and self._thread.is_alive():
-            return self._thread
-        self._thread = threading.Thread(target=self.run, name=f"propdesk-{self.name}", daemon=True)
-        self._thread.start()
-        return self._thread
-
-    def stop(self, timeout: float | None = 30.0) -> None:
-        """Ask the loop to stop and wait for the cycle in progress to finish."""
-        self.stop_event.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
 
 def read_heartbeat(platform: Platform, name: str = HEARTBEAT_NAME) -> dict[str, Any] | None:

@@ -193,6 +193,40 @@ class AccountOverview(_Model):
     audit: list[dict[str, Any]]
 
 
+class CalendarEventItem(_Model):
+    id: int
+    at: datetime
+    currency: str
+    country: str
+    impact: str
+    title: str
+    source: str
+    created_at: datetime
+    symbols: list[str]
+
+
+class CalendarSource(_Model):
+    source: str
+    events: int
+    in_window: int
+    newest_created_at: datetime | None
+
+
+class CalendarWindow(_Model):
+    start: datetime
+    end: datetime
+
+
+class CalendarPage(_Model):
+    items: list[CalendarEventItem]
+    next_cursor: str | None
+    limit: int
+    window: CalendarWindow
+    impact: str
+    currency: str | None
+    sources: list[CalendarSource]
+
+
 def _out(model: type[BaseModel], data: Any) -> Response:
     """Validate ``data`` against ``model`` (the documented shape) and render it with the API's renderer."""
     return json_response(model.model_validate(data).model_dump())
@@ -219,15 +253,20 @@ def decode_activity_cursor(cursor: str | None) -> reads.ActivityKey | None:
     if values is None:
         return None
     at_text, kind, ref = values
-    if not isinstance(at_text, str) or kind not in reads.ACTIVITY_KINDS or not isinstance(ref, str) or len(ref) > 64:
+    if kind not in reads.ACTIVITY_KINDS or not isinstance(ref, str) or len(ref) > 64:
         raise ApiError(422, "invalid_cursor", "the cursor is not valid")
+    return reads.ActivityKey(_cursor_time(at_text), kind, ref)
+
+
+def _cursor_time(value: Any) -> datetime:
+    """A cursor's aware timestamp (422 ``invalid_cursor`` for anything else)."""
     try:
-        at = datetime.fromisoformat(at_text)
+        at = datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
-        raise ApiError(422, "invalid_cursor", "the cursor is not valid") from None
-    if at.tzinfo is None:
+        at = None
+    if at is None or at.tzinfo is None:
         raise ApiError(422, "invalid_cursor", "the cursor is not valid")
-    return reads.ActivityKey(at, kind, ref)
+    return at
 
 
 def check_sort(sort: str) -> str:
@@ -277,6 +316,59 @@ def account_overview(api: Api, conn: Any, account_id: uuid.UUID) -> dict[str, An
         "daily_stats": reads.daily_stats(conn, account_id),
         "audit": reads.audit_trail(conn, account_id),
     }
+
+
+CALENDAR_MAX_SPAN = timedelta(days=62)
+CALENDAR_DEFAULT_BACK = timedelta(days=1)
+CALENDAR_DEFAULT_AHEAD = timedelta(days=7)
+CALENDAR_LIMIT_MAX = 500
+
+
+def calendar_window(now: datetime, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """The calendar window ``[start, end)``: by default now - 1 day .. now + 7 days; a missing end is start + 7
+    days, a missing start is end - 8 days. 422 for a naive time, an empty window or a span over 62 days (the
+    panel shows a week or a month; a year of Finnhub rows is not a page)."""
+    for name, value in (("from", start), ("to", end)):
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            raise ApiError(422, "invalid_window", f"'{name}' needs a UTC offset (e.g. 2026-03-02T13:30:00Z)",
+                           {"param": name})
+    if start is None and end is None:
+        start, end = now - CALENDAR_DEFAULT_BACK, now + CALENDAR_DEFAULT_AHEAD
+    elif start is None:
+        assert end is not None
+        start = end - CALENDAR_DEFAULT_BACK - CALENDAR_DEFAULT_AHEAD
+    elif end is None:
+        end = start + CALENDAR_DEFAULT_AHEAD
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    if end <= start:
+        raise ApiError(422, "invalid_window", "'to' must be after 'from'",
+                       {"from": start.isoformat(), "to": end.isoformat()})
+    if end - start > CALENDAR_MAX_SPAN:
+        raise ApiError(422, "window_too_long", f"the window spans more than {CALENDAR_MAX_SPAN.days} days",
+                       {"from": start.isoformat(), "to": end.isoformat(), "max_days": CALENDAR_MAX_SPAN.days})
+    return start, end
+
+
+def decode_calendar_cursor(cursor: str | None) -> tuple[datetime, int] | None:
+    """A calendar cursor back to its ``(at, id)`` key (422 ``invalid_cursor`` when it is not one)."""
+    values = decode_cursor("calendar", cursor, 2)
+    if values is None:
+        return None
+    at_text, event_id = values
+    if not isinstance(event_id, int):
+        raise ApiError(422, "invalid_cursor", "the cursor is not valid")
+    return _cursor_time(at_text), event_id
+
+
+def calendar_page(api: Api, conn: Any, *, start: datetime, end: datetime, impact: str, currency: str | None,
+                  limit: int, after: tuple[datetime, int] | None = None) -> dict[str, Any]:
+    """One page of the calendar window (oldest first) with the affected symbols, and the per-source summary."""
+    items, last = reads.calendar_events(conn, api.platform.catalogue, start=start, end=end, impact=impact,
+                                        currency=currency, after=after, limit=limit)
+    return {"items": items,
+            "next_cursor": encode_cursor("calendar", [last[0].isoformat(), last[1]]) if last else None,
+            "limit": limit, "window": {"start": start, "end": end}, "impact": impact, "currency": currency,
+            "sources": reads.calendar_sources(conn, start=start, end=end)}
 
 
 def _kinds(kind: str | None) -> list[str]:
@@ -351,6 +443,27 @@ def build(api: Api) -> APIRouter:
         ledger, violations, daily statistics and the admin audit trail."""
         with admin_conn(api, request) as c:
             return _out(AccountOverview, account_overview(api, c, account_id))
+
+    @router.get("/api/v1/admin/calendar/events", responses=READ_ERRORS, response_model=CalendarPage)
+    def calendar_events(
+            request: Request,
+            start: Annotated[datetime | None, Query(alias="from", description="Window start, ISO-8601 with a UTC "
+                                                    "offset (default: now - 1 day).")] = None,
+            end: Annotated[datetime | None, Query(alias="to", description="Window end, exclusive (default: now + "
+                                                  "7 days; at most 62 days after the start).")] = None,
+            impact: Annotated[str, Query(pattern="^(high|medium|low)$", description="Minimum impact.")] = "low",
+            currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$", description="Only this currency "
+                                                  "(ISO 4217, upper case).")] = None,
+            limit: Annotated[int, Query(ge=1, le=CALENDAR_LIMIT_MAX, description="Page size (1..500).")] = 200,
+            cursor: Cursor = None) -> Response:
+        """The economic calendar the news rule reads, in a window, oldest first: each event with the catalogue
+        symbols it affects (its currency is the symbol's base or quote currency, as the news rule matches), and
+        per source the number of events and when the newest arrived."""
+        window = calendar_window(api.platform.clock.now(), start, end)
+        after = decode_calendar_cursor(cursor)
+        with admin_conn(api, request) as c:
+            return _out(CalendarPage, calendar_page(api, c, start=window[0], end=window[1], impact=impact,
+                                                    currency=currency, limit=limit, after=after))
 
     @router.post("/api/v1/admin/plans/{plan_id}/retirement", responses=WRITE_ERRORS)
     def retire_with_reason(request: Request, plan_id: PlanPath, body: AdminBody) -> Response:

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...execution.external import ExternalTrade
+from ...marketdata.calendar import affected_symbols
 from ...rulebooks.store import summary
 from ..body import StrictJSONRoute
 from ..context import READ_ERRORS, WRITE_ERRORS, Api, require_account
@@ -145,13 +146,23 @@ def build(api: Api) -> APIRouter:
     # ------------------------------------------------------------------ calendar
     @router.post("/api/v1/admin/calendar/events", status_code=201, responses=WRITE_ERRORS)
     def add_event(request: Request, body: CalendarEventBody) -> Response:
-        """Enter an economic calendar event by hand (the news rule reads these)."""
+        """Enter an economic calendar event by hand (the news rule reads these). The entry is in the admin audit
+        trail with the acting admin; the answer carries the catalogue symbols the event affects."""
+        principal = principal_of(request)
+
         def effect(conn: Any) -> Outcome:
+            now = platform.clock.now()
             row = conn.execute(
                 "INSERT INTO economic_events (at, currency, country, impact, title, source, created_at)"
                 " VALUES (%s,%s,%s,%s,%s,'admin',%s) RETURNING *",
-                (body.at, body.currency, body.country, body.impact, body.title, platform.clock.now())).fetchone()
-            return Outcome(201, dict(row))
+                (body.at, body.currency, body.country, body.impact, body.title, now)).fetchone()
+            event = {"id": row["id"], "at": row["at"].isoformat(), "currency": row["currency"],
+                     "country": row["country"], "impact": row["impact"], "title": row["title"]}
+            write_audit(conn, actor=principal.id, action="calendar_event_add", account_id=None,
+                        reason=f"calendar: {row['impact']} {row['currency']} {row['title']}"[:500],
+                        before=None, after=event, details={"event_id": row["id"], "source": "admin"}, at=now)
+            symbols = affected_symbols(platform.catalogue, row["currency"], row["country"])
+            return Outcome(201, {**dict(row), "symbols": symbols})
 
         return api.commands.run(request, effect)
 

@@ -6,7 +6,8 @@
   created through the execution core, owned by the user, in the same engine transaction as the purchase row.
   Idempotent with the ``Idempotency-Key`` header.
 - Reads of the user's own accounts, all through ``web.access.user_conn`` (app role, row-level security) and
-  ``web.reads``: overview, positions, orders, trades, violations, equity, rules, daily stats, journal.
+  ``web.reads``: overview, positions, orders, trades, violations, equity, rules, upcoming news and blackouts, daily
+  stats, journal.
 - Writes through the same ``ExecutionService`` and gates as every other door (orders, cancel, close / partial
   close, modify SL/TP), via ``Commands`` (one engine transaction, idempotent).
 - Journal notes and notifications: the only app-role writes (own rows only, enforced by RLS ``WITH CHECK``).
@@ -63,6 +64,7 @@ FillId = Annotated[uuid.UUID, Path(description="Fill id (UUID).")]
 PathSymbol = Annotated[str, Path(pattern=r"^[A-Z0-9]{1,16}$", description="Instrument symbol, e.g. EURUSD.")]
 PlanPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 ListLimit = Annotated[int, Query(ge=1, le=500, description="At most this many items (newest first).")]
+NewsHours = Annotated[int, Query(ge=1, le=168, description="Look this many hours ahead (1..168).")]
 PREFIX = "/api/v1"
 PAYMENT_PROVIDERS = ("dev",)
 
@@ -251,6 +253,13 @@ def build(api: Api) -> APIRouter:
         the firm's and the trader's time zone."""
         return _owned_read(platform, request, account_id,
                            lambda c, user: reads.rules_panel(platform, c, account_id, user_tz=_tz(user)))
+
+    @router.get(f"{PREFIX}/accounts/{{account_id}}/news", responses=READ_ERRORS)
+    def news(request: Request, account_id: AccountId, hours: NewsHours = 24) -> Response:
+        """Upcoming economic events for the account's instruments (impact at least the news rule's) and the
+        rulebook's blackout window around each, whether it is running now, and the symbols blocked now."""
+        return _owned_read(platform, request, account_id,
+                           lambda c, user: reads.news_panel(platform, c, account_id, hours=hours))
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/daily-stats", responses=READ_ERRORS)
     def daily_stats(request: Request, account_id: AccountId, limit: ListLimit = 100) -> Response:

@@ -3,7 +3,9 @@
 //   open account page refreshes its sections when something happens to that account. No polling loops;
 // - the admin controls (pause, resume, lock, liquidate, void order/fill, recompute) ask for a reason in a dialog
 //   (required, non-empty) and call the audited admin JSON routes;
-// - plan management: a plan file is validated and stored by POST /api/v1/admin/plans; retiring asks for a reason.
+// - plan management: a plan file is validated and stored by POST /api/v1/admin/plans; retiring asks for a reason;
+// - the economic calendar: "Add event" posts to POST /api/v1/admin/calendar/events and shows the refusal or the
+//   new row in place (no reload).
 // Everything is rendered with textContent / DOM nodes: server data is never parsed as HTML, except the pages' own
 // HTML fetched from our origin to refresh a section.
 
@@ -318,11 +320,110 @@ function initPlans() {
   });
 }
 
+// ---------------------------------------------------------------------------------------------- calendar
+const IMPACT_BADGE = { high: "badge-bad", medium: "badge-warn", low: "badge-muted" };
+const IMPACT_RANK = { low: 0, medium: 1, high: 2 };
+
+function nyTime(iso) {
+  const fmt = new Intl.DateTimeFormat("en-US", { timeZone: "America/New_York", weekday: "short", day: "2-digit",
+    month: "short", hour: "2-digit", minute: "2-digit", hour12: false, timeZoneName: "short" });
+  const parts = Object.fromEntries(fmt.formatToParts(new Date(iso)).map((p) => [p.type, p.value]));
+  return `${parts.weekday} ${parts.day} ${parts.month} ${parts.hour}:${parts.minute} ${parts.timeZoneName}`;
+}
+
+function utcTime(iso) {
+  const d = new Date(iso);
+  const wd = d.toLocaleDateString("en-US", { timeZone: "UTC", weekday: "short" });
+  const mo = d.toLocaleDateString("en-US", { timeZone: "UTC", month: "short" });
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${wd} ${pad(d.getUTCDate())} ${mo} ${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
+}
+
+// The table row of an event, built like the server's (calendar.html), with DOM nodes only.
+function calendarRow(ev, meta) {
+  const at = Date.parse(ev.at);
+  const now = Date.parse(meta.now);
+  const tr = el("tr", "is-new");
+  tr.dataset.eventId = String(ev.id);
+  tr.dataset.at = new Date(at).toISOString();
+  tr.dataset.impact = ev.impact;
+  if (ev.impact === "high" && at >= now && at <= now + meta.upcoming_hours * 3600 * 1000) {
+    tr.classList.add("is-upcoming-high");
+  }
+  if (at < now) tr.classList.add("is-past");
+  const time = el("time", "", utcTime(ev.at));
+  time.setAttribute("datetime", tr.dataset.at);
+  const tdTime = el("td", "nowrap mono small");
+  tdTime.append(time);
+  const tdCur = el("td", "mono", ev.currency || "—");
+  if (ev.country) tdCur.append(" ", el("span", "small muted", ev.country));
+  const tdImpact = el("td");
+  tdImpact.append(el("span", "badge " + (IMPACT_BADGE[ev.impact] || "badge-muted"), ev.impact));
+  tr.append(tdTime, el("td", "nowrap small muted", nyTime(ev.at)), tdCur, tdImpact, el("td", "", ev.title),
+    el("td", "small", ev.source), el("td", "small symbols", (ev.symbols || []).join(", ") || "—"));
+  return tr;
+}
+
+function inCalendarView(ev, meta) {
+  const at = Date.parse(ev.at);
+  return at >= Date.parse(meta.start) && at < Date.parse(meta.end)
+    && IMPACT_RANK[ev.impact] >= IMPACT_RANK[meta.impact || "low"]
+    && (!meta.currency || meta.currency === ev.currency);
+}
+
+function initCalendar() {
+  const form = document.getElementById("calendar-add");
+  const body = document.getElementById("calendar-rows");
+  if (!form || !body) return;
+  const meta = readJson("calendar-meta") || {};
+  const error = document.getElementById("calendar-add-error");
+  const result = document.getElementById("calendar-add-result");
+  const submit = document.getElementById("calendar-add-submit");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.textContent = "";
+    result.textContent = "";
+    const value = (name) => form.elements[name].value.trim();
+    // The input is a wall-clock time in UTC (the label says so): send it with an explicit offset.
+    const at = value("at");
+    const payload = {
+      at: at ? (at.length === 16 ? at + ":00" : at) + "Z" : "",
+      currency: value("currency").toUpperCase(),
+      impact: value("impact"),
+      title: value("title"),
+    };
+    const country = value("country").toUpperCase();
+    if (country) payload.country = country;
+    submit.disabled = true;
+    try {
+      const created = await api("POST", "/api/v1/admin/calendar/events", payload);
+      if (inCalendarView(created, meta)) {
+        const empty = body.querySelector(".calendar-empty");
+        if (empty) empty.remove();
+        const row = calendarRow(created, meta);
+        const later = [...body.querySelectorAll("tr[data-at]")].find((tr) => Date.parse(tr.dataset.at) > Date.parse(created.at));
+        body.insertBefore(row, later || null);
+        const count = document.getElementById("calendar-count");
+        if (count) count.textContent = body.querySelectorAll("tr[data-at]").length + " shown";
+        result.textContent = `Added ${created.currency} ${created.title}.`;
+      } else {
+        result.textContent = `Added ${created.currency} ${created.title} (outside this window or filter).`;
+      }
+      form.elements.title.value = "";
+    } catch (e) {
+      error.textContent = describeError(e);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
 function init() {
   connectStream();
   drawEquity();
   initAccountControls();
   initPlans();
+  initCalendar();
 }
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -56,7 +56,7 @@ export async function api(method, url, body, headers) {
   return data;
 }
 
-function fmtDuration(ms) {
+export function fmtDuration(ms) {
   if (ms <= 0) return "now";
   const s = Math.floor(ms / 1000);
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;

@@ -1,5 +1,5 @@
 // The account dashboard / trading screen: wires the charts, the ticket and the live stream together.
-import { readJson, setServerNow, tickCountdowns } from "./app.js";
+import { fmtDuration, readJson, serverNow, setServerNow, tickCountdowns } from "./app.js";
 import { EquityChart, PriceChart } from "./chart.js";
 import { LiveAccount } from "./live.js";
 import { Ticket, bindActions } from "./trade.js";
@@ -10,6 +10,51 @@ const root = document.getElementById("dashboard");
 function fmtPx(v, digits) {
   const n = Number(v);
   return Number.isNaN(n) ? "—" : n.toFixed(digits);
+}
+
+// News blackouts: where the server's now stands against one event's window (the same words as the server's
+// first render, trader_views.news_countdown). Times are the instants the page was rendered with.
+function newsCountdown(at, from, to, now) {
+  if (Number.isNaN(from) || Number.isNaN(to)) return at > now ? `in ${fmtDuration(at - now)}` : "passed";
+  if (now < from) return `blackout in ${fmtDuration(from - now)}`;
+  if (now <= to) return `blackout now, ends in ${fmtDuration(to - now)}`;
+  return "passed";
+}
+
+const ACTION_WORDS = {
+  reject_order: "orders are refused by the news rule",
+  flag: "trades are flagged for review",
+  deduct_profit: "trades are flagged and their profit deducted",
+};
+
+// Re-renders the news panel's countdowns and the ticket's blackout notice once a second: a display clock over
+// the instants already on the page, not a poll.
+function tickNews(news, symbol) {
+  const now = serverNow();
+  for (const li of document.querySelectorAll("[data-news-event]")) {
+    const at = Date.parse(li.dataset.at);
+    const from = Date.parse(li.dataset.from || "");
+    const to = Date.parse(li.dataset.to || "");
+    const out = li.querySelector("[data-news-countdown]");
+    if (out) out.textContent = newsCountdown(at, from, to, now);
+    li.classList.toggle("is-active", from <= now && now <= to);
+    li.classList.toggle("is-passed", (Number.isNaN(to) ? at : to) < now);
+  }
+  const notice = document.getElementById("ticket-news");
+  if (!notice) return;
+  const rule = news && news.rule;
+  const hit = rule ? (news.events || []).find((e) => (e.symbols || []).includes(symbol)
+    && Date.parse(e.blackout_from) <= now && now <= Date.parse(e.blackout_to)) : null;
+  if (!hit) { notice.hidden = true; notice.textContent = ""; notice.className = "ticket-news"; return; }
+  const what = ACTION_WORDS[rule.action] || `the news rule applies (${rule.action})`;
+  const closing = rule.scope === "open_and_close" ? " Closing counts too." : " Closing is still allowed.";
+  const text = `News blackout on ${symbol}: ${hit.title} (${hit.currency}). ${symbol} ${what} until`
+    + ` ${hit.ends_local || hit.blackout_to}.` + (rule.action === "reject_order" ? closing : "");
+  // Written only when it changes: the notice is a live region, and must not be re-announced every second.
+  if (notice.textContent !== text) notice.textContent = text;
+  notice.className = "ticket-news " + (rule.action === "reject_order" ? "is-reject" : "is-flag");
+  notice.dataset.action = rule.action;
+  notice.hidden = false;
 }
 
 if (boot && root) {
@@ -62,6 +107,7 @@ if (boot && root) {
   async function switchSymbol(next) {
     symbol = next;
     document.getElementById("ticket-symbol").textContent = symbol;
+    tickNews(boot.news, symbol);
     document.getElementById("q-bid").textContent = "—";
     document.getElementById("q-ask").textContent = "—";
     history.replaceState(null, "", `?symbol=${encodeURIComponent(symbol)}`);
@@ -80,6 +126,9 @@ if (boot && root) {
     select.value = a.dataset.chartSymbol;
     switchSymbol(a.dataset.chartSymbol);
   });
+
+  tickNews(boot.news, symbol);
+  setInterval(() => tickNews(boot.news, symbol), 1000);
 
   price.load(symbol, tfSelect.value).then(() => price.setLevels(lastData));
   live.connect(symbol);
