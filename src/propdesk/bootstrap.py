@@ -25,7 +25,7 @@ from .rulebooks.store import PlanStore
 from .settings import Settings
 from .web.identity import IdentityStore
 from .web.mail import Mailer
-from .web.ratelimit import RateLimits
+from .web.ratelimit import PgRateLimits, RateLimiter, RateLimits
 
 
 def resolve_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
@@ -70,7 +70,7 @@ class Platform:
     plans: PlanStore
     external: ExternalTrades
     identity: IdentityStore  # web users, sessions, password resets (web/identity.py)
-    ratelimits: RateLimits  # check(bucket, key) -> retry-after seconds or None (web/ratelimit.py)
+    ratelimits: RateLimiter  # check(bucket, key) -> retry-after seconds or None (web/ratelimit.py)
     mailer: Mailer  # email outbox + SMTP/console delivery (web/mail.py)
     embedded: EmbeddedPostgres | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -125,7 +125,8 @@ def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bo
                     TokenStore(db, clock, service_token=settings.service_token, admin_token=settings.admin_token,
                                cron_secret=settings.cron_secret),
                     plans, ExternalTrades(execution), IdentityStore(db, clock, settings),
-                    RateLimits.from_settings(clock, settings),
+                    PgRateLimits.from_settings(db, clock, settings) if settings.rate_limit_store == "postgres"
+                    else RateLimits.from_settings(clock, settings),  # memory: one process only
                     Mailer(db, clock, smtp_url=settings.smtp_url, sender=settings.smtp_from), embedded,
                     sessions=sessions)
 

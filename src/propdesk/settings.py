@@ -6,6 +6,7 @@ Every setting is documented in the README's configuration table; the values are 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
                                description="Password-reset requests per client IP: count/seconds.")
     rate_orders_user: str = Field(default="120/60", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
                                   description="Order submissions per web user: count/seconds.")
+    rate_limit_store: Literal["memory", "postgres"] = Field(
+        default="postgres", description="Where the rate-limit windows live: postgres (shared by every API "
+        "process) or memory (one process only: each process would enforce the limits on its own).")
     forwarded_allow_ips: str = Field(default="127.0.0.1", description="Proxies whose X-Forwarded-* headers "
                                      "uvicorn trusts (comma-separated, or *).")
     # Market data (issue 4; docs/MARKET_DATA.md).

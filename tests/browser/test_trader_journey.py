@@ -21,6 +21,7 @@ from .conftest import PASSWORD, screenshot
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 LIVE_WAIT_MS = 2000  # "appears within 2 seconds"
+NEWS_WAIT_MS = 4000  # the stream re-reads the news every NEWS_SECONDS (0.5 s in these tests) and wakes every 1 s
 
 
 def _no_navigation_guard(page: Any) -> list[str]:
@@ -187,10 +188,13 @@ def test_working_orders_and_positions_are_managed_from_the_trading_screen_withou
 
 
 def test_the_news_panel_counts_down_to_the_blackout_and_the_ticket_warns_inside_it(
-        live_server: Any, page: Any, make_web_user: Any, login_as: Any) -> None:
+        live_server: Any, page: Any, make_web_user: Any, login_as: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import timedelta
 
     from propdesk.marketdata.calendar import EconomicCalendar, EconomicEvent
+    from propdesk.web import live
+
+    monkeypatch.setattr(live, "NEWS_SECONDS", 0.5)
 
     trader = make_web_user(display_name="Nina News")
     login_as(page, trader)
@@ -226,4 +230,16 @@ def test_the_news_panel_counts_down_to_the_blackout_and_the_ticket_warns_inside_
     # USDJPY's next event is two hours away: no notice.
     page.select_option("#chart-symbol", "USDJPY")
     expect(notice).to_be_hidden()
+
+    # A JPY release entered while the page is open arrives over the live stream (no reload), joins the panel and
+    # puts USDJPY, the symbol now on the ticket, inside a blackout.
+    page.wait_for_selector("#dashboard[data-live=live]")
+    page.evaluate("window.__still_here = true")
+    EconomicCalendar(live_server.platform.db, live_server.clock).upsert([
+        EconomicEvent(now + timedelta(minutes=5), "JPY", "high", "BoJ rate decision", source="admin")])
+    boj = page.locator("[data-news-event]", has_text="BoJ rate decision")
+    expect(boj).to_have_count(1, timeout=NEWS_WAIT_MS)
+    expect(boj.locator("[data-news-countdown]")).to_contain_text("blackout now")
+    expect(notice).to_contain_text("News blackout on USDJPY")
+    assert page.evaluate("window.__still_here") is True
     assert [e for e in page.errors if "favicon" not in e] == []

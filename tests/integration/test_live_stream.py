@@ -298,3 +298,28 @@ def test_a_stream_ends_when_its_session_is_logged_out(server: LiveServer, sse_cl
     assert server.platform.identity.end_session(token)
     ended = s.next("session_ended", timeout=5)
     assert "log in again" in ended["reason"]
+
+
+def test_a_calendar_event_added_while_the_dashboard_is_open_arrives_once_as_a_news_event(
+        server: LiveServer, sse_clients: list[SSE], monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from propdesk.marketdata.calendar import EconomicCalendar, EconomicEvent
+    from propdesk.web import live
+
+    monkeypatch.setattr(live, "NEWS_SECONDS", 0.3)
+    user, cookies = new_user(server)
+    account = new_account(server, user)
+    s = stream(server, sse_clients, cookies, f"/api/v1/stream/accounts/{account}")
+    s.next("account")
+    with pytest.raises(AssertionError):  # the page rendered the panel; unchanged events are not sent again
+        s.next("news", timeout=1.0)
+    at = server.clock.now() + timedelta(hours=2)
+    EconomicCalendar(server.platform.db, server.clock).upsert(
+        [EconomicEvent(at, "USD", "high", "Live-added CPI", "US", "test", "live-1")])
+    got = s.next("news", timeout=3)
+    assert "Live-added CPI" in got["html"] and 'data-news-event=' in got["html"]
+    assert [e["title"] for e in got["data"]["events"]] == ["Live-added CPI"]
+    assert "EURUSD" in got["data"]["events"][0]["symbols"]
+    with pytest.raises(AssertionError):  # sent once, not on every re-read
+        s.next("news", timeout=1.0)

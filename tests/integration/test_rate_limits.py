@@ -1,5 +1,6 @@
 """Rate limits: 429 ``rate_limited`` with Retry-After on login (per IP and per address), sign-up, password reset
-and the order bucket; the limit lifts once the window has passed (injected clock)."""
+and the order bucket; the limit lifts once the window has passed (injected clock). The HTTP tests run with both
+stores; the shared (PostgreSQL) store's own tests are in test_rate_limits_shared.py."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ LIMITS = {"rate_login_ip": "5/60", "rate_login_email": "3/60", "rate_signup_ip":
           "rate_orders_user": "3/10"}
 
 
-@pytest.fixture
-def platform(db_url: str, clock: Any) -> Iterator[Any]:
-    p = open_test_platform(db_url, clock, **LIMITS)
+@pytest.fixture(params=["postgres", "memory"])
+def platform(request: pytest.FixtureRequest, db_url: str, clock: Any) -> Iterator[Any]:
+    """Every HTTP test runs with both stores (``PROPDESK_RATE_LIMIT_STORE``): the answers must not differ."""
+    p = open_test_platform(db_url, clock, rate_limit_store=request.param, **LIMITS)
     yield p
     p.close()
 

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-HEAD = "0006"
+HEAD = "0007"
 
 
 def role_names(prefix: str) -> tuple[str, str, str]:

@@ -434,16 +434,23 @@ class ExecutionService:
                 "order": _order_evidence(req), "quote": mkt.quote.evidence()}, order_id=str(order_id))], now)
             ctx.resting.append(order)
             return OrderOutcome(order, None, None)
-        order = self._insert_order(c, ctx, order_id, req, OrderStatus.FILLED, now, None,
-                                   decision_action_id=decision_action_id)
-        fill = self._fill(c, ctx, order, req, inst, mkt.quote, mkt.rate, now)
+        order, fill = self._fill_new_order(c, ctx, order_id, req, inst, mkt.quote, mkt.rate, now,
+                                           decision_action_id=decision_action_id)
         return OrderOutcome(order, fill, None)
 
     def _insert_order(self, c: Any, ctx: AccountCtx, order_id: uuid.UUID, req: OrderRequest, status: OrderStatus,
                       now: datetime, notional: Decimal | None, *, rejection: G.Rejection | None = None,
                       decision_action_id: uuid.UUID | None = None) -> Row:
+        row: Row = self._queue_order(c, ctx, order_id, req, status, now, notional, rejection=rejection,
+                                     decision_action_id=decision_action_id).fetchone()
+        return row
+
+    def _queue_order(self, c: Any, ctx: AccountCtx, order_id: uuid.UUID, req: OrderRequest, status: OrderStatus,
+                     now: datetime, notional: Decimal | None, *, rejection: G.Rejection | None = None,
+                     decision_action_id: uuid.UUID | None = None) -> Any:
+        """Send the order's INSERT ... RETURNING and return its cursor (in a pipeline the row comes later)."""
         closed = now if status in (OrderStatus.FILLED, OrderStatus.REJECTED) else None
-        row = c.execute(
+        return c.execute(
             "INSERT INTO orders (id, account_id, client_order_id, symbol, side, order_type, quantity, limit_price,"
             " stop_price, stop_loss, take_profit, reduce_only, purpose, status, reject_code, reject_reason,"
             " reject_details, notional, decision_action_id, created_at, updated_at, closed_at)"
@@ -452,14 +459,29 @@ class ExecutionService:
              req.limit_price, req.stop_price, req.stop_loss, req.take_profit, req.reduce_only, req.purpose.value,
              status.value, rejection.code if rejection else None, rejection.message if rejection else None,
              Jsonb(rejection.details) if rejection else None, notional, decision_action_id, now, now, closed),
-        ).fetchone()
-        return row  # type: ignore[no-any-return]
+        )
 
-    def _fill(self, c: Any, ctx: AccountCtx, order: Row, req: OrderRequest, inst: Instrument, quote: Quote,
-              rate: Decimal, now: datetime) -> Row:
-        """Execute ``order`` against ``quote``: fill row, position, fee and P&L ledger entries, balances."""
+    def _fill_new_order(self, c: Any, ctx: AccountCtx, order_id: uuid.UUID, req: OrderRequest, inst: Instrument,
+                        quote: Quote, rate: Decimal, now: datetime, *,
+                        decision_action_id: uuid.UUID | None = None) -> tuple[Row, Row]:
+        """Record a new order as filled and fill it; the order's INSERT rides in the fill's pipeline (one round
+        trip fewer per market order). Returns (order, fill)."""
+        sent: list[Any] = []
+
+        def queue_order() -> None:
+            sent.append(self._queue_order(c, ctx, order_id, req, OrderStatus.FILLED, now, None,
+                                          decision_action_id=decision_action_id))
+
+        fill = self._fill(c, ctx, order_id, req, inst, quote, rate, now, before_writes=queue_order)
+        return sent[0].fetchone(), fill
+
+    def _fill(self, c: Any, ctx: AccountCtx, order_id: uuid.UUID, req: OrderRequest, inst: Instrument, quote: Quote,
+              rate: Decimal, now: datetime, *, before_writes: Callable[[], None] | None = None) -> Row:
+        """Execute order ``order_id`` against ``quote``: fill row, position, fee and P&L ledger entries, balances.
+        ``before_writes`` sends statements of its own first, in the same pipeline."""
         fill_id = _uuid()
-        px, slip_bps = execution_price(req.side, quote, ctx.policy, str(order["id"]))
+        oid = str(order_id)
+        px, slip_bps = execution_price(req.side, quote, ctx.policy, oid)
         before = ctx.positions.get(req.symbol)
         eff = apply_fill(before, req.symbol, req.side, req.quantity, px, inst.contract_size, now)
         notional = money(CTX.multiply(inst.contract_value(req.quantity, px), rate))
@@ -474,31 +496,33 @@ class ExecutionService:
                 after = replace(after, opened_at=before.opened_at)
         # The writes of a fill need no answer before the next one: send them as one pipeline.
         with c.pipeline():
+            if before_writes is not None:
+                before_writes()
             self._write_position(c, ctx, req.symbol, after, now)
             fill_cur = c.execute(
                 "INSERT INTO fills (id, order_id, account_id, symbol, side, quantity, price, notional, fee,"
                 " realized_pnl, slippage_bps, quote, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
                 " RETURNING *",
-                (fill_id, order["id"], ctx.id, req.symbol, req.side.value, req.quantity, px, notional, fee, realized,
+                (fill_id, order_id, ctx.id, req.symbol, req.side.value, req.quantity, px, notional, fee, realized,
                  slip_bps, Jsonb(quote.evidence()), now))
             cash_after = ctx.balance["cash"] + realized - fee
             ctx.valuation = self._valuate(replace(ctx, balance={**ctx.balance, "cash": cash_after}))
             equity_after = money(ctx.valuation.equity)
-            evidence = {"order_id": str(order["id"]), "symbol": req.symbol, "side": req.side.value,
+            evidence = {"order_id": oid, "symbol": req.symbol, "side": req.side.value,
                         "quantity": fmt(req.quantity), "price": fmt(px),
                         "slippage_model": ctx.policy.slippage_model.value,
                         "slippage_bps": fmt(slip_bps), "quote": quote.evidence(), "purpose": req.purpose.value,
                         "position_before": _pos_evidence(before), "position_after": _pos_evidence(after),
                         "closed_quantity": fmt(eff.closed_quantity), "conversion_rate": fmt(rate)}
-            entries = [Entry(EntryKind.FILL, evidence=evidence, order_id=str(order["id"]), fill_id=str(fill_id))]
+            entries = [Entry(EntryKind.FILL, evidence=evidence, order_id=oid, fill_id=str(fill_id))]
             if fee:
                 entries.append(Entry(EntryKind.FEE, -fee, Category.FEE, {"fill_id": str(fill_id), "fee_bps":
-                                     fmt(ctx.policy.fee_bps), "notional": fmt(notional)}, order_id=str(order["id"])))
+                                     fmt(ctx.policy.fee_bps), "notional": fmt(notional)}, order_id=oid))
             if eff.closed_quantity:
                 entries.append(Entry(EntryKind.REALIZED_PNL, realized, Category.PNL, {
                     "fill_id": str(fill_id), "closed_quantity": fmt(eff.closed_quantity),
                     "entry_price": fmt(before.avg_price) if before else None, "exit_price": fmt(px),
-                    "conversion_rate": fmt(rate)}, equity_after=equity_after, order_id=str(order["id"])))
+                    "conversion_rate": fmt(rate)}, equity_after=equity_after, order_id=oid))
             else:
                 entries[-1] = replace(entries[-1], equity_after=equity_after)
             self._append(c, ctx, entries, now)
@@ -691,7 +715,7 @@ class ExecutionService:
         assert inst is not None and mkt.quote is not None and mkt.rate is not None
         row = c.execute("UPDATE orders SET status='filled', updated_at=%s, closed_at=%s WHERE id=%s RETURNING *",
                         (now, now, order["id"])).fetchone()
-        self._fill(c, ctx, row, req, inst, mkt.quote, mkt.rate, now)
+        self._fill(c, ctx, row["id"], req, inst, mkt.quote, mkt.rate, now)
 
     def _safety_net(self, c: Any, ctx: AccountCtx, now: datetime) -> bool:
         """Liquidate when equity falls to the policy's auto-liquidation level (default: 50% drawdown)."""
@@ -743,8 +767,7 @@ class ExecutionService:
                 rate = self._rate(inst.quote_currency, ctx.policy.currency)
                 if q is None or rate is None:
                     raise Conflict(f"cannot close {symbol} without a price", code="missing_price")
-                order = self._insert_order(c, ctx, _uuid(), req, OrderStatus.FILLED, now, None)
-                self._fill(c, ctx, order, req, inst, q, rate, now)
+                self._fill_new_order(c, ctx, _uuid(), req, inst, q, rate, now)
                 closed.append(symbol)
         finally:
             ctx.rule_applying = was_applying

@@ -7,6 +7,9 @@ by row-level security before the stream starts). Events:
   {...}, "t": unix seconds}`` (``web.trader_views.live_payload``: the same partial templates the page rendered).
 - ``quote``: ``{"symbol", "bid", "ask", "mid", "ts"}`` for the account's held / working symbols and the chart
   symbol.
+- ``news``: ``{"html": panel, "data": {...}}`` when the upcoming economic events of the account's news panel
+  changed (re-read every ``NEWS_SECONDS``; ``web.trader_views.news_payload``). Not sent on connect: the page
+  rendered the panel.
 - a ``: heartbeat`` comment every ``HEARTBEAT_SECONDS`` so proxies keep the connection open.
 
 How quotes reach the stream: ``platform.ticks`` (a ``TickStream``) calls our callback on the publisher's thread;
@@ -36,10 +39,13 @@ from ..api.errors import ApiError
 from ..domain.errors import NotFound
 from ..domain.quotes import Quote
 from .pages import _json_default, current_user
-from .trader_views import account_state, live_payload
+from .trader_views import account_state, live_payload, news_payload
 
 HEARTBEAT_SECONDS = 15.0
 REFRESH_SECONDS = 1.0
+# How often an open stream re-reads the news panel (events are scheduled hours or days ahead: an admin's new
+# entry or a calendar sync reaches an open dashboard within this).
+NEWS_SECONDS = 30.0
 # How often an open stream re-checks its session: a logout, revocation or timeout ends the stream within this.
 # (An open dashboard counts as activity for the idle timeout: each check is a session use.)
 SESSION_CHECK_SECONDS = 5.0
@@ -133,11 +139,12 @@ def build(api: Any) -> APIRouter:
             raise ApiError(422, "unknown_symbol", f"unknown symbol {symbol!r}", {"symbol": symbol})
         # Decided before the response starts, so an account the user may not see is a plain 404.
         first = live_payload(await run_in_threadpool(account_state, platform, user, account_id))
+        first_news = (await run_in_threadpool(news_payload, platform, user, account_id))["digest"]
 
         async def events() -> AsyncIterator[bytes]:
             loop = asyncio.get_running_loop()
             feed = _Feed(loop, platform.ticks)
-            payload = first
+            payload, news_digest = first, first_news
             try:
                 feed.follow(_symbols_of(payload["data"], chart_symbol))
                 yield sse("account", _event(payload))
@@ -145,12 +152,13 @@ def build(api: Any) -> APIRouter:
                     q = platform.quotes.latest(sym)
                     if q is not None:
                         yield sse("quote", quote_json(q))
-                last_read = last_beat = last_check = time.monotonic()
+                last_read = last_beat = last_check = last_news = time.monotonic()
                 dirty = False
                 token = request.cookies.get(platform.identity.cookie_name)
                 while True:
                     now = time.monotonic()
-                    wait = min(REFRESH_SECONDS - (now - last_read), HEARTBEAT_SECONDS - (now - last_beat))
+                    wait = min(REFRESH_SECONDS - (now - last_read), HEARTBEAT_SECONDS - (now - last_beat),
+                               NEWS_SECONDS - (now - last_news))
                     if dirty:
                         wait = min(wait, MIN_REFRESH_GAP - (now - last_read))
                     try:
@@ -182,6 +190,15 @@ def build(api: Any) -> APIRouter:
                             payload = fresh
                             feed.follow(_symbols_of(payload["data"], chart_symbol))
                             yield sse("account", _event(payload))
+                    if time.monotonic() - last_news >= NEWS_SECONDS:
+                        last_news = time.monotonic()
+                        try:
+                            news = await run_in_threadpool(news_payload, platform, user, account_id)
+                        except NotFound:
+                            return
+                        if news["digest"] != news_digest:
+                            news_digest = news["digest"]
+                            yield sse("news", {"html": news["html"], "data": news["data"]})
                     if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                         last_beat = time.monotonic()
                         yield b": heartbeat\n\n"
@@ -197,4 +214,4 @@ def build(api: Any) -> APIRouter:
     return router
 
 
-__all__ = ["HEARTBEAT_SECONDS", "SESSION_CHECK_SECONDS", "build", "quote_json", "sse"]
+__all__ = ["HEARTBEAT_SECONDS", "NEWS_SECONDS", "SESSION_CHECK_SECONDS", "build", "quote_json", "sse"]

@@ -9,9 +9,10 @@ see is a 404 page (never a hint that it exists). Writes are not here: the page's
 ``account_state`` + ``fragments`` are shared with the live stream (``web/live.py``): the dashboard's changing
 parts (summary, alerts, rule panels, positions, orders, history) are server-rendered partial templates, sent
 again over SSE whenever they change, so the first render and every live update come from the same template.
-The news panel (``app/_news.html``, ``web.reads.news_panel``) is rendered with the page only: its countdowns and
-the ticket's blackout notice are computed in the browser from the events' instants (dashboard.js), so it needs
-no server round trip while the page is open.
+The news panel (``app/_news.html``, ``web.reads.news_panel``): its countdowns and the ticket's blackout notice are
+computed in the browser from the events' instants (dashboard.js), so time passing needs no server round trip;
+the live stream re-reads the panel every ``live.NEWS_SECONDS`` and sends a ``news`` event only when the events
+themselves changed (``news_payload``: an event added, moved or dropped, or the window moved past one).
 """
 
 from __future__ import annotations
@@ -209,6 +210,23 @@ def live_payload(state: dict[str, Any]) -> dict[str, Any]:
     body = {"html": fragments(state), "data": chart_data(state)}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
     return {**body, "digest": digest}
+
+
+def news_payload(platform: Any, user: Any, account_id: uuid.UUID) -> dict[str, Any]:
+    """The ``news`` event of the live stream: the panel rendered from ``app/_news.html``, the data dashboard.js
+    counts down from, and a digest of the events (not of the countdown texts, which move every second).
+    ``NotFound`` when the user may not see the account."""
+    from .pages import environment
+
+    tz = getattr(user, "timezone", None)
+    with user_conn(platform, user) as c:
+        news = reads.news_panel(platform, c, account_id, hours=NEWS_HOURS)
+    data = news_boot(news, tz)
+    html = environment().get_template("app/_news.html").render(
+        news=news, news_now=news["as_of"], news_countdown=news_countdown, news_words=news_words(news["rule"]),
+        impact_badge=impact_badge, user_tz=tz or "UTC")
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return {"html": html, "data": data, "digest": digest}
 
 
 def evidence_text(evidence: Any) -> str:

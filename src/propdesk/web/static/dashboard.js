@@ -93,6 +93,13 @@ if (boot && root) {
       root.dataset.status = msg.data.status;
       root.dataset.updates = String(Number(root.dataset.updates || "0") + 1);
     },
+    onNews: (msg) => {
+      const body = document.getElementById("news-body");
+      if (body && typeof msg.html === "string") body.innerHTML = msg.html;  // our own server-rendered template
+      boot.news = msg.data;
+      tickNews(boot.news, symbol);
+      root.dataset.newsUpdates = String(Number(root.dataset.newsUpdates || "0") + 1);
+    },
     onQuote: (q) => {
       if (q.symbol === symbol) {
         const d = precision(symbol);

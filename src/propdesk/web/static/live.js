@@ -1,11 +1,12 @@
 // The dashboard's live connection: one EventSource on /api/v1/stream/accounts/{id}?symbol=...
 // `account` events carry server-rendered fragments (replaced in place) and data for the charts and the ticket;
-// `quote` events carry bid/ask. EventSource reconnects by itself; there is no polling anywhere.
+// `news` events replace the news panel when its events changed; `quote` events carry bid/ask. EventSource reconnects by itself; there is no polling anywhere.
 
 export class LiveAccount {
-  constructor(accountId, { onAccount, onQuote, onStatus } = {}) {
+  constructor(accountId, { onAccount, onQuote, onStatus, onNews } = {}) {
     this.accountId = accountId;
     this.onAccount = onAccount || (() => {});
+    this.onNews = onNews || (() => {});
     this.onQuote = onQuote || (() => {});
     this.onStatus = onStatus || (() => {});
     this.source = null;
@@ -25,6 +26,11 @@ export class LiveAccount {
       try { msg = JSON.parse(ev.data); } catch (e) { return; }
       applyFragments(msg.html || {});
       this.onAccount(msg);
+    });
+    src.addEventListener("news", (ev) => {
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch (e) { return; }
+      this.onNews(msg);
     });
     // The server ends the stream when the session is over (logout, revocation, timeout): go to the login page
     // instead of letting EventSource reconnect forever.
