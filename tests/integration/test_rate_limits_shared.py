@@ -127,26 +127,31 @@ def test_a_key_that_plain_utf8_refuses_is_still_limited(processes: Any, clock: M
 
 
 # ---------------------------------------------------------------- concurrency
-def test_concurrent_checks_of_one_key_allow_exactly_the_count(processes: Any, clock: ManualClock,
-                                                              db_url: str) -> None:
-    limiters = [PgRateLimits(db, clock, {"b": Limit(3, 60)}) for db in processes]
-    start = threading.Barrier(8)
-    answers: list[int | None] = []
+def run_together(n: int, work: Any, timeout: float = 60) -> list[BaseException]:
+    """Run ``work(i)`` for i in 0..n-1 on n threads released at once; returns what they raised."""
+    start = threading.Barrier(n)
     errors: list[BaseException] = []
 
     def attempt(i: int) -> None:
         try:
             start.wait(timeout=10)
-            answers.append(limiters[i % 2].check("b", "same-key"))
-        except BaseException as exc:  # reported by the main thread
+            work(i)
+        except BaseException as exc:  # reported by the caller
             errors.append(exc)
 
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=30)
-    assert errors == []
+        t.join(timeout=timeout)
+    return errors
+
+
+def test_concurrent_checks_of_one_key_allow_exactly_the_count(processes: Any, clock: ManualClock,
+                                                              db_url: str) -> None:
+    limiters = [PgRateLimits(db, clock, {"b": Limit(3, 60)}) for db in processes]
+    answers: list[int | None] = []
+    assert run_together(8, lambda i: answers.append(limiters[i % 2].check("b", "same-key"))) == []
     assert sorted(answers, key=lambda a: a or 0) == [None] * 3 + [60] * 5
     assert len(rows(db_url)) == 3
 
@@ -157,23 +162,11 @@ def test_checks_racing_sweeps_on_every_check_all_get_an_answer(processes: Any, c
     for i in range(200):  # old rows of the very keys being checked: what a sweep and a check both delete
         limiters[0].check("b", f"k{i % 4}")
     clock.advance(11)
-    start = threading.Barrier(8)
-    errors: list[BaseException] = []
-
     def attempt(i: int) -> None:
-        try:
-            start.wait(timeout=10)
-            for _ in range(10):
-                assert limiters[i % 2].check("b", f"k{i % 4}") is None
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
+        for _ in range(10):
+            assert limiters[i % 2].check("b", f"k{i % 4}") is None
 
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert errors == []
+    assert run_together(8, attempt) == []
     assert len(rows(db_url)) == 80
 
 

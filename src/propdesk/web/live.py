@@ -7,9 +7,9 @@ by row-level security before the stream starts). Events:
   {...}, "t": unix seconds}`` (``web.trader_views.live_payload``: the same partial templates the page rendered).
 - ``quote``: ``{"symbol", "bid", "ask", "mid", "ts"}`` for the account's held / working symbols and the chart
   symbol.
-- ``news``: ``{"html": panel, "data": {...}}`` when the upcoming economic events of the account's news panel
-  changed (re-read every ``NEWS_SECONDS``; ``web.trader_views.news_payload``). Not sent on connect: the page
-  rendered the panel.
+- ``news``: ``{"html": panel, "data": {...}}`` on connect (a reconnecting page may have missed a change) and
+  then whenever the upcoming economic events of the account's news panel changed (re-read every
+  ``NEWS_SECONDS``; ``web.trader_views.news_payload``).
 - a ``: heartbeat`` comment every ``HEARTBEAT_SECONDS`` so proxies keep the connection open.
 
 How quotes reach the stream: ``platform.ticks`` (a ``TickStream``) calls our callback on the publisher's thread;
@@ -139,15 +139,16 @@ def build(api: Any) -> APIRouter:
             raise ApiError(422, "unknown_symbol", f"unknown symbol {symbol!r}", {"symbol": symbol})
         # Decided before the response starts, so an account the user may not see is a plain 404.
         first = live_payload(await run_in_threadpool(account_state, platform, user, account_id))
-        first_news = (await run_in_threadpool(news_payload, platform, user, account_id))["digest"]
+        first_news = await run_in_threadpool(news_payload, platform, user, account_id)
 
         async def events() -> AsyncIterator[bytes]:
             loop = asyncio.get_running_loop()
             feed = _Feed(loop, platform.ticks)
-            payload, news_digest = first, first_news
+            payload, news_digest = first, first_news["digest"]
             try:
                 feed.follow(_symbols_of(payload["data"], chart_symbol))
                 yield sse("account", _event(payload))
+                yield sse("news", {"html": first_news["html"], "data": first_news["data"]})
                 for sym in sorted(feed.symbols):
                     q = platform.quotes.latest(sym)
                     if q is not None:

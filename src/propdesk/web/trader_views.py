@@ -11,8 +11,9 @@ parts (summary, alerts, rule panels, positions, orders, history) are server-rend
 again over SSE whenever they change, so the first render and every live update come from the same template.
 The news panel (``app/_news.html``, ``web.reads.news_panel``): its countdowns and the ticket's blackout notice are
 computed in the browser from the events' instants (dashboard.js), so time passing needs no server round trip;
-the live stream re-reads the panel every ``live.NEWS_SECONDS`` and sends a ``news`` event only when the events
-themselves changed (``news_payload``: an event added, moved or dropped, or the window moved past one).
+the live stream sends it on connect and re-reads it every ``live.NEWS_SECONDS``, sending a ``news`` event only
+when the events themselves changed (``news_payload``: an event added, moved or dropped, or the window moved past
+one).
 """
 
 from __future__ import annotations
