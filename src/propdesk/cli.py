@@ -8,7 +8,7 @@
     propdesk verify [ACCOUNT]                recompute balances from the ledger; non-zero exit on mismatch
     propdesk tokens create --role R          a service or admin API token, printed once
     propdesk admin create --email E          a web user with admin rights (password prompted or --password-stdin)
-    propdesk bench orders|pretrade           the benchmarks of PERFORMANCE.md
+    propdesk bench orders|api-orders|pretrade|quotes   the benchmarks of PERFORMANCE.md
 
 Conventions: logs are JSON lines on stderr; stdout carries results, and with ``--json`` exactly one compact JSON
 line. The database is ``DATABASE_URL`` or, when unset, an embedded PostgreSQL in ``PROPDESK_DATA_DIR``; a
@@ -573,6 +573,33 @@ def bench_orders(accounts: Annotated[int | None, typer.Option(min=1, help="Accou
         with _bench_progress() as progress:
             result = scenario.run(settings, accounts=accounts, clients=clients, seed=seed, trials=trials,
                                   orders_per_client=orders, progress=progress)
+        return _bench_output(result, as_json)
+
+    _run(body)
+
+
+@bench_app.command("api-orders")
+def bench_api_orders(accounts: Annotated[int | None, typer.Option(min=1, help="Accounts per path (default: one "
+                                                                              "per client).")] = None,
+                     clients: Annotated[int, typer.Option(min=1, help="Concurrent client threads.")] = 8,
+                     seed: Annotated[int, typer.Option(help="Seed (symbol per account, replayed keys).")] = 42,
+                     trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")]
+                     = 5,
+                     orders: Annotated[int, typer.Option(min=1, help="Orders per client per trial.")] = 100,
+                     as_json: JsonOpt = False) -> None:
+    """Orders over HTTP (service token, idempotency keys, a `propdesk serve` process) vs `bench orders`'s path
+    in process, on the same database in the same run."""
+
+    def body() -> int:
+        from .bench import api_orders as scenario
+
+        settings = _settings()
+        try:
+            with _bench_progress() as progress:
+                result = scenario.run(settings, accounts=accounts, clients=clients, seed=seed, trials=trials,
+                                      orders_per_client=orders, progress=progress)
+        except scenario.ServerError as exc:
+            raise CliError(str(exc)) from exc
         return _bench_output(result, as_json)
 
     _run(body)

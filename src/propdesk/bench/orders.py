@@ -58,7 +58,7 @@ def bench_database(settings: Any) -> Iterator[tuple[str, str]]:
             with psycopg.connect(server_url, autocommit=True) as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise PermissionError(f"bench orders runs in a scratch database on DATABASE_URL's server and needs "
+            raise PermissionError(f"the order benchmarks run in a scratch database on DATABASE_URL's server and needs "
                                   f"CREATEDB there (or unset DATABASE_URL to use an embedded server): {exc}") from exc
         params = conninfo_to_dict(server_url)
         params["dbname"] = name
@@ -183,13 +183,95 @@ def _run_clients(n_clients: int, work: Any) -> tuple[float, list[int], list[str]
     return wall, [x for per in lat for x in per], problems
 
 
+class Tally:
+    """A count of units sent, shared by the client threads."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._lock = threading.Lock()
+
+    def add(self, k: int = 1) -> None:
+        with self._lock:
+            self.n += k
+
+
+def bench_settings(settings: Any, clients: int) -> tuple[Any, int]:
+    """The settings of a bench platform and its pool size (one connection per client, plus room)."""
+    pool = max(settings.db_pool_size, clients + 2)
+    # Every market counts as open (the demo setting): the bench times the order path on the wall clock, so a
+    # weekend or the NYSE's closed hours must not turn its orders into market_closed refusals.
+    return settings.model_copy(update={"db_pool_size": pool, "demo_always_open": True}), pool
+
+
+def create_accounts(ex: Any, rng: random.Random, n: int, owner_prefix: str = "bench") -> list[BenchAccount]:
+    """``n`` started audition accounts, each trading one symbol drawn from ``INSTRUMENTS`` with ``rng``."""
+    from ..domain.lifecycle import Mode
+    from ..execution.service import CreateAccount
+
+    out: list[BenchAccount] = []
+    for i in range(n):
+        symbol, lot, _mid = INSTRUMENTS[rng.randrange(len(INSTRUMENTS))]
+        row, _ = ex.create_account(CreateAccount(owner_id=f"{owner_prefix}-{i:05d}", mode=Mode.AUDITION,
+                                                 phase="bench", start=True))
+        out.append(BenchAccount(row["id"], symbol, Decimal(lot)))
+    return out
+
+
+def submit_work(ex: Any, owned: list[list[BenchAccount]], n: int, sent: Tally) -> Any:
+    """A client's work for ``_run_clients``: ``n`` orders through ``ExecutionService.submit_order`` on its own
+    accounts in turn, each a buy when flat and a sell when long (so every order fills)."""
+    from ..domain.orders import OrderRequest, Side
+
+    def work(ci: int, lat: list[int], problems: list[str]) -> None:
+        mine = owned[ci]
+        ns = time.perf_counter_ns
+        for k in range(n):
+            acc = mine[k % len(mine)]
+            req = OrderRequest(acc.symbol, Side.SELL if acc.long else Side.BUY, acc.lot)
+            t0 = ns()
+            out = ex.submit_order(acc.id, req)
+            lat.append(ns() - t0)
+            sent.add()
+            if out.fill is None:
+                problems.append(f"order on {acc.id} not filled: "
+                                f"{out.rejection.code if out.rejection else out.order['status']}")
+            else:
+                acc.long = not acc.long
+    return work
+
+
+def trial_figures(wall: float, lat: list[int]) -> dict[str, float]:
+    """One trial's latency percentiles, throughput and cost per unit (microseconds of wall time)."""
+    count = len(lat)
+    return {**latency_summary(lat), "throughput_per_s": count / wall if wall else 0.0,
+            "us_per_unit": wall / count * 1e6 if count else 0.0}
+
+
+def summary(ts: list[dict[str, float]]) -> dict[str, float]:
+    """Medians over the trials of the contract's latency and throughput figures."""
+    return {"latency_us_p50": median_of(ts, "latency_us_p50"), "latency_us_p99": median_of(ts, "latency_us_p99"),
+            "latency_us_max": median_of(ts, "latency_us_max"),
+            "throughput_per_s": round(median_of(ts, "throughput_per_s"), 1)}
+
+
+def count_fills(platform: Any, ids: list[uuid.UUID]) -> int:
+    with platform.db.read() as c:
+        fills = c.execute("SELECT count(*) AS n FROM fills WHERE account_id = ANY(%s)", (ids,)).fetchone()
+    return int(fills["n"]) if fills else -1
+
+
+def recompute_problems(report: Any) -> list[str]:
+    """Why ``verify`` was not clean (empty when it was)."""
+    if report.clean:
+        return []
+    return [f"recompute: {len(report.mismatched)} mismatched, {len(report.errors)} errors: "
+            f"{(report.mismatched + report.errors)[:3]}"]
+
+
 def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: int = 42, trials: int = 5,
         orders_per_client: int = 100, warmup_per_client: int = 4, progress: ProgressFn = no_progress) -> BenchResult:
     """Run the scenario end to end (database, accounts, trials, checks) and return the result."""
     from ..bootstrap import open_platform
-    from ..domain.lifecycle import Mode
-    from ..domain.orders import OrderRequest, Side
-    from ..execution.service import CreateAccount
     from ..workers.reconcile import verify
 
     n_accounts = accounts if accounts is not None else clients
@@ -202,48 +284,20 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
                               "trials": trials, "seed": seed, "warmup_per_client": warmup_per_client}
     with bench_database(settings) as (admin_url, kind):
         progress("orders: database ready", 0.05)
-        pool = max(settings.db_pool_size, clients + 2)
-        # Every market counts as open (the demo setting): the bench times the order path on the wall clock, so a
-        # weekend or the NYSE's closed hours must not turn its orders into market_closed refusals.
-        bench_settings = settings.model_copy(update={"db_pool_size": pool, "demo_always_open": True})
+        b_settings, pool = bench_settings(settings, clients)
         params.update({"database": kind, "pool_size": pool})
         facts = _server_facts(admin_url)
-        platform = open_platform(bench_settings, admin_url=admin_url, migrate=True, configure_logs=False)
+        platform = open_platform(b_settings, admin_url=admin_url, migrate=True, configure_logs=False)
         try:
             _create_limit_table(admin_url, settings.db_role_prefix)
             ex = platform.execution
             _put_quotes(platform)
-            bench: list[BenchAccount] = []
-            for i in range(n_accounts):
-                symbol, lot, _mid = INSTRUMENTS[rng.randrange(len(INSTRUMENTS))]
-                row, _ = ex.create_account(CreateAccount(owner_id=f"bench-{i:05d}", mode=Mode.AUDITION,
-                                                         phase="bench", start=True))
-                bench.append(BenchAccount(row["id"], symbol, Decimal(lot)))
+            bench = create_accounts(ex, rng, n_accounts)
             owned = [bench[c::clients] for c in range(clients)]
-            sent = [0]
-            sent_lock = threading.Lock()
-
-            def path_work(n: int) -> Any:
-                def work(ci: int, lat: list[int], problems: list[str]) -> None:
-                    mine = owned[ci]
-                    ns = time.perf_counter_ns
-                    for k in range(n):
-                        acc = mine[k % len(mine)]
-                        req = OrderRequest(acc.symbol, Side.SELL if acc.long else Side.BUY, acc.lot)
-                        t0 = ns()
-                        out = ex.submit_order(acc.id, req)
-                        lat.append(ns() - t0)
-                        with sent_lock:
-                            sent[0] += 1
-                        if out.fill is None:
-                            problems.append(f"order on {acc.id} not filled: "
-                                            f"{out.rejection.code if out.rejection else out.order['status']}")
-                        else:
-                            acc.long = not acc.long
-                return work
+            sent = Tally()
 
             # Warm-up (not timed): pools filled, code paths hot, and a real fill ledger row for the limit.
-            _wall, _lat, warm_problems = _run_clients(clients, path_work(warmup_per_client))
+            _wall, _lat, warm_problems = _run_clients(clients, submit_work(ex, owned, warmup_per_client, sent))
             with platform.db.read() as c:
                 template = c.execute("SELECT * FROM ledger WHERE kind = 'fill' LIMIT 1").fetchone()
                 width = c.execute("SELECT avg(pg_column_size(l.*))::int AS w FROM ledger l").fetchone()
@@ -256,7 +310,7 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
                       " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
             evidence = template["evidence"]
             db = platform.db
-            limit_sent = [0]
+            limit_sent = Tally()
 
             def limit_work(n: int) -> Any:
                 def work(ci: int, lat: list[int], problems: list[str]) -> None:
@@ -270,9 +324,11 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
                         with db.tx() as c:
                             c.execute(insert, args)
                         lat.append(ns() - t0)
-                        with sent_lock:
-                            limit_sent[0] += 1
+                        limit_sent.add()
                 return work
+
+            def path_work(n: int) -> Any:
+                return submit_work(ex, owned, n, sent)
 
             path_trials: list[dict[str, float]] = []
             limit_trials: list[dict[str, float]] = []
@@ -283,38 +339,28 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
                     for name, make, sink in (("path", path_work, path_trials), ("limit", limit_work, limit_trials)):
                         wall, lat, probs = _run_clients(clients, make(orders_per_client))
                         problems.extend(probs)
-                        count = len(lat)
-                        sink.append({**latency_summary(lat), "throughput_per_s": count / wall if wall else 0.0,
-                                     "us_per_unit": wall / count * 1e6 if count else 0.0})
+                        sink.append(trial_figures(wall, lat))
                         progress(f"orders: trial {t + 1}/{trials} ({name})", 0.8 / (2 * trials))
 
             # Correctness: every order filled, and every account recomputes clean.
             ids = [a.id for a in bench]
+            fills_total = count_fills(platform, ids)
             with platform.db.read() as c:
-                fills = c.execute("SELECT count(*) AS n FROM fills WHERE account_id = ANY(%s)", (ids,)).fetchone()
                 limit_rows = c.execute(f"SELECT count(*) AS n FROM {LIMIT_TABLE}").fetchone()
-            fills_total = int(fills["n"]) if fills else -1
             report = verify(ex, ids)
             progress("orders: verified", 0.15)
-            if fills_total != sent[0]:
-                problems.append(f"fills in the database ({fills_total}) != orders sent ({sent[0]})")
-            if not report.clean:
-                problems.append(f"recompute: {len(report.mismatched)} mismatched, {len(report.errors)} errors: "
-                                f"{(report.mismatched + report.errors)[:3]}")
-            if limit_rows is None or int(limit_rows["n"]) != limit_sent[0]:
+            if fills_total != sent.n:
+                problems.append(f"fills in the database ({fills_total}) != orders sent ({sent.n})")
+            problems.extend(recompute_problems(report))
+            if limit_rows is None or int(limit_rows["n"]) != limit_sent.n:
                 problems.append("limit rows in the table != inserts sent")
-            correct = fills_total == sent[0] and report.clean and not problems
+            correct = fills_total == sent.n and report.clean and not problems
         finally:
             platform.close()
 
-    def summary(ts: list[dict[str, float]]) -> dict[str, float]:
-        return {"latency_us_p50": median_of(ts, "latency_us_p50"), "latency_us_p99": median_of(ts, "latency_us_p99"),
-                "latency_us_max": median_of(ts, "latency_us_max"),
-                "throughput_per_s": round(median_of(ts, "throughput_per_s"), 1)}
-
     path_cost = statistics.median(t["us_per_unit"] for t in path_trials)
     limit_cost = statistics.median(t["us_per_unit"] for t in limit_trials)
-    metrics: dict[str, Any] = {**summary(path_trials), "orders_sent": sent[0], "fills_total": fills_total,
+    metrics: dict[str, Any] = {**summary(path_trials), "orders_sent": sent.n, "fills_total": fills_total,
                                "accounts_verified": report.checked, "recompute_mismatches": len(report.mismatched),
                                "ledger_row_bytes": int(width["w"]) if width and width["w"] else 0}
     return BenchResult("orders", params, metrics, summary(limit_trials), round(path_cost / limit_cost, 3),
