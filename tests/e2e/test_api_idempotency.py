@@ -167,3 +167,20 @@ def test_two_key_headers_are_refused(client: Any, account: Any) -> None:
     r = client.post(f"{PREFIX}/accounts/{account['id']}/orders", json=ORDER,
                     headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")])  # type: ignore[arg-type]
     assert r.status_code == 422
+
+
+def test_the_short_lock_wait_covers_only_the_key_claim_not_the_command(desk: Any) -> None:
+    """The claim waits at most IN_FLIGHT_WAIT_MS for a row another request holds; the command that follows runs
+    with the session's own lock_timeout (an order may wait longer for its account's lock)."""
+    from propdesk.api.idempotency import IN_FLIGHT_WAIT_MS, Commands
+
+    commands = Commands(desk.platform.db.engine_url, desk.clock, pool_size=1)
+    try:
+        with commands.pool.connection() as conn, conn.transaction():
+            session = conn.execute("SELECT current_setting('lock_timeout') AS v").fetchone()["v"]
+            assert commands._claim(conn, "test-principal", "key-1", "POST", "/x", "hash") is None
+            after = conn.execute("SELECT current_setting('lock_timeout') AS v").fetchone()["v"]
+            assert after == session and after != f"{IN_FLIGHT_WAIT_MS}ms"
+            assert conn.execute("SELECT count(*) AS n FROM idempotency_keys WHERE key = 'key-1'").fetchone()["n"] == 1
+    finally:
+        commands.close()

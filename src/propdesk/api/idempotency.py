@@ -124,18 +124,22 @@ class Commands:
 
     def _claim(self, conn: Conn, principal: str, key: str, method: str, path: str, rhash: str) -> Response | None:
         """Insert the key row (ours: None) or return the stored response of the same request."""
-        prev = conn.execute("SELECT current_setting('lock_timeout') AS v").fetchone()
-        conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{IN_FLIGHT_WAIT_MS}ms",))
+        # One round trip: a short lock wait for this INSERT only (a concurrent request with the same key holds the
+        # row until it commits), then back to the session's setting (the claim opens the transaction, so RESET
+        # restores exactly what was in force before) for the command itself.
         try:
-            mine = conn.execute(
-                "INSERT INTO idempotency_keys (principal, key, method, path, request_hash, created_at)"
-                " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (principal, key) DO NOTHING RETURNING key",
-                (principal, key, method, path, rhash, self.clock.now())).fetchone()
+            with conn.pipeline():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{IN_FLIGHT_WAIT_MS}ms",))
+                cur = conn.execute(
+                    "INSERT INTO idempotency_keys (principal, key, method, path, request_hash, created_at)"
+                    " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (principal, key) DO NOTHING RETURNING key",
+                    (principal, key, method, path, rhash, self.clock.now()))
+                conn.execute("RESET lock_timeout")
+            mine = cur.fetchone()
         except psycopg.errors.LockNotAvailable:
             raise ApiError(409, "idempotency_key_in_flight",
                            "a request with this Idempotency-Key is still being processed; retry shortly",
                            headers={"Retry-After": "1"}) from None
-        conn.execute("SELECT set_config('lock_timeout', %s, true)", (prev["v"] if prev else "0",))
         if mine is not None:
             return None
         row = conn.execute("SELECT method, path, request_hash, status_code, response FROM idempotency_keys"
