@@ -185,31 +185,6 @@ def post_quotes(http: Any, platform: Any) -> None:
         raise ServerError(f"POST {QUOTES_PATH} answered {r.status_code}: {r.text[:500]}")
 
 
-class _ApiQuoteRefresher:
-    """Keeps the server's quotes fresh during long runs, through the API, as ``_QuoteRefresher`` does in process.
-    A failed refresh is recorded (the orders would then be refused as stale, and the run is not correct)."""
-
-    def __init__(self, http: Any, platform: Any, problems: list[str], every_s: float = QUOTE_REFRESH_SECONDS):
-        self.http, self.platform, self.problems, self.every_s = http, platform, problems, every_s
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="bench-api-quotes", daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.every_s):
-            try:
-                post_quotes(self.http, self.platform)
-            except Exception as exc:
-                self.problems.append(f"quote refresh: {type(exc).__name__}: {exc}")
-
-    def __enter__(self) -> _ApiQuoteRefresher:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
 @dataclass
 class SentOrder:
     """An HTTP order as sent, to replay its idempotency key afterwards."""
@@ -327,7 +302,9 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
 
                 path_trials: list[dict[str, float]] = []
                 limit_trials: list[dict[str, float]] = []
-                with _QuoteRefresher(platform), _ApiQuoteRefresher(control, platform, problems):
+                with _QuoteRefresher(platform, problems=problems), _QuoteRefresher(
+                        platform, QUOTE_REFRESH_SECONDS, refresh=lambda: post_quotes(control, platform),
+                        problems=problems, name="bench-api-quotes"):
                     for t in range(trials):
                         _put_quotes(platform)
                         post_quotes(control, platform)

@@ -138,16 +138,24 @@ def _put_quotes(platform: Any) -> None:
 
 
 class _QuoteRefresher:
-    """Keeps the bench quotes fresh (the gates refuse quotes older than 60 s) during long runs."""
+    """Keeps the bench quotes fresh (the gates refuse quotes older than 60 s) during long runs: ``refresh()``
+    every ``every_s`` seconds (default: put them into this process's quote store). A failed refresh is recorded in
+    ``problems`` (the orders would then be refused as stale, and the run is not correct)."""
 
-    def __init__(self, platform: Any, every_s: float = 5.0):
-        self.platform, self.every_s = platform, every_s
+    def __init__(self, platform: Any, every_s: float = 5.0, *, refresh: Any = None,
+                 problems: list[str] | None = None, name: str = "bench-quotes"):
+        self.refresh = refresh or (lambda: _put_quotes(platform))
+        self.every_s = every_s
+        self.problems = problems if problems is not None else []
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="bench-quotes", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
         while not self.stop.wait(self.every_s):
-            _put_quotes(self.platform)
+            try:
+                self.refresh()
+            except Exception as exc:
+                self.problems.append(f"quote refresh: {type(exc).__name__}: {exc}")
 
     def __enter__(self) -> _QuoteRefresher:
         self.thread.start()
@@ -333,7 +341,7 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
             path_trials: list[dict[str, float]] = []
             limit_trials: list[dict[str, float]] = []
             problems: list[str] = list(warm_problems)
-            with _QuoteRefresher(platform):
+            with _QuoteRefresher(platform, problems=problems):
                 for t in range(trials):
                     _put_quotes(platform)
                     for name, make, sink in (("path", path_work, path_trials), ("limit", limit_work, limit_trials)):
