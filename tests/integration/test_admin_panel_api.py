@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
+from tests import web_kit
+from tests.web_kit import ADMIN_TOKEN, SERVICE_TOKEN, login, open_test_platform
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -29,8 +31,6 @@ with warnings.catch_warnings():
 
 pytestmark = pytest.mark.integration
 
-SERVICE_TOKEN = "svc_panel_token_0123456789abcdef"
-ADMIN_TOKEN = "adm_panel_token_0123456789abcdef"
 PUBLIC_URL = "http://testserver"
 # Bearer calls need no Origin (no cookie rides along); it is sent anyway so these tests depend on no CSRF detail.
 SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}", "Origin": PUBLIC_URL}
@@ -58,21 +58,9 @@ offers:
 # ---------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture
 def platform(db_url: str, clock: Any) -> Iterator[Any]:
-    from propdesk.bootstrap import open_platform
-    from propdesk.settings import Settings
-
-    settings = Settings(database_url=db_url, db_role_prefix="pdtest", service_token=SERVICE_TOKEN,
-                        admin_token=ADMIN_TOKEN, db_pool_size=8, public_url=PUBLIC_URL)
-    p = open_platform(settings, clock=clock, migrate=False, admin_url=db_url, configure_logs=False)
+    p = open_test_platform(db_url, clock, db_pool_size=8, public_url=PUBLIC_URL)
     yield p
     p.close()
-
-
-@pytest.fixture
-def app(platform: Any) -> Any:
-    from propdesk.api.app import create_app
-
-    return create_app(platform)
 
 
 @pytest.fixture
@@ -82,17 +70,11 @@ def service(app: Any) -> Iterator[TestClient]:
 
 
 def make_user(platform: Any, email: str, role: str = "trader") -> Any:
-    from propdesk.web.identity import UserRole
-
-    return platform.identity.create_user(email, "correct horse battery staple 42", role=UserRole(role),
-                                         display_name=email.split("@")[0].title())
+    return web_kit.make_user(platform, email, role, display_name=email.split("@")[0].title())
 
 
 def session_client(app: Any, platform: Any, user: Any) -> TestClient:
-    token = platform.identity.start_session(user, ip="127.0.0.1", user_agent="pytest")
-    client = TestClient(app, base_url=PUBLIC_URL)
-    client.cookies.set(platform.identity.cookie_name, token)
-    return client
+    return login(TestClient(app, base_url=PUBLIC_URL), platform, user)
 
 
 @pytest.fixture

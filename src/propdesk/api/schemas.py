@@ -147,7 +147,9 @@ def _check_order_prices(order_type: OrderType, limit_price: Decimal | None, stop
         raise ValueError("a market order takes neither limit_price nor stop_price")
 
 
-class OrderBody(Strict):
+class OrderFields(Strict):
+    """An order's fields as a client sends them (an order body, or a risk preview of one)."""
+
     symbol: Symbol
     side: Side
     quantity: Quantity = Field(description="Lots, a positive decimal (string or JSON number).")
@@ -156,6 +158,14 @@ class OrderBody(Strict):
     stop_price: Price | None = None
     stop_loss: Price | None = None
     take_profit: Price | None = None
+
+    def to_request(self, client_order_id: str | None = None) -> OrderRequest:
+        """The execution core's order request for these fields."""
+        return OrderRequest(self.symbol, self.side, self.quantity, self.order_type, self.limit_price,
+                            self.stop_price, self.stop_loss, self.take_profit, client_order_id=client_order_id)
+
+
+class OrderBody(OrderFields):
     client_order_id: ClientOrderId | None = None
 
     @model_validator(mode="after")
@@ -163,10 +173,9 @@ class OrderBody(Strict):
         _check_order_prices(self.order_type, self.limit_price, self.stop_price)
         return self
 
-    def to_request(self) -> OrderRequest:
-        """The execution core's order request for this body."""
-        return OrderRequest(self.symbol, self.side, self.quantity, self.order_type, self.limit_price,
-                            self.stop_price, self.stop_loss, self.take_profit, client_order_id=self.client_order_id)
+    def to_request(self, client_order_id: str | None = None) -> OrderRequest:
+        """The execution core's order request for this body (with its client order id)."""
+        return super().to_request(client_order_id or self.client_order_id)
 
 
 class ClosePositionBody(Strict):

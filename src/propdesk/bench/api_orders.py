@@ -50,6 +50,7 @@ from .orders import (
     _server_facts,
     bench_database,
     bench_settings,
+    client_params,
     count_fills,
     create_accounts,
     recompute_problems,
@@ -254,15 +255,9 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
 
     # httpx narrates every request at INFO: that would be timed as part of the path and flood stderr.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    n_accounts = accounts if accounts is not None else clients
-    if clients < 1 or trials < 1 or orders_per_client < 1:
-        raise ValueError("--clients, --trials and --orders must be at least 1")
-    if n_accounts < clients:
-        raise ValueError("--accounts must be at least --clients (each client owns its accounts)")
+    n_accounts, params = client_params(accounts, clients, trials, orders_per_client, seed, warmup_per_client)
+    params.update({"replays_checked": 0, "server": "propdesk serve --no-worker (separate process)"})
     rng = random.Random(seed)
-    params: dict[str, Any] = {"accounts": n_accounts, "clients": clients, "orders_per_client": orders_per_client,
-                              "trials": trials, "seed": seed, "warmup_per_client": warmup_per_client,
-                              "replays_checked": 0, "server": "propdesk serve --no-worker (separate process)"}
     problems: list[str] = []
     # The machine is shared: the load before we add ours says how busy it was (``loadavg`` is taken at the end).
     load_at_start = [round(x, 2) for x in os.getloadavg()]

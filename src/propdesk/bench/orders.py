@@ -276,20 +276,27 @@ def recompute_problems(report: Any) -> list[str]:
             f"{(report.mismatched + report.errors)[:3]}"]
 
 
+def client_params(accounts: int | None, clients: int, trials: int, orders_per_client: int, seed: int,
+                  warmup_per_client: int) -> tuple[int, dict[str, Any]]:
+    """The number of accounts (default: one per client) and the result's ``params``; ValueError for sizes that
+    cannot run (each client owns at least one account)."""
+    n_accounts = accounts if accounts is not None else clients
+    if clients < 1 or trials < 1 or orders_per_client < 1:
+        raise ValueError("--clients, --trials and --orders must be at least 1")
+    if n_accounts < clients:
+        raise ValueError("--accounts must be at least --clients (each client owns its accounts)")
+    return n_accounts, {"accounts": n_accounts, "clients": clients, "orders_per_client": orders_per_client,
+                        "trials": trials, "seed": seed, "warmup_per_client": warmup_per_client}
+
+
 def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: int = 42, trials: int = 5,
         orders_per_client: int = 100, warmup_per_client: int = 4, progress: ProgressFn = no_progress) -> BenchResult:
     """Run the scenario end to end (database, accounts, trials, checks) and return the result."""
     from ..bootstrap import open_platform
     from ..workers.reconcile import verify
 
-    n_accounts = accounts if accounts is not None else clients
-    if clients < 1 or trials < 1 or orders_per_client < 1:
-        raise ValueError("--clients, --trials and --orders must be at least 1")
-    if n_accounts < clients:
-        raise ValueError("--accounts must be at least --clients (each client owns its accounts)")
+    n_accounts, params = client_params(accounts, clients, trials, orders_per_client, seed, warmup_per_client)
     rng = random.Random(seed)
-    params: dict[str, Any] = {"accounts": n_accounts, "clients": clients, "orders_per_client": orders_per_client,
-                              "trials": trials, "seed": seed, "warmup_per_client": warmup_per_client}
     with bench_database(settings) as (admin_url, kind):
         progress("orders: database ready", 0.05)
         b_settings, pool = bench_settings(settings, clients)

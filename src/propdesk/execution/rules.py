@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -59,13 +60,17 @@ class RulesBridge:
 
     # ------------------------------------------------------------------ loading
     def book(self, ctx: AccountCtx) -> Rulebook | None:
-        raw = ctx.account.get("rulebook")
-        if not raw or ctx.account.get("mode") != "challenge":
+        return self.book_for(ctx.account)
+
+    def book_for(self, account: Mapping[str, Any]) -> Rulebook | None:
+        """The frozen rulebook of an account row (None outside challenge mode), parsed once per distinct body."""
+        raw = account.get("rulebook")
+        if not raw or account.get("mode") != "challenge":
             return None
         key = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
         book = self._books.get(key)
         if book is None:
-            book = parse_rulebook(raw, where=f"account {ctx.id}")
+            book = parse_rulebook(raw, where=f"account {account.get('id')}")
             if len(self._books) < 1000:
                 self._books[key] = book
         return book

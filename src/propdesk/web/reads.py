@@ -218,12 +218,11 @@ NEWS_MAX_EVENTS = 200
 def news_rule(platform: Platform, conn: Any, account_id: uuid.UUID) -> Row | None:
     """The ``news_trading`` rule of the account's current phase (the phase's rules merged over the plan's, as
     the evaluator and the rule panel read them), or None when the plan has none (or the account has no rulebook)."""
-    ex = platform.execution
-    ctx = ex._load(conn, account_id, lock=False)  # the core's own loader, on the caller's conn (NotFound if hidden)
-    book = ex.rules.book(ctx)
+    account = require_account(conn, account_id)  # on the caller's conn: NotFound if hidden
+    book = platform.execution.rules.book_for(account)
     if book is None:
         return None
-    p = book.phase(ctx.account["phase"]).rules.get("news_trading")
+    p = book.phase(account["phase"]).rules.get("news_trading")
     if p is None:
         return None
     return {k: p.get(k) for k in ("minutes_before", "minutes_after", "impact", "scope", "action")}

@@ -164,8 +164,7 @@ class CalendarSyncWorker(WorkerLoop):
 
     def wait_after(self, result: Cycle) -> float:
         """Every ``interval_s`` after a success, sooner after a failure (``retry_delay``)."""
-        next_in = result.next_in_s if isinstance(result, CycleResult) else self.interval_s
-        return max(0.0, next_in - result.duration_s)
+        return max(0.0, retry_delay(self.interval_s, self.failures) - result.duration_s)
 
 
 def start_if_configured(platform: Platform) -> CalendarSyncWorker | None:

@@ -33,7 +33,7 @@ from ...domain import gates as G
 from ...domain.errors import NotFound
 from ...domain.lifecycle import Mode
 from ...domain.money import CTX, ZERO, money
-from ...domain.orders import OrderRequest, OrderType, Side
+from ...domain.orders import OrderType, Side
 from ...domain.policy import ExecutionPolicy
 from ...domain.rules.schema import RulebookError
 from ...execution.service import CreateAccount
@@ -50,13 +50,11 @@ from ..schemas import (
     LongText,
     ModifyPositionBody,
     OrderBody,
+    OrderFields,
     PlanId,
-    Price,
-    Quantity,
     Strict,
-    Symbol,
 )
-from .trading import order_outcome
+from .trading import cancel_effect, close_effect, modify_effect, submit_effect
 
 AccountId = Annotated[uuid.UUID, Path(description="Account id (UUID).")]
 OrderId = Annotated[uuid.UUID, Path(description="Order id (UUID).")]
@@ -82,15 +80,8 @@ class NoteBody(Strict):
     note: LongText
 
 
-class RiskPreviewBody(Strict):
-    symbol: Symbol
-    side: Side
-    quantity: Quantity
-    order_type: OrderType = OrderType.MARKET
-    limit_price: Price | None = None
-    stop_price: Price | None = None
-    stop_loss: Price | None = None
-    take_profit: Price | None = None
+class RiskPreviewBody(OrderFields):
+    """The order a trader is about to send (no client order id: nothing is recorded)."""
 
 
 def plan_policy(size: Decimal, currency: str) -> ExecutionPolicy:
@@ -325,22 +316,13 @@ def build(api: Api) -> APIRouter:
         if wait is not None:
             raise ApiError(429, "rate_limited", "too many orders; retry after the indicated seconds",
                            {"retry_after_seconds": wait}, headers={"Retry-After": str(wait)})
-        req = body.to_request()
-
-        def effect(conn: Any) -> Outcome:
-            return order_outcome(ex.submit_order(account_id, req, conn=conn))
-
-        return api.commands.run(request, effect)
+        return api.commands.run(request, submit_effect(ex, account_id, body.to_request()))
 
     @router.post(f"{PREFIX}/accounts/{{account_id}}/orders/{{order_id}}/cancel", responses=WRITE_ERRORS)
     def cancel_order(request: Request, account_id: AccountId, order_id: OrderId) -> Response:
         """Cancel a resting limit/stop order."""
         user = check_owner(request, account_id)
-
-        def effect(conn: Any) -> Outcome:
-            return Outcome(200, ex.cancel_order(account_id, order_id, conn=conn, actor=f"user:{user.id}"))
-
-        return api.commands.run(request, effect)
+        return api.commands.run(request, cancel_effect(ex, account_id, order_id, f"user:{user.id}"))
 
     @router.post(f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/close", status_code=201,
                  responses=WRITE_ERRORS)
@@ -348,25 +330,14 @@ def build(api: Api) -> APIRouter:
                        body: ClosePositionBody | None = None) -> Response:
         """Close the position at market, or ``quantity`` lots of it (partial close). Answers like an order."""
         check_owner(request, account_id)
-        quantity = body.quantity if body is not None else None
-
-        def effect(conn: Any) -> Outcome:
-            return order_outcome(ex.close_position(account_id, symbol, quantity, conn=conn))
-
-        return api.commands.run(request, effect)
+        return api.commands.run(request, close_effect(ex, account_id, symbol, body))
 
     @router.post(f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/modify", responses=WRITE_ERRORS)
     def modify_position(request: Request, account_id: AccountId, symbol: PathSymbol,
                         body: ModifyPositionBody) -> Response:
         """Set or clear the stop loss / take profit of an open position (checked against the current quote)."""
         check_owner(request, account_id)
-
-        def effect(conn: Any) -> Outcome:
-            return Outcome(200, ex.modify(account_id, symbol=symbol, stop_loss=body.stop_loss,
-                                          take_profit=body.take_profit, clear_stop_loss=body.clear_stop_loss,
-                                          clear_take_profit=body.clear_take_profit, conn=conn))
-
-        return api.commands.run(request, effect)
+        return api.commands.run(request, modify_effect(ex, account_id, symbol, body))
 
     @router.post(f"{PREFIX}/accounts/{{account_id}}/risk-preview", responses=WRITE_ERRORS)
     def risk_preview(request: Request, account_id: AccountId, body: RiskPreviewBody) -> Response:
@@ -384,8 +355,7 @@ def build(api: Api) -> APIRouter:
                 raise ApiError(422, "unknown_symbol", f"unknown symbol {body.symbol}")
             quote = platform.quotes.latest(body.symbol)
             rate = ex._rate(inst.quote_currency, ctx.policy.currency)
-            req = OrderRequest(body.symbol, body.side, body.quantity, body.order_type, body.limit_price,
-                               body.stop_price, body.stop_loss, body.take_profit)
+            req = body.to_request()
             gate = G.check_order(req, ex._gate_state(ctx), inst, G.MarketContext(quote, rate, now))
             val = ctx.valuation or ex._valuate(ctx)
             equity = money(val.equity)

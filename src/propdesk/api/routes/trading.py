@@ -19,13 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...domain.errors import NotFound
+from ...domain.orders import OrderRequest
 from ...domain.quotes import Quote
 from ...execution.decisions import DecisionAction, present
-from ...execution.service import OrderOutcome
+from ...execution.service import ExecutionService, OrderOutcome
 from ..body import StrictJSONRoute
 from ..context import READ_ERRORS, WRITE_ERRORS, Api
 from ..errors import ApiError, validation_details
-from ..idempotency import Outcome, principal_of
+from ..idempotency import Effect, Outcome, principal_of
 from ..render import dumps, json_response
 from ..schemas import (
     ClosePositionBody,
@@ -52,6 +53,28 @@ def order_outcome(out: OrderOutcome, accepted_status: int = 201) -> Outcome:
                          "order": out.order})
 
 
+# The trading commands, shared by the machine routes here and the trader's session routes (routes/trader.py):
+# each door checks its own caller, then runs the same effect through ``api.commands`` (idempotency, one
+# transaction, a refused command leaves nothing behind).
+def submit_effect(ex: ExecutionService, account_id: uuid.UUID, req: OrderRequest) -> Effect:
+    return lambda conn: order_outcome(ex.submit_order(account_id, req, conn=conn))
+
+
+def cancel_effect(ex: ExecutionService, account_id: uuid.UUID, order_id: uuid.UUID, actor: str) -> Effect:
+    return lambda conn: Outcome(200, ex.cancel_order(account_id, order_id, conn=conn, actor=actor))
+
+
+def close_effect(ex: ExecutionService, account_id: uuid.UUID, symbol: str, body: ClosePositionBody | None) -> Effect:
+    quantity = body.quantity if body is not None else None
+    return lambda conn: order_outcome(ex.close_position(account_id, symbol, quantity, conn=conn))
+
+
+def modify_effect(ex: ExecutionService, account_id: uuid.UUID, symbol: str, body: ModifyPositionBody) -> Effect:
+    return lambda conn: Outcome(200, ex.modify(account_id, symbol=symbol, stop_loss=body.stop_loss,
+                                               take_profit=body.take_profit, clear_stop_loss=body.clear_stop_loss,
+                                               clear_take_profit=body.clear_take_profit, conn=conn))
+
+
 def build(api: Api) -> APIRouter:
     router = APIRouter(route_class=StrictJSONRoute, tags=["trading"])
     platform = api.platform
@@ -63,46 +86,25 @@ def build(api: Api) -> APIRouter:
 
         201: accepted (filled, or resting). 422 with the gate code: rejected, and the rejection is recorded.
         409 ``duplicate_client_order_id``: the client order id is already used on this account."""
-        req = body.to_request()
-
-        def effect(conn: Any) -> Outcome:
-            return order_outcome(ex.submit_order(account_id, req, conn=conn))
-
-        return api.commands.run(request, effect)
+        return api.commands.run(request, submit_effect(ex, account_id, body.to_request()))
 
     @router.post(f"{PREFIX}/accounts/{{account_id}}/orders/{{order_id}}/cancel", responses=WRITE_ERRORS)
     def cancel_order(request: Request, account_id: AccountId, order_id: OrderId) -> Response:
         """Cancel a resting limit/stop order."""
-        principal = principal_of(request)
-
-        def effect(conn: Any) -> Outcome:
-            return Outcome(200, ex.cancel_order(account_id, order_id, conn=conn, actor=principal.id))
-
-        return api.commands.run(request, effect)
+        return api.commands.run(request, cancel_effect(ex, account_id, order_id, principal_of(request).id))
 
     @router.post(f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/close", status_code=201,
                  responses=WRITE_ERRORS)
     def close_position(request: Request, account_id: AccountId, symbol: PathSymbol,
                        body: ClosePositionBody | None = None) -> Response:
         """Close the position at market, or ``quantity`` lots of it (partial close). Answers like an order."""
-        quantity = body.quantity if body is not None else None
-
-        def effect(conn: Any) -> Outcome:
-            return order_outcome(ex.close_position(account_id, symbol, quantity, conn=conn))
-
-        return api.commands.run(request, effect)
+        return api.commands.run(request, close_effect(ex, account_id, symbol, body))
 
     @router.post(f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/modify", responses=WRITE_ERRORS)
     def modify_position(request: Request, account_id: AccountId, symbol: PathSymbol,
                         body: ModifyPositionBody) -> Response:
         """Set or clear the stop loss / take profit of an open position (checked against the current quote)."""
-        def effect(conn: Any) -> Outcome:
-            row = ex.modify(account_id, symbol=symbol, stop_loss=body.stop_loss, take_profit=body.take_profit,
-                            clear_stop_loss=body.clear_stop_loss, clear_take_profit=body.clear_take_profit,
-                            conn=conn)
-            return Outcome(200, row)
-
-        return api.commands.run(request, effect)
+        return api.commands.run(request, modify_effect(ex, account_id, symbol, body))
 
     # ------------------------------------------------------------------ decision actions
     @router.post(f"{PREFIX}/accounts/{{account_id}}/decision-actions", responses=WRITE_ERRORS,
