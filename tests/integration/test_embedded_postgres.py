@@ -180,3 +180,93 @@ def test_failed_start_raises_with_the_tail_of_the_server_log(make_pg: MakePg) ->
         pg.start()
 
     assert str(pg.log_file) in str(excinfo.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Authentication: scram-sha-256 for every role, a generated superuser password kept 0600
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _without_password(url: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(url)
+    params.pop("password", None)
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def test_embedded_server_refuses_a_login_without_the_password(make_pg: MakePg) -> None:
+    pg = make_pg("auth")
+    url = pg.start()
+
+    assert urlsplit(url).password, "the URL handed out carries the generated password"
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(_without_password(url), connect_timeout=5).close()
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(url.replace(urlsplit(url).password or "", "wrong-password"), connect_timeout=5).close()
+    assert _scalar(url, "SHOW password_encryption") == "scram-sha-256"
+    assert _scalar(url, "SHOW listen_addresses") == "127.0.0.1"
+
+
+def test_state_file_keeps_the_superuser_password_readable_only_by_its_owner(make_pg: MakePg) -> None:
+    import json
+    import stat
+
+    pg = make_pg("state")
+    url = pg.start()
+    state_file = pg.data_dir / "embedded.json"
+    state = json.loads(state_file.read_text())
+
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    assert state["host"] == "127.0.0.1"
+    assert state["superuser"] == "postgres"
+    assert state["auth"] == "scram-sha-256"
+    assert state["port"] == urlsplit(url).port
+    assert state["password"] == urlsplit(url).password
+
+
+def test_restart_keeps_the_same_password(make_pg: MakePg) -> None:
+    pg = make_pg("restart")
+    first = pg.start()
+    pg.stop()
+
+    assert pg.start() == first
+
+
+def test_engine_and_app_roles_log_in_only_with_their_derived_passwords(make_pg: MakePg) -> None:
+    from propdesk.db.database import role_url
+    from propdesk.db.migrate import ensure_roles
+
+    pg = make_pg("roles")
+    url = pg.start()
+    ensure_roles(url, "pdauth")
+
+    for role in ("pdauth_engine", "pdauth_app"):
+        assert _scalar(role_url(url, role), "SELECT current_user") == role
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(_without_password(role_url(url, role)), connect_timeout=5).close()
+
+
+def test_a_trust_cluster_from_an_older_version_is_converted_to_scram_on_start(make_pg: MakePg) -> None:
+    import json
+
+    pg = make_pg("legacy")
+    url = pg.start()
+    # Make it what an older PropDesk left behind: trust everywhere and no password in the state file.
+    with psycopg.connect(url, autocommit=True) as conn:
+        (pg.cluster_dir / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
+        conn.execute("SELECT pg_reload_conf()")
+    state_file = pg.data_dir / "embedded.json"
+    state = json.loads(state_file.read_text())
+    del state["password"]
+    state_file.write_text(json.dumps(state))
+    pg.stop()
+    wait_for_trust = EmbeddedPostgres(pg.data_dir)
+
+    converted = wait_for_trust.start()
+
+    assert urlsplit(converted).password
+    assert "trust" not in (pg.cluster_dir / "pg_hba.conf").read_text().split()
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(_without_password(converted), connect_timeout=5).close()
+    assert _scalar(converted, "SELECT 1") == 1

@@ -11,16 +11,21 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from .migrate import role_names
+from .migrate import role_names, role_password
 
 Conn = psycopg.Connection[dict[str, Any]]
 
 
 def role_url(admin_url: str, role: str) -> str:
-    """The admin URL with its user replaced by ``role`` (the same host, port, database and TLS settings)."""
+    """The admin URL with its user replaced by ``role`` (the same host, port, database and TLS settings), and the
+    role's derived password when the admin URL has one (see :func:`propdesk.db.migrate.role_password`)."""
     params = conninfo_to_dict(admin_url)
     params["user"] = role
-    params.pop("password", None)
+    password = role_password(admin_url, role)
+    if password is None:
+        params.pop("password", None)
+    else:
+        params["password"] = password
     return make_conninfo(**params)  # type: ignore[arg-type]
 
 

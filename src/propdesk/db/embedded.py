@@ -6,13 +6,18 @@ logging and shutdown are explicit and testable.  The server binaries come from :
 Layout of a data directory ``D`` (created on first :meth:`EmbeddedPostgres.start`)::
 
     D/embedded.lock   flock(2) target serialising start/stop across threads and processes
-    D/embedded.json   {"port": ..., "cluster_dir": ...}  -- last port, and the relocated cluster if any
+    D/embedded.json   {"host", "port", "superuser", "password", "auth", "cluster_dir"?}  -- mode 0600: how to reach
+                      the server (last port, the superuser's generated password) and the relocated cluster if any
     D/postgres.log    server log (appended across restarts)
     D/pgdata/         the PostgreSQL cluster (PGDATA), unless relocated (see below)
 
-The server listens on TCP ``127.0.0.1`` only (unix sockets disabled), superuser ``postgres`` with
-``trust`` authentication; loopback-only listening is what makes trust acceptable.  Durability settings
-are the production ones (``fsync``/``synchronous_commit``/``full_page_writes`` on).
+The server listens on TCP ``127.0.0.1`` only (unix sockets disabled) and every role authenticates with
+``scram-sha-256``: another OS user of the machine can reach the port but cannot log in.  The superuser
+``postgres`` gets a generated password at ``initdb``, kept in ``D/embedded.json`` (mode 0600, like the data
+directory itself); the roles PropDesk creates get passwords derived from it (:func:`propdesk.db.database.role_url`).
+A cluster made by an older version with ``trust`` is converted on its next start (a password is set, then
+``pg_hba.conf`` is rewritten and reloaded).  Durability settings are the production ones
+(``fsync``/``synchronous_commit``/``full_page_writes`` on).
 
 Running as root
 ---------------
@@ -49,6 +54,7 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import shutil
 import socket
 import stat
@@ -95,12 +101,22 @@ _SERVER_SETTINGS = """
 # --- propdesk embedded settings (written by propdesk.db.embedded) ---
 listen_addresses = '127.0.0.1'
 unix_socket_directories = ''
+password_encryption = 'scram-sha-256'
 max_connections = 200
 shared_buffers = 128MB
 fsync = on
 synchronous_commit = on
 full_page_writes = on
 """
+
+# Every connection, from any address, authenticates with a password (there are no unix sockets to match
+# "local" lines, but they are written too, so enabling sockets later cannot reopen trust).
+_HBA = """# written by propdesk.db.embedded: every role authenticates with scram-sha-256, loopback only
+local   all  all                 scram-sha-256
+host    all  all  127.0.0.1/32   scram-sha-256
+host    all  all  ::1/128        scram-sha-256
+"""
+_AUTH = "scram-sha-256"
 
 _LOCK_TIMEOUT_S = 180.0
 _LOG_TAIL_BYTES = 6000
@@ -230,8 +246,19 @@ def _output(result: subprocess.CompletedProcess[str]) -> str:
     return ((result.stdout or "") + (result.stderr or "")).strip()
 
 
-def _make_url(port: int) -> str:
-    return f"postgresql://{_SUPERUSER}@{_HOST}:{port}/{_DATABASE}"
+def _make_url(port: int, password: str | None = None) -> str:
+    # Generated passwords are URL-safe (token_urlsafe), so they need no quoting inside the URL.
+    auth = f"{_SUPERUSER}:{password}" if password else _SUPERUSER
+    return f"postgresql://{auth}@{_HOST}:{port}/{_DATABASE}"
+
+
+def _hba_trusts(cluster: Path) -> bool:
+    """Does the cluster's pg_hba.conf still let anyone in with ``trust`` (a cluster made before scram)?"""
+    try:
+        lines = (cluster / "pg_hba.conf").read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split()[-1:] == ["trust"] for line in lines if line.strip() and not line.lstrip().startswith("#"))
 
 
 def _port_is_free(port: int) -> bool:
@@ -528,18 +555,25 @@ class EmbeddedPostgres:
 
             port = self._running_port(cluster, bin_dir, account)
             if port is not None:
-                url = _make_url(port)
                 _log.info("reusing PostgreSQL already running for %s on port %d", self._data_dir, port)
-                wait_ready(url, self._startup_timeout_s)
-                self._owns_server = self._owns_server and url == self._url
+                reused = True
             else:
                 if not (cluster / "PG_VERSION").exists():
-                    self._initdb(cluster, bin_dir, account)
+                    # The password is recorded before initdb, so a crash between the two never leaves a cluster
+                    # whose superuser password nobody knows.
+                    state = {**state, "password": state.get("password") or secrets.token_urlsafe(24)}
+                    self._write_state(state)
+                    self._initdb(cluster, bin_dir, account, state["password"])
                 port = self._start_server(cluster, bin_dir, account, state)
-                url = _make_url(port)
-                wait_ready(url, self._startup_timeout_s)
-                self._owns_server = True
-            self._write_state({**state, "port": port})
+                reused = False
+            if _hba_trusts(cluster):
+                state = self._convert_from_trust(cluster, port, state)
+            password = state.get("password")
+            url = _make_url(port, password if isinstance(password, str) else None)
+            wait_ready(url, self._startup_timeout_s)
+            # A handle that merely reused a server (started by someone else) never stops it on __exit__.
+            self._owns_server = (self._owns_server and url == self._url) if reused else True
+            self._write_state({**state, "port": port, "host": _HOST, "superuser": _SUPERUSER, "auth": _AUTH})
             self._url = url
             return url
 
@@ -619,10 +653,42 @@ class EmbeddedPostgres:
         return state if isinstance(state, dict) else {}
 
     def _write_state(self, state: dict[str, Any]) -> None:
+        # The state holds the superuser's password: created 0600 (never readable by others, not even briefly),
+        # and replaced atomically so readers never see a half-written file.
         path = self._data_dir / _STATE_FILE
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)  # atomic: readers never see a half-written file
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+        path.chmod(0o600)
+
+    def _convert_from_trust(self, cluster: Path, port: int, state: dict[str, Any]) -> dict[str, Any]:
+        """Give a ``trust`` cluster (made before scram) a superuser password, then require scram of everyone."""
+        password = state.get("password")
+        if not isinstance(password, str) or not password:
+            password = secrets.token_urlsafe(24)
+        state = {**state, "password": password}
+        self._write_state(state)  # first, so the password is never lost once set
+        _log.warning("converting the PostgreSQL cluster in %s from trust to %s authentication", cluster, _AUTH)
+        wait_ready(_make_url(port), self._startup_timeout_s)
+        with psycopg.connect(_make_url(port), autocommit=True) as conn:
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute(f"ALTER ROLE {_SUPERUSER} PASSWORD '{password}'")  # token_urlsafe: no quote to escape
+            conn.execute("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
+            (cluster / "pg_hba.conf").write_text(_HBA)
+            conn.execute("SELECT pg_reload_conf()")
+        # The reload is asynchronous: wait until the password is required (a trust login is refused).
+        deadline = time.monotonic() + self._startup_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(_make_url(port), connect_timeout=2, autocommit=True):
+                    pass
+            except psycopg.OperationalError:
+                break
+            time.sleep(0.05)
+        return state
 
     def _cluster_dir(self, state: dict[str, Any]) -> Path:
         relocated = state.get("cluster_dir")
@@ -659,7 +725,7 @@ class EmbeddedPostgres:
         self._write_state(state)
         return cluster
 
-    def _initdb(self, cluster: Path, bin_dir: Path, account: _Account | None) -> None:
+    def _initdb(self, cluster: Path, bin_dir: Path, account: _Account | None, password: str) -> None:
         # Initialise into a scratch directory and rename: a crash mid-initdb never leaves a half-made
         # cluster that a later start() would mistake for a real one (PG_VERSION is written early).
         staging = cluster.with_name(cluster.name + ".initdb-tmp")
@@ -668,26 +734,41 @@ class EmbeddedPostgres:
         if account is not None:
             os.chown(staging, account.uid, account.gid)
         _log.info("initialising PostgreSQL cluster in %s", cluster)
-        result = _run(
-            [
-                bin_dir / "initdb",
-                "-D",
-                staging,
-                "-U",
-                _SUPERUSER,
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-instructions",
-            ],
-            account,
-            timeout=300,
-        )
+        # initdb reads the superuser's password from a file; it lives in a private directory of its own (the
+        # staging directory must be empty) that the server's account can read, and is removed at once.
+        pw_dir = Path(tempfile.mkdtemp(prefix="propdesk-pg-pw-", dir=_SHARED_TMP if account is not None else None))
+        try:
+            pw_file = pw_dir / "pw"
+            fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(password + "\n")
+            if account is not None:
+                os.chown(pw_dir, account.uid, account.gid)
+                os.chown(pw_file, account.uid, account.gid)
+            result = _run(
+                [
+                    bin_dir / "initdb",
+                    "-D",
+                    staging,
+                    "-U",
+                    _SUPERUSER,
+                    f"--auth={_AUTH}",
+                    f"--pwfile={pw_file}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                ],
+                account,
+                timeout=300,
+            )
+        finally:
+            shutil.rmtree(pw_dir, ignore_errors=True)
         if result.returncode != 0:
             shutil.rmtree(staging, ignore_errors=True)
             raise EmbeddedPostgresError(f"initdb failed for {cluster} (exit {result.returncode}):\n{_output(result)}")
         with (staging / "postgresql.conf").open("a") as conf:
             conf.write(_SERVER_SETTINGS)
+        (staging / "pg_hba.conf").write_text(_HBA)  # rewrites in place: the file keeps its owner
         try:
             os.rename(staging, cluster)  # replaces an empty directory, refuses a non-empty one
         except OSError as exc:

@@ -6,12 +6,16 @@ Roles are created if missing, so several databases (and test runs) on one server
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 HEAD = "0007"
 
@@ -21,8 +25,23 @@ def role_names(prefix: str) -> tuple[str, str, str]:
     return f"{prefix}_owner", f"{prefix}_engine", f"{prefix}_app"
 
 
+def role_password(admin_url: str, role: str) -> str | None:
+    """The login password of a PropDesk role on a server whose admin URL carries a password, else None.
+
+    Derived (HMAC-SHA256 keyed by the admin password) rather than stored: every process that holds the admin
+    URL, and only such a process, can log in as the engine or app role, and nothing else needs keeping. On a
+    server reached without a password (a ``trust`` or ``.pgpass`` setup) the roles keep whatever the operator set.
+    """
+    admin_password = conninfo_to_dict(admin_url).get("password")
+    if not admin_password:
+        return None
+    digest = hmac.new(str(admin_password).encode(), f"propdesk-role:{role}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 def ensure_roles(admin_url: str, prefix: str) -> None:
-    """Create the three roles if missing and let the admin login act as the owner."""
+    """Create the three roles if missing, give the login roles their derived passwords (when the admin URL has
+    one), and let the admin login act as the owner."""
     owner, engine, app = role_names(prefix)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         me = conn.execute("SELECT current_user").fetchone()
@@ -36,6 +55,10 @@ def ensure_roles(admin_url: str, prefix: str) -> None:
                     sql.Identifier(name), sql.SQL("LOGIN" if login else "NOLOGIN")))
             except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
                 pass  # created concurrently by another process: fine
+        for name in (engine, app):
+            password = role_password(admin_url, name)
+            if password is not None:
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(name), sql.Literal(password)))
         is_member = conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (owner,)).fetchone()
         if not (is_member and is_member[0]):
             conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(owner), sql.Identifier(me[0])))
