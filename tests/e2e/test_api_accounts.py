@@ -52,7 +52,14 @@ def test_create_with_body_idempotency_key_and_another_body_is_409(client: Any) -
 
 @pytest.mark.parametrize("policy", [{"max_leverage": "-1"}, {"no_such_key": 1}, {"max_open_positions": "5"},
                                     {"slippage_model": "free_lunch"}, {"allowed_asset_classes": ["tulips"]},
-                                    {"auto_liquidation_drawdown_pct": "150"}, {"max_notional": "Infinity"}])
+                                    {"auto_liquidation_drawdown_pct": "150"}, {"max_notional": "Infinity"},
+                                    # values that passed before and then broke arithmetic (negative fill prices,
+                                    # overflowing fees) or slipped past the number grammar
+                                    {"slippage_model": "random_bps", "slippage_bps_min": "1",
+                                     "slippage_bps_max": "20000"},
+                                    {"fee_bps": "1e15"}, {"starting_balance": "1e16"}, {"max_leverage": "100000"},
+                                    {"fee_bps": "1_0"}, {"fee_bps": " 5"}, {"fee_bps": "+5"}, {"fee_bps": "٥"},
+                                    {"max_open_orders": 10_000_000}, {"max_quote_age_seconds": 0}])
 def test_invalid_policy_override_is_422_and_creates_nothing(client: Any, platform: Any, policy: Any) -> None:
     r = client.post(f"{PREFIX}/accounts", json={"owner_id": "t", "mode": "audition", "policy": policy})
     assert r.status_code == 422, r.text

@@ -115,6 +115,9 @@ def test_pages_follow_the_cursor_oldest_first(seeded: None, admin_web: Any) -> N
 
 @pytest.mark.parametrize("params", [
     {"from": "2026-03-02T10:00:00"},                                  # no UTC offset
+    {"from": "0.5"},                                                  # a number is not a date
+    {"to": "1772445600"},                                             # nor a Unix time
+    {"from": "2026-03-02"},                                           # a day without a time of day
     {"to": "yesterday"},
     {"from": "2026-03-05T00:00:00Z", "to": "2026-03-04T00:00:00Z"},   # ends before it starts
     {"from": "2026-03-02T00:00:00Z", "to": "2026-03-02T00:00:00Z"},   # empty

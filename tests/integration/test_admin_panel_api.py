@@ -431,3 +431,13 @@ def test_the_live_stream_sends_late_and_same_instant_items_exactly_once(platform
         fresh = follower.poll(c)
         assert sorted(i["data"]["reason"] for i in fresh) == ["committed late", "same instant"]
         assert follower.poll(c) == []
+
+
+@pytest.mark.parametrize("query", ["q=%00", "q=ali%00ce", "plan=%01", "rule=%7F", "phase=a%0Ab"])
+def test_a_control_character_in_a_list_filter_is_a_422_that_never_reaches_the_database(
+        admin_web: TestClient, query: str) -> None:
+    path = "/api/v1/admin/violations" if query.startswith("rule") else "/api/v1/admin/traders"
+    r = admin_web.get(f"{path}?{query}")
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_query"
+    assert admin_web.get("/api/v1/admin/traders?q=alice").status_code == 200

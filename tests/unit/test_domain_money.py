@@ -56,11 +56,18 @@ def test_non_numbers_are_refused_with_the_field_named(value: object) -> None:
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    ("1.50", D("1.50")), (" 2 ", D(2)), (7, D(7)), (D("-0.25"), D("-0.25")),
+    ("1.50", D("1.50")), ("2", D(2)), ("1e3", D(1000)), (7, D(7)), (D("-0.25"), D("-0.25")),
     ("99999999999999999.99", D("99999999999999999.99")),  # just under 1e17 is still storable
 ])
 def test_finite_decimals_within_the_column_limit_parse_exactly(value: object, expected: Decimal) -> None:
     assert parse_decimal(value) == expected
+
+
+@pytest.mark.parametrize(
+    "text", [" 2 ", "2 ", "+2", "1_000", "١٢٣", "１２", "2.", ".5", "0x10", "1,5", "- 1", "", "e5"])
+def test_text_outside_the_one_decimal_grammar_is_refused_with_the_grammar_named(text: str) -> None:
+    with pytest.raises(ValueError, match="ASCII digits"):
+        parse_decimal(text, field="fee_bps")
 
 
 def test_check_finite_uses_the_column_limit() -> None:

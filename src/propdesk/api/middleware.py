@@ -6,7 +6,9 @@
                    BEFORE anything reads or validates the body: 401 (with ``WWW-Authenticate``) or 403, never
                    422; pages answer 303 to the login page or a 403 page;
 ``BodyLimit``      413 ``body_too_large`` on a declared ``Content-Length`` over the limit, and by counting the
-                   bytes actually received (chunked bodies have no ``Content-Length``).
+                   bytes actually received (chunked bodies have no ``Content-Length``); 422 ``invalid_query``
+                   for a query string carrying a control character (a NUL would otherwise reach PostgreSQL,
+                   which refuses it in text, as a 500).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 import uuid
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote_to_bytes, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
@@ -273,6 +275,12 @@ _FORBIDDEN_PAGE = """<!doctype html>
 """
 
 
+def _has_control_character(query: bytes) -> bool:
+    """Does the query string, once percent-decoded, hold a C0 control character or DEL?"""
+    raw = unquote_to_bytes(query)
+    return any(b < 0x20 or b == 0x7F for b in raw)
+
+
 class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
@@ -281,6 +289,10 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if _has_control_character(scope.get("query_string") or b""):
+            await error_response(422, "invalid_query", "the query string contains a control character (such as"
+                                 " NUL); send printable text only")(scope, receive, send)
             return
         limit = self.max_bytes
         declared = _header(scope, b"content-length")

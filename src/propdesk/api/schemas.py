@@ -25,12 +25,11 @@ from pydantic import (
 )
 
 from ..domain.lifecycle import Mode
-from ..domain.money import check_finite, decimals_of
+from ..domain.money import DECIMAL_GRAMMAR, DECIMAL_GRAMMAR_HINT, check_finite, decimals_of
 from ..domain.orders import OrderRequest, OrderType, Side
 
 PRICE_DECIMALS = 10  # NUMERIC(28,10): more digits would be rounded silently by the database
 QUANTITY_DECIMALS = 8
-_DECIMAL_RE = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?([eE][+-]?[0-9]{1,4})?")
 
 
 def _decimal(v: Any) -> Decimal:
@@ -44,8 +43,8 @@ def _decimal(v: Any) -> Decimal:
     elif isinstance(v, float):
         d = Decimal(repr(v))  # the shortest repr round-trips: exactly what the client wrote
     elif isinstance(v, str):
-        if not _DECIMAL_RE.fullmatch(v):
-            raise ValueError('must be a decimal number such as "1.25" (no spaces, signs other than "-", or words)')
+        if not DECIMAL_GRAMMAR.fullmatch(v):
+            raise ValueError(f"must be {DECIMAL_GRAMMAR_HINT}")
         d = Decimal(v)
     else:
         raise ValueError("must be a decimal number")
@@ -76,11 +75,18 @@ def _plain_text(s: str) -> str:
     return s
 
 
+# pydantic alone would also read "0.5" or "1700000000" as a Unix time: a timestamp is ISO 8601 text, always.
+_ISO_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+                            r"(Z|z|[+-][0-9]{2}:?[0-9]{2})?", re.ASCII)
+
+
 def _iso_string(v: Any) -> Any:
     if not isinstance(v, str):
         raise ValueError("must be an ISO-8601 timestamp string with a UTC offset")
     if len(v) > 40:
         raise ValueError("timestamp too long")
+    if not _ISO_TIMESTAMP.fullmatch(v):
+        raise ValueError("must be an ISO-8601 timestamp such as 2026-03-02T10:00:00Z")
     return v
 
 

@@ -7,6 +7,7 @@ fold over the ledger is an exact sum. Prices and average prices keep more digits
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
 # A context wide enough that no product of a price, a size and a contract size ever rounds implicitly.
@@ -20,6 +21,12 @@ ZERO = Decimal(0)
 
 # Column limits (NUMERIC(28, 10) in the database): anything larger is refused at the edge.
 MAX_ABS_AMOUNT = Decimal("1e17")
+
+#: The one grammar of a decimal written as text, everywhere a client sends one (order fields, policy overrides,
+#: admin amounts): ASCII digits, an optional leading "-", an optional fraction and exponent. ``Decimal()`` alone
+#: would also take Unicode digits, "_" separators, a "+" sign, surrounding spaces, "Infinity" and "NaN".
+DECIMAL_GRAMMAR = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?([eE][+-]?[0-9]{1,4})?", re.ASCII)
+DECIMAL_GRAMMAR_HINT = 'a decimal number such as "1.25" (ASCII digits; no spaces, "_", or signs other than "-")'
 
 
 def money(value: Decimal | int | str) -> Decimal:
@@ -45,9 +52,12 @@ def parse_decimal(value: object, *, field: str = "value") -> Decimal:
         d = Decimal(value)
     elif isinstance(value, str):
         try:
-            d = Decimal(value.strip())
+            d = Decimal(value)
         except InvalidOperation as exc:
-            raise ValueError(f"{field}: {value!r} is not a decimal number") from exc
+            raise ValueError(f"{field}: {value[:50]!r} is not {DECIMAL_GRAMMAR_HINT}") from exc
+        check_finite(d, field=field)  # names NaN, infinities and huge magnitudes for what they are
+        if not DECIMAL_GRAMMAR.fullmatch(value):
+            raise ValueError(f"{field}: {value[:50]!r} is not {DECIMAL_GRAMMAR_HINT}")
     else:
         raise ValueError(f"{field}: must be a decimal string or integer")
     return check_finite(d, field=field)

@@ -10,6 +10,27 @@ from typing import Any
 from .instruments import AssetClass
 from .money import fmt, parse_decimal
 
+#: The range each numeric policy key may take: wide enough for every real firm, narrow enough that no fill price,
+#: fee or limit computed from it can go negative or overflow the NUMERIC(28,10) columns (a 100% slippage would
+#: make a sell fill at a price of zero or less; a fee of 10^20 bps would overflow the ledger).
+BOUNDS: dict[str, tuple[Decimal, Decimal]] = {
+    "starting_balance": (Decimal("0.01"), Decimal(10) ** 12),
+    "max_leverage": (Decimal("0.01"), Decimal(1000)),
+    "max_notional": (Decimal(0), Decimal(10) ** 13),
+    "max_aggregate_notional": (Decimal(0), Decimal(10) ** 13),
+    "max_position_equity_pct": (Decimal(0), Decimal(100_000)),
+    "fee_bps": (Decimal(0), Decimal(1000)),
+    "slippage_bps_min": (Decimal(0), Decimal(1000)),
+    "slippage_bps_max": (Decimal(0), Decimal(1000)),
+    "auto_liquidation_drawdown_pct": (Decimal(0), Decimal(100)),
+}
+INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "max_open_positions": (0, 10_000),
+    "max_open_orders": (0, 10_000),
+    "slippage_seed": (0, 2**31 - 1),
+    "max_quote_age_seconds": (1, 7 * 86_400),
+}
+
 
 class SlippageModel(StrEnum):
     MID_PRICE = "mid_price"      # fill at the mid
@@ -70,8 +91,9 @@ class ExecutionPolicy:
                     raise ValueError(f"{key}: must be true or false")
                 kwargs[key] = value
             elif isinstance(default, int) and not isinstance(default, bool):
-                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1_000_000:
-                    raise ValueError(f"{key}: must be an integer between 0 and 1000000")
+                low, high = INT_BOUNDS.get(key, (0, 1_000_000))
+                if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                    raise ValueError(f"{key}: must be an integer between {low} and {high}")
                 kwargs[key] = value
             elif key == "slippage_model":
                 kwargs[key] = SlippageModel(value)
@@ -87,12 +109,19 @@ class ExecutionPolicy:
                 d = parse_decimal(value, field=key)
                 if d < 0:
                     raise ValueError(f"{key}: must not be negative")
+                low, high = BOUNDS.get(key, (Decimal(0), Decimal(10) ** 13))
+                if not low <= d <= high:
+                    raise ValueError(f"{key}: must be between {fmt(low)} and {fmt(high)}")
                 kwargs[key] = d
         policy = cls(**kwargs)
         policy.validate()
         return policy
 
     def validate(self) -> None:
+        for key, (low, high) in BOUNDS.items():
+            value = getattr(self, key)
+            if value is not None and not low <= value <= high:
+                raise ValueError(f"{key}: must be between {fmt(low)} and {fmt(high)}")
         if self.starting_balance <= 0:
             raise ValueError("starting_balance: must be positive")
         if self.max_leverage <= 0:

@@ -39,7 +39,7 @@ from ..errors import ApiError
 from ..idempotency import Outcome, principal_of
 from ..pagination import Cursor, decode_cursor, decode_int_cursor, encode_cursor
 from ..render import json_response
-from ..schemas import AdminBody
+from ..schemas import AdminBody, Timestamp
 from .admin import write_audit
 
 AccountId = Annotated[uuid.UUID, Path(description="Account id (UUID).")]
@@ -447,9 +447,9 @@ def build(api: Api) -> APIRouter:
     @router.get("/api/v1/admin/calendar/events", responses=READ_ERRORS, response_model=CalendarPage)
     def calendar_events(
             request: Request,
-            start: Annotated[datetime | None, Query(alias="from", description="Window start, ISO-8601 with a UTC "
+            start: Annotated[Timestamp | None, Query(alias="from", description="Window start, ISO-8601 with a UTC "
                                                     "offset (default: now - 1 day).")] = None,
-            end: Annotated[datetime | None, Query(alias="to", description="Window end, exclusive (default: now + "
+            end: Annotated[Timestamp | None, Query(alias="to", description="Window end, exclusive (default: now + "
                                                   "7 days; at most 62 days after the start).")] = None,
             impact: Annotated[str, Query(pattern="^(high|medium|low)$", description="Minimum impact.")] = "low",
             currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$", description="Only this currency "
