@@ -109,9 +109,9 @@ class ExecutionPolicy:
                 d = parse_decimal(value, field=key)
                 if d < 0:
                     raise ValueError(f"{key}: must not be negative")
-                low, high = BOUNDS.get(key, (Decimal(0), Decimal(10) ** 13))
-                if not low <= d <= high:
-                    raise ValueError(f"{key}: must be between {fmt(low)} and {fmt(high)}")
+                d_low, d_high = BOUNDS.get(key, (Decimal(0), Decimal(10) ** 13))
+                if not d_low <= d <= d_high:
+                    raise ValueError(f"{key}: must be between {fmt(d_low)} and {fmt(d_high)}")
                 kwargs[key] = d
         policy = cls(**kwargs)
         policy.validate()
