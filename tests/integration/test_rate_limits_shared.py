@@ -223,9 +223,15 @@ class Unreachable:
     """A pool that can never hand out a connection (a server that is down), answering within a second."""
 
     def __init__(self) -> None:
-        self.engine_pool: ConnectionPool[Any] = ConnectionPool(
-            "host=127.0.0.1 port=9 user=nobody dbname=none connect_timeout=1", min_size=1, max_size=1,
-            timeout=1, open=True, reconnect_timeout=1)
+        from propdesk.db.health import DatabaseHealth
+
+        dsn = "host=127.0.0.1 port=9 user=nobody dbname=none connect_timeout=1"
+        self.engine_pool: ConnectionPool[Any] = ConnectionPool(dsn, min_size=1, max_size=1, timeout=1, open=True,
+                                                               reconnect_timeout=1)
+        self.health = DatabaseHealth(dsn)
+
+    def connection(self, pool: Any = None) -> Any:
+        return Database.connection(self, pool)  # type: ignore[arg-type]
 
     def tx(self) -> Any:
         return Database.tx(self)  # type: ignore[arg-type]

@@ -17,11 +17,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, logs
 from ..bootstrap import Platform
+from ..db.health import DatabaseUnavailable
 from ..domain.errors import DomainError
 from ..web import live, pages, pages_admin, pages_auth, trader_views
 from ..web.security import CsrfGuard, SecurityHeaders
 from .context import Api
-from .errors import ApiError, handle_api_error, handle_domain_error, handle_http_exception, handle_validation_error
+from .errors import (
+    ApiError,
+    handle_api_error,
+    handle_database_unavailable,
+    handle_domain_error,
+    handle_http_exception,
+    handle_validation_error,
+)
 from .idempotency import Commands
 from .middleware import Authentication, BodyLimit, Observability
 from .routes import accounts, admin, admin_panel, market, ops, rules, trader, trading
@@ -43,7 +51,8 @@ DESCRIPTION = """PropDesk execution core over HTTP.
 def create_app(platform: Platform) -> FastAPI:
     """Build the API over ``platform`` (its clock, database, quote store, metrics, services and tokens)."""
     log = logs.get("propdesk.api")
-    commands = Commands(platform.db.engine_url, platform.clock, pool_size=platform.settings.db_pool_size)
+    commands = Commands(platform.db.engine_url, platform.clock, pool_size=platform.settings.db_pool_size,
+                        health=platform.db.health)
     closers = platform.extras.setdefault("closers", [])
     closers.append(commands.close)
     api = Api(platform, commands, log)
@@ -62,6 +71,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.add_exception_handler(ApiError, handle_api_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
+    app.add_exception_handler(DatabaseUnavailable, handle_database_unavailable)
 
     for module in (accounts, trading, admin, rules, ops):
         app.include_router(module.build(api))

@@ -27,6 +27,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..db.health import DatabaseConnectionLost
 from .errors import ApiError
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -182,6 +183,13 @@ class StrictJSONRoute(APIRoute):
                                                        request.scope.get("query_string", b"").decode("latin-1"),
                                                        decoded)
                 request = _DecodedRequest(request, raw, decoded)
-            return await handler(request)
+            try:
+                return await handler(request)
+            except DatabaseConnectionLost:
+                # The connection broke mid-request (a PostgreSQL restart): the transaction did not commit, so a
+                # read, or a command whose Idempotency-Key makes a second run a replay, is run once more.
+                if request.method not in ("GET", "HEAD") and not request.headers.get("idempotency-key"):
+                    raise
+                return await handler(request)
 
         return strict_handler

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..db.health import DatabaseUnavailable
 from ..domain.errors import DomainError
 from .render import json_response
 
@@ -140,3 +141,14 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers or {})
     details = {"limit_bytes": exc.limit} if isinstance(exc, BodyTooLarge) else {}
     return error_response(status, code, message, details, headers)
+
+
+def database_unavailable_response(exc: DatabaseUnavailable) -> Response:
+    """503 with ``Retry-After``: the database is down (``database_unavailable``) or saturated (``database_busy``)."""
+    return error_response(503, exc.code, str(exc), {"retry_after_seconds": exc.retry_after_s},
+                          headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def handle_database_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DatabaseUnavailable)
+    return database_unavailable_response(exc)

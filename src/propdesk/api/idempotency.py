@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..auth import Principal
+from ..db.health import DatabaseHealth, checked_pool
 from ..domain.clock import Clock
 from ..domain.errors import DomainError
 from .body import request_hash
@@ -93,10 +94,11 @@ def principal_of(request: Request) -> Principal:
 class Commands:
     """Runs mutating requests: one engine transaction per command, with the idempotency record inside it."""
 
-    def __init__(self, conninfo: str, clock: Clock, *, pool_size: int = 10):
+    def __init__(self, conninfo: str, clock: Clock, *, pool_size: int = 10, health: DatabaseHealth | None = None):
         self.clock = clock
-        self.pool: ConnectionPool[Conn] = ConnectionPool(
-            conninfo, min_size=1, max_size=pool_size, open=True, name="api-commands",
+        self.health = health or DatabaseHealth(conninfo)
+        self.pool: ConnectionPool[Conn] = checked_pool(
+            conninfo, min_size=1, max_size=pool_size, name="api-commands",
             kwargs={"row_factory": dict_row, "autocommit": False})
 
     def close(self) -> None:
@@ -110,7 +112,7 @@ class Commands:
         path = request.scope["path"]
         rhash = getattr(request.state, "body_hash", None) or request_hash(
             method, path, request.scope.get("query_string", b"").decode("latin-1"), None)
-        with self.pool.connection() as conn, conn.transaction():
+        with self.health.connection(self.pool) as conn, conn.transaction():
             if key is not None:
                 replay = self._claim(conn, principal.id, key, method, path, rhash)
                 if replay is not None:

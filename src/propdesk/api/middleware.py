@@ -26,8 +26,9 @@ from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth import CRON_PATHS, Principal, Role
+from ..db.health import DatabaseUnavailable
 from ..metrics import Metrics
-from .errors import BodyTooLarge, error_response
+from .errors import BodyTooLarge, database_unavailable_response, error_response
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -67,6 +68,11 @@ class Observability:
             await self.app(scope, receive, send_wrapper)
         except ClientDisconnect:
             status = 499
+        except DatabaseUnavailable as exc:  # raised outside a route (authentication, pages): still a 503
+            self.log.warning("database_unavailable", method=scope.get("method"), path=scope.get("path"),
+                             request_id=request_id, error=str(exc)[:300])
+            if not response_started:
+                await database_unavailable_response(exc)(scope, receive, send_wrapper)
         except Exception as exc:
             self.log.error("unhandled_exception", method=scope.get("method"), path=scope.get("path"),
                            request_id=request_id, error=f"{type(exc).__name__}: {exc}"[:500], exc_info=exc)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -11,6 +11,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from .health import DatabaseHealth, checked_pool
 from .migrate import role_names, role_password
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -39,24 +40,30 @@ class Database:
         self.owner_role, self.engine_role, self.app_role = role_names(prefix)
         self.engine_url = engine_url or role_url(admin_url, self.engine_role)
         self.app_url = app_url or role_url(admin_url, self.app_role)
-        self.engine_pool: ConnectionPool[Conn] = ConnectionPool(
-            self.engine_url, min_size=min(2, pool_size), max_size=pool_size, open=True,
+        #: Shared by every pool of this process that reaches this server (see :mod:`propdesk.db.health`).
+        self.health = DatabaseHealth(self.engine_url)
+        self.engine_pool: ConnectionPool[Conn] = checked_pool(
+            self.engine_url, min_size=min(2, pool_size), max_size=pool_size,
             kwargs={"row_factory": dict_row, "autocommit": False}, name="engine")
         self.app_pool: ConnectionPool[Conn] | None = None
         if open_app_pool:
-            self.app_pool = ConnectionPool(self.app_url, min_size=1, max_size=max(2, pool_size // 2), open=True,
-                                           kwargs={"row_factory": dict_row, "autocommit": False}, name="app")
+            self.app_pool = checked_pool(self.app_url, min_size=1, max_size=max(2, pool_size // 2),
+                                         kwargs={"row_factory": dict_row, "autocommit": False}, name="app")
+
+    def connection(self, pool: ConnectionPool[Conn] | None = None) -> AbstractContextManager[Conn]:
+        """A connection of ``pool`` (default: the engine's), or a 503-mapped error at once during an outage."""
+        return self.health.connection(pool if pool is not None else self.engine_pool)
 
     @contextmanager
     def tx(self) -> Iterator[Conn]:
         """One engine transaction: committed when the block ends, rolled back on any exception."""
-        with self.engine_pool.connection() as conn, conn.transaction():
+        with self.connection() as conn, conn.transaction():
             yield conn
 
     @contextmanager
     def read(self) -> Iterator[Conn]:
         """A read-only engine connection (a transaction that is rolled back at the end)."""
-        with self.engine_pool.connection() as conn:
+        with self.connection() as conn:
             try:
                 yield conn
             finally:

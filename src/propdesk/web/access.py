@@ -51,7 +51,7 @@ def user_conn(platform: Platform, user: HasUserId, *, write: bool = False) -> It
         raise RuntimeError("the app role's pool is not open (Database(open_app_pool=True))")
     user_id = owner_key(user)
     uuid.UUID(user_id)  # a malformed id must never reach the setting (it would match no row, but fail loudly)
-    with pool.connection() as conn, conn.transaction():
+    with platform.db.connection(pool) as conn, conn.transaction():
         if not write:
             conn.execute("SET TRANSACTION READ ONLY")
         conn.execute("SELECT set_config('propdesk.user_id', %s, true)", (user_id,))

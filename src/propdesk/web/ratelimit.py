@@ -36,6 +36,7 @@ import psycopg
 
 from .. import logs
 from ..api.errors import ApiError
+from ..db.health import DatabaseUnavailable
 from ..domain.clock import Clock
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ class PgRateLimits:
         for attempt in range(3):
             try:
                 return self._check(bucket, key, limit)
-            except psycopg.OperationalError as exc:  # connection refused or lost, the pool's timeout, a deadlock
+            except (psycopg.OperationalError, DatabaseUnavailable) as exc:  # down, lost, pool timeout, a deadlock
                 # A sweep may lock this key's old rows in another order than this check's delete; the server then
                 # aborts one of the two. Nothing was counted, so the check simply runs again.
                 if isinstance(exc, psycopg.errors.DeadlockDetected) and attempt < 2:
@@ -248,7 +249,7 @@ class PgRateLimits:
         # Housekeeping: a failed sweep must not turn an answered check into an error; the next one retries.
         try:
             self.sweep()
-        except psycopg.Error as exc:
+        except (psycopg.Error, DatabaseUnavailable) as exc:
             _log.warning("ratelimit_sweep_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     @staticmethod

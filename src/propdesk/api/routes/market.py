@@ -103,7 +103,7 @@ def build(api: Api) -> APIRouter:
             with api.read() as c:
                 yield c
             return
-        with pool.connection() as c:
+        with platform.db.connection(pool) as c:
             try:
                 yield c
             finally:

@@ -16,7 +16,18 @@ from ..render import json_response
 
 HEARTBEAT = "mark-to-market"
 CALENDAR_HEARTBEAT = "calendar-sync"
-DB_TIMEOUT_SECONDS = 2.0
+
+
+def _pool_ok(api: Api, pool: Any) -> dict[str, Any]:
+    """Can this pool hand out a working connection now? (Each pool that serves requests is checked.)"""
+    try:
+        with api.platform.db.connection(pool) as c:
+            c.execute("SELECT 1")
+            c.rollback()
+    except Exception as exc:
+        return {"ok": False, "error": type(exc).__name__}
+    stats = pool.get_stats()
+    return {"ok": True, "size": stats.get("pool_size"), "available": stats.get("pool_available")}
 
 
 def calendar_check(beat: Any, now: Any, interval_s: float, margin_s: float) -> dict[str, Any]:
@@ -58,7 +69,7 @@ def build(api: Api) -> APIRouter:
         now = platform.clock.now()
         started = time.perf_counter()
         try:
-            with platform.db.engine_pool.connection(timeout=DB_TIMEOUT_SECONDS) as c:
+            with platform.db.connection() as c:
                 c.execute("SELECT set_config('statement_timeout', '2000', true)")
                 version = c.execute("SELECT version_num FROM alembic_version").fetchone()
                 beat = c.execute("SELECT beat_at, details FROM worker_heartbeats WHERE name=%s",
@@ -70,8 +81,11 @@ def build(api: Api) -> APIRouter:
         except Exception as exc:
             api.log.warning("healthz_database_unreachable", error=f"{type(exc).__name__}: {exc}"[:300])
             return json_response({"status": "down", "time": now, "checks": {"database": {
-                "ok": False, "error": type(exc).__name__}}}, 503)
+                "ok": False, "error": type(exc).__name__, **platform.db.health.state()}}}, 503,
+                {"Retry-After": "2"})
         db_ms = round((time.perf_counter() - started) * 1000, 3)
+        pools = {name: _pool_ok(api, pool) for name, pool in (("app", platform.db.app_pool),
+                                                              ("commands", api.commands.pool)) if pool is not None}
         current = version["version_num"] if version else None
         stale_after = platform.settings.heartbeat_stale_seconds
         worker: dict[str, Any] = {"name": HEARTBEAT, "stale_after_seconds": stale_after}
@@ -83,7 +97,9 @@ def build(api: Api) -> APIRouter:
                           details=beat["details"])
             if age > stale_after:
                 worker["reason"] = "heartbeat is stale"
-        checks: dict[str, dict[str, Any]] = {"database": {"ok": True, "latency_ms": db_ms},
+        checks: dict[str, dict[str, Any]] = {"database": {"ok": all(p["ok"] for p in pools.values()),
+                                                          "latency_ms": db_ms, "pools": {"engine": {"ok": True},
+                                                                                         **pools}},
                   "migrations": {"ok": current == HEAD, "current": current, "head": HEAD},
                   "mark_to_market_worker": worker}
         if platform.settings.finnhub_api_key:
