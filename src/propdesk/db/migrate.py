@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-HEAD = "0007"
+HEAD = "0008"
 
 
 def role_names(prefix: str) -> tuple[str, str, str]:
