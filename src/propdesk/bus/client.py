@@ -93,7 +93,7 @@ class BusClient:
         servers = [s.strip() for s in self.endpoint.url.split(",") if s.strip()]
         self.nc = await asyncio.wait_for(nats.connect(
             servers, user=self.endpoint.user, password=self.endpoint.password, name=self.name,
-            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=self.reconnect_wait_s,  # type: ignore[arg-type]
+            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=self.reconnect_wait_s,  # type: ignore[arg-type,unused-ignore]
             connect_timeout=2, ping_interval=self.ping_interval_s, max_outstanding_pings=2,
             disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error,
             pending_size=64 * 1024 * 1024), timeout_s)
