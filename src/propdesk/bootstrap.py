@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import logs
 from .auth import TokenStore
+from .bus.bridge import PriceBus
+from .bus.wiring import open_bus
 from .clock import SystemClock
 from .db.database import Database, assert_security_posture
 from .db.embedded import EmbeddedPostgres
 from .db.migrate import HEAD, upgrade
 from .domain.clock import Clock
 from .domain.instruments import DEFAULT_CATALOGUE, Catalogue
+from .domain.quotes import PriceSource
 from .execution.decisions import DecisionService
 from .execution.external import ExternalTrades
 from .execution.service import ExecutionService
+from .marketdata.live import LivePrices
 from .marketdata.recorder import CandleRecorder
 from .marketdata.sessions import SessionCalendar, default_calendar
 from .marketdata.store import QuoteStore
@@ -78,6 +83,8 @@ class Platform:
     sessions: SessionCalendar = field(default_factory=default_calendar)
     # The candle recorder, when this process runs one (serve, demo, feeds): the market API reads its open bar.
     candles: CandleRecorder | None = None
+    # The price bus this process is attached to (None with PROPDESK_BUS_ENABLED=false); /healthz reports it.
+    bus: PriceBus | None = None
 
     @property
     def ticks(self) -> TickStream:
@@ -111,11 +118,26 @@ def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bo
     clock = clock or SystemClock()
     metrics = Metrics()
     quotes = QuoteStore(db)
+    # --- price bus (bus/wiring.py): prices reach every process; the core's prices are stale while cut off ----
+    bus, bus_server = None, None
+    closers: list[Callable[[], object]] = []
+    prices: PriceSource = quotes
+    if settings.bus_enabled:
+        try:
+            bus, bus_server = open_bus(db, quotes, nats_url=settings.nats_url, data_dir=settings.data_dir,
+                                       namespace=settings.bus_namespace, retain_s=settings.bus_retain_seconds)
+        except BaseException:
+            db.close()
+            raise
+        closers = [bus_server.release] if bus_server is not None else []
+        closers.append(bus.close)  # run in reverse by Platform.close: the connection first, then the server
+        prices = LivePrices(quotes, bus.is_connected)
+    # --- end price bus ---------------------------------------------------------------------------------------
     log = logs.get("propdesk.execution")
     # One session calendar for the gates and the market API; the demo setting treats every market as open.
     sessions = SessionCalendar(DEFAULT_CATALOGUE, always_open=True) if settings.demo_always_open \
         else default_calendar()
-    execution = ExecutionService(db, clock, DEFAULT_CATALOGUE, quotes, metrics,
+    execution = ExecutionService(db, clock, DEFAULT_CATALOGUE, prices, metrics,
                                  log=lambda event, **kw: log.warning(event, **kw), sessions=sessions)
     sync_instruments(db, DEFAULT_CATALOGUE)
     plans = PlanStore(db, clock)
@@ -128,7 +150,7 @@ def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bo
                     PgRateLimits.from_settings(db, clock, settings) if settings.rate_limit_store == "postgres"
                     else RateLimits.from_settings(clock, settings),  # memory: one process only
                     Mailer(db, clock, smtp_url=settings.smtp_url, sender=settings.smtp_from), embedded,
-                    sessions=sessions)
+                    extras={"closers": closers}, sessions=sessions, bus=bus)
 
 
 def sync_instruments(db: Database, catalogue: Catalogue) -> None:

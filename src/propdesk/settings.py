@@ -26,7 +26,16 @@ class Settings(BaseSettings):
     db_role_prefix: str = Field(default="propdesk", pattern=r"^[a-z][a-z0-9_]{0,40}$",
                                 description="Prefix of the cluster-wide roles <prefix>_owner/_engine/_app.")
     db_pool_size: int = Field(default=10, ge=1, le=200)
-    nats_url: str | None = Field(default=None, validation_alias=AliasChoices("NATS_URL", "PROPDESK_NATS_URL"))
+    nats_url: str | None = Field(default=None, validation_alias=AliasChoices("NATS_URL", "PROPDESK_NATS_URL"),
+                                 description="The price bus (nats://user:pass@host:port, comma-separated for a "
+                                 "cluster); unset starts an embedded nats-server in the data directory.")
+    # The price bus (bus/; issue 9). Off only for tools that need no prices across processes.
+    bus_enabled: bool = Field(default=True, description="Carry prices between processes over NATS (the bus).")
+    bus_namespace: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$",
+                                      description="Subject namespace of this instance; unset: the one registered "
+                                      "in the database (generated on first start).")
+    bus_retain_seconds: float = Field(default=3600.0, ge=3600.0, description="How long the bus keeps every "
+                                      "quote for replay (at least an hour).")
     service_token: str | None = Field(default=None, description="A service-role bearer token accepted as is.")
     admin_token: str | None = Field(default=None, description="An admin-role bearer token accepted as is.")
     cron_secret: str | None = Field(default=None, description="Bearer secret for scheduler calls (day roll).")

@@ -150,6 +150,10 @@ def check_order(req: OrderRequest, account: AccountState, inst: Instrument | Non
     if quote is None:
         return Rejection(Code.MISSING_PRICE, f"no quote for {req.symbol}; an order never fills on a guessed price",
                          {"symbol": req.symbol})
+    if quote.stale:  # the process is cut off from the price bus: no price of it can be trusted now
+        return Rejection(Code.STALE_PRICE, f"no live price for {req.symbol}: this process is cut off from the price "
+                         "bus, so all its prices are stale until it reconnects",
+                         {"symbol": req.symbol, "quote": quote.evidence(), "reason": "price_bus_disconnected"})
     age = quote.age_seconds(mkt.now)
     limit: float = session.stale_after_seconds if session is not None else policy.max_quote_age_seconds
     if age > limit:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -12,7 +13,10 @@ from .money import CTX, fmt
 
 @dataclass(frozen=True, slots=True)
 class Quote:
-    """Best bid/ask for a symbol at ``ts`` (UTC). ``seq`` orders quotes of one symbol."""
+    """Best bid/ask for a symbol at ``ts`` (UTC). ``seq`` orders quotes of one symbol.
+
+    ``stale`` marks a quote its process can no longer vouch for (it is cut off from the price bus, so newer prices
+    may exist elsewhere): it is older than any limit, and an order on it is refused with ``stale_price``."""
 
     symbol: str
     bid: Decimal
@@ -20,13 +24,14 @@ class Quote:
     ts: datetime
     seq: int = 0
     source: str = "api"
+    stale: bool = field(default=False, compare=False)
 
     @property
     def mid(self) -> Decimal:
         return CTX.divide(CTX.add(self.bid, self.ask), Decimal(2))
 
     def age_seconds(self, now: datetime) -> float:
-        return (now - self.ts).total_seconds()
+        return math.inf if self.stale else (now - self.ts).total_seconds()
 
     def evidence(self) -> dict[str, Any]:
         """The quote as JSON-ready evidence for a ledger event or a rejection."""

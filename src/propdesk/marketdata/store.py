@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -34,6 +35,9 @@ class QuoteStore:
         # Subscribers (the UI's live stream, workers) hear of a quote through ``announce`` once the execution
         # core has reacted to it, so what they read back already reflects that quote.
         self.ticks = TickStream()
+        # The price bus (bus/bridge.py): ``publisher`` gets every quote this process accepts through ``put``, so
+        # every other process holds it too; quotes from other processes come in through ``apply``.
+        self.publisher: Callable[[Quote], None] | None = None
 
     def announce(self, quote: Quote) -> None:
         """Tell the tick stream's subscribers about a stored quote (call after the execution core reacted)."""
@@ -54,7 +58,21 @@ class QuoteStore:
         return sorted(self._quotes.values(), key=lambda q: q.symbol)
 
     def put(self, quote: Quote, *, received_at: datetime | None = None, conn: Any | None = None) -> Quote | None:
-        """Accept ``quote`` if it is newer than the held one; returns the stored quote (with its seq) or None."""
+        """Accept ``quote`` if it is newer than the held one; returns the stored quote (with its seq) or None.
+
+        An accepted quote is persisted (with a database) and handed to ``publisher`` (the price bus)."""
+        stored = self.apply(quote)
+        if stored is None:
+            return None
+        if self._db is not None:
+            self._persist(stored, received_at or stored.ts, conn)
+        if self.publisher is not None:
+            self.publisher(stored)
+        return stored
+
+    def apply(self, quote: Quote) -> Quote | None:
+        """Hold ``quote`` in memory if it is newer than the held one (no persistence, no publishing): how quotes
+        accepted by another process arrive from the bus. Returns the stored quote or None when dropped."""
         with self._lock:
             cur = self._quotes.get(quote.symbol)
             if cur is not None:
@@ -68,8 +86,6 @@ class QuoteStore:
             stored = replace(quote, seq=seq)
             self._quotes[quote.symbol] = stored
             self.stats.accepted += 1
-        if self._db is not None:
-            self._persist(stored, received_at or stored.ts, conn)
         return stored
 
     def _persist(self, q: Quote, received_at: datetime, conn: Any | None) -> None:

@@ -107,6 +107,8 @@ def build(api: Api) -> APIRouter:
             # an unreachable database is 503), since the news rule then works from an outdated calendar.
             checks["calendar_sync_worker"] = calendar_check(
                 calendar_beat, now, platform.settings.calendar_sync_hours * 3600, stale_after)
+        if platform.bus is not None:  # cut off from the price bus: every price is stale, orders are refused
+            checks["price_bus"] = platform.bus.health()
         status = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
         return json_response({"status": status, "time": now, "checks": checks})
 

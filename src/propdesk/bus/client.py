@@ -1,0 +1,109 @@
+"""Connecting to the bus: ``NATS_URL`` from settings, else the embedded server; reconnect forever.
+
+:class:`BusClient` wraps one nats-py connection. It reconnects by itself without end (``max_reconnect_attempts``
+-1, a jittered wait between attempts) and reports the transitions to the callbacks given; ``connected`` is what
+others read (the price gates, ``/healthz``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import nats
+from nats.aio.client import Client
+
+from .embedded import NatsEndpoint
+
+__all__ = ["BusClient", "endpoint_from_url", "redact"]
+
+_log = logging.getLogger(__name__)
+
+Callback = Callable[[], Awaitable[None]]
+
+
+def endpoint_from_url(url: str) -> NatsEndpoint:
+    """A ``NATS_URL`` (``nats://[user:password@]host:port``, or several comma-separated) as an endpoint; the
+    credentials stay in the URL, which nats-py reads."""
+    return NatsEndpoint(url.strip())
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs and the registration's hint)."""
+    out = []
+    for part in url.split(","):
+        p = urlsplit(part.strip())
+        if p.password:
+            host = f"{p.username}:***@{p.hostname}" + (f":{p.port}" if p.port else "")
+            p = p._replace(netloc=host)
+        out.append(urlunsplit(p))
+    return ",".join(out)
+
+
+class BusClient:
+    """One NATS connection that reconnects forever; use on the event loop that connected it."""
+
+    def __init__(self, endpoint: NatsEndpoint, *, name: str = "propdesk", reconnect_wait_s: float = 0.5,
+                 ping_interval_s: int = 5, on_disconnected: Callback | None = None,
+                 on_reconnected: Callback | None = None) -> None:
+        self.endpoint = endpoint
+        self.name = name
+        self.reconnect_wait_s = reconnect_wait_s
+        self.ping_interval_s = ping_interval_s
+        self._on_disconnected = on_disconnected
+        self._on_reconnected = on_reconnected
+        self.nc: Client | None = None
+        self.disconnects = 0
+        self.reconnects = 0
+        self.last_error: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up right now."""
+        return self.nc is not None and self.nc.is_connected
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        """The ``INFO`` of the server connected to (empty before connecting)."""
+        info = getattr(self.nc, "_server_info", None)
+        return dict(info) if isinstance(info, dict) else {}
+
+    async def connect(self, timeout_s: float = 10.0) -> Client:
+        """Connect, waiting at most ``timeout_s`` for the first connection (a bus that is not there at start-up
+        is an error the operator must see); after that the client reconnects forever."""
+
+        async def disconnected() -> None:
+            self.disconnects += 1
+            _log.warning("bus disconnected from %s", redact(self.endpoint.url))
+            if self._on_disconnected is not None:
+                await self._on_disconnected()
+
+        async def reconnected() -> None:
+            self.reconnects += 1
+            _log.warning("bus reconnected to %s", redact(self.endpoint.url))
+            if self._on_reconnected is not None:
+                await self._on_reconnected()
+
+        async def error(exc: Exception) -> None:
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+
+        servers = [s.strip() for s in self.endpoint.url.split(",") if s.strip()]
+        self.nc = await asyncio.wait_for(nats.connect(
+            servers, user=self.endpoint.user, password=self.endpoint.password, name=self.name,
+            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=self.reconnect_wait_s,  # type: ignore[arg-type,unused-ignore]
+            connect_timeout=2, ping_interval=self.ping_interval_s, max_outstanding_pings=2,
+            disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error,
+            pending_size=64 * 1024 * 1024), timeout_s)
+        return self.nc
+
+    async def close(self) -> None:
+        """Flush and close the connection."""
+        nc, self.nc = self.nc, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.drain(), 5)
+            except Exception:
+                await nc.close()
