@@ -181,8 +181,8 @@ def run(settings: Any, *, accounts: int = 20_000, positions_per_account: int = 5
             clones = _clone(platform.db, tmpl, max(0, accounts - len(tmpl)), progress)
             all_ids = tmpl + clones
             with platform.db.read() as c:
-                n_pos = c.execute("SELECT count(*) AS n FROM positions").fetchone()["n"]
-            params["positions"] = int(n_pos)
+                counted = c.execute("SELECT count(*) AS n FROM positions").fetchone()
+            params["positions"] = int(counted["n"]) if counted else 0
             path: list[dict[str, float]] = []
             limit: list[dict[str, float]] = []
             totals = {"ledger_rows": 0, "rule_states": 0, "candidates": 0, "skipped": 0}
