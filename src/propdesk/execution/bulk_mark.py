@@ -1,0 +1,587 @@
+"""Set-based mark-to-market: every live account with positions, read in a handful of queries, valued exactly,
+written with one statement.
+
+``mark_all_bulk`` is the bulk replacement of ``ExecutionService.mark_all``'s per-account loop (14 statements and
+a commit per account). It persists, for every account whose mark changed, exactly what the per-account
+``mark_to_market`` would persist, except that the ledger does not grow with every price (issue 9, "Ledger
+growth"):
+
+- ``balances``: equity, unrealized P&L, margin used, high-water mark, ``marked_at``/``updated_at`` — the same
+  numbers, from the same domain function (``domain.positions.valuate``) over the same rows and quotes;
+- a ``mark_to_market`` ledger row (same evidence, same ``equity_after``) only when the high-water mark rises, so
+  ``fold(ledger).high_watermark == balances.high_watermark`` stays the invariant ``propdesk verify`` checks, and
+  ``ledger_seq`` moves with it. (At day end the existing roll path — ``roll_day``, a per-account command — records
+  the day's close; the bulk mark leaves it to that path.)
+- challenge accounts: the rules engine's state. Three tiers, each exact:
+
+  1. *quiet* (almost every account on almost every cycle): the mark moves nothing the rulebook remembers — no day
+     boundary, deadline, weekend start or scale-up is due, equity stays inside the day's range, under the peak and
+     the recorded drawdown, above every realtime floor and under the warning level. Nothing is written to
+     ``rule_states``/``daily_stats``. (The per-account path would rewrite them only to store the last equity
+     seen and ``last_t``; neither is read before ``_limits``/``advance`` overwrite it, and a day boundary since
+     ``last_t`` is exactly what sends an account to tier 3.)
+  2. *extremes moved* (a new day high/low, a new peak, a deeper drawdown, a trailing floor that rises): the
+     account's real ``Evaluator`` runs in memory on its stored state exactly as ``RulesBridge.on_equity`` runs it;
+     when it decides nothing, its new state and the day's ``daily_stats`` row (high/low equity, floors) are
+     written in the same bulk statement, with the values ``RulesBridge._save``/``_daily_stats`` would write.
+  3. *candidates*: anything that must *change* the account — the safety net, a floor breach, a warning, a day
+     roll, an expiry, a pass, a scale-up, a day-paused account — is not decided here. Such accounts are returned
+     in ``candidates`` and nothing is written for them; the caller runs the existing exact per-account command
+     (``ExecutionService.mark_to_market``) for only those (``mark_all_then_exact`` does both).
+
+Concurrency: the read is one REPEATABLE READ snapshot and takes no lock. The write transaction first locks the
+changed accounts' rows ``FOR UPDATE SKIP LOCKED`` (the lock every command takes first), then — in a fresh
+statement, so its snapshot is after every lock was granted — updates ``balances`` only where ``ledger_seq`` and the
+row version (``xmin``) of ``balances`` and of ``rule_states`` are still those read. A command that committed
+between the read and the lock therefore makes the account drop out (a lost update is impossible), and an account
+locked by a running command is skipped rather than waited for. Skipped accounts are read and marked again
+(``retries``) and otherwise left to the next cycle. The ledger rows, rule states and daily stats are written by the
+same statement, only for the accounts whose balances row was updated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from psycopg.rows import tuple_row
+
+from ..domain.clock import Clock
+from ..domain.instruments import Catalogue, Instrument, conversion_rate
+from ..domain.lifecycle import MARKED, TERMINAL, Status
+from ..domain.money import CTX, ZERO, fmt, money
+from ..domain.policy import ExecutionPolicy
+from ..domain.positions import Position, Valuation, valuate
+from ..domain.quotes import PriceSource, Quote
+from ..domain.rules.engine import EngineState, Evaluator
+from ..domain.rules.pretrade import weekend_holds
+from ..domain.rules.rulebook import Rulebook, parse_rulebook
+
+HUNDRED = Decimal(100)
+
+# ---------------------------------------------------------------------------------------------- reads
+# One row per live account holding positions: the account, its balances row (with its row version) and the few
+# rule-state fields the quiet check needs (extracted server-side: no JSON decoding of the whole state per row).
+_ACCOUNTS = """
+SELECT a.id, a.status, a.mode, a.phase, md5(a.policy::text) AS pkey, md5(a.rulebook::text) AS rkey,
+       b.cash, b.equity, b.unrealized_pnl, b.margin_used, b.high_watermark, b.ledger_seq, b.xmin::text AS bx,
+       r.xmin::text AS rx, e->>'verdict', e->>'last_t', e->>'start_day', e->>'started_at', e->>'last_open_at',
+       e->>'day_high_equity', e->>'day_low_equity', e->>'peak_equity', e->>'max_dd_pct', e->>'daily_floor',
+       e->>'daily_anchor', e->>'max_floor', e->>'day_paused', e->>'initial', r.state->'extras'->>'cycle_started_at'
+FROM accounts a JOIN balances b ON b.account_id = a.id
+LEFT JOIN rule_states r ON r.account_id = a.id AND a.mode = 'challenge' AND a.rulebook IS NOT NULL
+LEFT JOIN LATERAL (SELECT r.state->'engine' AS e) s ON true
+WHERE a.status = ANY(%(statuses)s) AND EXISTS (SELECT 1 FROM positions p WHERE p.account_id = a.id) {only}
+"""
+_POSITIONS = """
+SELECT p.account_id, p.symbol, p.quantity, p.avg_price FROM positions p JOIN accounts a ON a.id = p.account_id
+WHERE a.status = ANY(%(statuses)s) {only}
+"""
+_POLICIES = ("SELECT DISTINCT ON (md5(policy::text)) md5(policy::text) AS k, policy FROM accounts"
+             " WHERE status = ANY(%(statuses)s) {only}")
+_RULEBOOKS = ("SELECT DISTINCT ON (md5(rulebook::text)) md5(rulebook::text) AS k, rulebook FROM accounts"
+              " WHERE status = ANY(%(statuses)s) AND mode = 'challenge' AND rulebook IS NOT NULL {only}")
+_STATES = "SELECT account_id, state FROM rule_states WHERE account_id = ANY(%s)"
+
+# ---------------------------------------------------------------------------------------------- the write
+_LOCK = "SELECT id FROM accounts WHERE id = ANY(%s) ORDER BY id FOR UPDATE SKIP LOCKED"
+_WRITE = """
+WITH u AS (
+  SELECT * FROM unnest(%(ids)s::uuid[], %(seq)s::bigint[], %(bx)s::text[], %(rx)s::text[], %(equity)s::numeric[],
+                       %(unrealized)s::numeric[], %(margin)s::numeric[], %(hwm)s::numeric[], %(new_seq)s::bigint[])
+    AS u(id, seq, bx, rx, equity, unrealized, margin, hwm, new_seq)
+), upd AS (
+  UPDATE balances b SET equity = u.equity, unrealized_pnl = u.unrealized, margin_used = u.margin,
+         high_watermark = u.hwm, ledger_seq = u.new_seq, marked_at = %(now)s, updated_at = %(now)s
+  FROM u
+  WHERE b.account_id = u.id AND b.ledger_seq = u.seq AND b.xmin = u.bx::xid
+    AND (u.rx IS NULL OR EXISTS (SELECT 1 FROM rule_states r WHERE r.account_id = u.id AND r.xmin = u.rx::xid))
+  RETURNING b.account_id
+), led AS (
+  INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, equity_after, evidence, created_at)
+  SELECT l.id, l.seq, 'mark_to_market', 'none', 0, l.cash, l.equity, l.evidence::jsonb, %(now)s
+  FROM unnest(%(l_ids)s::uuid[], %(l_seq)s::bigint[], %(l_cash)s::numeric[], %(l_equity)s::numeric[],
+              %(l_evidence)s::text[]) AS l(id, seq, cash, equity, evidence)
+  WHERE l.id IN (SELECT account_id FROM upd)
+  RETURNING 1
+), rs AS (
+  UPDATE rule_states r SET state = x.state::jsonb, updated_at = %(now)s
+  FROM unnest(%(r_ids)s::uuid[], %(r_state)s::text[]) AS x(id, state)
+  WHERE r.account_id = x.id AND x.id IN (SELECT account_id FROM upd)
+  RETURNING 1
+), ds AS (
+  INSERT INTO daily_stats (account_id, trading_day, day_start, start_balance, start_equity, high_equity, low_equity,
+                           closed_pnl, trades_opened, trades_closed, daily_floor, max_floor, updated_at)
+  SELECT d.id, d.day, d.day_start, d.sb, d.se, d.hi, d.lo, d.pnl, d.opened, d.closed, d.df, d.mf, %(now)s
+  FROM unnest(%(d_ids)s::uuid[], %(d_day)s::date[], %(d_start)s::timestamptz[], %(d_sb)s::numeric[],
+              %(d_se)s::numeric[], %(d_hi)s::numeric[], %(d_lo)s::numeric[], %(d_pnl)s::numeric[],
+              %(d_opened)s::int[], %(d_closed)s::int[], %(d_df)s::numeric[], %(d_mf)s::numeric[])
+    AS d(id, day, day_start, sb, se, hi, lo, pnl, opened, closed, df, mf)
+  WHERE d.id IN (SELECT account_id FROM upd)
+  ON CONFLICT (account_id, trading_day) DO UPDATE SET
+    high_equity = EXCLUDED.high_equity, low_equity = EXCLUDED.low_equity, closed_pnl = EXCLUDED.closed_pnl,
+    trades_opened = EXCLUDED.trades_opened, trades_closed = EXCLUDED.trades_closed,
+    daily_floor = EXCLUDED.daily_floor, max_floor = EXCLUDED.max_floor, updated_at = EXCLUDED.updated_at
+  RETURNING 1
+)
+SELECT (SELECT coalesce(array_agg(account_id), '{}') FROM upd) AS updated, (SELECT count(*) FROM led) AS ledger_rows,
+       (SELECT count(*) FROM rs) AS rule_states, (SELECT count(*) FROM ds) AS daily_stats
+"""
+
+
+# ---------------------------------------------------------------------------------------------- pure helpers
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An account the bulk mark did not decide: the exact per-account command must run for it."""
+
+    account_id: uuid.UUID
+    reason: str
+
+
+@dataclass(slots=True)
+class Marked:
+    """One account's new mark, ready to be written."""
+
+    account_id: uuid.UUID
+    seq: int
+    bx: str
+    rx: str | None
+    equity: Decimal
+    unrealized: Decimal
+    margin: Decimal
+    hwm: Decimal
+    new_seq: int
+    changed: bool
+    ledger: tuple[Decimal, Decimal, str] | None = None  # (balance_after, equity_after, evidence JSON)
+    rule_state: str | None = None
+    daily: tuple[Any, ...] | None = None
+
+
+@dataclass(slots=True)
+class _RuleView:
+    """The rule-state fields of one account the quiet check reads (decimal strings and ISO instants)."""
+
+    verdict: str | None
+    last_t: str | None
+    start_day: str | None
+    started_at: str | None
+    last_open_at: str | None
+    day_high: str | None
+    day_low: str | None
+    peak: str | None
+    max_dd: str | None
+    daily_floor: str | None
+    daily_anchor: str | None
+    max_floor: str | None
+    day_paused: str | None
+    initial: str | None
+    cycle_started_at: str | None
+
+
+@dataclass
+class _Book:
+    """A distinct frozen rulebook and phase: its rules, calendar and the instants that matter at ``now``."""
+
+    book: Rulebook
+    phase: str
+    proto: Evaluator
+    day_start: datetime  # the latest trading-day start at or before now
+
+
+def _dt(v: str | None) -> datetime | None:
+    return datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
+
+
+def rate_lookup(catalogue: Catalogue, quote: Callable[[str], Quote | None]) -> Callable[[str, str], Decimal | None]:
+    """``ExecutionService._rate``: a conversion rate from the catalogue's quotes only (cached per currency pair)."""
+    cache: dict[tuple[str, str], Decimal | None] = {}
+
+    def mid(symbol: str) -> Decimal | None:
+        if catalogue.get(symbol) is None:
+            return None
+        q = quote(symbol)
+        return q.mid if q is not None else None
+
+    def rate(ccy: str, account_ccy: str) -> Decimal | None:
+        key = (ccy, account_ccy)
+        if key not in cache:
+            cache[key] = conversion_rate(ccy, account_ccy, mid)
+        return cache[key]
+
+    return rate
+
+
+def mark_evidence(val: Valuation) -> dict[str, Any]:
+    """The ``mark_to_market`` ledger evidence, as ``ExecutionService.mark_to_market`` writes it."""
+    return {"marks": [{"symbol": m.symbol, "quantity": fmt(m.quantity), "mark": fmt(m.mark),
+                       "unrealized": fmt(money(m.unrealized))} for m in val.marks],
+            "missing": list(val.missing), "equity": fmt(money(val.equity)), "unrealized": fmt(money(val.unrealized))}
+
+
+def margin_of(val: Valuation, policy: ExecutionPolicy) -> Decimal:
+    """``margin_used`` as ``ExecutionService._write_balances`` writes it."""
+    return money(CTX.divide(val.notional, policy.max_leverage) if val.notional else ZERO)
+
+
+def quiet_reason(bk: _Book, rv: _RuleView, status: Status, now: datetime, cash: Decimal, equity: Decimal | None,
+                 ) -> str | None:
+    """None when the per-account path would change nothing the rulebook remembers for this mark (tier 1);
+    otherwise why not: ``"tier3:<why>"`` for work that changes the account, ``"tier2:<why>"`` for moved extremes
+    the exact evaluator must record. ``equity`` is the mark in cents, None when a price is missing.
+
+    Conservative by construction: every test here is a sufficient condition for "nothing happens"; anything
+    it cannot prove goes to the exact evaluator (tier 2), which decides exactly."""
+    if rv.verdict is not None:
+        return None  # an ended phase: RulesBridge.on_equity returns at once
+    if status is Status.DAY_PAUSED:
+        return "tier2:day_paused"  # the evaluator decides whether the day start un-pauses it
+    last = _dt(rv.last_t)
+    if last is None:
+        return "tier2:no_last_t"
+    if last < bk.day_start:
+        return "tier3:day_boundary"
+    rules = bk.proto.rules
+    cal = bk.proto.cal
+    if "max_trading_days" in rules and rv.start_day:
+        n = rules["max_trading_days"]["days"]
+        if cal.start_of(datetime.fromisoformat(rv.start_day).date() + timedelta(days=n)) <= now:
+            return "tier3:deadline"
+    if "inactivity" in rules and rv.started_at:
+        lastopen = _dt(rv.last_open_at) or _dt(rv.started_at)
+        assert lastopen is not None
+        if lastopen + timedelta(hours=24 * rules["inactivity"]["days"]) <= now:
+            return "tier3:deadline"
+    wk = rules.get("weekend_trading")
+    if wk is not None and not wk["hold_positions"] and weekend_holds(rules, cal, last, now, [("", "", "")]):
+        return "tier3:weekend"
+    sc = bk.proto.phase.scaling
+    if sc and status is Status.ACTIVE:
+        started = _dt(rv.cycle_started_at) or now
+        if now >= started + timedelta(days=sc["every_days"]):
+            return "tier3:scale_up"
+    if equity is None:
+        return None  # missing price: the rules never judge a guessed equity
+    if rv.day_high is None or rv.day_low is None or rv.peak is None or rv.max_dd is None or rv.initial is None:
+        return "tier2:state"
+    if not Decimal(rv.day_low) <= equity <= Decimal(rv.day_high):
+        return "tier2:day_range"
+    peak = Decimal(rv.peak)
+    if equity > peak:
+        return "tier2:peak"
+    if peak > 0 and (peak - equity) * HUNDRED / peak > Decimal(rv.max_dd):
+        return "tier2:drawdown"
+    paused = rv.day_paused == "true"
+    dl = rules.get("max_daily_loss")
+    ml = rules.get("max_loss")
+    daily_floor = Decimal(rv.daily_floor) if rv.daily_floor is not None else None
+    max_floor = Decimal(rv.max_floor) if rv.max_floor is not None else None
+    if dl is not None and daily_floor is not None and not paused:
+        v = equity if dl["include_floating"] else cash
+        if v <= daily_floor:
+            return "tier3:daily_floor"
+    if ml is not None and max_floor is not None and equity <= max_floor:
+        return "tier3:max_floor"
+    dw = rules.get("drawdown_warning")
+    if dw is not None:
+        checks: list[tuple[Decimal, Decimal, Decimal]] = []
+        if dl is not None and daily_floor is not None and rv.daily_anchor is not None and not paused:
+            checks.append((equity if dl["include_floating"] else cash, Decimal(rv.daily_anchor), daily_floor))
+        if ml is not None and max_floor is not None:
+            initial = Decimal(rv.initial)
+            allowance = ml["amount"] if "amount" in ml else ml["pct"] * initial / HUNDRED
+            checks.append((equity, max_floor + allowance, max_floor))
+        for v, top, floor in checks:
+            room = top - floor
+            if room > 0 and (top - v) * HUNDRED / room >= dw["used_pct"]:
+                return "tier2:warning_level"  # the evaluator knows whether it was already warned today
+    return None
+
+
+def evaluate_rules(bk: _Book, state: Mapping[str, Any], status: Status, now: datetime, cash: Decimal,
+                   equity: Decimal | None, open_positions: int) -> tuple[str | None, dict[str, Any] | None,
+                                                                         Evaluator | None]:
+    """Tier 2: ``RulesBridge.on_equity`` in memory on the stored state. Returns ``(candidate reason, new state,
+    evaluator)``: a reason when the exact command must run; else the state to store (None: nothing to store)."""
+    ev = Evaluator(bk.book, bk.phase, EngineState.from_json(state["engine"]))
+    extras = dict(state.get("extras") or {})
+    if ev.ended or status in TERMINAL:
+        return None, None, None
+    # RulesBridge.sync
+    last = ev.s.last_t
+    if last is not None and now > last and ev.cal.boundaries(last, now):
+        return "day_boundary", None, None
+    bal_equity = equity if equity is not None else money(cash)
+    if ev.advance(now, lambda _b: (cash, bal_equity)):
+        return "deadline", None, None
+    wk = ev.rules.get("weekend_trading")
+    if last is not None and not ev.ended and wk is not None and not wk["hold_positions"] and weekend_holds(
+            ev.rules, ev.cal, last, now, [("", "", "")]):
+        return "weekend", None, None
+    sc = ev.phase.scaling
+    if sc and status is Status.ACTIVE:
+        started = datetime.fromisoformat(extras.get("cycle_started_at") or now.isoformat())
+        if now >= started + timedelta(days=sc["every_days"]):
+            return "scale_up", None, None
+    if status is Status.DAY_PAUSED and not ev.s.day_paused:
+        return "day_start", None, None
+    if ev.ended:
+        return "ended", None, None
+    if equity is None:
+        return None, None, None
+    decisions = ev.on_equity(now, cash, equity)
+    decisions += ev.check_pass(now, open_positions)
+    if decisions or ev.ended:
+        return "rules:" + ",".join(sorted({d.rule for d in decisions})), None, None
+    if status is Status.DAY_PAUSED and not ev.s.day_paused:
+        return "day_start", None, None
+    return None, {"engine": ev.s.to_json(), "extras": extras}, ev
+
+
+def daily_row(account_id: uuid.UUID, ev: Evaluator, extras: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The ``daily_stats`` row ``RulesBridge._daily_stats`` would upsert for the evaluator's current day."""
+    s = ev.s
+    if s.day is None:
+        return None
+    day = s.day
+    opened = (extras.get("trades_opened") or {}).get(day.isoformat(), 0)
+    return (account_id, day, ev.cal.start_of(day), money(s.sod_balance), money(s.sod_equity),
+            money(s.day_high_equity), money(s.day_low_equity), money(s.day_pnl.get(day.isoformat(), ZERO)), opened,
+            s.day_closes.get(day.isoformat(), 0), money(s.daily_floor) if s.daily_floor is not None else None,
+            money(s.max_floor) if s.max_floor is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------- the command
+@dataclass
+class _Run:
+    statements: int = 0
+    accounts: int = 0
+    written: list[uuid.UUID] = field(default_factory=list)
+    unchanged: int = 0
+    ledger_rows: int = 0
+    rule_states: int = 0
+    daily_stats: int = 0
+    tiers: dict[str, int] = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
+    skipped: list[uuid.UUID] = field(default_factory=list)
+
+
+def mark_all_bulk(db: Any, clock: Clock, catalogue: Catalogue, prices: PriceSource, *,
+                  only: Iterable[uuid.UUID] | None = None, retries: int = 1, write_unchanged: bool = False,
+                  after_read: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Mark every live account holding positions (or those of ``only``) in bulk; see the module docstring.
+
+    Returns ``{"accounts", "marked", "unchanged", "ledger_rows", "rule_states", "daily_stats", "candidates",
+    "skipped", "statements", "seconds", "tiers"}``: ``candidates`` is a list of ``{"account_id", "reason"}`` the
+    caller must hand to the exact per-account command; ``skipped`` the accounts a concurrent command changed or
+    held locked after every retry (left to the next cycle). ``after_read`` (tests) runs between the read and the
+    write. ``write_unchanged`` also rewrites accounts whose mark did not move (``marked_at`` only)."""
+    t0 = time.perf_counter()
+    run = _Run()
+    now = clock.now()
+    quotes: dict[str, Quote | None] = {}
+
+    def quote(symbol: str) -> Quote | None:
+        if symbol not in quotes:
+            quotes[symbol] = prices.latest(symbol)
+        return quotes[symbol]
+
+    rate = rate_lookup(catalogue, quote)
+    ids: list[uuid.UUID] | None = list(only) if only is not None else None
+    first = True
+    for attempt in range(retries + 1):
+        if ids is not None and not ids:
+            break
+        skipped = _mark_once(db, run, now, catalogue, quote, rate, ids, write_unchanged,
+                             after_read if first else None)
+        first = False
+        if not skipped or attempt == retries:
+            run.skipped = skipped
+            break
+        ids = skipped
+    return {"accounts": run.accounts, "marked": len(run.written), "unchanged": run.unchanged,
+            "ledger_rows": run.ledger_rows, "rule_states": run.rule_states, "daily_stats": run.daily_stats,
+            "candidates": [{"account_id": c.account_id, "reason": c.reason} for c in run.candidates],
+            "skipped": run.skipped, "statements": run.statements, "seconds": time.perf_counter() - t0,
+            "tiers": run.tiers}
+
+
+def _mark_once(db: Any, run: _Run, now: datetime, catalogue: Catalogue, quote: Callable[[str], Quote | None],
+               rate: Callable[[str, str], Decimal | None], ids: list[uuid.UUID] | None, write_unchanged: bool,
+               after_read: Callable[[], None] | None) -> list[uuid.UUID]:
+    statuses = [s.value for s in MARKED]
+    only = "" if ids is None else " AND a.id = ANY(%(ids)s)"
+    params: dict[str, Any] = {"statuses": statuses, "ids": ids}
+    with db.read() as c:
+        c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        with c.pipeline():
+            acc_cur = c.cursor(row_factory=tuple_row)
+            acc_cur.execute(_ACCOUNTS.format(only=only), params)
+            pos_cur = c.cursor(row_factory=tuple_row)
+            pos_cur.execute(_POSITIONS.format(only=only), params)
+            pol_cur = c.cursor(row_factory=tuple_row)
+            pol_cur.execute(_POLICIES.format(only=only.replace("a.id", "id")), params)
+            rb_cur = c.cursor(row_factory=tuple_row)
+            rb_cur.execute(_RULEBOOKS.format(only=only.replace("a.id", "id")), params)
+        run.statements += 5
+        accounts = acc_cur.fetchall()
+        positions: dict[uuid.UUID, list[Position]] = {}
+        for aid, symbol, qty, avg in pos_cur.fetchall():
+            positions.setdefault(aid, []).append(Position(symbol, qty, avg))
+        policies = {k: ExecutionPolicy.from_json(p) for k, p in pol_cur.fetchall()}
+        books_raw = {k: rb for k, rb in rb_cur.fetchall()}
+        books: dict[tuple[str, str], _Book] = {}
+        parsed: dict[str, Rulebook] = {}
+
+        def book_of(rkey: str, phase: str) -> _Book:
+            bk = books.get((rkey, phase))
+            if bk is None:
+                rb = parsed.get(rkey)
+                if rb is None:
+                    rb = parsed[rkey] = parse_rulebook(books_raw[rkey], where="bulk mark")
+                proto = Evaluator(rb, phase)
+                bk = books[(rkey, phase)] = _Book(rb, phase, proto, proto.cal.start_of(proto.cal.day_of(now)))
+            return bk
+
+        insts: dict[str, Instrument] = {}
+        rates: dict[str, Callable[[str], Decimal | None]] = {}
+        marks: list[Marked] = []
+        tier2: list[tuple[Marked, _Book, Status, Decimal, Decimal | None, int]] = []
+        for row in accounts:
+            (aid, status_s, mode, phase, pkey, rkey, cash, eq0, ur0, mg0, hwm0, seq, bx, rx) = row[:14]
+            run.accounts += 1
+            pos = positions.get(aid, [])
+            policy = policies[pkey]
+            for p in pos:
+                if p.symbol not in insts:
+                    inst = catalogue.get(p.symbol)
+                    if inst is None:
+                        raise ValueError(f"unknown symbol {p.symbol!r} on account {aid}")
+                    insts[p.symbol] = inst
+            val = valuate(cash, pos, insts, quote, _account_rate(rates, rate, policy.currency))
+            status = Status(status_s)
+            if not val.missing and val.equity <= policy.liquidation_equity:
+                run.candidates.append(Candidate(aid, "safety_net"))
+                _count(run, "candidate")
+                continue
+            equity = money(val.equity)
+            unrealized = money(val.unrealized)
+            margin = margin_of(val, policy)
+            hwm = hwm0 if val.missing else max(hwm0, equity)
+            m = Marked(aid, seq, bx, rx, equity, unrealized, margin, hwm, seq,
+                       equity != eq0 or unrealized != ur0 or margin != mg0 or hwm != hwm0)
+            if hwm > hwm0:
+                m.new_seq = seq + 1
+                m.ledger = (cash, equity, json.dumps(mark_evidence(val)))
+            if rx is not None and mode == "challenge" and rkey is not None:
+                bk = book_of(rkey, phase)
+                rv = _RuleView(*row[14:])
+                why = quiet_reason(bk, rv, status, now, cash, None if val.missing else equity)
+                if why is not None and why.startswith("tier3:"):
+                    run.candidates.append(Candidate(aid, why[6:]))
+                    _count(run, "candidate")
+                    continue
+                if why is not None:
+                    npos = sum(1 for p in pos if p.quantity != 0)
+                    tier2.append((m, bk, status, cash, None if val.missing else equity, npos))
+                    _count(run, why)
+                    continue
+            _count(run, "quiet")
+            marks.append(m)
+        if tier2:
+            states = {r["account_id"]: r["state"]
+                      for r in c.execute(_STATES, ([t[0].account_id for t in tier2],)).fetchall()}
+            run.statements += 1
+            for m, bk, st, cash_t, equity_t, npos in tier2:
+                reason, new_state, ev = evaluate_rules(bk, states[m.account_id], st, now, cash_t, equity_t, npos)
+                if reason is not None:
+                    run.candidates.append(Candidate(m.account_id, reason))
+                    _count(run, "candidate")
+                    continue
+                if new_state is not None and ev is not None:
+                    m.rule_state = json.dumps(new_state, sort_keys=True)
+                    m.daily = daily_row(m.account_id, ev, new_state["extras"])
+                    m.changed = True
+                marks.append(m)
+    if after_read is not None:
+        after_read()
+    todo = [m for m in marks if m.changed or write_unchanged]
+    run.unchanged += len(marks) - len(todo)
+    if not todo:
+        return []
+    return _write(db, run, now, todo)
+
+
+def _account_rate(rates: dict[str, Callable[[str], Decimal | None]], rate: Callable[[str, str], Decimal | None],
+                  ccy: str) -> Callable[[str], Decimal | None]:
+    fn = rates.get(ccy)
+    if fn is None:
+        def fn(quote_ccy: str) -> Decimal | None:
+            return rate(quote_ccy, ccy)
+        rates[ccy] = fn
+    return fn
+
+
+def _count(run: _Run, key: str) -> None:
+    k = key.split(":")[0]
+    run.tiers[k] = run.tiers.get(k, 0) + 1
+
+
+def _write(db: Any, run: _Run, now: datetime, todo: Sequence[Marked]) -> list[uuid.UUID]:
+    """Lock what is not locked by a running command, then one statement for every account still as it was read."""
+    with db.tx() as c:
+        locked = {r[0] for r in c.cursor(row_factory=tuple_row).execute(
+            _LOCK, ([m.account_id for m in todo],)).fetchall()}
+        run.statements += 1
+        go = [m for m in todo if m.account_id in locked]
+        if not go:
+            return [m.account_id for m in todo]
+        led = [m for m in go if m.ledger is not None]
+        rs = [m for m in go if m.rule_state is not None]
+        ds = [m.daily for m in go if m.daily is not None]
+        params: dict[str, Any] = {
+            "now": now,
+            "ids": [m.account_id for m in go], "seq": [m.seq for m in go], "bx": [m.bx for m in go],
+            "rx": [m.rx for m in go], "equity": [m.equity for m in go], "unrealized": [m.unrealized for m in go],
+            "margin": [m.margin for m in go], "hwm": [m.hwm for m in go], "new_seq": [m.new_seq for m in go],
+            "l_ids": [m.account_id for m in led], "l_seq": [m.new_seq for m in led],
+            "l_cash": [m.ledger[0] for m in led if m.ledger], "l_equity": [m.ledger[1] for m in led if m.ledger],
+            "l_evidence": [m.ledger[2] for m in led if m.ledger],
+            "r_ids": [m.account_id for m in rs], "r_state": [m.rule_state for m in rs],
+        }
+        cols = ("d_ids", "d_day", "d_start", "d_sb", "d_se", "d_hi", "d_lo", "d_pnl", "d_opened", "d_closed", "d_df",
+                "d_mf")
+        for i, name in enumerate(cols):
+            params[name] = [d[i] for d in ds]
+        row = c.execute(_WRITE, params).fetchone()
+        run.statements += 1
+    updated = set(row["updated"])
+    run.written.extend(updated)
+    run.ledger_rows += int(row["ledger_rows"])
+    run.rule_states += int(row["rule_states"])
+    run.daily_stats += int(row["daily_stats"])
+    return [m.account_id for m in todo if m.account_id not in updated]
+
+
+def mark_all_then_exact(service: Any, **kw: Any) -> dict[str, Any]:
+    """What ``ExecutionService.mark_all`` should do: the bulk mark, then the exact per-account command for only the
+    candidates (each in its own transaction; a failure is logged and audited as ``mark_to_market_failed`` and the
+    others go on). Returns ``{"marked", "failed", "accounts", "bulk": <mark_all_bulk's result>}``."""
+    res = mark_all_bulk(service.db, service.clock, service.catalogue, service.prices, **kw)
+    ok: int = res["marked"]
+    failed: list[dict[str, str]] = []
+    for cand in res["candidates"]:
+        acc = cand["account_id"]
+        try:
+            service.mark_to_market(acc)
+            ok += 1
+        except Exception as exc:
+            failed.append({"account_id": str(acc), "error": f"{type(exc).__name__}: {exc}"})
+            service._log("mark_to_market_failed", account_id=str(acc), error=repr(exc))
+            service._record_failure(acc, "mark_to_market", exc)
+    return {"marked": ok, "failed": failed, "accounts": res["accounts"], "bulk": res}
