@@ -7,6 +7,7 @@ The tampering is done the way an attacker with the server would do it: as the su
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
+from tests.conftest import ROLE_PREFIX, _with_db
 
 from propdesk.clock import ManualClock
 from propdesk.db import chain
@@ -30,7 +32,6 @@ from propdesk.execution.service import CreateAccount, ExecutionService
 from propdesk.marketdata.store import QuoteStore
 from propdesk.workers.anchor import ChainAnchorer, anchor_chains
 from propdesk.workers.reconcile import verify_chains_report
-from tests.conftest import ROLE_PREFIX, _with_db
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +121,7 @@ def test_chains_written_by_real_commands_verify_clean(database: Database, traded
     assert report.audit_rows == 2
     rows = ledger_rows(database, traded[0])
     assert rows[0]["prev_hash"] == bytes(32)
-    assert all(r["prev_hash"] == p["row_hash"] for p, r in zip(rows, rows[1:], strict=False))
+    assert all(r["prev_hash"] == p["row_hash"] for p, r in itertools.pairwise(rows))
 
 
 def test_the_python_canonical_form_is_the_databases(database: Database) -> None:
@@ -151,7 +152,7 @@ def test_a_multi_row_insert_chains_each_row_on_the_one_before(database: Database
 
     rows = ledger_rows(database, acc["id"])
     assert [r["seq"] for r in rows[-3:]] == [last + 1, last + 2, last + 3]
-    assert all(r["prev_hash"] == p["row_hash"] for p, r in zip(rows, rows[1:], strict=False))
+    assert all(r["prev_hash"] == p["row_hash"] for p, r in itertools.pairwise(rows))
     assert verify(database).clean
 
 
@@ -453,7 +454,7 @@ def test_rows_written_before_the_upgrade_are_chained_by_it(db_at_0007: str, cloc
 
 def test_anchor_time_must_be_aware(database: Database) -> None:
     with pytest.raises(ValueError, match="aware"), database.tx() as c:
-        chain.anchor(c, KEY, datetime(2026, 1, 1))  # noqa: DTZ001
+        chain.anchor(c, KEY, datetime(2026, 1, 1))
 
 
 def test_anchor_digest_is_stable() -> None:
