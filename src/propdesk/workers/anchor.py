@@ -30,8 +30,8 @@ def anchor_chains(db: Any, data_dir: Path, now: datetime) -> Anchor | None:
 
 
 class ChainAnchorer:
-    """Anchors at most once per ``interval_s`` (the caller's clock decides); never raises into its caller's loop
-    for the cadence itself, but a failure to anchor propagates (the worker logs and counts it)."""
+    """Anchors at most once per ``interval_s`` by the caller's clock. A failure to anchor propagates (the
+    worker's cycle logs and counts it) and is retried on the next call, since ``last_at`` only moves on success."""
 
     def __init__(self, db: Any, data_dir: Path, *, interval_s: float = DEFAULT_INTERVAL_S):
         self.db = db

@@ -62,6 +62,8 @@ depends_on = None
 CHAIN_LOCK = int.from_bytes(b"pdchain1", "big")
 ZERO = "'\\x" + "00" * 32 + "'::bytea"
 
+# The two *_bytes functions are PL/pgSQL on purpose: their one RETURN expression is planned once per session with
+# chain_field/chain_ts inlined (about 3 us a row), where a non-inlined SQL function runs an executor per call.
 FUNCTIONS = """
 CREATE FUNCTION chain_field(v text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN v IS NULL THEN 'N' ELSE 'S' || octet_length(convert_to(v, 'UTF8')) || ':' || v END
@@ -74,24 +76,26 @@ $$;
 CREATE FUNCTION chain_ledger_bytes(id bigint, account_id uuid, seq bigint, kind text, category text,
                                    amount numeric, balance_after numeric, equity_after numeric, order_id uuid,
                                    fill_id uuid, evidence jsonb, created_at timestamptz)
-RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE AS $$
-  SELECT convert_to('propdesk.ledger.v1' || public.chain_field(id::text) || public.chain_field(account_id::text)
+RETURNS bytea LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+  RETURN convert_to('propdesk.ledger.v1' || public.chain_field(id::text) || public.chain_field(account_id::text)
     || public.chain_field(seq::text) || public.chain_field(kind) || public.chain_field(category)
     || public.chain_field(amount::text) || public.chain_field(balance_after::text)
     || public.chain_field(equity_after::text) || public.chain_field(order_id::text)
     || public.chain_field(fill_id::text) || public.chain_field(evidence::text)
-    || public.chain_field(public.chain_ts(created_at)), 'UTF8')
-$$;
+    || public.chain_field(public.chain_ts(created_at)), 'UTF8');
+END $$;
 
 CREATE FUNCTION chain_audit_bytes(chain_seq bigint, id bigint, actor text, action text, account_id uuid,
                                   reason text, before jsonb, after jsonb, details jsonb, created_at timestamptz)
-RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE AS $$
-  SELECT convert_to('propdesk.admin_audit.v1' || public.chain_field(chain_seq::text)
+RETURNS bytea LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+  RETURN convert_to('propdesk.admin_audit.v1' || public.chain_field(chain_seq::text)
     || public.chain_field(id::text) || public.chain_field(actor) || public.chain_field(action)
     || public.chain_field(account_id::text) || public.chain_field(reason) || public.chain_field(before::text)
     || public.chain_field(after::text) || public.chain_field(details::text)
-    || public.chain_field(public.chain_ts(created_at)), 'UTF8')
-$$;
+    || public.chain_field(public.chain_ts(created_at)), 'UTF8');
+END $$;
 
 CREATE FUNCTION ledger_chain() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
