@@ -86,5 +86,8 @@ def present_fill(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_AUDIT_HIDDEN = frozenset({"chain_seq", "prev_hash", "row_hash"})  # the hash chain (migration 0008)
+
+
 def present_audit(row: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(row)
+    return {k: v for k, v in row.items() if k not in _AUDIT_HIDDEN}

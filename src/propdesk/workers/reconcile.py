@@ -11,7 +11,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from ..db.chain import ChainReport
 
 
 @dataclass
@@ -70,3 +73,15 @@ def verify(execution: Any, ids: Iterable[uuid.UUID],
         if on_account is not None:
             on_account(acc, result)
     return report
+
+
+# ------------------------------------------------------------------------------------------ tamper evidence
+def verify_chains_report(db: Any, data_dir: Path) -> ChainReport:
+    """The hash chains over the ledger and the admin audit log, checked against their anchors (``propdesk
+    verify`` runs it after the balance reconciliation). The anchor key is read from ``PROPDESK_ANCHOR_KEY`` or
+    ``<data_dir>/chain-anchor.key`` (never created here: without it the signatures are reported unchecked), and
+    ``<data_dir>/chain-anchors.log`` is checked when present. See ``propdesk.db.chain`` for what is detected."""
+    from ..db.chain import LOG_FILE, anchor_key, verify_chains
+
+    with db.engine_pool.connection() as conn:
+        return verify_chains(conn, key=anchor_key(data_dir, create=False), log_path=data_dir / LOG_FILE)
