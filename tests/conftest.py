@@ -190,3 +190,19 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ["NATS_URL"] = previous
         if server is not None:
             server.destroy()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``PROPDESK_DATA_DIR`` for the whole session: local state a platform writes (the chain-anchor key and log,
+    embedded servers) goes to a temporary directory, never into the checkout's ``.propdesk/``."""
+    previous = os.environ.get("PROPDESK_DATA_DIR")
+    path = tmp_path_factory.mktemp("data")
+    os.environ["PROPDESK_DATA_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop("PROPDESK_DATA_DIR", None)
+        else:
+            os.environ["PROPDESK_DATA_DIR"] = previous

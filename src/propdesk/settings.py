@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     mtm_interval_seconds: float = Field(default=5.0, gt=0, description="Mark-to-market worker cadence.")
+    anchor_interval_seconds: float = Field(default=300.0, gt=0, le=86_400, description="How often the heads of the "
+                                           "ledger and audit hash chains are signed (docs/TAMPER_EVIDENCE.md).")
     heartbeat_stale_seconds: float = Field(default=60.0, gt=0)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     # Web identity and security (issue 5; docs/DEPLOY.md).

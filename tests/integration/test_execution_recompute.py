@@ -88,7 +88,7 @@ def test_recompute_reports_a_ledger_entry_slipped_in_behind_the_balances(service
                                                                         database: Database,
                                                                         traded: uuid.UUID) -> None:
     seq = service.recompute(traded)["entries"] + 1
-    # The hash columns are NOT NULL since 0008: with the triggers off a forger must supply some (these are wrong).
+    # The hash columns are NOT NULL since 0009: with the triggers off a forger must supply some (these are wrong).
     tamper(database, "ledger", "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after,"
            " created_at, prev_hash, row_hash) VALUES (%s, %s, 'adjustment', 'adjustment', 500, 0, now(),"
            " sha256('x'), sha256('x'))", traded, seq)

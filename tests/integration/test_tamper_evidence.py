@@ -1,4 +1,4 @@
-"""Tamper evidence on a real PostgreSQL: the hash chains the triggers of migration 0008 compute, recomputed by
+"""Tamper evidence on a real PostgreSQL: the hash chains the triggers of migration 0009 compute, recomputed by
 ``propdesk.db.chain.verify_chains``, and the signed anchors.
 
 The tampering is done the way an attacker with the server would do it: as the superuser, with the triggers off

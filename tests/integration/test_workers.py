@@ -121,7 +121,8 @@ def test_worker_stops_cleanly_on_sigterm(db_url: str, platform: Any, tmp_path: P
             proc.wait()
     assert proc.returncode == 0, err
     assert "worker_stopped" in err
-    assert len(mtm_events(db_url)) == 1
+    beat = heartbeat(db_url)
+    assert beat is not None and beat[1]["accounts"] == 1 and beat[1]["ok"] is True
 
 
 # ------------------------------------------------------------------------------------------ in process
@@ -163,14 +164,23 @@ def test_one_account_failing_is_counted_and_the_others_are_marked(platform: Any,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from propdesk.workers.mark_to_market import MarkToMarketWorker
 
+    from propdesk.execution import bulk_mark
+
     ids = open_positions(platform, n=3)
     real = platform.execution.mark_to_market
+    real_bulk = bulk_mark.mark_all_bulk
+
+    def every_account_a_candidate(*args: Any, **kw: Any) -> dict[str, Any]:
+        # The bulk mark hands the accounts it may change to the exact per-account command; here all three go there.
+        res = real_bulk(*args, only=[], **kw)
+        return {**res, "accounts": 3, "candidates": [{"account_id": i, "reason": "test"} for i in ids]}
 
     def broken_for_one(account_id: uuid.UUID, **kw: Any) -> Any:
         if account_id == ids[1]:
             raise RuntimeError("boom")
         return real(account_id, **kw)
 
+    monkeypatch.setattr(bulk_mark, "mark_all_bulk", every_account_a_candidate)
     monkeypatch.setattr(platform.execution, "mark_to_market", broken_for_one)
     result = MarkToMarketWorker(platform).run_once()
     assert result.error is None

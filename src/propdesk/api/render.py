@@ -86,7 +86,7 @@ def present_fill(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_AUDIT_HIDDEN = frozenset({"chain_seq", "prev_hash", "row_hash"})  # the hash chain (migration 0008)
+_AUDIT_HIDDEN = frozenset({"chain_seq", "prev_hash", "row_hash"})  # the hash chain (migration 0009)
 
 
 def present_audit(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Tamper evidence: the hash chains over the ledger and the admin audit log, recomputed in Python, and signed
 anchors of their heads.
 
-The database computes the chains (``BEFORE INSERT`` triggers of migration 0008, whose docstring defines the
+The database computes the chains (``BEFORE INSERT`` triggers of migration 0009, whose docstring defines the
 canonical form); this module recomputes them independently from the rows' fields and checks them against
 what is stored and against the anchors.
 
@@ -51,7 +51,7 @@ ZERO_HASH = bytes(32)
 LEDGER_TAG = b"propdesk.ledger.v1"
 AUDIT_TAG = b"propdesk.admin_audit.v1"
 ANCHOR_TAG = "propdesk.anchor.v1"
-# Transaction-scoped advisory lock keys: the audit chain's (as in migration 0008) and the anchor writer's.
+# Transaction-scoped advisory lock keys: the audit chain's (as in migration 0009) and the anchor writer's.
 CHAIN_LOCK = int.from_bytes(b"pdchain1", "big")
 ANCHOR_LOCK = int.from_bytes(b"pdanchr1", "big")
 KEY_FILE = "chain-anchor.key"

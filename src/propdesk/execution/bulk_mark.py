@@ -573,7 +573,8 @@ def mark_all_then_exact(service: Any, **kw: Any) -> dict[str, Any]:
     candidates (each in its own transaction; a failure is logged and audited as ``mark_to_market_failed`` and the
     others go on). Returns ``{"marked", "failed", "accounts", "bulk": <mark_all_bulk's result>}``."""
     res = mark_all_bulk(service.db, service.clock, service.catalogue, service.prices, **kw)
-    ok: int = res["marked"]
+    # Marked = valued at the latest prices: written, or found unchanged since the last write (nothing to store).
+    ok: int = res["marked"] + res["unchanged"]
     failed: list[dict[str, str]] = []
     for cand in res["candidates"]:
         acc = cand["account_id"]

@@ -830,11 +830,12 @@ class ExecutionService:
         return {"rolled": ok, "failed": failed, "accounts": n}
 
     def mark_all(self) -> dict[str, Any]:
-        """Mark every account that holds positions; one account's failure is recorded and the rest go on."""
-        ok, failed, n = self._each_account(
-            "SELECT DISTINCT a.id FROM accounts a JOIN positions p ON p.account_id = a.id"
-            " WHERE a.status = ANY(%s) ORDER BY a.id", self.mark_to_market, "mark_to_market")
-        return {"marked": ok, "failed": failed, "accounts": n}
+        """Mark every account that holds positions, set-based: one bulk read and one bulk write for all of them
+        (``execution.bulk_mark``), then the exact per-account command only for the accounts the mark may change
+        (safety net, a rule floor, a day boundary, a pass); one account's failure is recorded and the rest go on."""
+        from .bulk_mark import mark_all_then_exact
+
+        return mark_all_then_exact(self)
 
     def _each_account(self, query: str, command: Callable[[uuid.UUID], Any], what: str
                       ) -> tuple[int, list[dict[str, str]], int]:

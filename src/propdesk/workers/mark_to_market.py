@@ -68,6 +68,11 @@ class MarkToMarketWorker(WorkerLoop):
                          interval_s=float(interval_s if interval_s is not None
                                           else platform.settings.mtm_interval_seconds))
         self.last: CycleResult | None = None
+        from .anchor import ChainAnchorer
+
+        # Tamper evidence: the heads of the hash chains that moved are signed on this cadence (docs/TAMPER_EVIDENCE.md).
+        self.anchorer = ChainAnchorer(platform.db, platform.settings.data_dir,
+                                      interval_s=platform.settings.anchor_interval_seconds)
 
     # ------------------------------------------------------------------ one cycle
     def run_once(self) -> CycleResult:
@@ -86,6 +91,7 @@ class MarkToMarketWorker(WorkerLoop):
             # account with no open position (rolling is idempotent, so a separate eod worker may run too).
             rolled = p.execution.roll_all()
             result.failed += list(rolled.get("failed", []))
+            self.anchorer.maybe_anchor(p.clock.now())
         except Exception as exc:
             result.error = f"{type(exc).__name__}: {exc}"[:1000]
             self._log.error("mark_to_market_cycle_failed", cycle=result.cycle, error=result.error, exc_info=True)
