@@ -184,9 +184,9 @@ def _fail(message: str) -> NoReturn:
 
 def _load_create_app() -> Callable[[Any], Any]:
     try:
-        from .api.app import create_app
+        from .web.app import create_app
     except ImportError as exc:
-        raise CliError(f"the API is not available in this build (propdesk.api.app.create_app): {exc}") from exc
+        raise CliError(f"the API is not available in this build (propdesk.web.app.create_app): {exc}") from exc
     return create_app
 
 
@@ -457,7 +457,7 @@ def admin_create(email: Annotated[str, typer.Option(help="The admin's email addr
 
     def body() -> int:
         from .domain.errors import Conflict, InvalidInput
-        from .web.identity import UserRole, check_password, normalize_email
+        from .identity.users import UserRole, check_password, normalize_email
 
         try:
             address = normalize_email(email)
@@ -505,7 +505,7 @@ def tokens_create(role: Annotated[RoleChoice, typer.Option(help="service: the AP
     def body() -> int:
         from datetime import timedelta
 
-        from .auth import Role
+        from .identity.auth import Role
 
         settings = _settings()
         with open_platform(settings) as platform:

@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..auth import CRON_PATHS, Principal, Role
+from ..identity.auth import CRON_PATHS, Principal, Role
 from ..metrics import Metrics
 from .errors import BodyTooLarge, error_response
 
