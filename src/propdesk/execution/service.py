@@ -11,12 +11,11 @@ this to store an idempotency record atomically with the effect); otherwise the m
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -29,15 +28,13 @@ from ..domain.errors import Conflict, InvalidInput, NotFound
 from ..domain.fills import execution_price, fee_for
 from ..domain.instruments import Catalogue, Instrument, conversion_rate
 from ..domain.ledger import Category, Entry, EntryKind, fold
-from ..domain.lifecycle import MARKED, TERMINAL, Mode, Status, Trigger, transition
+from ..domain.lifecycle import MARKED, TERMINAL, Status, Trigger, transition
 from ..domain.money import CTX, ZERO, fmt, money
 from ..domain.orders import OrderPurpose, OrderRequest, OrderStatus, OrderType, Side, crosses, protective_trigger
-from ..domain.policy import ExecutionPolicy
 from ..domain.positions import Position, Valuation, apply_fill, replay, valuate
 from ..domain.quotes import PriceSource, Quote
+from .repository import _LEDGER_INSERTS, AccountCtx, CreateAccount, Row, _ledger_insert, _policy
 from .rules import RulesBridge
-
-Row = dict[str, Any]
 
 
 class Metrics(Protocol):
@@ -55,49 +52,6 @@ class _NoMetrics:
         pass
 
 
-@dataclass
-class AccountCtx:
-    """An account loaded under its lock: the rows plus the derived valuation."""
-
-    account: Row
-    balance: Row
-    positions: dict[str, Position]
-    resting: list[Row]
-    policy: ExecutionPolicy
-    valuation: Valuation | None = None
-    entries: list[Entry] = field(default_factory=list)
-    # The rules evaluator and its extras, loaded once per command and saved by the rules bridge.
-    rule_ev: Any = None
-    rule_extras: dict[str, Any] = field(default_factory=dict)
-    rule_applying: bool = False
-    rule_saved: str | None = None  # the rules state as last stored (JSON), so an unchanged state is not rewritten
-
-    @property
-    def id(self) -> uuid.UUID:
-        return self.account["id"]  # type: ignore[no-any-return]
-
-    @property
-    def status(self) -> Status:
-        return Status(self.account["status"])
-
-
-@dataclass(frozen=True)
-class CreateAccount:
-    owner_id: str
-    mode: Mode = Mode.CHALLENGE
-    phase: str = "phase_1"
-    clone_id: str | None = None
-    parent_account_id: uuid.UUID | None = None
-    policy: ExecutionPolicy = field(default_factory=ExecutionPolicy)
-    rulebook: dict[str, Any] | None = None
-    idempotency_key: str | None = None
-    request_hash: str | None = None
-    start: bool = False
-    rulebook_id: str | None = None
-    rulebook_version: int | None = None
-    offer_id: str | None = None
-
-
 @dataclass(frozen=True)
 class OrderOutcome:
     """What an order command produced: the order row, its fill (if any) and the rejection (if any)."""
@@ -113,27 +67,6 @@ class OrderOutcome:
 
 def _uuid() -> uuid.UUID:
     return uuid.uuid4()
-
-
-def _ledger_insert(n: int) -> str:
-    row = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-    return ("INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, equity_after, order_id,"
-            " fill_id, evidence, created_at) VALUES " + ",".join([row] * n))
-
-
-_LEDGER_INSERTS = [""] + [_ledger_insert(n) for n in range(1, 6)]
-_POLICIES: dict[str, ExecutionPolicy] = {}
-
-
-def _policy(data: dict[str, Any]) -> ExecutionPolicy:
-    """The account's frozen policy; parsed once per distinct policy (policies repeat across accounts)."""
-    key = json.dumps(data, sort_keys=True)
-    policy = _POLICIES.get(key)
-    if policy is None:
-        policy = ExecutionPolicy.from_json(data)
-        if len(_POLICIES) < 10_000:
-            _POLICIES[key] = policy
-    return policy
 
 
 class SessionSource(Protocol):
@@ -1056,3 +989,6 @@ def _request_from_row(o: Mapping[str, Any]) -> OrderRequest:
     return OrderRequest(o["symbol"], Side(o["side"]), o["quantity"], OrderType(o["order_type"]),
                         _plain(o["limit_price"]), _plain(o["stop_price"]), _plain(o["stop_loss"]),
                         _plain(o["take_profit"]), o["reduce_only"], OrderPurpose(o["purpose"]), o["client_order_id"])
+
+
+__all__ = ["AccountCtx", "CreateAccount", "ExecutionService", "Metrics", "OrderOutcome", "Row", "SessionSource"]
