@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -29,10 +30,12 @@ from ..api.idempotency import Commands
 from ..api.middleware import Authentication, BodyLimit, Observability
 from ..api.routes import accounts, admin, admin_panel, market, ops, rules, trader, trading
 from ..api.routes import auth as auth_routes
-from ..bootstrap import Platform
 from ..domain.errors import DomainError
 from . import live, pages, pages_admin, pages_auth, trader_views
 from .security import CsrfGuard, SecurityHeaders
+
+if TYPE_CHECKING:
+    from ..bootstrap import Platform  # handed in by the entry point (cli serve, tests), never imported at run time
 
 DESCRIPTION = """PropDesk execution core over HTTP.
 
