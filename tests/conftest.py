@@ -155,7 +155,7 @@ def platform(db_url: str, clock: object) -> Iterator[object]:
 @pytest.fixture
 def app(platform: object) -> object:
     """The FastAPI application (API and pages) over ``platform``."""
-    from propdesk.api.app import create_app
+    from propdesk.web.app import create_app
 
     return create_app(platform)  # type: ignore[arg-type]
 

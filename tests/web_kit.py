@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from propdesk.web.identity import UserRole, WebUser
+from propdesk.identity.users import UserRole, WebUser
 from propdesk.web.security import origin_of
 
 PASSWORD = "Correct-Horse-42"
@@ -62,7 +62,7 @@ def web_client(platform: Any, **kwargs: Any) -> Any:
     """A starlette TestClient over ``create_app(platform)`` (use it as a context manager)."""
     import warnings
 
-    from propdesk.api.app import create_app
+    from propdesk.web.app import create_app
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import logs
-from .auth import TokenStore
 from .bus.bridge import PriceBus
 from .bus.wiring import open_bus
 from .clock import SystemClock
@@ -20,16 +19,17 @@ from .domain.quotes import PriceSource
 from .execution.decisions import DecisionService
 from .execution.external import ExternalTrades
 from .execution.service import ExecutionService
+from .identity.auth import TokenStore
+from .identity.users import IdentityStore
 from .marketdata.live import LivePrices
 from .marketdata.recorder import CandleRecorder
 from .marketdata.sessions import SessionCalendar, default_calendar
 from .marketdata.store import QuoteStore
 from .marketdata.stream import TickStream
 from .metrics import Metrics
+from .notify.mail import Mailer
 from .rulebooks.store import PlanStore
 from .settings import Settings
-from .web.identity import IdentityStore
-from .web.mail import Mailer
 from .web.ratelimit import PgRateLimits, RateLimiter, RateLimits
 
 
@@ -74,9 +74,9 @@ class Platform:
     tokens: TokenStore
     plans: PlanStore
     external: ExternalTrades
-    identity: IdentityStore  # web users, sessions, password resets (web/identity.py)
+    identity: IdentityStore  # web users, sessions, password resets (identity/users.py)
     ratelimits: RateLimiter  # check(bucket, key) -> retry-after seconds or None (web/ratelimit.py)
-    mailer: Mailer  # email outbox + SMTP/console delivery (web/mail.py)
+    mailer: Mailer  # email outbox + SMTP/console delivery (notify/mail.py)
     embedded: EmbeddedPostgres | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     # Trading sessions per symbol (market data issue 4); always-open under the demo setting.
@@ -114,7 +114,7 @@ def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bo
         raise RuntimeError("database security posture check failed: " + "; ".join(problems))
     db = Database(admin_url, settings.db_role_prefix, engine_url=settings.engine_database_url,
                   app_url=settings.app_database_url, pool_size=settings.db_pool_size,
-                  open_app_pool=True)  # the web layer reads as the app role, per user (web/access.py)
+                  open_app_pool=True)  # the web layer reads as the app role, per user (reads/access.py)
     clock = clock or SystemClock()
     metrics = Metrics()
     quotes = QuoteStore(db)

@@ -350,7 +350,7 @@ def setup_demo_users(platform: Platform) -> dict[str, DemoLogin]:
     (printed on the console): demo users exist only in demo databases, and a rerun must print logins that work."""
     import secrets
 
-    from .web.identity import UserRole
+    from .identity.users import UserRole
 
     out: dict[str, DemoLogin] = {}
     names = [spec.user for spec in DEMO_ACCOUNTS if spec.user] + ["admin"]
@@ -572,7 +572,7 @@ def run_demo(platform: Platform, create_app: Callable[[Any], Any], *, host: str,
     """
     import signal
 
-    from .auth import Role
+    from .identity.auth import Role
     from .workers.calendar_sync import start_if_configured as start_calendar_sync
     from .workers.mark_to_market import MarkToMarketWorker
     from .workers.reconcile import verify

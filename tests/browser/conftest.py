@@ -109,7 +109,7 @@ def make_platform(db_url: str, clock: Any, public_url: str, **overrides: Any) ->
 @contextlib.contextmanager
 def live_platform_server(db_url: str, clock: Any, **overrides: Any) -> Iterator[LiveServer]:
     """A platform over ``db_url`` whose public URL is the server's own origin (so CSRF origin checks pass)."""
-    from propdesk.api.app import create_app
+    from propdesk.web.app import create_app
 
     sock = _free_socket()
     host, port = sock.getsockname()[:2]
@@ -189,7 +189,7 @@ def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
 @pytest.fixture
 def make_web_user(live_server: LiveServer) -> Callable[..., Any]:
     """``make_web_user(role="trader"|"admin", email=None, password=PASSWORD, display_name="")`` -> WebUser."""
-    from propdesk.web.identity import UserRole
+    from propdesk.identity.users import UserRole
 
     def make(role: str = "trader", email: str | None = None, password: str = PASSWORD, display_name: str = "",
              timezone: str = "UTC") -> Any:

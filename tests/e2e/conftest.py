@@ -64,7 +64,7 @@ def platform(db_url: str, clock: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def app(platform: Any) -> Any:
-    from propdesk.api.app import create_app
+    from propdesk.web.app import create_app
 
     return create_app(platform)
 

@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from propdesk.api.middleware import Access, access_rule
-from propdesk.auth import Role
+from propdesk.identity.auth import Role
 
 pytestmark = pytest.mark.e2e
 PREFIX = "/api/v1/prop"
@@ -49,7 +49,7 @@ def test_an_admin_token_may_use_the_service_routes(admin: Any) -> None:
 
 
 def test_with_no_token_configured_every_guarded_route_refuses(platform_factory: Any) -> None:
-    from propdesk.api.app import create_app
+    from propdesk.web.app import create_app
 
     platform = platform_factory(service_token=None, admin_token=None)
     with TestClient(create_app(platform)) as c:

@@ -50,8 +50,8 @@ def test_healthz_reports_migrations_behind_head(anon: Any, desk: Any, platform: 
 def test_healthz_is_503_when_the_database_is_unreachable(platform: Any, monkeypatch: Any) -> None:
     from starlette.testclient import TestClient
 
-    from propdesk.api.app import create_app
     from propdesk.db.database import Database
+    from propdesk.web.app import create_app
 
     dead = Database("host=127.0.0.1 port=1 dbname=none user=nobody connect_timeout=1", "pdtest", pool_size=1)
     real = platform.db

@@ -501,7 +501,7 @@ def test_the_day_roll_accepts_the_cron_secret_and_the_secret_opens_no_other_rout
         platform_factory: Any, clock: Any, client: Any, admin: Any) -> None:
     from fastapi.testclient import TestClient
 
-    from propdesk.api.app import create_app
+    from propdesk.web.app import create_app
 
     # The extra platform accepts the same service and admin tokens as the fixtures' one.
     SERVICE = {"Authorization": client.headers["Authorization"]}  # noqa: N806

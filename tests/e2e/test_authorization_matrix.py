@@ -40,7 +40,7 @@ from tests.web_kit import (
 )
 
 from propdesk.domain.quotes import Quote
-from propdesk.web.identity import UserRole
+from propdesk.identity.users import UserRole
 
 pytestmark = pytest.mark.e2e
 
@@ -206,10 +206,10 @@ def sample(schema: dict[str, Any], spec: dict[str, Any], name: str, ids: dict[st
 # ----------------------------------------------------------------------------------------------- the world
 @pytest.fixture
 def world(db_url: str, clock: Any) -> Iterator[dict[str, Any]]:
-    from propdesk.api.app import create_app
     from propdesk.demo import ApiServer
     from propdesk.domain.lifecycle import Trigger
     from propdesk.domain.orders import OrderRequest, OrderType, Side
+    from propdesk.web.app import create_app
 
     platform = open_test_platform(db_url, clock)
     app = create_app(platform)

@@ -357,8 +357,8 @@ def test_a_trader_session_and_anonymous_callers_get_nothing(known: dict[str, Any
 
 def test_an_admin_reading_through_the_app_role_sees_every_trader_and_a_trader_only_its_own(
         known: dict[str, Any], platform: Any, admin_user: Any) -> None:
-    from propdesk.web import admin_reads
-    from propdesk.web.access import user_conn
+    from propdesk.reads import admin as admin_reads
+    from propdesk.reads.access import user_conn
 
     with user_conn(platform, admin_user) as c:
         _, total = admin_reads.traders(c)

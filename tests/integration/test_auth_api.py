@@ -19,7 +19,7 @@ from tests.web_kit import (
     web_client,
 )
 
-from propdesk.web.identity import UserRole
+from propdesk.identity.users import UserRole
 from propdesk.web.pages_auth import safe_next
 
 

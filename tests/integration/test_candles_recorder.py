@@ -149,7 +149,7 @@ def client(platform: Any) -> Iterator[Any]:
         warnings.simplefilter("ignore", StarletteDeprecationWarning)
         from fastapi.testclient import TestClient
 
-    from propdesk.api.app import create_app
+    from propdesk.web.app import create_app
 
     with TestClient(create_app(platform), headers={"Authorization": f"Bearer {SVC}"}) as c:
         yield c

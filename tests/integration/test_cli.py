@@ -139,8 +139,8 @@ def test_db_upgrade_against_an_unreachable_server_exits_2_with_a_message(tmp_pat
 # ------------------------------------------------------------------------------------------ tokens
 def test_tokens_create_json_prints_one_line_and_the_token_verifies(db_url: str, database: Any,
                                                                    tmp_path: Path) -> None:
-    from propdesk.auth import Role, TokenStore
     from propdesk.clock import SystemClock
+    from propdesk.identity.auth import Role, TokenStore
 
     proc = run_cli("tokens", "create", "--role", "admin", "--name", "ci-admin", "--ttl-days", "1", "--json",
                    db_url=db_url, data_dir=tmp_path)
@@ -157,8 +157,8 @@ def test_tokens_create_json_prints_one_line_and_the_token_verifies(db_url: str, 
 
 
 def test_tokens_create_without_json_prints_just_the_token(db_url: str, database: Any, tmp_path: Path) -> None:
-    from propdesk.auth import Role, TokenStore
     from propdesk.clock import SystemClock
+    from propdesk.identity.auth import Role, TokenStore
 
     proc = run_cli("tokens", "create", "--role", "service", db_url=db_url, data_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -223,13 +223,13 @@ def test_verify_refuses_malformed_and_unknown_account_ids_with_exit_2(db_url: st
 # ------------------------------------------------------------------------------------------ demo
 def _api_available() -> bool:
     try:
-        from propdesk.api.app import create_app  # noqa: F401
+        from propdesk.web.app import create_app  # noqa: F401
     except ImportError:
         return False
     return True
 
 
-@pytest.mark.skipif(not _api_available(), reason="propdesk.api.app.create_app does not exist yet (the API is "
+@pytest.mark.skipif(not _api_available(), reason="propdesk.web.app.create_app does not exist yet (the API is "
                                                    "built in parallel); the demo needs it")
 def test_demo_check_sets_up_the_demo_accounts_idempotently_and_verify_passes(db_url: str, tmp_path: Path) -> None:
     proc = run_cli("demo", "--check", "--port", "0", db_url=db_url, data_dir=tmp_path, timeout=240)

@@ -44,7 +44,7 @@ def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPos
 def served(own_server: EmbeddedPostgres, clock: Any) -> Iterator[tuple[Any, TestClient]]:
     url = _with_db(own_server.start(), "outage")
     platform = make_platform(url, clock, db_pool_size=4)
-    from propdesk.api.app import create_app
+    from propdesk.web.app import create_app
 
     with TestClient(create_app(platform), headers=SERVICE) as client:
         yield platform, client

@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 from tests.web_kit import PASSWORD, make_user, open_test_platform
 
 from propdesk.domain.errors import Conflict, InvalidInput
-from propdesk.web.identity import IdentityStore, UserRole, check_password, hash_secret, normalize_email
+from propdesk.identity.users import IdentityStore, UserRole, check_password, hash_secret, normalize_email
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def publish(server: LiveServer, symbol: str, bid: str, ask: str, advance: float 
 
 
 def new_user(server: LiveServer, role: str = "trader") -> tuple[Any, dict[str, str]]:
-    from propdesk.web.identity import UserRole
+    from propdesk.identity.users import UserRole
 
     identity = server.platform.identity
     user = identity.create_user(f"{role}-{uuid.uuid4().hex[:8]}@example.test", "correct horse battery staple 42",

@@ -13,7 +13,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from tests.web_kit import csrf_headers, make_user, open_test_platform, web_client
 
-from propdesk.web.mail import Mailer, delivery_counts, parse_smtp_url
+from propdesk.notify.mail import Mailer, delivery_counts, parse_smtp_url
 
 
 class Inbox:

@@ -31,7 +31,7 @@ def platform(db_url: str, clock: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def anon(platform: Any) -> Iterator[TestClient]:
-    from propdesk.api.app import create_app
+    from propdesk.web.app import create_app
 
     with TestClient(create_app(platform)) as c:
         yield c

@@ -11,7 +11,7 @@ failed phase, notifications, journal notes, a purchase). Then, as the app role:
   on another trader's fill, nor mark another trader's notification read, nor read password hashes.
 
 What SQL cannot prevent, by design: a connection of the app role may ``set_config('propdesk.user_id', <an admin
-id>)`` itself. The web layer (web/access.py ``user_conn``) is the only code that sets it, from the
+id>)`` itself. The web layer (reads/access.py ``user_conn``) is the only code that sets it, from the
 authenticated session's user, and whatever it is set to, the app role can never write account truth (the
 engine-only triggers and the missing grants below), so the worst a compromised web process could do is read.
 """

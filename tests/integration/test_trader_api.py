@@ -17,7 +17,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from tests.web_kit import ADMIN_TOKEN, SERVICE_TOKEN, csrf_headers, login_cookie, make_user, open_test_platform
 
 from propdesk.domain.quotes import Quote
-from propdesk.web.identity import UserRole
+from propdesk.identity.users import UserRole
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -324,7 +324,7 @@ def test_bearer_tokens_and_anonymous_callers_cannot_use_the_trader_api(app: Any,
 
 
 def test_order_submission_is_rate_limited_per_user(db_url: str, clock: Any) -> None:
-    from propdesk.api.app import create_app
+    from propdesk.web.app import create_app
 
     p = open_test_platform(db_url, clock, rate_orders_user="2/60")
     try:

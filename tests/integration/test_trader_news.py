@@ -1,7 +1,7 @@
 """Upcoming news and the news blackout for the trader: ``GET /api/v1/accounts/{id}/news`` and the dashboard's News
 panel, on a real PostgreSQL with the injected clock.
 
-The read model (``web.reads.news_panel``) lists the events around now whose impact is at least the plan's news
+The read model (``reads.trader.news_panel``) lists the events around now whose impact is at least the plan's news
 rule's, with the symbols each one touches (base or quote currency, as the news rule matches) and the blackout
 window around it, so a refusal by the news rule is never a surprise: what the panel says is blocked now is what
 the engine refuses.

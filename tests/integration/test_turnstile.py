@@ -11,8 +11,8 @@ import pytest
 from tests.fakes.turnstile_server import FakeTurnstile
 from tests.web_kit import PASSWORD, csrf_headers, open_test_platform, web_client
 
+from propdesk.identity.turnstile import Turnstile
 from propdesk.web.security import CSP
-from propdesk.web.turnstile import Turnstile
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from tests.web_kit import ADMIN_TOKEN, csrf_headers, login_cookie, make_user, open_test_platform, web_client
 
 from propdesk.api.middleware import Access, access_rule
-from propdesk.web.identity import UserRole
+from propdesk.identity.users import UserRole
 from propdesk.web.security import CSP, origin_of
 
 EXPECTED = {
@@ -92,7 +92,7 @@ def test_pages_static_files_and_errors_carry_the_security_headers(web: Any, plat
 
 
 def test_even_an_internal_error_carries_the_security_headers(platform: Any) -> None:
-    from propdesk.api.app import create_app
+    from propdesk.web.app import create_app
 
     app = create_app(platform)
 

@@ -162,9 +162,8 @@ def test_a_failing_cycle_is_logged_counted_heartbeated_and_the_loop_goes_on(plat
 
 def test_one_account_failing_is_counted_and_the_others_are_marked(platform: Any, db_url: str,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from propdesk.workers.mark_to_market import MarkToMarketWorker
-
     from propdesk.execution import bulk_mark
+    from propdesk.workers.mark_to_market import MarkToMarketWorker
 
     ids = open_positions(platform, n=3)
     real = platform.execution.mark_to_market

@@ -1,1 +1,4 @@
-"""The HTTP API (FastAPI): ``propdesk.api.app.create_app(platform)``."""
+"""The HTTP API: FastAPI routers, errors, idempotency, middleware.
+
+The application is assembled by ``propdesk.web.app.create_app``.
+"""

@@ -7,12 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..bootstrap import Platform
 from ..domain.errors import NotFound
 from .errors import ApiError
 from .idempotency import Commands
+
+if TYPE_CHECKING:
+    from ..bootstrap import Platform  # the platform is handed in by create_app, never imported at run time
 
 # Shared OpenAPI documentation of the error envelope.
 ERROR_SCHEMA = {

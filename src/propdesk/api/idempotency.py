@@ -38,10 +38,10 @@ from psycopg_pool import ConnectionPool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..auth import Principal
 from ..db.health import DatabaseHealth, checked_pool
 from ..domain.clock import Clock
 from ..domain.errors import DomainError
+from ..identity.auth import Principal
 from .body import request_hash
 from .errors import ApiError, describe
 from .render import JSON_MEDIA_TYPE, dumps

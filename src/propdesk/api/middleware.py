@@ -25,8 +25,8 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..auth import CRON_PATHS, Principal, Role
 from ..db.health import DatabaseUnavailable
+from ..identity.auth import CRON_PATHS, Principal, Role
 from ..metrics import Metrics
 from .errors import BodyTooLarge, database_unavailable_response, error_response
 

@@ -2,7 +2,7 @@
 
 Decimals become strings with their meaningful digits only (``Decimal('99754.2000000000')`` -> ``"99754.2"``,
 never an exponent), UUIDs become strings, datetimes ISO-8601 in UTC with a ``Z``. Database rows pass through
-``present_*`` helpers so internal columns (``request_hash``) never leave the service.
+``reads.present`` helpers so internal columns (``request_hash``) never leave the service.
 """
 
 from __future__ import annotations
@@ -62,32 +62,3 @@ def dumps(obj: Any) -> bytes:
 
 def json_response(body: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(dumps(body), status_code=status_code, headers=dict(headers or {}), media_type=JSON_MEDIA_TYPE)
-
-
-# ---------------------------------------------------------------------------------------------- presenters
-_ACCOUNT_HIDDEN = frozenset({"request_hash"})
-
-
-def present_account(row: Mapping[str, Any], balance: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The public shape of an account row (optionally with its balances row)."""
-    out = {k: v for k, v in row.items() if k not in _ACCOUNT_HIDDEN}
-    if balance is not None:
-        out["balance"] = present_balance(balance)
-    return out
-
-
-def present_balance(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k != "account_id"}
-
-
-def present_fill(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    out.setdefault("voided", False)
-    return out
-
-
-_AUDIT_HIDDEN = frozenset({"chain_seq", "prev_hash", "row_hash"})  # the hash chain (migration 0009)
-
-
-def present_audit(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in _AUDIT_HIDDEN}

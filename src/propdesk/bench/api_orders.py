@@ -249,8 +249,8 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
     """Run the scenario end to end (database, server, accounts, trials, checks) and return the result."""
     import httpx
 
-    from ..auth import Role
     from ..bootstrap import open_platform
+    from ..identity.auth import Role
     from ..workers.reconcile import verify
 
     # httpx narrates every request at INFO: that would be timed as part of the path and flood stderr.

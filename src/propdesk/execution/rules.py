@@ -20,28 +20,45 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from psycopg.types.json import Jsonb
 
 from ..domain import gates as G
-from ..domain.instruments import Instrument
+from ..domain.clock import Clock
+from ..domain.instruments import Catalogue, Instrument
 from ..domain.ledger import Category, Entry, EntryKind
 from ..domain.lifecycle import TERMINAL, Status, Trigger
 from ..domain.money import CTX, ZERO, fmt, money
 from ..domain.orders import OrderPurpose, OrderRequest, OrderType, Side
 from ..domain.policy import ExecutionPolicy
-from ..domain.positions import FillEffect, Position
+from ..domain.positions import FillEffect, Position, Valuation
 from ..domain.rules.engine import Decision, EngineState, Evaluator, Trade
 from ..domain.rules.pretrade import CalendarEvent, OpenPosition, OrderCheck, check_order, weekend_holds
 from ..domain.rules.rulebook import Rulebook, parse_rulebook
+from .repository import AccountCtx, CreateAccount, Row
 
-if TYPE_CHECKING:
-    from .service import AccountCtx, ExecutionService
+
+class RulesHost(Protocol):
+    """What the rules bridge needs from the execution service (``ExecutionService`` fits): the account loaded
+    under its lock, valuation, ledger appends, status moves, flattening and opening the next phase's account."""
+
+    db: Any
+    clock: Clock
+    catalogue: Catalogue
+
+    def _load(self, conn: Any, account_id: uuid.UUID, *, lock: bool = True) -> AccountCtx: ...
+    def _valuate(self, ctx: AccountCtx) -> Valuation: ...
+    def _append(self, conn: Any, ctx: AccountCtx, entries: Sequence[Entry], now: datetime) -> None: ...
+    def _set_status(self, conn: Any, ctx: AccountCtx, trigger: Trigger, now: datetime, evidence: dict[str, Any],
+                    *, actor: str) -> Status: ...
+    def _flatten(self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str,
+                 purpose: OrderPurpose = OrderPurpose.LIQUIDATION) -> list[str]: ...
+    def create_account(self, cmd: CreateAccount, *, conn: Any | None = None) -> tuple[Row, bool]: ...
 
 SEVERITY = {"breach": "critical", "warning": "warning", "flag": "warning", "reject": "info", "pass": "info"}
 
@@ -54,7 +71,7 @@ def inputs_hash(d: Decision) -> str:
 class RulesBridge:
     """Applies a challenge account's frozen rulebook from inside the execution service."""
 
-    def __init__(self, service: ExecutionService):
+    def __init__(self, service: RulesHost):
         self.svc = service
         self._books: dict[str, Rulebook] = {}
 
@@ -425,8 +442,6 @@ class RulesBridge:
             svc._set_status(c, ctx, Trigger.DAY_START, now, {"trading_day": str(ev.s.day)}, actor="rules")
 
     def _open_next_phase(self, c: Any, ctx: AccountCtx, ev: Evaluator, now: datetime) -> None:
-        from .service import CreateAccount
-
         nxt = ev.book.next_phase(ev.phase.id)
         if nxt is None:
             return

@@ -11,12 +11,11 @@ this to store an idempotency record atomically with the effect); otherwise the m
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -29,15 +28,13 @@ from ..domain.errors import Conflict, InvalidInput, NotFound
 from ..domain.fills import execution_price, fee_for
 from ..domain.instruments import Catalogue, Instrument, conversion_rate
 from ..domain.ledger import Category, Entry, EntryKind, fold
-from ..domain.lifecycle import MARKED, TERMINAL, Mode, Status, Trigger, transition
+from ..domain.lifecycle import MARKED, Status, Trigger, transition
 from ..domain.money import CTX, ZERO, fmt, money
 from ..domain.orders import OrderPurpose, OrderRequest, OrderStatus, OrderType, Side, crosses, protective_trigger
-from ..domain.policy import ExecutionPolicy
 from ..domain.positions import Position, Valuation, apply_fill, replay, valuate
 from ..domain.quotes import PriceSource, Quote
+from .repository import AccountCtx, AccountRepository, CreateAccount, Row
 from .rules import RulesBridge
-
-Row = dict[str, Any]
 
 
 class Metrics(Protocol):
@@ -55,49 +52,6 @@ class _NoMetrics:
         pass
 
 
-@dataclass
-class AccountCtx:
-    """An account loaded under its lock: the rows plus the derived valuation."""
-
-    account: Row
-    balance: Row
-    positions: dict[str, Position]
-    resting: list[Row]
-    policy: ExecutionPolicy
-    valuation: Valuation | None = None
-    entries: list[Entry] = field(default_factory=list)
-    # The rules evaluator and its extras, loaded once per command and saved by the rules bridge.
-    rule_ev: Any = None
-    rule_extras: dict[str, Any] = field(default_factory=dict)
-    rule_applying: bool = False
-    rule_saved: str | None = None  # the rules state as last stored (JSON), so an unchanged state is not rewritten
-
-    @property
-    def id(self) -> uuid.UUID:
-        return self.account["id"]  # type: ignore[no-any-return]
-
-    @property
-    def status(self) -> Status:
-        return Status(self.account["status"])
-
-
-@dataclass(frozen=True)
-class CreateAccount:
-    owner_id: str
-    mode: Mode = Mode.CHALLENGE
-    phase: str = "phase_1"
-    clone_id: str | None = None
-    parent_account_id: uuid.UUID | None = None
-    policy: ExecutionPolicy = field(default_factory=ExecutionPolicy)
-    rulebook: dict[str, Any] | None = None
-    idempotency_key: str | None = None
-    request_hash: str | None = None
-    start: bool = False
-    rulebook_id: str | None = None
-    rulebook_version: int | None = None
-    offer_id: str | None = None
-
-
 @dataclass(frozen=True)
 class OrderOutcome:
     """What an order command produced: the order row, its fill (if any) and the rejection (if any)."""
@@ -113,27 +67,6 @@ class OrderOutcome:
 
 def _uuid() -> uuid.UUID:
     return uuid.uuid4()
-
-
-def _ledger_insert(n: int) -> str:
-    row = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-    return ("INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, equity_after, order_id,"
-            " fill_id, evidence, created_at) VALUES " + ",".join([row] * n))
-
-
-_LEDGER_INSERTS = [""] + [_ledger_insert(n) for n in range(1, 6)]
-_POLICIES: dict[str, ExecutionPolicy] = {}
-
-
-def _policy(data: dict[str, Any]) -> ExecutionPolicy:
-    """The account's frozen policy; parsed once per distinct policy (policies repeat across accounts)."""
-    key = json.dumps(data, sort_keys=True)
-    policy = _POLICIES.get(key)
-    if policy is None:
-        policy = ExecutionPolicy.from_json(data)
-        if len(_POLICIES) < 10_000:
-            _POLICIES[key] = policy
-    return policy
 
 
 class SessionSource(Protocol):
@@ -165,6 +98,7 @@ class ExecutionService:
         self.prices = prices
         self.sessions = sessions
         self.metrics: Metrics = metrics or _NoMetrics()
+        self.repo = AccountRepository()
         self.rules = RulesBridge(self)
         self._log = log or (lambda *a, **k: None)
 
@@ -190,23 +124,7 @@ class ExecutionService:
         return conversion_rate(ccy, account_ccy, mid)
 
     def _load(self, conn: Any, account_id: uuid.UUID, *, lock: bool = True) -> AccountCtx:
-        # One round trip: the account row (locked) and its children, sent as a pipeline.
-        with conn.pipeline():
-            acc_cur = conn.execute("SELECT * FROM accounts WHERE id = %s" + (" FOR UPDATE" if lock else ""),
-                                   (account_id,))
-            bal_cur = conn.execute("SELECT * FROM balances WHERE account_id = %s", (account_id,))
-            pos_cur = conn.execute("SELECT * FROM positions WHERE account_id = %s", (account_id,))
-            rest_cur = conn.execute("SELECT * FROM orders WHERE account_id = %s AND status = 'open'"
-                                    " ORDER BY created_at", (account_id,))
-        row = acc_cur.fetchone()
-        if row is None:
-            raise NotFound(f"account {account_id} not found", code="account_not_found")
-        bal = bal_cur.fetchone()
-        pos_rows = pos_cur.fetchall()
-        resting = rest_cur.fetchall()
-        positions = {r["symbol"]: Position(r["symbol"], r["quantity"], r["avg_price"], r["stop_loss"],
-                                           r["take_profit"], r["opened_at"]) for r in pos_rows}
-        ctx = AccountCtx(row, bal, positions, resting, _policy(row["policy"]))
+        ctx = self.repo.load(conn, account_id, lock=lock)
         ctx.valuation = self._valuate(ctx)
         return ctx
 
@@ -252,10 +170,8 @@ class ExecutionService:
                 bal["high_watermark"] = max(bal["high_watermark"], e.equity_after)
             rows.append((ctx.id, seq, e.kind.value, e.category.value, e.amount, bal["cash"], e.equity_after,
                          e.order_id, e.fill_id, Jsonb(e.evidence), now))
-        if rows:
-            # One multi-row INSERT per command step rather than one statement per entry.
-            conn.execute(_LEDGER_INSERTS[len(rows)] if len(rows) < len(_LEDGER_INSERTS) else _ledger_insert(len(rows)),
-                         [v for r in rows for v in r])
+        # One multi-row INSERT per command step rather than one statement per entry.
+        self.repo.insert_ledger(conn, rows)
         bal["ledger_seq"] = seq
         ctx.balance = bal
         self._write_balances(conn, ctx, now)
@@ -268,12 +184,8 @@ class ExecutionService:
         ctx.valuation = val
         bal = ctx.balance
         margin = CTX.divide(val.notional, ctx.policy.max_leverage) if val.notional else ZERO
-        conn.execute(
-            "UPDATE balances SET cash=%s, equity=%s, unrealized_pnl=%s, realized_pnl=%s, fees=%s, deposits=%s,"
-            " adjustments=%s, high_watermark=%s, margin_used=%s, ledger_seq=%s, updated_at=%s,"
-            " marked_at = CASE WHEN %s THEN %s ELSE marked_at END WHERE account_id=%s",
-            (bal["cash"], money(val.equity), money(val.unrealized), bal["realized_pnl"], bal["fees"], bal["deposits"],
-             bal["adjustments"], bal["high_watermark"], money(margin), bal["ledger_seq"], now, marked, now, ctx.id))
+        self.repo.write_balances(conn, ctx.id, bal, equity=money(val.equity), unrealized=money(val.unrealized),
+                                 margin=money(margin), now=now, marked=marked)
 
     def _set_status(self, conn: Any, ctx: AccountCtx, trigger: Trigger, now: datetime, evidence: dict[str, Any],
                     *, actor: str) -> Status:
@@ -281,11 +193,7 @@ class ExecutionService:
         new = transition(old, trigger)
         if new is old:
             return new
-        ended = new in TERMINAL
-        conn.execute("UPDATE accounts SET status=%s, updated_at=%s,"
-                     " started_at = CASE WHEN %s AND started_at IS NULL THEN %s ELSE started_at END,"
-                     " ended_at = CASE WHEN %s THEN %s ELSE ended_at END WHERE id=%s",
-                     (new.value, now, new is Status.ACTIVE, now, ended, now, ctx.id))
+        self.repo.set_status(conn, ctx.id, new, now)
         ctx.account = {**ctx.account, "status": new.value}
         self._append(conn, ctx, [Entry(EntryKind.STATUS_CHANGED, evidence={
             "from": old.value, "to": new.value, "trigger": trigger.value, "actor": actor, **evidence})], now)
@@ -299,31 +207,18 @@ class ExecutionService:
         now = self.clock.now()
         with self._tx(conn) as c:
             if cmd.idempotency_key is not None:
-                c.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (cmd.idempotency_key,))
-                existing = c.execute("SELECT * FROM accounts WHERE idempotency_key = %s",
-                                     (cmd.idempotency_key,)).fetchone()
+                self.repo.lock_idempotency_key(c, cmd.idempotency_key)
+                existing = self.repo.account_by_idempotency_key(c, cmd.idempotency_key)
                 if existing is not None:
                     if cmd.request_hash is not None and existing["request_hash"] != cmd.request_hash:
                         raise Conflict("idempotency_key was already used with a different request",
                                        code="idempotency_key_reused")
                     return existing, False
-            if cmd.parent_account_id is not None:
-                parent = c.execute("SELECT id FROM accounts WHERE id = %s", (cmd.parent_account_id,)).fetchone()
-                if parent is None:
-                    raise NotFound(f"parent account {cmd.parent_account_id} not found", code="account_not_found")
+            if cmd.parent_account_id is not None and not self.repo.account_exists(c, cmd.parent_account_id):
+                raise NotFound(f"parent account {cmd.parent_account_id} not found", code="account_not_found")
             acc_id = _uuid()
             policy = cmd.policy
-            c.execute(
-                "INSERT INTO accounts (id, owner_id, clone_id, parent_account_id, mode, phase, status, currency,"
-                " starting_balance, policy, rulebook, idempotency_key, request_hash, created_at, updated_at,"
-                " rulebook_id, rulebook_version, offer_id)"
-                " VALUES (%s,%s,%s,%s,%s,%s,'pending',%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                (acc_id, cmd.owner_id, cmd.clone_id, cmd.parent_account_id, cmd.mode.value, cmd.phase,
-                 policy.currency, policy.starting_balance, Jsonb(policy.to_json()),
-                 Jsonb(cmd.rulebook) if cmd.rulebook is not None else None, cmd.idempotency_key, cmd.request_hash,
-                 now, now, cmd.rulebook_id, cmd.rulebook_version, cmd.offer_id))
-            c.execute("INSERT INTO balances (account_id, cash, equity, unrealized_pnl, realized_pnl, fees, deposits,"
-                      " high_watermark, ledger_seq, updated_at) VALUES (%s,0,0,0,0,0,0,0,0,%s)", (acc_id, now))
+            self.repo.insert_account(c, acc_id, cmd, now)
             ctx = self._load(c, acc_id)
             self._append(c, ctx, [
                 Entry(EntryKind.ACCOUNT_CREATED, evidence={
@@ -334,8 +229,7 @@ class ExecutionService:
             ], now)
             if cmd.start:
                 self._set_status(c, ctx, Trigger.START, now, {}, actor="service")
-            row = c.execute("SELECT * FROM accounts WHERE id = %s", (acc_id,)).fetchone()
-            return row, True
+            return self._account_row(c, acc_id), True
 
     def apply_trigger(self, account_id: uuid.UUID, trigger: Trigger, *, actor: str, reason: str = "",
                       conn: Any | None = None) -> Row:
@@ -353,10 +247,10 @@ class ExecutionService:
             return self._account_row(c, account_id)
 
     def _account_row(self, conn: Any, account_id: uuid.UUID) -> Row:
-        row = conn.execute("SELECT * FROM accounts WHERE id = %s", (account_id,)).fetchone()
+        row = self.repo.account_row(conn, account_id)
         if row is None:
             raise NotFound(f"account {account_id} not found", code="account_not_found")
-        return row  # type: ignore[no-any-return]
+        return row
 
     # ------------------------------------------------------------------ orders
     def submit_order(self, account_id: uuid.UUID, req: OrderRequest, *, conn: Any | None = None,
@@ -366,8 +260,7 @@ class ExecutionService:
         with self._tx(conn) as c:
             ctx = self._load(c, account_id)
             if req.client_order_id is not None:
-                dup = c.execute("SELECT * FROM orders WHERE account_id = %s AND client_order_id = %s",
-                                (account_id, req.client_order_id)).fetchone()
+                dup = self.repo.order_by_client_id(c, account_id, req.client_order_id)
                 if dup is not None:
                     raise Conflict(f"client_order_id {req.client_order_id!r} is already used on this account",
                                    code="duplicate_client_order_id", details={"order_id": str(dup["id"])})
@@ -449,17 +342,8 @@ class ExecutionService:
                      now: datetime, notional: Decimal | None, *, rejection: G.Rejection | None = None,
                      decision_action_id: uuid.UUID | None = None) -> Any:
         """Send the order's INSERT ... RETURNING and return its cursor (in a pipeline the row comes later)."""
-        closed = now if status in (OrderStatus.FILLED, OrderStatus.REJECTED) else None
-        return c.execute(
-            "INSERT INTO orders (id, account_id, client_order_id, symbol, side, order_type, quantity, limit_price,"
-            " stop_price, stop_loss, take_profit, reduce_only, purpose, status, reject_code, reject_reason,"
-            " reject_details, notional, decision_action_id, created_at, updated_at, closed_at)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
-            (order_id, ctx.id, req.client_order_id, req.symbol, req.side.value, req.order_type.value, req.quantity,
-             req.limit_price, req.stop_price, req.stop_loss, req.take_profit, req.reduce_only, req.purpose.value,
-             status.value, rejection.code if rejection else None, rejection.message if rejection else None,
-             Jsonb(rejection.details) if rejection else None, notional, decision_action_id, now, now, closed),
-        )
+        return self.repo.queue_order(c, ctx.id, order_id, req, status, now, notional, rejection=rejection,
+                                     decision_action_id=decision_action_id)
 
     def _fill_new_order(self, c: Any, ctx: AccountCtx, order_id: uuid.UUID, req: OrderRequest, inst: Instrument,
                         quote: Quote, rate: Decimal, now: datetime, *,
@@ -499,12 +383,8 @@ class ExecutionService:
             if before_writes is not None:
                 before_writes()
             self._write_position(c, ctx, req.symbol, after, now)
-            fill_cur = c.execute(
-                "INSERT INTO fills (id, order_id, account_id, symbol, side, quantity, price, notional, fee,"
-                " realized_pnl, slippage_bps, quote, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-                " RETURNING *",
-                (fill_id, order_id, ctx.id, req.symbol, req.side.value, req.quantity, px, notional, fee, realized,
-                 slip_bps, Jsonb(quote.evidence()), now))
+            fill_cur = self.repo.queue_fill(c, fill_id, order_id, ctx.id, req, px, notional, fee, realized, slip_bps,
+                                            quote, now)
             cash_after = ctx.balance["cash"] + realized - fee
             ctx.valuation = self._valuate(replace(ctx, balance={**ctx.balance, "cash": cash_after}))
             equity_after = money(ctx.valuation.equity)
@@ -533,15 +413,10 @@ class ExecutionService:
     def _write_position(self, c: Any, ctx: AccountCtx, symbol: str, pos: Position | None, now: datetime) -> None:
         ctx.valuation = None  # positions change: any valuation held is stale
         if pos is None:
-            c.execute("DELETE FROM positions WHERE account_id = %s AND symbol = %s", (ctx.id, symbol))
+            self.repo.delete_position(c, ctx.id, symbol)
             ctx.positions.pop(symbol, None)
             return
-        c.execute(
-            "INSERT INTO positions (account_id, symbol, quantity, avg_price, stop_loss, take_profit, opened_at,"
-            " updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (account_id, symbol) DO UPDATE SET"
-            " quantity=EXCLUDED.quantity, avg_price=EXCLUDED.avg_price, stop_loss=EXCLUDED.stop_loss,"
-            " take_profit=EXCLUDED.take_profit, opened_at=EXCLUDED.opened_at, updated_at=EXCLUDED.updated_at",
-            (ctx.id, symbol, pos.quantity, pos.avg_price, pos.stop_loss, pos.take_profit, pos.opened_at or now, now))
+        self.repo.upsert_position(c, ctx.id, symbol, pos, now)
         ctx.positions[symbol] = replace(pos, opened_at=pos.opened_at or now)
 
     def close_position(self, account_id: uuid.UUID, symbol: str, quantity: Decimal | None = None, *,
@@ -569,20 +444,18 @@ class ExecutionService:
         now = self.clock.now()
         with self._tx(conn) as c:
             ctx = self._load(c, account_id)
-            order = c.execute("SELECT * FROM orders WHERE id = %s AND account_id = %s", (order_id, account_id)
-                              ).fetchone()
+            order = self.repo.order(c, account_id, order_id)
             if order is None:
                 raise NotFound(f"order {order_id} not found on this account", code="order_not_found")
             if order["status"] != OrderStatus.OPEN.value:
                 raise Conflict(f"order is {order['status']}; only open orders can be cancelled",
                                code="order_not_open", details={"status": order["status"]})
             status = OrderStatus.VOIDED if void else OrderStatus.CANCELLED
-            row = c.execute("UPDATE orders SET status=%s, updated_at=%s, closed_at=%s WHERE id=%s RETURNING *",
-                            (status.value, now, now, order_id)).fetchone()
+            row = self.repo.close_order(c, order_id, status, now)
             kind = EntryKind.VOID_ORDER if void else EntryKind.ORDER_CANCELLED
             self._append(c, ctx, [Entry(kind, evidence={"order_id": str(order_id), "actor": actor,
                                                         "reason": reason}, order_id=str(order_id))], now)
-            return row  # type: ignore[no-any-return]
+            return row
 
     def modify(self, account_id: uuid.UUID, *, symbol: str | None = None, order_id: uuid.UUID | None = None,
                stop_loss: Decimal | None = None, take_profit: Decimal | None = None,
@@ -594,20 +467,18 @@ class ExecutionService:
             if ctx.status not in MARKED or ctx.status is Status.PAUSED:
                 raise Conflict(f"account is {ctx.status.value}", code="account_not_active")
             if order_id is not None:
-                order = c.execute("SELECT * FROM orders WHERE id=%s AND account_id=%s AND status='open'",
-                                  (order_id, account_id)).fetchone()
+                order = self.repo.open_order(c, account_id, order_id)
                 if order is None:
                     raise NotFound(f"no open order {order_id}", code="order_not_found")
                 sl = None if clear_stop_loss else (stop_loss if stop_loss is not None else order["stop_loss"])
                 tp = None if clear_take_profit else (take_profit if take_profit is not None else order["take_profit"])
                 ref = order["limit_price"] or order["stop_price"]
                 self._check_levels(order["symbol"], Side(order["side"]), ref, sl, tp)
-                row = c.execute("UPDATE orders SET stop_loss=%s, take_profit=%s, updated_at=%s WHERE id=%s"
-                                " RETURNING *", (sl, tp, now, order_id)).fetchone()
+                row = self.repo.set_order_levels(c, order_id, sl, tp, now)
                 self._append(c, ctx, [Entry(EntryKind.ORDER_MODIFIED, evidence={
                     "order_id": str(order_id), "stop_loss": _s(sl), "take_profit": _s(tp)},
                     order_id=str(order_id))], now)
-                return row  # type: ignore[no-any-return]
+                return row
             if symbol is None:
                 raise InvalidInput("modify needs a symbol (position) or an order_id", code="invalid_input")
             pos = ctx.positions.get(symbol)
@@ -624,8 +495,7 @@ class ExecutionService:
             self._append(c, ctx, [Entry(EntryKind.POSITION_MODIFIED, evidence={
                 "symbol": symbol, "before": _pos_evidence(pos), "after": _pos_evidence(new),
                 "quote": quote.evidence()})], now)
-            r = c.execute("SELECT * FROM positions WHERE account_id=%s AND symbol=%s", (account_id, symbol)).fetchone()
-            return r  # type: ignore[no-any-return]
+            return self.repo.position(c, account_id, symbol)
 
     def _check_levels(self, symbol: str, side: Side, ref: Decimal, sl: Decimal | None, tp: Decimal | None) -> None:
         inst = self._inst(symbol)
@@ -705,16 +575,13 @@ class ExecutionService:
         rejection = G.check_order(market_req, self._gate_state(ctx), inst, mkt)
         if rejection is not None:
             self.metrics.rejection(rejection.code)
-            c.execute("UPDATE orders SET status='rejected', reject_code=%s, reject_reason=%s, reject_details=%s,"
-                      " updated_at=%s, closed_at=%s WHERE id=%s",
-                      (rejection.code, rejection.message, Jsonb(rejection.details), now, now, order["id"]))
+            self.repo.reject_order(c, order["id"], rejection, now)
             self._append(c, ctx, [Entry(EntryKind.ORDER_REJECTED, evidence={
                 "order_id": str(order["id"]), "rejection": rejection.to_json(), "at_trigger": True,
                 "quote": mkt.quote.evidence() if mkt.quote else None}, order_id=str(order["id"]))], now)
             return
         assert inst is not None and mkt.quote is not None and mkt.rate is not None
-        row = c.execute("UPDATE orders SET status='filled', updated_at=%s, closed_at=%s WHERE id=%s RETURNING *",
-                        (now, now, order["id"])).fetchone()
+        row = self.repo.mark_order_filled(c, order["id"], now)
         self._fill(c, ctx, row["id"], req, inst, mkt.quote, mkt.rate, now)
 
     def _safety_net(self, c: Any, ctx: AccountCtx, now: datetime) -> bool:
@@ -748,8 +615,7 @@ class ExecutionService:
             raise Conflict("cannot close positions on a stale price (the market is open but its quote is old)",
                            code="stale_price", details={"symbols": stale})
         for order in list(ctx.resting):
-            c.execute("UPDATE orders SET status='cancelled', updated_at=%s, closed_at=%s WHERE id=%s",
-                      (now, now, order["id"]))
+            self.repo.cancel_order(c, order["id"], now)
             self._append(c, ctx, [Entry(EntryKind.ORDER_CANCELLED, evidence={
                 "order_id": str(order["id"]), "reason": reason}, order_id=str(order["id"]))], now)
         ctx.resting = []
@@ -872,13 +738,12 @@ class ExecutionService:
         now = self.clock.now()
         with self._tx(conn) as c:
             ctx = self._load(c, account_id)
-            fill = c.execute("SELECT * FROM fills WHERE id=%s AND account_id=%s", (fill_id, account_id)).fetchone()
+            fill = self.repo.fill(c, account_id, fill_id)
             if fill is None:
                 raise NotFound(f"fill {fill_id} not found on this account", code="fill_not_found")
-            if c.execute("SELECT 1 FROM fill_voids WHERE fill_id=%s", (fill_id,)).fetchone():
+            if self.repo.fill_voided(c, fill_id):
                 raise Conflict("fill is already voided", code="fill_already_voided")
-            c.execute("INSERT INTO fill_voids (fill_id, account_id, reason, actor, created_at) VALUES (%s,%s,%s,%s,%s)",
-                      (fill_id, account_id, reason, actor, now))
+            self.repo.insert_fill_void(c, fill_id, account_id, reason, actor, now)
             symbol = fill["symbol"]
             before = ctx.positions.get(symbol)
             after = self._replay_position(c, account_id, symbol)
@@ -901,16 +766,12 @@ class ExecutionService:
                     "reverses": "realized_pnl", "fill_id": str(fill_id), "symbol": symbol,
                     "realized_before": fmt(booked), "realized_after": fmt(expected)}))
             self._append(c, ctx, entries, now)
-            return fill  # type: ignore[no-any-return]
+            return fill
 
     def _replayed_realized(self, c: Any, account_id: uuid.UUID, symbol: str) -> Decimal:
         """Realized P&L of ``symbol`` re-derived from the non-voided fills, each at its own conversion rate."""
         inst = self._inst(symbol)
-        rows = c.execute(
-            "SELECT f.side, f.quantity, f.price, l.evidence->>'conversion_rate' AS rate FROM fills f"
-            " JOIN ledger l ON l.fill_id = f.id LEFT JOIN fill_voids v ON v.fill_id = f.id"
-            " WHERE f.account_id=%s AND f.symbol=%s AND v.fill_id IS NULL ORDER BY l.seq",
-            (account_id, symbol)).fetchall()
+        rows = self.repo.live_fills_with_rates(c, account_id, symbol)
         pos: Position | None = None
         total = ZERO
         for r in rows:
@@ -922,36 +783,28 @@ class ExecutionService:
 
     def _booked_realized(self, c: Any, account_id: uuid.UUID, symbol: str) -> Decimal:
         """Realized P&L of ``symbol`` as the ledger has it (fills' P&L plus every correction)."""
-        row = c.execute(
-            "SELECT COALESCE(SUM(l.amount), 0) AS total FROM ledger l JOIN fills f"
-            " ON f.id = (l.evidence->>'fill_id')::uuid WHERE l.account_id=%s AND l.category='pnl' AND f.symbol=%s",
-            (account_id, symbol)).fetchone()
-        return money(row["total"])
+        return money(self.repo.booked_realized(c, account_id, symbol))
 
     def void_order(self, account_id: uuid.UUID, order_id: uuid.UUID, *, actor: str, reason: str,
                    conn: Any | None = None) -> Row:
         """Void an order: a resting one is voided; a filled one has each of its fills voided."""
         with self._tx(conn) as c:
-            order = c.execute("SELECT * FROM orders WHERE id=%s AND account_id=%s", (order_id, account_id)).fetchone()
+            order = self.repo.order(c, account_id, order_id)
             if order is None:
                 raise NotFound(f"order {order_id} not found on this account", code="order_not_found")
             if order["status"] == "open":
                 return self.cancel_order(account_id, order_id, conn=c, actor=actor, void=True, reason=reason)
-            fills = c.execute("SELECT f.id FROM fills f LEFT JOIN fill_voids v ON v.fill_id = f.id"
-                              " WHERE f.order_id=%s AND v.fill_id IS NULL", (order_id,)).fetchall()
+            fills = self.repo.unvoided_fill_ids(c, order_id)
             if not fills:
                 raise Conflict(f"order is {order['status']} and has no fill to void", code="nothing_to_void")
             for f in fills:
                 self.void_fill(account_id, f["id"], actor=actor, reason=reason, conn=c)
-            return c.execute("SELECT * FROM orders WHERE id=%s", (order_id,)).fetchone()  # type: ignore[no-any-return]
+            return self.repo.order_by_id(c, order_id)
 
     def _replay_position(self, c: Any, account_id: uuid.UUID, symbol: str) -> Position | None:
         """The position in ``symbol`` derived from the account's non-voided fills, in ledger order."""
         inst = self._inst(symbol)
-        rows = c.execute(
-            "SELECT f.side, f.quantity, f.price FROM fills f JOIN ledger l ON l.fill_id = f.id"
-            " LEFT JOIN fill_voids v ON v.fill_id = f.id WHERE f.account_id=%s AND f.symbol=%s"
-            " AND v.fill_id IS NULL ORDER BY l.seq", (account_id, symbol)).fetchall()
+        rows = self.repo.live_fills(c, account_id, symbol)
         return replay(symbol, [(Side(r["side"]), r["quantity"], r["price"]) for r in rows], inst.contract_size)
 
     def recompute(self, account_id: uuid.UUID, *, conn: Any | None = None) -> dict[str, Any]:
@@ -963,8 +816,7 @@ class ExecutionService:
             if conn is None:
                 c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             ctx = self._load(c, account_id, lock=False)
-            rows = c.execute("SELECT amount, category, equity_after FROM ledger WHERE account_id=%s ORDER BY seq",
-                             (account_id,)).fetchall()
+            rows = self.repo.ledger_totals_rows(c, account_id)
             totals = fold((r["amount"], r["category"], r["equity_after"]) for r in rows)
             bal = ctx.balance
             mismatches: list[dict[str, str]] = []
@@ -977,8 +829,7 @@ class ExecutionService:
                                           ("ledger_seq", Decimal(totals.entries), Decimal(bal["ledger_seq"]))):
                 if derived != stored:
                     mismatches.append({"field": name, "ledger": fmt(derived), "stored": fmt(stored)})
-            symbols = {r["symbol"] for r in c.execute("SELECT DISTINCT symbol FROM fills WHERE account_id=%s",
-                                                      (account_id,)).fetchall()} | set(ctx.positions)
+            symbols = self.repo.fill_symbols(c, account_id) | set(ctx.positions)
             for s in sorted(symbols):
                 derived_pos = self._replay_position(c, account_id, s)
                 stored_pos = ctx.positions.get(s)
@@ -1057,3 +908,6 @@ def _request_from_row(o: Mapping[str, Any]) -> OrderRequest:
     return OrderRequest(o["symbol"], Side(o["side"]), o["quantity"], OrderType(o["order_type"]),
                         _plain(o["limit_price"]), _plain(o["stop_price"]), _plain(o["stop_loss"]),
                         _plain(o["take_profit"]), o["reduce_only"], OrderPurpose(o["purpose"]), o["client_order_id"])
+
+
+__all__ = ["AccountCtx", "CreateAccount", "ExecutionService", "Metrics", "OrderOutcome", "Row", "SessionSource"]

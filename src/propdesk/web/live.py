@@ -28,7 +28,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
@@ -36,12 +35,12 @@ from starlette.responses import StreamingResponse
 from .. import logs
 from ..api.context import READ_ERRORS
 from ..api.errors import ApiError
+from ..api.sse import HEARTBEAT_SECONDS, sse
 from ..domain.errors import NotFound
 from ..domain.quotes import Quote
-from .pages import _json_default, current_user
+from .pages import current_user
 from .trader_views import account_state, live_payload, news_payload
 
-HEARTBEAT_SECONDS = 15.0
 REFRESH_SECONDS = 1.0
 # How often an open stream re-reads the news panel (events are scheduled hours or days ahead: an admin's new
 # entry or a calendar sync reaches an open dashboard within this).
@@ -54,13 +53,6 @@ SESSION_CHECK_SECONDS = 5.0
 MIN_REFRESH_GAP = 0.2
 
 log = logs.get("propdesk.web.live")
-
-
-def sse(event: str | None, data: Any) -> bytes:
-    """One SSE message (``data`` as compact JSON on one line)."""
-    payload = orjson.dumps(data, default=_json_default).decode()
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {payload}\n\n".encode()
 
 
 def quote_json(q: Quote) -> dict[str, Any]:
@@ -215,4 +207,4 @@ def build(api: Any) -> APIRouter:
     return router
 
 
-__all__ = ["HEARTBEAT_SECONDS", "NEWS_SECONDS", "SESSION_CHECK_SECONDS", "build", "quote_json", "sse"]
+__all__ = ["NEWS_SECONDS", "SESSION_CHECK_SECONDS", "build", "quote_json"]

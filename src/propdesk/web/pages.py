@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from datetime import datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -30,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from .. import logs
+from ..api.sse import json_default
 from . import assets
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -125,23 +125,9 @@ def pnl_class(value: Any) -> str:
 
 def to_json(value: Any) -> Markup:
     """JSON for a ``<script type="application/json">`` block: ``<``, ``>``, ``&`` escaped so no tag can close it."""
-    text = json.dumps(value, default=_json_default, separators=(",", ":"))
+    text = json.dumps(value, default=json_default, separators=(",", ":"))
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return Markup(text)  # noqa: S704  (escaped above; JSON never executes under the CSP)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return str(value)
 
 
 # ----- static files -------------------------------------------------------------------------------------------

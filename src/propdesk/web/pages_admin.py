@@ -3,7 +3,7 @@
 versions, new version from an edited plan file, retire) and ``/admin/calendar`` (the economic calendar the news
 rule reads: a window of events with the symbols they affect, per-source freshness, and an "Add event" form).
 
-Every page reads through ``web.access.user_conn`` as the signed-in admin (app role; the ``is_admin()`` RLS
+Every page reads through ``reads.access.user_conn`` as the signed-in admin (app role; the ``is_admin()`` RLS
 policies open every trader's rows). The middleware lets only admin sessions reach ``/admin``. The pages never
 write: the controls call the audited admin JSON routes (``api/routes/admin.py``, ``rules.py``) from
 ``static/admin*.js`` with ``fetch`` (same origin: the browser's Origin header satisfies the CSRF check), and
@@ -39,9 +39,9 @@ from ..api.routes.admin_panel import (
     violations_page,
 )
 from ..domain.errors import NotFound
+from ..reads import admin as reads
+from ..reads.access import user_conn
 from ..rulebooks import preset_ids
-from . import admin_reads as reads
-from .access import user_conn
 from .pages import catalogue_view, current_user, render
 
 PAGE_SIZE = 25

@@ -1,15 +1,15 @@
 """The trader app's pages: ``/app`` (accounts + checkout), ``/app/accounts/{id}`` (dashboard and trading screen)
 and ``/app/accounts/{id}/journal``.
 
-Reads go through ``web.access.user_conn`` (app role, row-level security as the signed-in user) and the shared
-``web.reads`` functions, so the pages show exactly what the trader JSON API answers. An account the user may not
+Reads go through ``reads.access.user_conn`` (app role, row-level security as the signed-in user) and the shared
+``reads.trader`` functions, so the pages show exactly what the trader JSON API answers. An account the user may not
 see is a 404 page (never a hint that it exists). Writes are not here: the page's scripts call the trader JSON API
 (``api/routes/trader.py``) with ``fetch``.
 
 ``account_state`` + ``fragments`` are shared with the live stream (``web/live.py``): the dashboard's changing
 parts (summary, alerts, rule panels, positions, orders, history) are server-rendered partial templates, sent
 again over SSE whenever they change, so the first render and every live update come from the same template.
-The news panel (``app/_news.html``, ``web.reads.news_panel``): its countdowns and the ticket's blackout notice are
+The news panel (``app/_news.html``, ``reads.trader.news_panel``): its countdowns and the ticket's blackout notice are
 computed in the browser from the events' instants (dashboard.js), so time passing needs no server round trip;
 the live stream sends it on connect and re-reads it every ``live.NEWS_SECONDS``, sending a ``news`` event only
 when the events themselves changed (``news_payload``: an event added, moved or dropped, or the window moved past
@@ -29,8 +29,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ..domain.errors import NotFound
-from . import reads
-from .access import user_conn
+from ..reads import trader as reads
+from ..reads.access import user_conn
 from .pages import catalogue_view, current_user, redirect, render, to_json
 
 # A drawdown warning is shown once this share of a loss limit is used (the rulebook's own drawdown_warning rule,

@@ -20,12 +20,13 @@ from ...domain.quotes import Quote
 from ...domain.rules.schema import RulebookError
 from ...execution.decisions import SUPPORTED
 from ...execution.service import CreateAccount
+from ...reads.present import present_account, present_fill
 from ..body import StrictJSONRoute
 from ..context import READ_ERRORS, WRITE_ERRORS, Api, balance_of, require_account, ts_id_key
 from ..errors import ApiError
 from ..idempotency import Outcome, principal_of
 from ..pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, decode_int_cursor, page
-from ..render import dec, json_response, present_account, present_fill, ts
+from ..render import dec, json_response, ts
 from ..schemas import CreateAccountBody, ReasonBody
 
 AccountId = Annotated[uuid.UUID, Path(description="Account id (UUID).")]

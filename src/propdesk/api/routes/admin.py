@@ -20,12 +20,13 @@ from starlette.responses import Response
 
 from ...domain.errors import DomainError
 from ...domain.lifecycle import Trigger
+from ...reads.present import present_account, present_audit
 from ..body import StrictJSONRoute
 from ..context import READ_ERRORS, WRITE_ERRORS, Api, balance_of, require_account
 from ..errors import describe
 from ..idempotency import Outcome, principal_of
 from ..pagination import DEFAULT_LIMIT, Cursor, Limit, decode_int_cursor, page
-from ..render import dec, dumps, json_response, present_account, present_audit
+from ..render import dec, dumps, json_response
 from ..schemas import AdminBody, VoidFillBody, VoidOrderBody
 
 AccountId = Annotated[uuid.UUID, Path(description="Account id (UUID).")]

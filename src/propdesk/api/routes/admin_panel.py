@@ -1,6 +1,6 @@
 """The admin panel's JSON reads and its live stream (``/api/v1/admin/...``; an admin token or an admin session).
 
-Reads run on an APP-role connection acting as the admin user (``web.access.user_conn``): the ``is_admin()``
+Reads run on an APP-role connection acting as the admin user (``reads.access.user_conn``): the ``is_admin()``
 row-level security policies are what let the panel see every trader. A bearer admin token has no web user, so
 its reads use the engine pool's read-only connection, as every other admin route of the token API does.
 
@@ -29,10 +29,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ...domain.errors import NotFound
-from ...web import admin_reads as reads
-from ...web import reads as trader_reads
-from ...web.access import user_conn
-from ...web.live import HEARTBEAT_SECONDS, sse
+from ...reads import admin as reads
+from ...reads import trader as trader_reads
+from ...reads.access import user_conn
 from ..body import StrictJSONRoute
 from ..context import READ_ERRORS, WRITE_ERRORS, Api
 from ..errors import ApiError
@@ -40,6 +39,7 @@ from ..idempotency import Outcome, principal_of
 from ..pagination import Cursor, decode_cursor, decode_int_cursor, encode_cursor
 from ..render import json_response
 from ..schemas import AdminBody, Timestamp
+from ..sse import HEARTBEAT_SECONDS, sse
 from .admin import write_audit
 
 AccountId = Annotated[uuid.UUID, Path(description="Account id (UUID).")]
@@ -305,9 +305,9 @@ def account_overview(api: Api, conn: Any, account_id: uuid.UUID) -> dict[str, An
     return {
         "account": account,
         # The rule panel the trader sees (floors, anchors, how each is computed, rolled to now), read on this
-        # connection (web/reads.py).
+        # connection (reads/trader.py).
         "rules": trader_reads.rules_panel(api.platform, conn, account_id),
-        # The same curve and floors the trader's dashboard draws (web/reads.py).
+        # The same curve and floors the trader's dashboard draws (reads/trader.py).
         "equity": trader_reads.equity_series(api.platform, conn, account_id),
         "positions": reads.positions(conn, account_id),
         "orders": reads.orders(conn, account_id),

@@ -23,8 +23,8 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from ...domain.errors import Conflict, InvalidInput
-from ...web.identity import IdentityStore, WebUser, normalize_email
-from ...web.turnstile import Turnstile
+from ...identity.turnstile import Turnstile
+from ...identity.users import IdentityStore, WebUser, normalize_email
 from ..body import StrictJSONRoute
 from ..context import Api, _err
 from ..errors import ApiError

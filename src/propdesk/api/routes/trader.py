@@ -5,8 +5,8 @@
   says so: ``payment.provider = "dev"``, ``payment.test_mode = true``); a phase-1 account on that plan version is
   created through the execution core, owned by the user, in the same engine transaction as the purchase row.
   Idempotent with the ``Idempotency-Key`` header.
-- Reads of the user's own accounts, all through ``web.access.user_conn`` (app role, row-level security) and
-  ``web.reads``: overview, positions, orders, trades, violations, equity, rules, upcoming news and blackouts, daily
+- Reads of the user's own accounts, all through ``reads.access.user_conn`` (app role, row-level security) and
+  ``reads.trader``: overview, positions, orders, trades, violations, equity, rules, upcoming news and blackouts, daily
   stats, journal.
 - Writes through the same ``ExecutionService`` and gates as every other door (orders, cancel, close / partial
   close, modify SL/TP), via ``Commands`` (one engine transaction, idempotent).
@@ -37,9 +37,9 @@ from ...domain.orders import OrderType, Side
 from ...domain.policy import ExecutionPolicy
 from ...domain.rules.schema import RulebookError
 from ...execution.service import CreateAccount
+from ...reads import trader as reads
+from ...reads.access import owner_key, user_conn
 from ...rulebooks.store import summary
-from ...web import reads
-from ...web.access import owner_key, user_conn
 from ..body import StrictJSONRoute
 from ..context import READ_ERRORS, WRITE_ERRORS, Api
 from ..errors import ApiError
@@ -234,7 +234,7 @@ def build(api: Api) -> APIRouter:
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/equity", responses=READ_ERRORS)
     def equity(request: Request, account_id: AccountId) -> Response:
-        """The equity curve with the daily and max-loss floor series (see ``web.reads.equity_series``)."""
+        """The equity curve with the daily and max-loss floor series (see ``reads.trader.equity_series``)."""
         return _owned_read(platform, request, account_id,
                            lambda c, user: reads.equity_series(platform, c, account_id, user_tz=_tz(user)))
 

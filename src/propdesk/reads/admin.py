@@ -3,7 +3,7 @@ the pieces of one account's page, and the economic calendar (events in a window 
 per-source freshness).
 
 Every function takes a connection and runs plain SQL on it. In the web layer that connection is an APP-role
-connection acting as an admin user (``web.access.user_conn``), so row-level security (the ``is_admin()``
+connection acting as an admin user (``reads.access.user_conn``), so row-level security (the ``is_admin()``
 policies) is what lets the admin see every trader; nothing here needs the engine role. Nothing here writes.
 
 Definitions the panel shows (also in its tooltips and in ``METRIC_DEFINITIONS``):

@@ -31,7 +31,7 @@ Conn = psycopg.Connection[dict[str, Any]]
 
 
 class HasUserId(Protocol):
-    """Anything carrying a user id: ``web.identity.WebUser`` in practice."""
+    """Anything carrying a user id: ``identity.users.WebUser`` in practice."""
 
     @property
     def id(self) -> uuid.UUID: ...

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from .domain.clock import Clock
+from ..domain.clock import Clock
 
 if TYPE_CHECKING:
-    from .web.identity import WebUser
+    from .users import WebUser
 
 TOKEN_PREFIX = "pdk_"
 

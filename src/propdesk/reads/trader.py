@@ -2,7 +2,7 @@
 
 Both the trader JSON API (api/routes/trader.py) and the pages (helpers C and D) call these, so a page and the
 API can never disagree. Every function takes ``(platform, conn, ...)``, where ``conn`` comes from
-``web.access.user_conn``: row-level security decides which rows exist for the caller, so an account of another
+``reads.access.user_conn``: row-level security decides which rows exist for the caller, so an account of another
 trader is simply not found (``NotFound``, rendered 404: no enumeration). Nothing here writes, and nothing here
 re-implements money or rule math:
 
@@ -26,13 +26,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..api.render import present_account
 from ..domain.errors import NotFound
 from ..domain.money import money
 from ..domain.rules.engine import Evaluator
 from ..domain.rules.status import rules_status
 from ..marketdata.calendar import IMPACTS, affected_symbols
 from ..rulebooks.store import summary
+from .present import present_account
 
 if TYPE_CHECKING:
     from ..bootstrap import Platform

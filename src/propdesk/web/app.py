@@ -1,4 +1,5 @@
-"""The HTTP API: ``create_app(platform)`` builds the FastAPI application over a wired ``Platform``.
+"""The ASGI application: ``create_app(platform)`` builds the FastAPI app (the API's routers and the pages) over
+a wired ``Platform``. It lives in ``web`` because it assembles both: ``web`` sits above ``api`` in the layers.
 
 Request path, outermost first: ``Observability`` (request id, log line, metrics, last-resort 500) ->
 ``Authentication`` (bearer token, before any body is read) -> ``BodyLimit`` (413) -> FastAPI routing ->
@@ -10,19 +11,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, logs
-from ..bootstrap import Platform
-from ..db.health import DatabaseUnavailable
-from ..domain.errors import DomainError
-from ..web import live, pages, pages_admin, pages_auth, trader_views
-from ..web.security import CsrfGuard, SecurityHeaders
-from .context import Api
-from .errors import (
+from ..api.context import Api
+from ..api.errors import (
     ApiError,
     handle_api_error,
     handle_database_unavailable,
@@ -30,10 +27,17 @@ from .errors import (
     handle_http_exception,
     handle_validation_error,
 )
-from .idempotency import Commands
-from .middleware import Authentication, BodyLimit, Observability
-from .routes import accounts, admin, admin_panel, market, ops, rules, trader, trading
-from .routes import auth as auth_routes
+from ..api.idempotency import Commands
+from ..api.middleware import Authentication, BodyLimit, Observability
+from ..api.routes import accounts, admin, admin_panel, market, ops, rules, trader, trading
+from ..api.routes import auth as auth_routes
+from ..db.health import DatabaseUnavailable
+from ..domain.errors import DomainError
+from . import live, pages, pages_admin, pages_auth, trader_views
+from .security import CsrfGuard, SecurityHeaders
+
+if TYPE_CHECKING:
+    from ..bootstrap import Platform  # handed in by the entry point (cli serve, tests), never imported at run time
 
 DESCRIPTION = """PropDesk execution core over HTTP.
 
@@ -79,7 +83,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(market.build(api))
     # The trader API (session users): catalogue, checkout, own accounts, orders, journal, notifications.
     app.include_router(trader.build(api))
-    # Sign-up, login, logout, password reset, /api/v1/me (web/identity.py); the auth pages (no schema).
+    # Sign-up, login, logout, password reset, /api/v1/me (identity/users.py); the auth pages (no schema).
     app.include_router(auth_routes.build(api))
     app.include_router(pages_auth.build(api), include_in_schema=False)
     # The admin panel: its JSON reads and live stream (/api/v1/admin/...) and its pages (/admin...).

@@ -1,0 +1,107 @@
+"""Database schema and roles (`propdesk db ...`) and `propdesk verify`."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from typing import Annotated
+
+import typer
+
+from .common import (
+    CliError,
+    JsonOpt,
+    _log,
+    _out,
+    _run,
+    _settings,
+    emit_json,
+    open_platform,
+    redact,
+)
+
+db_app = typer.Typer(help="Database schema and roles.", no_args_is_help=True)
+
+
+# ------------------------------------------------------------------------------------------------ db
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonOpt = False) -> None:
+    """Create the roles if missing and migrate the database to head (idempotent)."""
+
+    def body() -> int:
+        import psycopg
+
+        from ..bootstrap import resolve_database
+        from ..db.migrate import HEAD, current_revision, upgrade
+
+        settings = _settings()
+        log = _log()
+        admin_url, embedded = resolve_database(settings)
+        try:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                before = current_revision(conn)
+            upgrade(admin_url, settings.db_role_prefix)
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                after = current_revision(conn)
+        finally:
+            if embedded is not None:
+                embedded.__exit__(None, None, None)
+        result = {"database": redact(admin_url), "embedded": embedded is not None,
+                  "data_dir": str(settings.data_dir.resolve()) if embedded is not None else None,
+                  "role_prefix": settings.db_role_prefix, "revision_before": before, "revision": after,
+                  "head": HEAD, "changed": before != after}
+        log.info("db_upgraded", **result)
+        if as_json:
+            emit_json(result)
+        else:
+            what = f"migrated {before or 'an empty database'} -> {after}" if before != after else f"already at {after}"
+            sys.stderr.write(f"propdesk db upgrade: {what} ({redact(admin_url)}, roles {settings.db_role_prefix}_*)\n")
+        return 0
+
+    _run(body)
+
+
+# ------------------------------------------------------------------------------------------------ verify
+def verify(account: Annotated[str | None, typer.Argument(help="One account id (default: every account).")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Recompute balances and positions from the ledger and compare with the stored ones (exit 1 on mismatch)."""
+
+    def body() -> int:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from ..workers.reconcile import account_ids
+        from ..workers.reconcile import verify as verify_accounts
+
+        settings = _settings()
+        only: list[uuid.UUID] | None = None
+        if account is not None:
+            try:
+                only = [uuid.UUID(account)]
+            except ValueError:
+                raise CliError(f"{account!r} is not an account id (a UUID)") from None
+        with open_platform(settings) as platform:
+            ids = account_ids(platform.db, only)
+            if only is not None and not ids:
+                raise CliError(f"account {account} not found")
+            console = Console(stderr=True)
+            with Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console, transient=True, disable=not console.is_terminal) as progress:
+                task = progress.add_task("verify", total=len(ids))
+                report = verify_accounts(platform.execution, ids,
+                                         on_account=lambda _a, _r: progress.advance(task))
+        _log().info("verify_done", accounts=report.checked, ok=report.ok, mismatched=len(report.mismatched),
+                    errors=len(report.errors))
+        if as_json:
+            emit_json(report.to_json())
+        else:
+            _out(f"verified {report.checked} accounts: {report.ok} ok, {len(report.mismatched)} mismatched, "
+                 f"{len(report.errors)} could not be checked")
+            for m in report.mismatched:
+                for f in m["mismatches"]:
+                    _out(f"  MISMATCH {m['account_id']} {f['field']}: ledger {f['ledger']} != stored {f['stored']}")
+            for e in report.errors:
+                _out(f"  ERROR    {e['account_id']}: {e['error']}")
+        return 0 if report.clean else 1
+
+    _run(body)

@@ -1,0 +1,1 @@
+"""Notifications leaving the platform: email (SMTP)."""
