@@ -34,8 +34,15 @@ from propdesk.workers.reconcile import verify
 pytestmark = pytest.mark.integration
 
 D = Decimal
-MIDS = {"EURUSD": D("1.10000"), "GBPUSD": D("1.30000"), "USDJPY": D("150.000"), "EURJPY": D("165.000"),
-        "GBPJPY": D("195.000"), "XAUUSD": D("2300.00"), "EURGBP": D("0.85000")}
+MIDS = {
+    "EURUSD": D("1.10000"),
+    "GBPUSD": D("1.30000"),
+    "USDJPY": D("150.000"),
+    "EURJPY": D("165.000"),
+    "GBPJPY": D("195.000"),
+    "XAUUSD": D("2300.00"),
+    "EURGBP": D("0.85000"),
+}
 
 
 class Hiding:
@@ -61,8 +68,14 @@ class World:
         assert inst is not None
         m = mid.quantize(inst.tick_size)
         half = inst.tick_size * spread_ticks / 2
-        assert self.quotes.put(Quote(symbol, (m - half).quantize(inst.tick_size),
-                                     (m + half).quantize(inst.tick_size), self.clock.now())) is not None
+        assert (
+            self.quotes.put(
+                Quote(
+                    symbol, (m - half).quantize(inst.tick_size), (m + half).quantize(inst.tick_size), self.clock.now()
+                )
+            )
+            is not None
+        )
 
     def move(self, bps: dict[str, int], seconds: float = 30) -> None:
         self.clock.advance(seconds)
@@ -85,29 +98,41 @@ def world(database: Any, clock: ManualClock, quotes: QuoteStore) -> Iterator[Wor
 
 
 def policy(starting: Decimal = D(100000), **kw: Any) -> ExecutionPolicy:
-    values: dict[str, Any] = {"starting_balance": starting, "max_notional": D(10) ** 9,
-                              "max_position_equity_pct": D(100000), "max_leverage": D(200), "fee_bps": D(0)}
+    values: dict[str, Any] = {
+        "starting_balance": starting,
+        "max_notional": D(10) ** 9,
+        "max_position_equity_pct": D(100000),
+        "max_leverage": D(200),
+        "fee_bps": D(0),
+    }
     values.update(kw)
     return ExecutionPolicy(**values)
 
 
 def open_account(w: World, book: str | None, orders: list[tuple[str, Side, str]], **pol: Any) -> uuid.UUID:
     if book is None:
-        acc, _ = w.service.create_account(CreateAccount(owner_id=f"o-{uuid.uuid4().hex[:8]}",
-                                                        policy=policy(**pol), start=True))
+        acc, _ = w.service.create_account(
+            CreateAccount(owner_id=f"o-{uuid.uuid4().hex[:8]}", policy=policy(**pol), start=True)
+        )
     else:
         rb = load_rulebook(book)
-        acc, _ = w.service.create_account(CreateAccount(
-            owner_id=f"o-{uuid.uuid4().hex[:8]}", policy=policy(rb.starting_balance, **pol), rulebook=rb.to_json(),
-            rulebook_id=rb.id, rulebook_version=rb.version, start=True))
+        acc, _ = w.service.create_account(
+            CreateAccount(
+                owner_id=f"o-{uuid.uuid4().hex[:8]}",
+                policy=policy(rb.starting_balance, **pol),
+                rulebook=rb.to_json(),
+                rulebook_id=rb.id,
+                rulebook_version=rb.version,
+                start=True,
+            )
+        )
     for symbol, side, qty in orders:
         out = w.service.submit_order(acc["id"], OrderRequest(symbol, side, D(qty)))
         assert out.accepted, out.rejection
     return acc["id"]  # type: ignore[no-any-return]
 
 
-def twins(w: World, book: str | None, orders: list[tuple[str, Side, str]], **pol: Any) -> tuple[uuid.UUID,
-                                                                                                  uuid.UUID]:
+def twins(w: World, book: str | None, orders: list[tuple[str, Side, str]], **pol: Any) -> tuple[uuid.UUID, uuid.UUID]:
     return open_account(w, book, orders, **pol), open_account(w, book, orders, **pol)
 
 
@@ -123,9 +148,13 @@ ENGINE_LAG = {"equity", "last_t", "balance"}  # what the per-account path stores
 def state_of(w: World, acc: uuid.UUID) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
     [bal] = q(w, "SELECT * FROM balances WHERE account_id=%s", acc)
     rs = q(w, "SELECT state FROM rule_states WHERE account_id=%s", acc)
-    ds = q(w, "SELECT trading_day, day_start, start_balance, start_equity, high_equity, low_equity, closed_pnl,"
-              " trades_opened, trades_closed, daily_floor, max_floor, end_balance, end_equity FROM daily_stats"
-              " WHERE account_id=%s ORDER BY trading_day", acc)
+    ds = q(
+        w,
+        "SELECT trading_day, day_start, start_balance, start_equity, high_equity, low_equity, closed_pnl,"
+        " trades_opened, trades_closed, daily_floor, max_floor, end_balance, end_equity FROM daily_stats"
+        " WHERE account_id=%s ORDER BY trading_day",
+        acc,
+    )
     engine = None
     if rs:
         engine = {k: v for k, v in rs[0]["state"]["engine"].items() if k not in ENGINE_LAG}
@@ -173,8 +202,15 @@ def test_the_bulk_mark_writes_what_the_per_account_mark_writes_on_mixed_portfoli
         twins(w, "futures-trailing@50k", [("EURUSD", Side.BUY, "1")]),
         twins(w, "one-step-eod@100k", [("EURUSD", Side.BUY, "2"), ("GBPJPY", Side.BUY, "1")]),
     ]
-    path = [{"EURUSD": 10, "GBPJPY": 5, "USDJPY": -3}, {"EURUSD": -4, "XAUUSD": 8}, {"EURUSD": 2, "EURJPY": -6},
-            {"GBPJPY": -2}, {"EURUSD": 15, "USDJPY": 4, "EURGBP": -7}, {}, {"EURUSD": -30, "GBPJPY": -20}]
+    path = [
+        {"EURUSD": 10, "GBPJPY": 5, "USDJPY": -3},
+        {"EURUSD": -4, "XAUUSD": 8},
+        {"EURUSD": 2, "EURJPY": -6},
+        {"GBPJPY": -2},
+        {"EURUSD": 15, "USDJPY": 4, "EURGBP": -7},
+        {},
+        {"EURUSD": -30, "GBPJPY": -20},
+    ]
     tiers: dict[str, int] = {}
     for i, step in enumerate(path):
         w.move(step)
@@ -328,8 +364,9 @@ BOOKS = [None, "classic-2step@100k", "futures-trailing@50k", "one-step-eod@100k"
 
 
 @given(st.data())
-def test_property_random_portfolios_and_prices_bulk_equals_per_account(database: Any, clock: ManualClock,
-                                                                       quotes: QuoteStore, data: Any) -> None:
+def test_property_random_portfolios_and_prices_bulk_equals_per_account(
+    database: Any, clock: ManualClock, quotes: QuoteStore, data: Any
+) -> None:
     prices = Hiding(quotes)
     w = World(ExecutionService(database, clock, DEFAULT_CATALOGUE, prices), quotes, prices, clock)
     clock.advance(3600)  # every example starts later than the last: quotes only move forward
@@ -339,9 +376,16 @@ def test_property_random_portfolios_and_prices_bulk_equals_per_account(database:
     pairs = []
     for _ in range(n):
         book = data.draw(st.sampled_from(BOOKS))
-        legs = data.draw(st.lists(st.tuples(st.sampled_from(SYMBOLS), st.sampled_from([Side.BUY, Side.SELL]),
-                                            st.sampled_from(["0.1", "1", "3"])), min_size=1, max_size=3,
-                                  unique_by=lambda x: x[0]))
+        legs = data.draw(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(SYMBOLS), st.sampled_from([Side.BUY, Side.SELL]), st.sampled_from(["0.1", "1", "3"])
+                ),
+                min_size=1,
+                max_size=3,
+                unique_by=lambda x: x[0],
+            )
+        )
         pairs.append(twins(w, book, legs))
     for _ in range(data.draw(st.integers(1, 3))):
         moves = data.draw(st.dictionaries(st.sampled_from(SYMBOLS), st.integers(-300, 300), max_size=4))

@@ -59,14 +59,17 @@ def _an_account_path(client: TestClient) -> str:
 
 def _terminate_every_backend(admin_url: str) -> int:
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        row = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                           " WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchone()
     assert row is not None
     return int(row[0])
 
 
 def test_after_every_connection_is_killed_the_next_fifty_requests_all_succeed(
-        served: tuple[Any, TestClient], own_server: EmbeddedPostgres) -> None:
+    served: tuple[Any, TestClient], own_server: EmbeddedPostgres
+) -> None:
     platform, client = served
     read = _an_account_path(client)
     for _ in range(8):  # warm every pool: the connections the restart will kill
@@ -80,8 +83,11 @@ def test_after_every_connection_is_killed_the_next_fifty_requests_all_succeed(
         if i % 2:
             r = client.get(read)
         else:
-            r = client.post(f"{PREFIX}/accounts", json={"owner_id": f"t{i}", "mode": "audition"},
-                            headers={"Idempotency-Key": f"restart-{i}"})
+            r = client.post(
+                f"{PREFIX}/accounts",
+                json={"owner_id": f"t{i}", "mode": "audition"},
+                headers={"Idempotency-Key": f"restart-{i}"},
+            )
         statuses.append(r.status_code)
 
     assert [s for s in statuses if s >= 400] == []
@@ -90,7 +96,8 @@ def test_after_every_connection_is_killed_the_next_fifty_requests_all_succeed(
 
 
 def test_an_outage_is_a_503_with_retry_after_within_a_second_and_recovers_by_itself(
-        served: tuple[Any, TestClient], own_server: EmbeddedPostgres) -> None:
+    served: tuple[Any, TestClient], own_server: EmbeddedPostgres
+) -> None:
     _platform, client = served
     read = _an_account_path(client)
     assert client.get(read).status_code == 200
@@ -104,8 +111,11 @@ def test_an_outage_is_a_503_with_retry_after_within_a_second_and_recovers_by_its
             assert r.headers["Retry-After"].isdigit()
             assert r.json()["error"]["code"] == "database_unavailable"
             assert elapsed < 1.0, elapsed
-        r = client.post(f"{PREFIX}/accounts", json={"owner_id": "down", "mode": "audition"},
-                        headers={"Idempotency-Key": "during-outage"})
+        r = client.post(
+            f"{PREFIX}/accounts",
+            json={"owner_id": "down", "mode": "audition"},
+            headers={"Idempotency-Key": "during-outage"},
+        )
         assert r.status_code == 503
         health = client.get("/healthz")
         assert health.status_code == 503
@@ -118,8 +128,11 @@ def test_an_outage_is_a_503_with_retry_after_within_a_second_and_recovers_by_its
         assert time.monotonic() < deadline, "the platform did not recover after the database came back"
         time.sleep(0.2)
     assert client.get("/healthz").json()["checks"]["database"]["ok"] is True
-    r = client.post(f"{PREFIX}/accounts", json={"owner_id": "down", "mode": "audition"},
-                    headers={"Idempotency-Key": "during-outage"})
+    r = client.post(
+        f"{PREFIX}/accounts",
+        json={"owner_id": "down", "mode": "audition"},
+        headers={"Idempotency-Key": "during-outage"},
+    )
     assert r.status_code == 201, r.text
 
 

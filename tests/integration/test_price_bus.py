@@ -109,7 +109,13 @@ def test_wire_format_is_exact(clock: Any) -> None:
     quote = Quote("XAUUSD", D("2034.123456789"), D("2034.20"), clock.now() + timedelta(microseconds=7), 5, "feed")
     back, origin = decode(encode(quote, "me"))
     assert (back.symbol, back.bid, back.ask, back.ts, back.source, origin) == (
-        "XAUUSD", D("2034.123456789"), D("2034.20"), quote.ts, "feed", "me")
+        "XAUUSD",
+        D("2034.123456789"),
+        D("2034.20"),
+        quote.ts,
+        "feed",
+        "me",
+    )
     assert str(back.ask) == "2034.20"  # the Decimal's exact form, trailing zero included
 
 
@@ -120,8 +126,11 @@ def test_publish_reaches_the_other_process_exactly_and_never_another_instance(bu
     bus_b = buses(space, b)
     buses(ns(), other)
     now = clock.now()
-    sent = [q("EURUSD", "1.10001", "1.10003", now), q("EURUSD", "1.10002", "1.10004", now + timedelta(seconds=1)),
-            q("GBPUSD", "1.250000", "1.25010", now)]
+    sent = [
+        q("EURUSD", "1.10001", "1.10003", now),
+        q("EURUSD", "1.10002", "1.10004", now + timedelta(seconds=1)),
+        q("GBPUSD", "1.250000", "1.25010", now),
+    ]
     for quote in sent:
         assert a.put(quote) is not None
     wait_for(lambda: bus_b.applied == 3)
@@ -158,7 +167,8 @@ def test_a_late_process_loads_every_symbols_last_quote_at_once(buses: Any, clock
 
 
 def test_two_processes_on_one_database_share_prices_a_quote_accepted_by_one_fills_in_the_other(
-        db_url: str, clock: Any) -> None:
+    db_url: str, clock: Any
+) -> None:
     one = open_test_platform(db_url, clock)
     two = open_test_platform(db_url, clock)
     try:
@@ -166,8 +176,7 @@ def test_two_processes_on_one_database_share_prices_a_quote_accepted_by_one_fill
         assert one.bus.quotes.subjects == two.bus.quotes.subjects  # the namespace registered in the database
         acc, _ = two.execution.create_account(CreateAccount(owner_id="alice", policy=ExecutionPolicy(), start=True))
         one.quotes.put(q("EURUSD", "1.23450", "1.23470", clock.now()))
-        wait_for(lambda: two.quotes.latest("EURUSD") is not None
-                 and two.quotes.latest("EURUSD").ask == D("1.23470"))  # type: ignore[union-attr]
+        wait_for(lambda: two.quotes.latest("EURUSD") is not None and two.quotes.latest("EURUSD").ask == D("1.23470"))  # type: ignore[union-attr]
         out = two.execution.submit_order(acc["id"], OrderRequest("EURUSD", Side.BUY, D("0.1")))
         assert out.rejection is None and out.fill is not None
         # Filled at the price process one accepted (this policy fills at the mid), with that quote as evidence.
@@ -207,7 +216,8 @@ def test_a_process_on_another_bus_refuses_to_start(db_url: str, clock: Any, tmp_
 
 
 def test_cut_off_from_the_bus_every_price_is_stale_orders_refused_healthz_degraded_until_back(
-        db_url: str, clock: Any, tmp_path: Path) -> None:
+    db_url: str, clock: Any, tmp_path: Path
+) -> None:
     own = EmbeddedNats(tmp_path / "nats")
     ep = own.start()
     url = ep.url.replace("nats://", f"nats://{ep.user}:{ep.password}@", 1)
@@ -215,8 +225,7 @@ def test_cut_off_from_the_bus_every_price_is_stale_orders_refused_healthz_degrad
     try:
         bus = platform.bus
         assert bus is not None and bus.connected
-        acc, _ = platform.execution.create_account(CreateAccount(owner_id="bob", policy=ExecutionPolicy(),
-                                                                 start=True))
+        acc, _ = platform.execution.create_account(CreateAccount(owner_id="bob", policy=ExecutionPolicy(), start=True))
         platform.quotes.put(q("EURUSD", "1.10000", "1.10020", clock.now()))
         with web_client(platform) as http:
             assert http.get("/healthz").json()["checks"]["price_bus"]["ok"] is True

@@ -65,18 +65,21 @@ def tamper(admin_url: str, *statements: str | sql.Composable, params: tuple[Any,
 
 def recompute_hashes_from(admin_url: str, account_id: uuid.UUID, seq: int) -> None:
     """What a careful attacker does after altering row ``seq``: rehash it and every later row of the account."""
-    tamper(admin_url, f"""
+    tamper(
+        admin_url,
+        f"""
 DO $$
 DECLARE r record; prev bytea;
 BEGIN
   SELECT row_hash INTO prev FROM ledger WHERE account_id = '{account_id}' AND seq = {seq} - 1;
-  prev := coalesce(prev, '\\x{'00' * 32}'::bytea);
+  prev := coalesce(prev, '\\x{"00" * 32}'::bytea);
   FOR r IN SELECT * FROM ledger WHERE account_id = '{account_id}' AND seq >= {seq} ORDER BY seq LOOP
     UPDATE ledger SET prev_hash = prev, row_hash = sha256(prev || chain_ledger_bytes(r.id, r.account_id, r.seq,
       r.kind, r.category, r.amount, r.balance_after, r.equity_after, r.order_id, r.fill_id, r.evidence,
       r.created_at)) WHERE id = r.id RETURNING row_hash INTO prev;
   END LOOP;
-END $$""")
+END $$""",
+    )
 
 
 def ledger_rows(database: Database, account_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -86,9 +89,11 @@ def ledger_rows(database: Database, account_id: uuid.UUID) -> list[dict[str, Any
 
 def audit(database: Database, clock: ManualClock, action: str, **details: Any) -> None:
     with database.tx() as c:
-        c.execute("INSERT INTO admin_audit (actor, action, account_id, reason, before, after, details, created_at)"
-                  " VALUES ('admin', %s, NULL, 'test', NULL, %s, %s, %s)",
-                  (action, Jsonb({"b": 1, "a": [1, "x"]}), Jsonb(details), clock.now()))
+        c.execute(
+            "INSERT INTO admin_audit (actor, action, account_id, reason, before, after, details, created_at)"
+            " VALUES ('admin', %s, NULL, 'test', NULL, %s, %s, %s)",
+            (action, Jsonb({"b": 1, "a": [1, "x"]}), Jsonb(details), clock.now()),
+        )
 
 
 # ---------------------------------------------------------------- fixtures
@@ -132,23 +137,34 @@ def test_the_python_canonical_form_is_the_databases(database: Database) -> None:
         row = conn.execute(
             "SELECT chain_ledger_bytes(7, %s, 3, 'fée', 'pnl', -11.5::numeric(28,10), 0::numeric(28,10), NULL,"
             " NULL, %s, %s::jsonb, %s), %s::jsonb::text",
-            (uuid.UUID(int=1), uuid.UUID(int=2), '{"zz": 1, "a": {"y": 2.50, "x": null}}', at,
-             '{"zz": 1, "a": {"y": 2.50, "x": null}}')).fetchone()
+            (
+                uuid.UUID(int=1),
+                uuid.UUID(int=2),
+                '{"zz": 1, "a": {"y": 2.50, "x": null}}',
+                at,
+                '{"zz": 1, "a": {"y": 2.50, "x": null}}',
+            ),
+        ).fetchone()
     assert row is not None
-    expected = chain.ledger_bytes(7, uuid.UUID(int=1), 3, "fée", "pnl", "-11.5000000000", "0.0000000000", None,
-                                  None, uuid.UUID(int=2), row[1], at)
+    expected = chain.ledger_bytes(
+        7, uuid.UUID(int=1), 3, "fée", "pnl", "-11.5000000000", "0.0000000000", None, None, uuid.UUID(int=2), row[1], at
+    )
     assert bytes(row[0]) == expected
     assert row[1] == '{"a": {"x": null, "y": 2.50}, "zz": 1}'
 
 
-def test_a_multi_row_insert_chains_each_row_on_the_one_before(database: Database, service: ExecutionService,
-                                                             clock: ManualClock) -> None:
+def test_a_multi_row_insert_chains_each_row_on_the_one_before(
+    database: Database, service: ExecutionService, clock: ManualClock
+) -> None:
     acc, _ = service.create_account(CreateAccount(owner_id="carol", start=False))
     last = ledger_rows(database, acc["id"])[-1]["seq"]
     with database.tx() as c:
-        c.execute("INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, created_at) VALUES"
-                  " (%(a)s, %(s)s + 1, 'note', 'none', 0, 1, %(t)s), (%(a)s, %(s)s + 2, 'note', 'none', 0, 1, %(t)s),"
-                  " (%(a)s, %(s)s + 3, 'note', 'none', 0, 1, %(t)s)", {"a": acc["id"], "s": last, "t": clock.now()})
+        c.execute(
+            "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, created_at) VALUES"
+            " (%(a)s, %(s)s + 1, 'note', 'none', 0, 1, %(t)s), (%(a)s, %(s)s + 2, 'note', 'none', 0, 1, %(t)s),"
+            " (%(a)s, %(s)s + 3, 'note', 'none', 0, 1, %(t)s)",
+            {"a": acc["id"], "s": last, "t": clock.now()},
+        )
 
     rows = ledger_rows(database, acc["id"])
     assert [r["seq"] for r in rows[-3:]] == [last + 1, last + 2, last + 3]
@@ -156,14 +172,18 @@ def test_a_multi_row_insert_chains_each_row_on_the_one_before(database: Database
     assert verify(database).clean
 
 
-def test_the_trigger_refuses_a_seq_that_does_not_follow_the_chain(database: Database, service: ExecutionService,
-                                                                 clock: ManualClock) -> None:
+def test_the_trigger_refuses_a_seq_that_does_not_follow_the_chain(
+    database: Database, service: ExecutionService, clock: ManualClock
+) -> None:
     acc, _ = service.create_account(CreateAccount(owner_id="dave", start=False))
     last = ledger_rows(database, acc["id"])[-1]["seq"]
 
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="does not follow"), database.tx() as c:
-        c.execute("INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, created_at)"
-                  " VALUES (%s, %s, 'note', 'none', 0, 1, %s)", (acc["id"], last + 2, clock.now()))
+        c.execute(
+            "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, created_at)"
+            " VALUES (%s, %s, 'note', 'none', 0, 1, %s)",
+            (acc["id"], last + 2, clock.now()),
+        )
 
 
 def test_the_engine_cannot_update_the_hash_columns(database: Database, traded: list[uuid.UUID]) -> None:
@@ -175,12 +195,22 @@ def test_the_engine_cannot_update_the_hash_columns(database: Database, traded: l
 
 # ---------------------------------------------------------------- tampering with the ledger
 def test_an_altered_amount_is_detected(database: Database, traded: list[uuid.UUID]) -> None:
-    tamper(database.admin_url, "UPDATE ledger SET amount = amount + 1 WHERE account_id = %s AND seq = 2",
-           params=(traded[0],))  # the deposit
+    tamper(
+        database.admin_url,
+        "UPDATE ledger SET amount = amount + 1 WHERE account_id = %s AND seq = 2",
+        params=(traded[0],),
+    )  # the deposit
 
     report = verify(database)
-    assert report.problems == [{"chain": "ledger", "problem": "row_hash_mismatch", "account_id": str(traded[0]),
-                                "seq": 2, "id": report.problems[0]["id"]}]
+    assert report.problems == [
+        {
+            "chain": "ledger",
+            "problem": "row_hash_mismatch",
+            "account_id": str(traded[0]),
+            "seq": 2,
+            "id": report.problems[0]["id"],
+        }
+    ]
 
 
 def test_a_deleted_row_is_detected(database: Database, traded: list[uuid.UUID]) -> None:
@@ -193,36 +223,44 @@ def test_a_deleted_row_is_detected(database: Database, traded: list[uuid.UUID]) 
 
 def test_a_forged_row_is_detected(database: Database, traded: list[uuid.UUID], clock: ManualClock) -> None:
     head = ledger_rows(database, traded[0])[-1]
-    tamper(database.admin_url,
-           "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, created_at, prev_hash,"
-           " row_hash) VALUES (%s, %s, 'deposit', 'deposit', 5000, 105000, %s, %s, %s)",
-           params=(traded[0], head["seq"] + 1, clock.now(), head["row_hash"], head["row_hash"]))
+    tamper(
+        database.admin_url,
+        "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, created_at, prev_hash,"
+        " row_hash) VALUES (%s, %s, 'deposit', 'deposit', 5000, 105000, %s, %s, %s)",
+        params=(traded[0], head["seq"] + 1, clock.now(), head["row_hash"], head["row_hash"]),
+    )
 
     report = verify(database)
     assert problems(report) == {("ledger", "row_hash_mismatch")}
 
 
-def test_a_row_slipped_into_the_middle_is_detected(database: Database, traded: list[uuid.UUID],
-                                                   clock: ManualClock) -> None:
+def test_a_row_slipped_into_the_middle_is_detected(
+    database: Database, traded: list[uuid.UUID], clock: ManualClock
+) -> None:
     """Renumber the tail to make room, insert a row there, keep every stored hash: the links break."""
     rows = ledger_rows(database, traded[0])
-    tamper(database.admin_url,
-           "UPDATE ledger SET seq = seq + 1000 WHERE account_id = %(a)s AND seq >= 3",
-           "UPDATE ledger SET seq = seq - 999 WHERE account_id = %(a)s AND seq > 1000",
-           "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, created_at, prev_hash,"
-           " row_hash) VALUES (%(a)s, 3, 'deposit', 'deposit', 5000, 105000, %(t)s, %(p)s, %(p)s)",
-           params={"a": traded[0], "t": clock.now(), "p": rows[1]["row_hash"]})  # type: ignore[arg-type]
+    tamper(
+        database.admin_url,
+        "UPDATE ledger SET seq = seq + 1000 WHERE account_id = %(a)s AND seq >= 3",
+        "UPDATE ledger SET seq = seq - 999 WHERE account_id = %(a)s AND seq > 1000",
+        "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, created_at, prev_hash,"
+        " row_hash) VALUES (%(a)s, 3, 'deposit', 'deposit', 5000, 105000, %(t)s, %(p)s, %(p)s)",
+        params={"a": traded[0], "t": clock.now(), "p": rows[1]["row_hash"]},
+    )  # type: ignore[arg-type]
 
     assert ("ledger", "row_hash_mismatch") in problems(verify(database))
 
 
-def test_a_rewritten_and_rehashed_history_is_detected_only_by_the_anchor(database: Database,
-                                                                        traded: list[uuid.UUID],
-                                                                        clock: ManualClock) -> None:
+def test_a_rewritten_and_rehashed_history_is_detected_only_by_the_anchor(
+    database: Database, traded: list[uuid.UUID], clock: ManualClock
+) -> None:
     anchored = anchor_now(database, clock)
     assert anchored is not None and anchored.heads == 2
-    tamper(database.admin_url, "UPDATE ledger SET amount = amount + 1000 WHERE account_id = %s AND seq = 2",
-           params=(traded[0],))
+    tamper(
+        database.admin_url,
+        "UPDATE ledger SET amount = amount + 1000 WHERE account_id = %s AND seq = 2",
+        params=(traded[0],),
+    )
     recompute_hashes_from(database.admin_url, traded[0], 2)
 
     report = verify(database)
@@ -233,14 +271,18 @@ def test_a_rewritten_and_rehashed_history_is_detected_only_by_the_anchor(databas
     assert verify(database).clean
 
 
-def test_a_rewrite_after_the_last_anchor_goes_undetected(database: Database, traded: list[uuid.UUID],
-                                                         service: ExecutionService, clock: ManualClock) -> None:
+def test_a_rewrite_after_the_last_anchor_goes_undetected(
+    database: Database, traded: list[uuid.UUID], service: ExecutionService, clock: ManualClock
+) -> None:
     """The documented limit: rows added after the last anchor can be rewritten and rehashed unseen."""
     anchor_now(database, clock)
     service.submit_order(traded[0], OrderRequest("AAPL", Side.SELL, D(5)))
     last = ledger_rows(database, traded[0])[-1]["seq"]
-    tamper(database.admin_url, "UPDATE ledger SET amount = amount + 1 WHERE account_id = %s AND seq = %s",
-           params=(traded[0], last))
+    tamper(
+        database.admin_url,
+        "UPDATE ledger SET amount = amount + 1 WHERE account_id = %s AND seq = %s",
+        params=(traded[0], last),
+    )
     recompute_hashes_from(database.admin_url, traded[0], last)
 
     assert verify(database).clean
@@ -261,12 +303,17 @@ def test_a_deleted_audit_row_is_detected(database: Database, traded: list[uuid.U
     assert problems(verify(database)) == {("admin_audit", "seq_gap"), ("admin_audit", "broken_link")}
 
 
-def test_a_rehashed_audit_log_is_detected_by_the_anchor(database: Database, traded: list[uuid.UUID],
-                                                        clock: ManualClock) -> None:
+def test_a_rehashed_audit_log_is_detected_by_the_anchor(
+    database: Database, traded: list[uuid.UUID], clock: ManualClock
+) -> None:
     anchor_now(database, clock)
-    tamper(database.admin_url, """
+    tamper(
+        database.admin_url,
+        """
 DO $$
-DECLARE r record; prev bytea := '\\x""" + "00" * 32 + """'::bytea;
+DECLARE r record; prev bytea := '\\x"""
+        + "00" * 32
+        + """'::bytea;
 BEGIN
   UPDATE admin_audit SET reason = 'rewritten' WHERE chain_seq = 1;
   FOR r IN SELECT * FROM admin_audit ORDER BY chain_seq LOOP
@@ -274,7 +321,8 @@ BEGIN
       r.actor, r.action, r.account_id, r.reason, r.before, r.after, r.details, r.created_at))
       WHERE id = r.id RETURNING row_hash INTO prev;
   END LOOP;
-END $$""")
+END $$""",
+    )
 
     assert problems(verify(database)) == {("admin_audit", "anchor_mismatch")}
 
@@ -289,8 +337,11 @@ def test_concurrent_audit_writers_keep_one_unbroken_chain(database: Database, cl
             barrier.wait()
             for i in range(per_thread):
                 with database.tx() as c:
-                    c.execute("INSERT INTO admin_audit (actor, action, reason, details, created_at)"
-                              " VALUES ('t', %s, 'race', '{}', %s)", (f"w{n}-{i}", clock.now()))
+                    c.execute(
+                        "INSERT INTO admin_audit (actor, action, reason, details, created_at)"
+                        " VALUES ('t', %s, 'race', '{}', %s)",
+                        (f"w{n}-{i}", clock.now()),
+                    )
                     time.sleep(0.002)  # hold the chain lock a little: the next writer must wait for the commit
         except BaseException as exc:
             errors.append(exc)
@@ -308,8 +359,9 @@ def test_concurrent_audit_writers_keep_one_unbroken_chain(database: Database, cl
 
 
 # ---------------------------------------------------------------- anchors
-def test_anchors_record_only_the_chains_that_moved(database: Database, traded: list[uuid.UUID],
-                                                   service: ExecutionService, clock: ManualClock) -> None:
+def test_anchors_record_only_the_chains_that_moved(
+    database: Database, traded: list[uuid.UUID], service: ExecutionService, clock: ManualClock
+) -> None:
     first = anchor_now(database, clock)
     assert first is not None and (first.heads, first.audit_chain_seq) == (2, 2)
     assert anchor_now(database, clock) is None
@@ -322,33 +374,40 @@ def test_anchors_record_only_the_chains_that_moved(database: Database, traded: l
     assert (report.anchors, report.anchored_heads_checked) == (2, 2 + 1 + 2)
 
 
-def test_a_forged_anchor_signature_is_detected(database: Database, traded: list[uuid.UUID],
-                                               clock: ManualClock) -> None:
+def test_a_forged_anchor_signature_is_detected(database: Database, traded: list[uuid.UUID], clock: ManualClock) -> None:
     anchor_now(database, clock)
     tamper(database.admin_url, "UPDATE chain_anchors SET signature = sha256('forged')")
 
     assert problems(verify(database)) == {("anchor", "anchor_signature_invalid")}
     assert problems(verify(database, key=b"another key of at least 32 bytes")) == {
-        ("anchor", "anchor_signature_invalid")}
+        ("anchor", "anchor_signature_invalid")
+    }
     unchecked = verify(database, key=None)
     assert unchecked.clean and not unchecked.signatures_checked and unchecked.warnings
 
 
 def test_an_anchor_rewritten_to_match_a_rewritten_history_fails_its_signature(
-        database: Database, traded: list[uuid.UUID], clock: ManualClock) -> None:
+    database: Database, traded: list[uuid.UUID], clock: ManualClock
+) -> None:
     anchor_now(database, clock)
-    tamper(database.admin_url, "UPDATE ledger SET amount = amount + 1 WHERE account_id = %s AND seq = 2",
-           params=(traded[0],))
+    tamper(
+        database.admin_url,
+        "UPDATE ledger SET amount = amount + 1 WHERE account_id = %s AND seq = 2",
+        params=(traded[0],),
+    )
     recompute_hashes_from(database.admin_url, traded[0], 2)
-    tamper(database.admin_url, "UPDATE chain_anchor_heads h SET row_hash = l.row_hash FROM ledger l"
-                               " WHERE l.account_id = h.account_id AND l.seq = h.seq")
+    tamper(
+        database.admin_url,
+        "UPDATE chain_anchor_heads h SET row_hash = l.row_hash FROM ledger l"
+        " WHERE l.account_id = h.account_id AND l.seq = h.seq",
+    )
 
     assert problems(verify(database)) == {("anchor", "anchor_digest_mismatch"), ("anchor", "anchor_signature_invalid")}
 
 
-def test_deleting_the_newest_anchor_is_caught_by_the_log(database: Database, traded: list[uuid.UUID],
-                                                         service: ExecutionService, clock: ManualClock,
-                                                         tmp_path: Path) -> None:
+def test_deleting_the_newest_anchor_is_caught_by_the_log(
+    database: Database, traded: list[uuid.UUID], service: ExecutionService, clock: ManualClock, tmp_path: Path
+) -> None:
     first = anchor_chains(database, tmp_path, clock.now())
     service.submit_order(traded[0], OrderRequest("AAPL", Side.SELL, D(5)))
     clock.advance(60)
@@ -357,8 +416,12 @@ def test_deleting_the_newest_anchor_is_caught_by_the_log(database: Database, tra
     assert (tmp_path / chain.KEY_FILE).stat().st_mode & 0o777 == 0o600
     assert verify_chains_report(database, tmp_path).clean
 
-    tamper(database.admin_url, "DELETE FROM chain_anchor_heads WHERE anchor_id = %s",
-           "DELETE FROM chain_anchors WHERE id = %s", params=(second.id,))
+    tamper(
+        database.admin_url,
+        "DELETE FROM chain_anchor_heads WHERE anchor_id = %s",
+        "DELETE FROM chain_anchors WHERE id = %s",
+        params=(second.id,),
+    )
 
     log = tmp_path / chain.LOG_FILE
     assert verify(database, key=chain.anchor_key(tmp_path)).clean  # the database alone cannot tell
@@ -367,22 +430,26 @@ def test_deleting_the_newest_anchor_is_caught_by_the_log(database: Database, tra
     assert report.log_entries_checked == 2 and log.exists()
 
 
-def test_deleting_an_anchor_in_the_middle_breaks_the_next_ones_link(database: Database, traded: list[uuid.UUID],
-                                                                    service: ExecutionService,
-                                                                    clock: ManualClock) -> None:
+def test_deleting_an_anchor_in_the_middle_breaks_the_next_ones_link(
+    database: Database, traded: list[uuid.UUID], service: ExecutionService, clock: ManualClock
+) -> None:
     first = anchor_now(database, clock)
     service.submit_order(traded[0], OrderRequest("AAPL", Side.SELL, D(5)))
     anchor_now(database, clock)
     assert first is not None
-    tamper(database.admin_url, "DELETE FROM chain_anchor_heads WHERE anchor_id = %s",
-           "DELETE FROM chain_anchors WHERE id = %s", params=(first.id,))
+    tamper(
+        database.admin_url,
+        "DELETE FROM chain_anchor_heads WHERE anchor_id = %s",
+        "DELETE FROM chain_anchors WHERE id = %s",
+        params=(first.id,),
+    )
 
     assert ("anchor", "anchor_link_broken") in problems(verify(database))
 
 
-def test_the_anchorer_anchors_at_its_interval(database: Database, traded: list[uuid.UUID],
-                                              service: ExecutionService, clock: ManualClock,
-                                              tmp_path: Path) -> None:
+def test_the_anchorer_anchors_at_its_interval(
+    database: Database, traded: list[uuid.UUID], service: ExecutionService, clock: ManualClock, tmp_path: Path
+) -> None:
     anchorer = ChainAnchorer(database, tmp_path, interval_s=300)
     assert anchorer.maybe_anchor(clock.now()) is not None
     service.submit_order(traded[0], OrderRequest("AAPL", Side.SELL, D(5)))
@@ -433,8 +500,11 @@ def test_rows_written_before_the_upgrade_are_chained_by_it(db_at_0007: str, cloc
         service.submit_order(acc["id"], OrderRequest("EURUSD", Side.BUY, D("0.1")))
         with db.tx() as c:
             for n in range(3):
-                c.execute("INSERT INTO admin_audit (actor, action, reason, details, created_at)"
-                          " VALUES ('old', %s, 'before', '{}', %s)", (f"a{n}", clock.now()))
+                c.execute(
+                    "INSERT INTO admin_audit (actor, action, reason, details, created_at)"
+                    " VALUES ('old', %s, 'before', '{}', %s)",
+                    (f"a{n}", clock.now()),
+                )
         db.engine_pool.close()  # the upgrade takes ACCESS EXCLUSIVE locks
 
         migrate.upgrade(db_at_0007, ROLE_PREFIX)

@@ -37,8 +37,10 @@ def test_a_policy_built_directly_is_held_to_the_same_ranges() -> None:
         ExecutionPolicy(fee_bps=Decimal(5000)).validate()
 
 
-@given(bps=st.decimals(min_value=0, max_value=1000, places=2), mid=st.decimals(min_value=Decimal("0.0001"),
-                                                                                 max_value=10**6, places=4))
+@given(
+    bps=st.decimals(min_value=0, max_value=1000, places=2),
+    mid=st.decimals(min_value=Decimal("0.0001"), max_value=10**6, places=4),
+)
 def test_the_worst_allowed_slippage_never_makes_a_sell_price_negative(bps: Decimal, mid: Decimal) -> None:
     policy = ExecutionPolicy.from_json({"slippage_bps_min": "0", "slippage_bps_max": str(bps)})
     assert mid * (1 - policy.slippage_bps_max / Decimal(10_000)) >= 0

@@ -42,8 +42,14 @@ STATUS_CODES: dict[int, str] = {
 class ApiError(Exception):
     """A refusal decided by the web layer (not the core). Rendered like a DomainError."""
 
-    def __init__(self, status: int, code: str, message: str, details: Mapping[str, Any] | None = None,
-                 headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.http_status = status
         self.code = code
@@ -64,8 +70,13 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None = None
     return {"error": {"code": code, "message": message, "details": dict(details or {})}}
 
 
-def error_response(status: int, code: str, message: str, details: Mapping[str, Any] | None = None,
-                   headers: Mapping[str, str] | None = None) -> Response:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     return json_response(error_body(code, message, details), status, headers)
 
 
@@ -99,8 +110,11 @@ def validation_details(errors: Sequence[Any]) -> dict[str, Any]:
         if not isinstance(e, Mapping):
             out.append({"loc": [], "msg": str(e), "type": "value_error"})
             continue
-        item: dict[str, Any] = {"loc": [x if isinstance(x, int) else str(x) for x in e.get("loc", ())],
-                                "msg": str(e.get("msg", ""))[:500], "type": str(e.get("type", "value_error"))}
+        item: dict[str, Any] = {
+            "loc": [x if isinstance(x, int) else str(x) for x in e.get("loc", ())],
+            "msg": str(e.get("msg", ""))[:500],
+            "type": str(e.get("type", "value_error")),
+        }
         ctx = e.get("ctx")
         if isinstance(ctx, Mapping) and ctx:
             item["ctx"] = {str(k): v if isinstance(v, bool | int) else str(v)[:500] for k, v in ctx.items()}
@@ -145,8 +159,13 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 def database_unavailable_response(exc: DatabaseUnavailable) -> Response:
     """503 with ``Retry-After``: the database is down (``database_unavailable``) or saturated (``database_busy``)."""
-    return error_response(503, exc.code, str(exc), {"retry_after_seconds": exc.retry_after_s},
-                          headers={"Retry-After": str(exc.retry_after_s)})
+    return error_response(
+        503,
+        exc.code,
+        str(exc),
+        {"retry_after_seconds": exc.retry_after_s},
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
 
 
 async def handle_database_unavailable(request: Request, exc: Exception) -> Response:

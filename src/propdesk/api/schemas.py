@@ -76,8 +76,11 @@ def _plain_text(s: str) -> str:
 
 
 # pydantic alone would also read "0.5" or "1700000000" as a Unix time: a timestamp is ISO 8601 text, always.
-_ISO_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
-                            r"(Z|z|[+-][0-9]{2}:?[0-9]{2})?", re.ASCII)
+_ISO_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+    r"(Z|z|[+-][0-9]{2}:?[0-9]{2})?",
+    re.ASCII,
+)
 
 
 def _iso_string(v: Any) -> Any:
@@ -90,10 +93,12 @@ def _iso_string(v: Any) -> Any:
     return v
 
 
-Price = Annotated[Decimal, BeforeValidator(_decimal), AfterValidator(_positive),
-                  AfterValidator(_places(PRICE_DECIMALS))]
-Quantity = Annotated[Decimal, BeforeValidator(_decimal), AfterValidator(_positive),
-                     AfterValidator(_places(QUANTITY_DECIMALS))]
+Price = Annotated[
+    Decimal, BeforeValidator(_decimal), AfterValidator(_positive), AfterValidator(_places(PRICE_DECIMALS))
+]
+Quantity = Annotated[
+    Decimal, BeforeValidator(_decimal), AfterValidator(_positive), AfterValidator(_places(QUANTITY_DECIMALS))
+]
 Amount = Price
 Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}$")]
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@+\-]{1,200}$")]
@@ -125,10 +130,12 @@ class CreateAccountBody(Strict):
     policy: dict[str, Any] | None = Field(default=None, description="Overrides of execution policy keys.")
     start: StrictBool = False
     idempotency_key: BodyKey | None = Field(default=None, description="Same key + same body returns the account.")
-    plan_id: PlanId | None = Field(default=None, description="A challenge plan: its rulebook is frozen onto the "
-                                   "account (mode must be challenge).")
+    plan_id: PlanId | None = Field(
+        default=None, description="A challenge plan: its rulebook is frozen onto the account (mode must be challenge)."
+    )
     plan_version: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = Field(
-        default=None, description="A plan version (default: the latest active one).")
+        default=None, description="A plan version (default: the latest active one)."
+    )
     offer_id: PlanId | None = Field(default=None, description="The plan's offer (size); sets the starting balance.")
 
     @field_validator("policy")
@@ -167,8 +174,17 @@ class OrderFields(Strict):
 
     def to_request(self, client_order_id: str | None = None) -> OrderRequest:
         """The execution core's order request for these fields."""
-        return OrderRequest(self.symbol, self.side, self.quantity, self.order_type, self.limit_price,
-                            self.stop_price, self.stop_loss, self.take_profit, client_order_id=client_order_id)
+        return OrderRequest(
+            self.symbol,
+            self.side,
+            self.quantity,
+            self.order_type,
+            self.limit_price,
+            self.stop_price,
+            self.stop_loss,
+            self.take_profit,
+            client_order_id=client_order_id,
+        )
 
 
 class OrderBody(OrderFields):
@@ -196,11 +212,11 @@ class ModifyPositionBody(Strict):
 
     @model_validator(mode="after")
     def _something(self) -> ModifyPositionBody:
-        if self.stop_loss is None and self.take_profit is None and not (self.clear_stop_loss or
-                                                                          self.clear_take_profit):
+        if self.stop_loss is None and self.take_profit is None and not (self.clear_stop_loss or self.clear_take_profit):
             raise ValueError("give stop_loss, take_profit, clear_stop_loss or clear_take_profit")
-        if (self.stop_loss is not None and self.clear_stop_loss) or (self.take_profit is not None and
-                                                                      self.clear_take_profit):
+        if (self.stop_loss is not None and self.clear_stop_loss) or (
+            self.take_profit is not None and self.clear_take_profit
+        ):
             raise ValueError("a level cannot be both set and cleared")
         return self
 

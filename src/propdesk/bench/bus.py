@@ -79,8 +79,9 @@ def _await_count(count: Any, n: int, timeout_s: float) -> None:
         time.sleep(0.001)
 
 
-async def _limit_receive(endpoint: NatsEndpoint, subject: str, n: int, conn: Connection, timeout_s: float) -> list[
-        tuple[int, bytes]]:
+async def _limit_receive(
+    endpoint: NatsEndpoint, subject: str, n: int, conn: Connection, timeout_s: float
+) -> list[tuple[int, bytes]]:
     import nats
 
     nc = await nats.connect(endpoint.url, user=endpoint.user, password=endpoint.password)
@@ -138,8 +139,9 @@ def _paced(n: int, rate: float, send: Any) -> list[int]:
     return times
 
 
-def _path_trial(endpoint: NatsEndpoint, conn: Connection, quotes: list[Quote], rate: float, timeout_s: float) -> tuple[
-        list[int], list[Any]]:
+def _path_trial(
+    endpoint: NatsEndpoint, conn: Connection, quotes: list[Quote], rate: float, timeout_s: float
+) -> tuple[list[int], list[Any]]:
     name = "bench" + uuid.uuid4().hex[:10]
     store = QuoteStore()
     bus = PriceBus(endpoint, name="bench-a").connect()
@@ -166,8 +168,9 @@ async def _delete_streams(bus: PriceBus, name: str) -> None:
             await bus.quotes.js.delete_stream(stream)
 
 
-def _limit_trial(endpoint: NatsEndpoint, conn: Connection, payloads: list[bytes], rate: float,
-                 timeout_s: float) -> tuple[list[int], list[Any]]:
+def _limit_trial(
+    endpoint: NatsEndpoint, conn: Connection, payloads: list[bytes], rate: float, timeout_s: float
+) -> tuple[list[int], list[Any]]:
     import nats
 
     subject = "bench." + uuid.uuid4().hex[:10]
@@ -217,8 +220,15 @@ def check_arrivals(quotes: list[Quote], got: list[Any]) -> list[str]:
     return problems
 
 
-def run(*, quotes: int = 20_000, rate: float = 5_000.0, trials: int = 5, seed: int = 42, timeout_s: float = 60.0,
-        progress: ProgressFn = no_progress) -> BenchResult:
+def run(
+    *,
+    quotes: int = 20_000,
+    rate: float = 5_000.0,
+    trials: int = 5,
+    seed: int = 42,
+    timeout_s: float = 60.0,
+    progress: ProgressFn = no_progress,
+) -> BenchResult:
     """Measure the bus path against bare nats-py between two processes; see the module docstring."""
     qs = make_quotes(quotes, seed)
     payloads = [encode(q, "bench") for q in qs]
@@ -252,8 +262,9 @@ def run(*, quotes: int = 20_000, rate: float = 5_000.0, trials: int = 5, seed: i
                 problems.append(f"limit: B received {len(lgot)} of {len(payloads)}")
             llat = [t - s for (t, _), s in zip(lgot, sent, strict=False)]
             lspan = (lgot[-1][0] - sent[0]) if lgot else 0
-            limit_trials.append({**latency_summary(llat),
-                                 "throughput_per_s": len(lgot) * 1e9 / lspan if lspan else 0.0})
+            limit_trials.append(
+                {**latency_summary(llat), "throughput_per_s": len(lgot) * 1e9 / lspan if lspan else 0.0}
+            )
             progress("bus: limit", 0.5 / trials)
         parent.send(("stop",))
         proc.join(30)
@@ -265,15 +276,29 @@ def run(*, quotes: int = 20_000, rate: float = 5_000.0, trials: int = 5, seed: i
             server.destroy()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    ratios = sorted(p["latency_us_p50"] / lt["latency_us_p50"] for p, lt in zip(path_trials, limit_trials,
-                                                                               strict=True) if lt["latency_us_p50"])
+    ratios = sorted(
+        p["latency_us_p50"] / lt["latency_us_p50"]
+        for p, lt in zip(path_trials, limit_trials, strict=True)
+        if lt["latency_us_p50"]
+    )
     ratio = round(ratios[len(ratios) // 2], 3) if ratios else 0.0
-    metrics = {key: median_of(path_trials, key) for key in ("latency_us_p50", "latency_us_p99", "latency_us_max",
-                                                            "throughput_per_s")}
+    metrics = {
+        key: median_of(path_trials, key)
+        for key in ("latency_us_p50", "latency_us_p99", "latency_us_max", "throughput_per_s")
+    }
     metrics.update(quotes_per_trial=quotes, published_rate_per_s=rate)
-    limit = {key: median_of(limit_trials, key) for key in ("latency_us_p50", "latency_us_p99", "latency_us_max",
-                                                           "throughput_per_s")}
+    limit = {
+        key: median_of(limit_trials, key)
+        for key in ("latency_us_p50", "latency_us_p99", "latency_us_max", "throughput_per_s")
+    }
     correct = not problems and bool(path_trials)
-    return BenchResult("bus", {"quotes": quotes, "rate": rate, "trials": trials, "seed": seed,
-                               "server": "NATS_URL" if url else "embedded"},
-                       metrics, limit, ratio, correct, machine_info(), problems)
+    return BenchResult(
+        "bus",
+        {"quotes": quotes, "rate": rate, "trials": trials, "seed": seed, "server": "NATS_URL" if url else "embedded"},
+        metrics,
+        limit,
+        ratio,
+        correct,
+        machine_info(),
+        problems,
+    )

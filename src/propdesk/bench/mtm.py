@@ -30,12 +30,26 @@ from .common import BenchResult, ProgressFn, machine_info, median_of, no_progres
 from .orders import _server_facts, bench_database, bench_settings
 
 SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "EURJPY", "GBPJPY", "AUDUSD", "USDCAD", "EURGBP")
-MIDS = {"EURUSD": "1.10000", "GBPUSD": "1.30000", "USDJPY": "150.000", "EURJPY": "165.000", "GBPJPY": "195.000",
-        "AUDUSD": "0.66000", "USDCAD": "1.36000", "EURGBP": "0.85000"}
+MIDS = {
+    "EURUSD": "1.10000",
+    "GBPUSD": "1.30000",
+    "USDJPY": "150.000",
+    "EURJPY": "165.000",
+    "GBPJPY": "195.000",
+    "AUDUSD": "0.66000",
+    "USDCAD": "1.36000",
+    "EURGBP": "0.85000",
+}
 TABLES: tuple[tuple[str, str], ...] = (  # (table, the column naming the account)
-    ("accounts", "id"), ("balances", "account_id"), ("orders", "account_id"), ("fills", "account_id"),
-    ("positions", "account_id"), ("ledger", "account_id"), ("rule_states", "account_id"),
-    ("daily_stats", "account_id"))
+    ("accounts", "id"),
+    ("balances", "account_id"),
+    ("orders", "account_id"),
+    ("fills", "account_id"),
+    ("positions", "account_id"),
+    ("ledger", "account_id"),
+    ("rule_states", "account_id"),
+    ("daily_stats", "account_id"),
+)
 NS = uuid.UUID("5b0f3e52-6a55-4c1e-9c7e-9d0b2f1d2a10")
 
 
@@ -59,13 +73,23 @@ def _templates(ex: Any, rng: random.Random, n: int, per_account: int) -> list[uu
     book = load_rulebook("classic-2step@100k")
     out = []
     for i in range(n):
-        pol = ExecutionPolicy(starting_balance=book.starting_balance, max_leverage=Decimal(100),
-                              max_notional=Decimal(10) ** 9, max_position_equity_pct=Decimal(100000))
+        pol = ExecutionPolicy(
+            starting_balance=book.starting_balance,
+            max_leverage=Decimal(100),
+            max_notional=Decimal(10) ** 9,
+            max_position_equity_pct=Decimal(100000),
+        )
         if i % 4 == 3:
             cmd = CreateAccount(owner_id=f"mtm-t{i}", mode=Mode.AUDITION, phase="bench", policy=pol, start=True)
         else:
-            cmd = CreateAccount(owner_id=f"mtm-t{i}", policy=pol, rulebook=book.to_json(), rulebook_id=book.id,
-                                rulebook_version=book.version, start=True)
+            cmd = CreateAccount(
+                owner_id=f"mtm-t{i}",
+                policy=pol,
+                rulebook=book.to_json(),
+                rulebook_id=book.id,
+                rulebook_version=book.version,
+                start=True,
+            )
         row, _ = ex.create_account(cmd)
         for symbol in rng.sample(SYMBOLS, rng.randint(1, per_account)):
             side = Side.BUY if rng.random() < 0.5 else Side.SELL
@@ -148,14 +172,25 @@ def _limit(db: Any, ids_filter: None = None) -> tuple[float, int]:
     ids = [r[0] for r in accounts]
     eq = [r[7] for r in accounts]
     with db.tx() as c:
-        c.execute("UPDATE balances b SET equity = u.e, unrealized_pnl = u.e - b.cash, margin_used = b.margin_used,"
-                  " high_watermark = greatest(b.high_watermark, u.e), marked_at = now(), updated_at = now()"
-                  " FROM unnest(%s::uuid[], %s::numeric[]) AS u(id, e) WHERE b.account_id = u.id", (ids, eq))
+        c.execute(
+            "UPDATE balances b SET equity = u.e, unrealized_pnl = u.e - b.cash, margin_used = b.margin_used,"
+            " high_watermark = greatest(b.high_watermark, u.e), marked_at = now(), updated_at = now()"
+            " FROM unnest(%s::uuid[], %s::numeric[]) AS u(id, e) WHERE b.account_id = u.id",
+            (ids, eq),
+        )
     return time.perf_counter() - t0, len(ids)
 
 
-def run(settings: Any, *, accounts: int = 20_000, positions_per_account: int = 5, seed: int = 42, trials: int = 5,
-        templates: int = 40, progress: ProgressFn = no_progress) -> BenchResult:
+def run(
+    settings: Any,
+    *,
+    accounts: int = 20_000,
+    positions_per_account: int = 5,
+    seed: int = 42,
+    trials: int = 5,
+    templates: int = 40,
+    progress: ProgressFn = no_progress,
+) -> BenchResult:
     """Seed, run interleaved trials of the bulk mark and its limit, check a sample; return the result."""
     from ..bootstrap import open_platform
     from ..execution.bulk_mark import mark_all_bulk
@@ -164,8 +199,13 @@ def run(settings: Any, *, accounts: int = 20_000, positions_per_account: int = 5
     if accounts < 1 or trials < 1 or positions_per_account < 1:
         raise ValueError("--accounts, --trials and --positions-per-account must be at least 1")
     rng = random.Random(seed)
-    params: dict[str, Any] = {"accounts": accounts, "positions_per_account": positions_per_account, "seed": seed,
-                              "trials": trials, "templates": min(templates, accounts)}
+    params: dict[str, Any] = {
+        "accounts": accounts,
+        "positions_per_account": positions_per_account,
+        "seed": seed,
+        "trials": trials,
+        "templates": min(templates, accounts),
+    }
     problems: list[str] = []
     with bench_database(settings) as (admin_url, kind):
         b_settings, _pool = bench_settings(settings, 2)
@@ -206,9 +246,14 @@ def run(settings: Any, *, accounts: int = 20_000, positions_per_account: int = 5
             # Correctness on a sample: exact valuation, high-water mark, ledger fold.
             sample = rng.sample(all_ids, min(200, len(all_ids)))
             with platform.db.read() as c:
-                stored = {r["account_id"]: r for r in c.execute(
-                    "SELECT b.*, a.status FROM balances b JOIN accounts a ON a.id = b.account_id"
-                    " WHERE account_id = ANY(%s)", (sample,)).fetchall()}
+                stored = {
+                    r["account_id"]: r
+                    for r in c.execute(
+                        "SELECT b.*, a.status FROM balances b JOIN accounts a ON a.id = b.account_id"
+                        " WHERE account_id = ANY(%s)",
+                        (sample,),
+                    ).fetchall()
+                }
             cands: set[uuid.UUID] = set()
             for acc in sample:
                 snap = ex.snapshot(acc)
@@ -216,8 +261,11 @@ def run(settings: Any, *, accounts: int = 20_000, positions_per_account: int = 5
                 if b["status"] != "active" or acc in last_cands:
                     cands.add(acc)  # handed to the exact path (not run by the bench) or decided by it
                     continue
-                if b["equity"] != snap["balance"]["equity"] or b["margin_used"] != snap["balance"]["margin_used"] \
-                        or b["unrealized_pnl"] != snap["balance"]["unrealized_pnl"]:
+                if (
+                    b["equity"] != snap["balance"]["equity"]
+                    or b["margin_used"] != snap["balance"]["margin_used"]
+                    or b["unrealized_pnl"] != snap["balance"]["unrealized_pnl"]
+                ):
                     problems.append(f"{acc}: stored {b['equity']} != exact {snap['balance']['equity']}")
                 if b["high_watermark"] < b["equity"]:
                     problems.append(f"{acc}: high-water mark under equity")
@@ -231,10 +279,19 @@ def run(settings: Any, *, accounts: int = 20_000, positions_per_account: int = 5
             platform.close()
     path_s = statistics.median(t["seconds"] for t in path)
     limit_s = statistics.median(t["seconds"] for t in limit)
-    metrics = {"throughput_per_s": round(median_of(path, "throughput_per_s"), 1), "seconds": round(path_s, 4),
-               "statements": statements, "accounts_marked": accounts, "sampled": len(sample),
-               **{f"{k}_total": v for k, v in totals.items()}}
-    lim = {"throughput_per_s": round(median_of(limit, "throughput_per_s"), 1), "seconds": round(limit_s, 4),
-           "statements": 4}
-    return BenchResult("mtm", params, metrics, lim, round(path_s / limit_s, 3), correct, machine_info(postgres=facts),
-                       problems)
+    metrics = {
+        "throughput_per_s": round(median_of(path, "throughput_per_s"), 1),
+        "seconds": round(path_s, 4),
+        "statements": statements,
+        "accounts_marked": accounts,
+        "sampled": len(sample),
+        **{f"{k}_total": v for k, v in totals.items()},
+    }
+    lim = {
+        "throughput_per_s": round(median_of(limit, "throughput_per_s"), 1),
+        "seconds": round(limit_s, 4),
+        "statements": 4,
+    }
+    return BenchResult(
+        "mtm", params, metrics, lim, round(path_s / limit_s, 3), correct, machine_info(postgres=facts), problems
+    )

@@ -39,13 +39,24 @@ T = TypeVar("T")
 class PriceBus:
     """One process's connection to the price bus, usable from any thread."""
 
-    def __init__(self, endpoint: NatsEndpoint, *, name: str = "propdesk", retain_s: float = DEFAULT_RETAIN_S,
-                 reconnect_wait_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        endpoint: NatsEndpoint,
+        *,
+        name: str = "propdesk",
+        retain_s: float = DEFAULT_RETAIN_S,
+        reconnect_wait_s: float = 0.5,
+    ) -> None:
         self.endpoint = endpoint
         self.origin = secrets.token_hex(8)
         self.retain_s = retain_s
-        self.client = BusClient(endpoint, name=name, reconnect_wait_s=reconnect_wait_s,
-                                on_disconnected=self._on_disconnected, on_reconnected=self._on_reconnected)
+        self.client = BusClient(
+            endpoint,
+            name=name,
+            reconnect_wait_s=reconnect_wait_s,
+            on_disconnected=self._on_disconnected,
+            on_reconnected=self._on_reconnected,
+        )
         self.quotes: QuoteBus | None = None
         self.store: Any = None
         self.applied = 0
@@ -152,13 +163,18 @@ class PriceBus:
 
     def health(self) -> dict[str, Any]:
         """The ``/healthz`` check: ok while connected and current."""
-        check: dict[str, Any] = {"ok": self.connected, "url": redact(self.endpoint.url),
-                                 "server": self.server_info.get("server_name"),
-                                 "namespace": self.quotes.subjects.namespace if self.quotes else None,
-                                 "disconnects": self.client.disconnects, "reconnects": self.client.reconnects,
-                                 "published": self.quotes.published if self.quotes else 0,
-                                 "ack_errors": self.quotes.ack_errors if self.quotes else 0,
-                                 "applied": self.applied, "dropped_disconnected": self.dropped_disconnected}
+        check: dict[str, Any] = {
+            "ok": self.connected,
+            "url": redact(self.endpoint.url),
+            "server": self.server_info.get("server_name"),
+            "namespace": self.quotes.subjects.namespace if self.quotes else None,
+            "disconnects": self.client.disconnects,
+            "reconnects": self.client.reconnects,
+            "published": self.quotes.published if self.quotes else 0,
+            "ack_errors": self.quotes.ack_errors if self.quotes else 0,
+            "applied": self.applied,
+            "dropped_disconnected": self.dropped_disconnected,
+        }
         if not check["ok"]:
             check["reason"] = "cut off from the price bus: every price of this process is stale"
         return check

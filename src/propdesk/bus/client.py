@@ -46,9 +46,16 @@ def redact(url: str) -> str:
 class BusClient:
     """One NATS connection that reconnects forever; use on the event loop that connected it."""
 
-    def __init__(self, endpoint: NatsEndpoint, *, name: str = "propdesk", reconnect_wait_s: float = 0.5,
-                 ping_interval_s: int = 5, on_disconnected: Callback | None = None,
-                 on_reconnected: Callback | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: NatsEndpoint,
+        *,
+        name: str = "propdesk",
+        reconnect_wait_s: float = 0.5,
+        ping_interval_s: int = 5,
+        on_disconnected: Callback | None = None,
+        on_reconnected: Callback | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.name = name
         self.reconnect_wait_s = reconnect_wait_s
@@ -91,12 +98,25 @@ class BusClient:
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
 
         servers = [s.strip() for s in self.endpoint.url.split(",") if s.strip()]
-        self.nc = await asyncio.wait_for(nats.connect(
-            servers, user=self.endpoint.user, password=self.endpoint.password, name=self.name,
-            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=self.reconnect_wait_s,  # type: ignore[arg-type,unused-ignore]
-            connect_timeout=2, ping_interval=self.ping_interval_s, max_outstanding_pings=2,
-            disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error,
-            pending_size=64 * 1024 * 1024), timeout_s)
+        self.nc = await asyncio.wait_for(
+            nats.connect(
+                servers,
+                user=self.endpoint.user,
+                password=self.endpoint.password,
+                name=self.name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=self.reconnect_wait_s,  # type: ignore[arg-type,unused-ignore]
+                connect_timeout=2,
+                ping_interval=self.ping_interval_s,
+                max_outstanding_pings=2,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+                pending_size=64 * 1024 * 1024,
+            ),
+            timeout_s,
+        )
         return self.nc
 
     async def close(self) -> None:

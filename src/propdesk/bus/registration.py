@@ -41,8 +41,10 @@ def identity_of(server_info: dict[str, Any]) -> str:
     name = server_info.get("server_name")
     if isinstance(name, str) and name:
         return f"server:{name}"
-    raise BusMismatchError("the NATS server has neither a cluster name nor a server name to register; "
-                           "configure server_name (or a cluster name) on it")
+    raise BusMismatchError(
+        "the NATS server has neither a cluster name nor a server name to register; "
+        "configure server_name (or a cluster name) on it"
+    )
 
 
 def new_namespace() -> str:
@@ -60,9 +62,11 @@ def register(db: Any, server_identity: str, *, namespace: str | None = None, url
     if namespace is not None:
         valid_namespace(namespace)
     with db.tx() as c:
-        c.execute("INSERT INTO bus_registration (server_identity, namespace, url_hint) VALUES (%s, %s, %s)"
-                  " ON CONFLICT (singleton) DO NOTHING",
-                  (server_identity, namespace or new_namespace(), url_hint[:500]))
+        c.execute(
+            "INSERT INTO bus_registration (server_identity, namespace, url_hint) VALUES (%s, %s, %s)"
+            " ON CONFLICT (singleton) DO NOTHING",
+            (server_identity, namespace or new_namespace(), url_hint[:500]),
+        )
         row = c.execute("SELECT server_identity, namespace, url_hint FROM bus_registration").fetchone()
     registered = BusIdentity(row["server_identity"], row["namespace"], row["url_hint"])
     if registered.server_identity != server_identity or (namespace is not None and namespace != registered.namespace):
@@ -73,5 +77,6 @@ def register(db: Any, server_identity: str, *, namespace: str | None = None, url
             + (f" with namespace {namespace}" if namespace is not None else "")
             + ". Processes that share a database must share the bus: point NATS_URL (or the data directory) at the "
             "registered bus. To move the database to another bus on purpose, delete its row in bus_registration "
-            "as the database owner while no process runs.")
+            "as the database owner while no process runs."
+        )
     return registered

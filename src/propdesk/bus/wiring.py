@@ -19,8 +19,16 @@ __all__ = ["open_bus"]
 _log = logging.getLogger(__name__)
 
 
-def open_bus(db: Any, store: Any, *, nats_url: str | None, data_dir: Path, namespace: str | None = None,
-             retain_s: float = DEFAULT_RETAIN_S, name: str = "propdesk") -> tuple[PriceBus, EmbeddedNats | None]:
+def open_bus(
+    db: Any,
+    store: Any,
+    *,
+    nats_url: str | None,
+    data_dir: Path,
+    namespace: str | None = None,
+    retain_s: float = DEFAULT_RETAIN_S,
+    name: str = "propdesk",
+) -> tuple[PriceBus, EmbeddedNats | None]:
     """Connect this process to its database's price bus and attach ``store`` to it.
 
     With ``nats_url`` unset, the embedded nats-server of ``data_dir`` (``<data_dir>/nats``) is started or joined.

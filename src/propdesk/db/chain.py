@@ -81,21 +81,68 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def ledger_bytes(id_: int, account_id: uuid.UUID, seq: int, kind: str, category: str, amount: str,
-                 balance_after: str, equity_after: str | None, order_id: uuid.UUID | None,
-                 fill_id: uuid.UUID | None, evidence: str, created_at: datetime) -> bytes:
+def ledger_bytes(
+    id_: int,
+    account_id: uuid.UUID,
+    seq: int,
+    kind: str,
+    category: str,
+    amount: str,
+    balance_after: str,
+    equity_after: str | None,
+    order_id: uuid.UUID | None,
+    fill_id: uuid.UUID | None,
+    evidence: str,
+    created_at: datetime,
+) -> bytes:
     """The canonical bytes of a ledger row (numerics and jsonb as PostgreSQL renders them with ``::text``)."""
-    return LEDGER_TAG + b"".join(field_bytes(v) for v in (
-        str(id_), str(account_id), str(seq), kind, category, amount, balance_after, equity_after,
-        _text(order_id), _text(fill_id), evidence, ts_text(created_at)))
+    return LEDGER_TAG + b"".join(
+        field_bytes(v)
+        for v in (
+            str(id_),
+            str(account_id),
+            str(seq),
+            kind,
+            category,
+            amount,
+            balance_after,
+            equity_after,
+            _text(order_id),
+            _text(fill_id),
+            evidence,
+            ts_text(created_at),
+        )
+    )
 
 
-def audit_bytes(chain_seq: int, id_: int, actor: str, action: str, account_id: uuid.UUID | None, reason: str,
-                before: str | None, after: str | None, details: str, created_at: datetime) -> bytes:
+def audit_bytes(
+    chain_seq: int,
+    id_: int,
+    actor: str,
+    action: str,
+    account_id: uuid.UUID | None,
+    reason: str,
+    before: str | None,
+    after: str | None,
+    details: str,
+    created_at: datetime,
+) -> bytes:
     """The canonical bytes of an admin audit row (jsonb as PostgreSQL renders it with ``::text``)."""
-    return AUDIT_TAG + b"".join(field_bytes(v) for v in (
-        str(chain_seq), str(id_), actor, action, _text(account_id), reason, before, after, details,
-        ts_text(created_at)))
+    return AUDIT_TAG + b"".join(
+        field_bytes(v)
+        for v in (
+            str(chain_seq),
+            str(id_),
+            actor,
+            action,
+            _text(account_id),
+            reason,
+            before,
+            after,
+            details,
+            ts_text(created_at),
+        )
+    )
 
 
 def link(prev_hash: bytes, canonical: bytes) -> bytes:
@@ -103,11 +150,15 @@ def link(prev_hash: bytes, canonical: bytes) -> bytes:
     return hashlib.sha256(prev_hash + canonical).digest()
 
 
-LEDGER_SELECT = ("SELECT id, account_id, seq, kind, category, amount::text, balance_after::text,"
-                 " equity_after::text, order_id, fill_id, evidence::text, created_at, prev_hash, row_hash"
-                 " FROM ledger ORDER BY account_id, seq")
-AUDIT_SELECT = ("SELECT chain_seq, id, actor, action, account_id, reason, before::text, after::text,"
-                " details::text, created_at, prev_hash, row_hash FROM admin_audit ORDER BY chain_seq")
+LEDGER_SELECT = (
+    "SELECT id, account_id, seq, kind, category, amount::text, balance_after::text,"
+    " equity_after::text, order_id, fill_id, evidence::text, created_at, prev_hash, row_hash"
+    " FROM ledger ORDER BY account_id, seq"
+)
+AUDIT_SELECT = (
+    "SELECT chain_seq, id, actor, action, account_id, reason, before::text, after::text,"
+    " details::text, created_at, prev_hash, row_hash FROM admin_audit ORDER BY chain_seq"
+)
 
 # ------------------------------------------------------------------------------------------ anchors
 
@@ -126,15 +177,21 @@ class Anchor:
         return f"{self.id} {ts_text(self.anchored_at)} {self.signature.hex()}\n"
 
 
-def anchor_digest(anchor_id: int, anchored_at: datetime, prev_signature: bytes | None,
-                  audit_head: tuple[int, bytes] | None,
-                  heads: Iterator[tuple[uuid.UUID, int, bytes]] | list[tuple[uuid.UUID, int, bytes]]) -> bytes:
+def anchor_digest(
+    anchor_id: int,
+    anchored_at: datetime,
+    prev_signature: bytes | None,
+    audit_head: tuple[int, bytes] | None,
+    heads: Iterator[tuple[uuid.UUID, int, bytes]] | list[tuple[uuid.UUID, int, bytes]],
+) -> bytes:
     """sha256 of the anchor's canonical text: lines ``propdesk.anchor.v1``, ``id <id>``, ``at <UTC ts>``,
     ``prev <hex signature or ->``, ``audit <chain_seq> <hex hash>`` (or ``audit -``), one ``head <account uuid>
     <seq> <hex hash>`` per head in account id order, and ``heads <count>``; each line ends with ``\\n``."""
     h = hashlib.sha256()
-    h.update(f"{ANCHOR_TAG}\nid {anchor_id}\nat {ts_text(anchored_at)}\n"
-             f"prev {prev_signature.hex() if prev_signature is not None else '-'}\n".encode())
+    h.update(
+        f"{ANCHOR_TAG}\nid {anchor_id}\nat {ts_text(anchored_at)}\n"
+        f"prev {prev_signature.hex() if prev_signature is not None else '-'}\n".encode()
+    )
     h.update((f"audit {audit_head[0]} {audit_head[1].hex()}\n" if audit_head else "audit -\n").encode())
     n = 0
     for account_id, seq, row_hash in heads:
@@ -168,7 +225,9 @@ def anchor(conn: Any, key: bytes, now: datetime) -> Anchor | None:
            CROSS JOIN LATERAL (SELECT l.seq, l.row_hash FROM ledger l WHERE l.account_id = a.id
                                ORDER BY l.seq DESC LIMIT 1) h
            WHERE h.seq > COALESCE((SELECT max(p.seq) FROM chain_anchor_heads p WHERE p.account_id = a.id), 0)
-           RETURNING account_id, seq, row_hash""", (anchor_id,)).fetchall()
+           RETURNING account_id, seq, row_hash""",
+        (anchor_id,),
+    ).fetchall()
     audit_moved = audit_head is not None and (prev is None or prev[1] is None or audit_head[0] > int(prev[1]))
     if not heads and not audit_moved:
         return None
@@ -176,10 +235,20 @@ def anchor(conn: Any, key: bytes, now: datetime) -> Anchor | None:
     prev_signature = bytes(prev[0]) if prev else None
     digest = anchor_digest(anchor_id, now, prev_signature, audit_head, [(r[0], r[1], bytes(r[2])) for r in heads])
     signature = sign(key, digest)
-    cur.execute("INSERT INTO chain_anchors (id, anchored_at, audit_chain_seq, audit_row_hash, heads, digest,"
-                " prev_signature, signature) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                (anchor_id, now, audit_head[0] if audit_head else None, audit_head[1] if audit_head else None,
-                 len(heads), digest, prev_signature, signature))
+    cur.execute(
+        "INSERT INTO chain_anchors (id, anchored_at, audit_chain_seq, audit_row_hash, heads, digest,"
+        " prev_signature, signature) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+        (
+            anchor_id,
+            now,
+            audit_head[0] if audit_head else None,
+            audit_head[1] if audit_head else None,
+            len(heads),
+            digest,
+            prev_signature,
+            signature,
+        ),
+    )
     return Anchor(anchor_id, now, len(heads), audit_head[0] if audit_head else None, signature)
 
 
@@ -248,16 +317,30 @@ class ChainReport:
         return not self.problems
 
     def add(self, chain: str, problem: str, **where: Any) -> None:
-        self.problems.append({"chain": chain, "problem": problem,
-                              **{k: (v.hex() if isinstance(v, bytes) else str(v) if isinstance(v, uuid.UUID)
-                                     else v) for k, v in where.items()}})
+        self.problems.append(
+            {
+                "chain": chain,
+                "problem": problem,
+                **{
+                    k: (v.hex() if isinstance(v, bytes) else str(v) if isinstance(v, uuid.UUID) else v)
+                    for k, v in where.items()
+                },
+            }
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"ledger_rows": self.ledger_rows, "ledger_chains": self.ledger_chains,
-                "audit_rows": self.audit_rows, "anchors": self.anchors,
-                "anchored_heads_checked": self.anchored_heads_checked,
-                "signatures_checked": self.signatures_checked, "log_entries_checked": self.log_entries_checked,
-                "clean": self.clean, "problems": self.problems, "warnings": self.warnings}
+        return {
+            "ledger_rows": self.ledger_rows,
+            "ledger_chains": self.ledger_chains,
+            "audit_rows": self.audit_rows,
+            "anchors": self.anchors,
+            "anchored_heads_checked": self.anchored_heads_checked,
+            "signatures_checked": self.signatures_checked,
+            "log_entries_checked": self.log_entries_checked,
+            "clean": self.clean,
+            "problems": self.problems,
+            "warnings": self.warnings,
+        }
 
 
 def _stream(conn: Any, name: str, query: str) -> Iterator[tuple[Any, ...]]:
@@ -279,8 +362,9 @@ class _Anchored:
         self.head = next(self._rows, None)
 
 
-def _check_anchored(report: ChainReport, chain: str, anchored: _Anchored, key: tuple[Any, ...],
-                    recomputed: bytes, where: dict[str, Any]) -> None:
+def _check_anchored(
+    report: ChainReport, chain: str, anchored: _Anchored, key: tuple[Any, ...], recomputed: bytes, where: dict[str, Any]
+) -> None:
     """Report anchored heads below ``key`` (their row is gone) and compare the one at ``key``."""
     while anchored.head is not None and tuple(anchored.head[:-2]) < key:
         report.anchored_heads_checked += 1
@@ -289,8 +373,14 @@ def _check_anchored(report: ChainReport, chain: str, anchored: _Anchored, key: t
     while anchored.head is not None and tuple(anchored.head[:-2]) == key:
         report.anchored_heads_checked += 1
         if bytes(anchored.head[-2]) != recomputed:
-            report.add(chain, "anchor_mismatch", **where, anchor_id=anchored.head[-1],
-                       anchored=bytes(anchored.head[-2]), recomputed=recomputed)
+            report.add(
+                chain,
+                "anchor_mismatch",
+                **where,
+                anchor_id=anchored.head[-1],
+                anchored=bytes(anchored.head[-2]),
+                recomputed=recomputed,
+            )
         anchored.advance()
 
 
@@ -299,14 +389,32 @@ def _where(chain: str, head: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _verify_ledger(conn: Any, report: ChainReport) -> None:
-    anchored = _Anchored(_stream(conn, "chain_ledger_anchored",
-                                 "SELECT account_id, seq, row_hash, anchor_id FROM chain_anchor_heads"
-                                 " ORDER BY account_id, seq, anchor_id"))
+    anchored = _Anchored(
+        _stream(
+            conn,
+            "chain_ledger_anchored",
+            "SELECT account_id, seq, row_hash, anchor_id FROM chain_anchor_heads ORDER BY account_id, seq, anchor_id",
+        )
+    )
     account: uuid.UUID | None = None
     expected_seq = 1
     stored_prev = recomputed_prev = ZERO_HASH
-    for (id_, account_id, seq, kind, category, amount, balance_after, equity_after, order_id, fill_id, evidence,
-         created_at, prev_hash, row_hash) in _stream(conn, "chain_ledger", LEDGER_SELECT):
+    for (
+        id_,
+        account_id,
+        seq,
+        kind,
+        category,
+        amount,
+        balance_after,
+        equity_after,
+        order_id,
+        fill_id,
+        evidence,
+        created_at,
+        prev_hash,
+        row_hash,
+    ) in _stream(conn, "chain_ledger", LEDGER_SELECT):
         report.ledger_rows += 1
         if account_id != account:
             if account is not None:  # anchored heads beyond the end of the previous chain
@@ -318,8 +426,20 @@ def _verify_ledger(conn: Any, report: ChainReport) -> None:
         if seq != expected_seq:
             report.add("ledger", "seq_gap", **where, expected_seq=expected_seq)
         prev_hash, row_hash = bytes(prev_hash), bytes(row_hash)
-        canonical = ledger_bytes(id_, account_id, seq, kind, category, amount, balance_after, equity_after,
-                                 order_id, fill_id, evidence, created_at)
+        canonical = ledger_bytes(
+            id_,
+            account_id,
+            seq,
+            kind,
+            category,
+            amount,
+            balance_after,
+            equity_after,
+            order_id,
+            fill_id,
+            evidence,
+            created_at,
+        )
         if prev_hash != stored_prev:
             report.add("ledger", "broken_link", **where)
         if link(prev_hash, canonical) != row_hash:
@@ -334,20 +454,36 @@ def _verify_ledger(conn: Any, report: ChainReport) -> None:
 
 
 def _verify_audit(conn: Any, report: ChainReport) -> None:
-    anchored = _Anchored(_stream(conn, "chain_audit_anchored",
-                                 "SELECT audit_chain_seq, audit_row_hash, id FROM chain_anchors"
-                                 " WHERE audit_chain_seq IS NOT NULL ORDER BY audit_chain_seq, id"))
+    anchored = _Anchored(
+        _stream(
+            conn,
+            "chain_audit_anchored",
+            "SELECT audit_chain_seq, audit_row_hash, id FROM chain_anchors"
+            " WHERE audit_chain_seq IS NOT NULL ORDER BY audit_chain_seq, id",
+        )
+    )
     expected_seq = 1
     stored_prev = recomputed_prev = ZERO_HASH
-    for (chain_seq, id_, actor, action, account_id, reason, before, after, details, created_at, prev_hash,
-         row_hash) in _stream(conn, "chain_audit", AUDIT_SELECT):
+    for (
+        chain_seq,
+        id_,
+        actor,
+        action,
+        account_id,
+        reason,
+        before,
+        after,
+        details,
+        created_at,
+        prev_hash,
+        row_hash,
+    ) in _stream(conn, "chain_audit", AUDIT_SELECT):
         report.audit_rows += 1
         where = {"chain_seq": chain_seq, "id": id_}
         if chain_seq != expected_seq:
             report.add("admin_audit", "seq_gap", **where, expected_seq=expected_seq)
         prev_hash, row_hash = bytes(prev_hash), bytes(row_hash)
-        canonical = audit_bytes(chain_seq, id_, actor, action, account_id, reason, before, after, details,
-                                created_at)
+        canonical = audit_bytes(chain_seq, id_, actor, action, account_id, reason, before, after, details, created_at)
         if prev_hash != stored_prev:
             report.add("admin_audit", "broken_link", **where)
         if link(prev_hash, canonical) != row_hash:
@@ -364,14 +500,21 @@ def _verify_audit(conn: Any, report: ChainReport) -> None:
 def _verify_anchors(conn: Any, report: ChainReport, key: bytes | None) -> dict[int, bytes]:
     """Recompute every anchor's digest from its heads, check its signature (with ``key``) and its link to the
     previous anchor. Returns the signatures by anchor id (for the log check)."""
-    heads = _Anchored(_stream(conn, "chain_anchor_heads",
-                              "SELECT anchor_id, account_id, seq, row_hash FROM chain_anchor_heads"
-                              " ORDER BY anchor_id, account_id"))
+    heads = _Anchored(
+        _stream(
+            conn,
+            "chain_anchor_heads",
+            "SELECT anchor_id, account_id, seq, row_hash FROM chain_anchor_heads ORDER BY anchor_id, account_id",
+        )
+    )
     signatures: dict[int, bytes] = {}
     prev_signature: bytes | None = None
-    for (id_, anchored_at, audit_seq, audit_hash, n_heads, digest, stored_prev, signature) in _stream(
-            conn, "chain_anchors", "SELECT id, anchored_at, audit_chain_seq, audit_row_hash, heads, digest,"
-            " prev_signature, signature FROM chain_anchors ORDER BY id"):
+    for id_, anchored_at, audit_seq, audit_hash, n_heads, digest, stored_prev, signature in _stream(
+        conn,
+        "chain_anchors",
+        "SELECT id, anchored_at, audit_chain_seq, audit_row_hash, heads, digest,"
+        " prev_signature, signature FROM chain_anchors ORDER BY id",
+    ):
         report.anchors += 1
         signature = bytes(signature)
         signatures[id_] = signature

@@ -33,8 +33,16 @@ def role_url(admin_url: str, role: str) -> str:
 class Database:
     """Engine and app connection pools for one PropDesk database."""
 
-    def __init__(self, admin_url: str, prefix: str, *, engine_url: str | None = None, app_url: str | None = None,
-                 pool_size: int = 10, open_app_pool: bool = False):
+    def __init__(
+        self,
+        admin_url: str,
+        prefix: str,
+        *,
+        engine_url: str | None = None,
+        app_url: str | None = None,
+        pool_size: int = 10,
+        open_app_pool: bool = False,
+    ):
         self.admin_url = admin_url
         self.prefix = prefix
         self.owner_role, self.engine_role, self.app_role = role_names(prefix)
@@ -43,12 +51,21 @@ class Database:
         #: Shared by every pool of this process that reaches this server (see :mod:`propdesk.db.health`).
         self.health = DatabaseHealth(self.engine_url)
         self.engine_pool: ConnectionPool[Conn] = checked_pool(
-            self.engine_url, min_size=min(2, pool_size), max_size=pool_size,
-            kwargs={"row_factory": dict_row, "autocommit": False}, name="engine")
+            self.engine_url,
+            min_size=min(2, pool_size),
+            max_size=pool_size,
+            kwargs={"row_factory": dict_row, "autocommit": False},
+            name="engine",
+        )
         self.app_pool: ConnectionPool[Conn] | None = None
         if open_app_pool:
-            self.app_pool = checked_pool(self.app_url, min_size=1, max_size=max(2, pool_size // 2),
-                                         kwargs={"row_factory": dict_row, "autocommit": False}, name="app")
+            self.app_pool = checked_pool(
+                self.app_url,
+                min_size=1,
+                max_size=max(2, pool_size // 2),
+                kwargs={"row_factory": dict_row, "autocommit": False},
+                name="app",
+            )
 
     def connection(self, pool: ConnectionPool[Conn] | None = None) -> AbstractContextManager[Conn]:
         """A connection of ``pool`` (default: the engine's), or a 503-mapped error at once during an outage."""
@@ -94,13 +111,15 @@ def assert_security_posture(admin_url: str, prefix: str) -> list[str]:
             if row[1]:
                 problems.append(f"role {role} has BYPASSRLS")
             owned = conn.execute(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = %s", (role,)).fetchone()
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = %s", (role,)
+            ).fetchone()
             if owned and owned[0]:
                 problems.append(f"role {role} owns {owned[0]} tables")
         rows = conn.execute(
             "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' "
-            "AND c.relname <> 'alembic_version'").fetchall()
+            "AND c.relname <> 'alembic_version'"
+        ).fetchall()
         for name, rls, force in rows:
             if not (rls and force):
                 problems.append(f"table {name} lacks ENABLE/FORCE ROW LEVEL SECURITY")

@@ -71,8 +71,15 @@ class DatabaseHealth:
         clock: monotonic seconds (injected in tests).
     """
 
-    def __init__(self, probe_url: str, *, probe_interval_s: float = 1.0, first_wait_s: float = 0.5,
-                 busy_wait_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        probe_url: str,
+        *,
+        probe_interval_s: float = 1.0,
+        first_wait_s: float = 0.5,
+        busy_wait_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.probe_url = probe_url
         self.probe_interval_s = probe_interval_s
         self.first_wait_s = first_wait_s
@@ -92,8 +99,12 @@ class DatabaseHealth:
     def state(self) -> dict[str, Any]:
         """For ``/healthz`` and metrics: up or down, since when (seconds), the last connection error."""
         since = self._down_since
-        return {"up": since is None, "down_for_seconds": None if since is None else round(self._clock() - since, 3),
-                "last_error": self._last_error, "outages": self.outages}
+        return {
+            "up": since is None,
+            "down_for_seconds": None if since is None else round(self._clock() - since, 3),
+            "last_error": self._last_error,
+            "outages": self.outages,
+        }
 
     def mark_down(self, error: BaseException | str) -> None:
         with self._lock:
@@ -162,5 +173,12 @@ class DatabaseHealth:
 
 def checked_pool(conninfo: str, *, min_size: int, max_size: int, name: str, **kwargs: Any) -> ConnectionPool[Any]:
     """A connection pool that checks each connection before handing it out and never blocks its constructor."""
-    return ConnectionPool(conninfo, min_size=min_size, max_size=max_size, open=True, name=name,
-                          check=ConnectionPool.check_connection, **kwargs)
+    return ConnectionPool(
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        open=True,
+        name=name,
+        check=ConnectionPool.check_connection,
+        **kwargs,
+    )

@@ -33,9 +33,9 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
 
 
 class SlippageModel(StrEnum):
-    MID_PRICE = "mid_price"      # fill at the mid
-    SPREAD = "spread"            # buy at the ask, sell at the bid
-    RANDOM_BPS = "random_bps"    # mid moved 1-3 bps against the order, seeded for reproducibility
+    MID_PRICE = "mid_price"  # fill at the mid
+    SPREAD = "spread"  # buy at the ask, sell at the bid
+    RANDOM_BPS = "random_bps"  # mid moved 1-3 bps against the order, seeded for reproducibility
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,10 +83,14 @@ _POSITIONS = """
 SELECT p.account_id, p.symbol, p.quantity, p.avg_price FROM positions p JOIN accounts a ON a.id = p.account_id
 WHERE a.status = ANY(%(statuses)s) {only}
 """
-_POLICIES = ("SELECT DISTINCT ON (md5(policy::text)) md5(policy::text) AS k, policy FROM accounts"
-             " WHERE status = ANY(%(statuses)s) {only}")
-_RULEBOOKS = ("SELECT DISTINCT ON (md5(rulebook::text)) md5(rulebook::text) AS k, rulebook FROM accounts"
-              " WHERE status = ANY(%(statuses)s) AND mode = 'challenge' AND rulebook IS NOT NULL {only}")
+_POLICIES = (
+    "SELECT DISTINCT ON (md5(policy::text)) md5(policy::text) AS k, policy FROM accounts"
+    " WHERE status = ANY(%(statuses)s) {only}"
+)
+_RULEBOOKS = (
+    "SELECT DISTINCT ON (md5(rulebook::text)) md5(rulebook::text) AS k, rulebook FROM accounts"
+    " WHERE status = ANY(%(statuses)s) AND mode = 'challenge' AND rulebook IS NOT NULL {only}"
+)
 _STATES = "SELECT account_id, state FROM rule_states WHERE account_id = ANY(%s)"
 
 # ---------------------------------------------------------------------------------------------- the write
@@ -219,9 +223,20 @@ def rate_lookup(catalogue: Catalogue, quote: Callable[[str], Quote | None]) -> C
 
 def mark_evidence(val: Valuation) -> dict[str, Any]:
     """The ``mark_to_market`` ledger evidence, as ``ExecutionService.mark_to_market`` writes it."""
-    return {"marks": [{"symbol": m.symbol, "quantity": fmt(m.quantity), "mark": fmt(m.mark),
-                       "unrealized": fmt(money(m.unrealized))} for m in val.marks],
-            "missing": list(val.missing), "equity": fmt(money(val.equity)), "unrealized": fmt(money(val.unrealized))}
+    return {
+        "marks": [
+            {
+                "symbol": m.symbol,
+                "quantity": fmt(m.quantity),
+                "mark": fmt(m.mark),
+                "unrealized": fmt(money(m.unrealized)),
+            }
+            for m in val.marks
+        ],
+        "missing": list(val.missing),
+        "equity": fmt(money(val.equity)),
+        "unrealized": fmt(money(val.unrealized)),
+    }
 
 
 def margin_of(val: Valuation, policy: ExecutionPolicy) -> Decimal:
@@ -229,8 +244,14 @@ def margin_of(val: Valuation, policy: ExecutionPolicy) -> Decimal:
     return money(CTX.divide(val.notional, policy.max_leverage) if val.notional else ZERO)
 
 
-def quiet_reason(bk: _Book, rv: _RuleView, status: Status, now: datetime, cash: Decimal, equity: Decimal | None,
-                 ) -> str | None:
+def quiet_reason(
+    bk: _Book,
+    rv: _RuleView,
+    status: Status,
+    now: datetime,
+    cash: Decimal,
+    equity: Decimal | None,
+) -> str | None:
     """None when the per-account path would change nothing the rulebook remembers for this mark (tier 1);
     otherwise why not: ``"tier3:<why>"`` for work that changes the account, ``"tier2:<why>"`` for moved extremes
     the exact evaluator must record. ``equity`` is the mark in cents, None when a price is missing.
@@ -303,9 +324,15 @@ def quiet_reason(bk: _Book, rv: _RuleView, status: Status, now: datetime, cash: 
     return None
 
 
-def evaluate_rules(bk: _Book, state: Mapping[str, Any], status: Status, now: datetime, cash: Decimal,
-                   equity: Decimal | None, open_positions: int) -> tuple[str | None, dict[str, Any] | None,
-                                                                         Evaluator | None]:
+def evaluate_rules(
+    bk: _Book,
+    state: Mapping[str, Any],
+    status: Status,
+    now: datetime,
+    cash: Decimal,
+    equity: Decimal | None,
+    open_positions: int,
+) -> tuple[str | None, dict[str, Any] | None, Evaluator | None]:
     """Tier 2: ``RulesBridge.on_equity`` in memory on the stored state. Returns ``(candidate reason, new state,
     evaluator)``: a reason when the exact command must run; else the state to store (None: nothing to store)."""
     ev = Evaluator(bk.book, bk.phase, EngineState.from_json(state["engine"]))
@@ -320,8 +347,13 @@ def evaluate_rules(bk: _Book, state: Mapping[str, Any], status: Status, now: dat
     if ev.advance(now, lambda _b: (cash, bal_equity)):
         return "deadline", None, None
     wk = ev.rules.get("weekend_trading")
-    if last is not None and not ev.ended and wk is not None and not wk["hold_positions"] and weekend_holds(
-            ev.rules, ev.cal, last, now, [("", "", "")]):
+    if (
+        last is not None
+        and not ev.ended
+        and wk is not None
+        and not wk["hold_positions"]
+        and weekend_holds(ev.rules, ev.cal, last, now, [("", "", "")])
+    ):
         return "weekend", None, None
     sc = ev.phase.scaling
     if sc and status is Status.ACTIVE:
@@ -350,10 +382,20 @@ def daily_row(account_id: uuid.UUID, ev: Evaluator, extras: Mapping[str, Any]) -
         return None
     day = s.day
     opened = (extras.get("trades_opened") or {}).get(day.isoformat(), 0)
-    return (account_id, day, ev.cal.start_of(day), money(s.sod_balance), money(s.sod_equity),
-            money(s.day_high_equity), money(s.day_low_equity), money(s.day_pnl.get(day.isoformat(), ZERO)), opened,
-            s.day_closes.get(day.isoformat(), 0), money(s.daily_floor) if s.daily_floor is not None else None,
-            money(s.max_floor) if s.max_floor is not None else None)
+    return (
+        account_id,
+        day,
+        ev.cal.start_of(day),
+        money(s.sod_balance),
+        money(s.sod_equity),
+        money(s.day_high_equity),
+        money(s.day_low_equity),
+        money(s.day_pnl.get(day.isoformat(), ZERO)),
+        opened,
+        s.day_closes.get(day.isoformat(), 0),
+        money(s.daily_floor) if s.daily_floor is not None else None,
+        money(s.max_floor) if s.max_floor is not None else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the command
@@ -371,9 +413,17 @@ class _Run:
     skipped: list[uuid.UUID] = field(default_factory=list)
 
 
-def mark_all_bulk(db: Any, clock: Clock, catalogue: Catalogue, prices: PriceSource, *,
-                  only: Iterable[uuid.UUID] | None = None, retries: int = 1, write_unchanged: bool = False,
-                  after_read: Callable[[], None] | None = None) -> dict[str, Any]:
+def mark_all_bulk(
+    db: Any,
+    clock: Clock,
+    catalogue: Catalogue,
+    prices: PriceSource,
+    *,
+    only: Iterable[uuid.UUID] | None = None,
+    retries: int = 1,
+    write_unchanged: bool = False,
+    after_read: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """Mark every live account holding positions (or those of ``only``) in bulk; see the module docstring.
 
     Returns ``{"accounts", "marked", "unchanged", "ledger_rows", "rule_states", "daily_stats", "candidates",
@@ -397,23 +447,38 @@ def mark_all_bulk(db: Any, clock: Clock, catalogue: Catalogue, prices: PriceSour
     for attempt in range(retries + 1):
         if ids is not None and not ids:
             break
-        skipped = _mark_once(db, run, now, catalogue, quote, rate, ids, write_unchanged,
-                             after_read if first else None)
+        skipped = _mark_once(db, run, now, catalogue, quote, rate, ids, write_unchanged, after_read if first else None)
         first = False
         if not skipped or attempt == retries:
             run.skipped = skipped
             break
         ids = skipped
-    return {"accounts": run.accounts, "marked": len(run.written), "unchanged": run.unchanged,
-            "ledger_rows": run.ledger_rows, "rule_states": run.rule_states, "daily_stats": run.daily_stats,
-            "candidates": [{"account_id": c.account_id, "reason": c.reason} for c in run.candidates],
-            "skipped": run.skipped, "statements": run.statements, "seconds": time.perf_counter() - t0,
-            "tiers": run.tiers}
+    return {
+        "accounts": run.accounts,
+        "marked": len(run.written),
+        "unchanged": run.unchanged,
+        "ledger_rows": run.ledger_rows,
+        "rule_states": run.rule_states,
+        "daily_stats": run.daily_stats,
+        "candidates": [{"account_id": c.account_id, "reason": c.reason} for c in run.candidates],
+        "skipped": run.skipped,
+        "statements": run.statements,
+        "seconds": time.perf_counter() - t0,
+        "tiers": run.tiers,
+    }
 
 
-def _mark_once(db: Any, run: _Run, now: datetime, catalogue: Catalogue, quote: Callable[[str], Quote | None],
-               rate: Callable[[str, str], Decimal | None], ids: list[uuid.UUID] | None, write_unchanged: bool,
-               after_read: Callable[[], None] | None) -> list[uuid.UUID]:
+def _mark_once(
+    db: Any,
+    run: _Run,
+    now: datetime,
+    catalogue: Catalogue,
+    quote: Callable[[str], Quote | None],
+    rate: Callable[[str, str], Decimal | None],
+    ids: list[uuid.UUID] | None,
+    write_unchanged: bool,
+    after_read: Callable[[], None] | None,
+) -> list[uuid.UUID]:
     statuses = [s.value for s in MARKED]
     only = "" if ids is None else " AND a.id = ANY(%(ids)s)"
     params: dict[str, Any] = {"statuses": statuses, "ids": ids}
@@ -473,8 +538,18 @@ def _mark_once(db: Any, run: _Run, now: datetime, catalogue: Catalogue, quote: C
             unrealized = money(val.unrealized)
             margin = margin_of(val, policy)
             hwm = hwm0 if val.missing else max(hwm0, equity)
-            m = Marked(aid, seq, bx, rx, equity, unrealized, margin, hwm, seq,
-                       equity != eq0 or unrealized != ur0 or margin != mg0 or hwm != hwm0)
+            m = Marked(
+                aid,
+                seq,
+                bx,
+                rx,
+                equity,
+                unrealized,
+                margin,
+                hwm,
+                seq,
+                equity != eq0 or unrealized != ur0 or margin != mg0 or hwm != hwm0,
+            )
             if hwm > hwm0:
                 m.new_seq = seq + 1
                 m.ledger = (cash, equity, json.dumps(mark_evidence(val)))
@@ -494,8 +569,9 @@ def _mark_once(db: Any, run: _Run, now: datetime, catalogue: Catalogue, quote: C
             _count(run, "quiet")
             marks.append(m)
         if tier2:
-            states = {r["account_id"]: r["state"]
-                      for r in c.execute(_STATES, ([t[0].account_id for t in tier2],)).fetchall()}
+            states = {
+                r["account_id"]: r["state"] for r in c.execute(_STATES, ([t[0].account_id for t in tier2],)).fetchall()
+            }
             run.statements += 1
             for m, bk, st, cash_t, equity_t, npos in tier2:
                 reason, new_state, ev = evaluate_rules(bk, states[m.account_id], st, now, cash_t, equity_t, npos)
@@ -517,12 +593,15 @@ def _mark_once(db: Any, run: _Run, now: datetime, catalogue: Catalogue, quote: C
     return _write(db, run, now, todo)
 
 
-def _account_rate(rates: dict[str, Callable[[str], Decimal | None]], rate: Callable[[str, str], Decimal | None],
-                  ccy: str) -> Callable[[str], Decimal | None]:
+def _account_rate(
+    rates: dict[str, Callable[[str], Decimal | None]], rate: Callable[[str, str], Decimal | None], ccy: str
+) -> Callable[[str], Decimal | None]:
     fn = rates.get(ccy)
     if fn is None:
+
         def fn(quote_ccy: str) -> Decimal | None:
             return rate(quote_ccy, ccy)
+
         rates[ccy] = fn
     return fn
 
@@ -535,8 +614,9 @@ def _count(run: _Run, key: str) -> None:
 def _write(db: Any, run: _Run, now: datetime, todo: Sequence[Marked]) -> list[uuid.UUID]:
     """Lock what is not locked by a running command, then one statement for every account still as it was read."""
     with db.tx() as c:
-        locked = {r[0] for r in c.cursor(row_factory=tuple_row).execute(
-            _LOCK, ([m.account_id for m in todo],)).fetchall()}
+        locked = {
+            r[0] for r in c.cursor(row_factory=tuple_row).execute(_LOCK, ([m.account_id for m in todo],)).fetchall()
+        }
         run.statements += 1
         go = [m for m in todo if m.account_id in locked]
         if not go:
@@ -546,16 +626,37 @@ def _write(db: Any, run: _Run, now: datetime, todo: Sequence[Marked]) -> list[uu
         ds = [m.daily for m in go if m.daily is not None]
         params: dict[str, Any] = {
             "now": now,
-            "ids": [m.account_id for m in go], "seq": [m.seq for m in go], "bx": [m.bx for m in go],
-            "rx": [m.rx for m in go], "equity": [m.equity for m in go], "unrealized": [m.unrealized for m in go],
-            "margin": [m.margin for m in go], "hwm": [m.hwm for m in go], "new_seq": [m.new_seq for m in go],
-            "l_ids": [m.account_id for m in led], "l_seq": [m.new_seq for m in led],
-            "l_cash": [m.ledger[0] for m in led if m.ledger], "l_equity": [m.ledger[1] for m in led if m.ledger],
+            "ids": [m.account_id for m in go],
+            "seq": [m.seq for m in go],
+            "bx": [m.bx for m in go],
+            "rx": [m.rx for m in go],
+            "equity": [m.equity for m in go],
+            "unrealized": [m.unrealized for m in go],
+            "margin": [m.margin for m in go],
+            "hwm": [m.hwm for m in go],
+            "new_seq": [m.new_seq for m in go],
+            "l_ids": [m.account_id for m in led],
+            "l_seq": [m.new_seq for m in led],
+            "l_cash": [m.ledger[0] for m in led if m.ledger],
+            "l_equity": [m.ledger[1] for m in led if m.ledger],
             "l_evidence": [m.ledger[2] for m in led if m.ledger],
-            "r_ids": [m.account_id for m in rs], "r_state": [m.rule_state for m in rs],
+            "r_ids": [m.account_id for m in rs],
+            "r_state": [m.rule_state for m in rs],
         }
-        cols = ("d_ids", "d_day", "d_start", "d_sb", "d_se", "d_hi", "d_lo", "d_pnl", "d_opened", "d_closed", "d_df",
-                "d_mf")
+        cols = (
+            "d_ids",
+            "d_day",
+            "d_start",
+            "d_sb",
+            "d_se",
+            "d_hi",
+            "d_lo",
+            "d_pnl",
+            "d_opened",
+            "d_closed",
+            "d_df",
+            "d_mf",
+        )
         for i, name in enumerate(cols):
             params[name] = [d[i] for d in ds]
         row = c.execute(_WRITE, params).fetchone()

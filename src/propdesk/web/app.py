@@ -55,8 +55,9 @@ DESCRIPTION = """PropDesk execution core over HTTP.
 def create_app(platform: Platform) -> FastAPI:
     """Build the API over ``platform`` (its clock, database, quote store, metrics, services and tokens)."""
     log = logs.get("propdesk.api")
-    commands = Commands(platform.db.engine_url, platform.clock, pool_size=platform.settings.db_pool_size,
-                        health=platform.db.health)
+    commands = Commands(
+        platform.db.engine_url, platform.clock, pool_size=platform.settings.db_pool_size, health=platform.db.health
+    )
     closers = platform.extras.setdefault("closers", [])
     closers.append(commands.close)
     api = Api(platform, commands, log)
@@ -66,8 +67,15 @@ def create_app(platform: Platform) -> FastAPI:
         yield
         commands.close()
 
-    app = FastAPI(title="PropDesk", version=__version__, description=DESCRIPTION, openapi_url="/openapi.json",
-                  docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title="PropDesk",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
     app.state.platform = platform
     app.state.api = api
 

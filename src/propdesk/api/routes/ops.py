@@ -36,8 +36,13 @@ def calendar_check(beat: Any, now: Any, interval_s: float, margin_s: float) -> d
     recorded in its heartbeat (a ``--interval`` or a test may differ from the settings), else the settings'."""
     check: dict[str, Any] = {"name": CALENDAR_HEARTBEAT}
     if beat is None:
-        check.update(ok=False, reason="no heartbeat recorded", age_seconds=None, last_beat_at=None,
-                     stale_after_seconds=round(2 * interval_s + margin_s, 3))
+        check.update(
+            ok=False,
+            reason="no heartbeat recorded",
+            age_seconds=None,
+            last_beat_at=None,
+            stale_after_seconds=round(2 * interval_s + margin_s, 3),
+        )
         return check
     details = beat["details"] if isinstance(beat["details"], dict) else {}
     recorded = details.get("interval_s")
@@ -46,8 +51,13 @@ def calendar_check(beat: Any, now: Any, interval_s: float, margin_s: float) -> d
     stale_after = 2 * interval_s + margin_s
     age = (now - beat["beat_at"]).total_seconds()
     error = details.get("error")
-    check.update(ok=age <= stale_after and not error, age_seconds=round(age, 3), last_beat_at=beat["beat_at"],
-                 stale_after_seconds=round(stale_after, 3), details=details)
+    check.update(
+        ok=age <= stale_after and not error,
+        age_seconds=round(age, 3),
+        last_beat_at=beat["beat_at"],
+        stale_after_seconds=round(stale_after, 3),
+        details=details,
+    )
     if age > stale_after:
         check["reason"] = "heartbeat is stale"
     elif error:
@@ -72,20 +82,35 @@ def build(api: Api) -> APIRouter:
             with platform.db.connection() as c:
                 c.execute("SELECT set_config('statement_timeout', '2000', true)")
                 version = c.execute("SELECT version_num FROM alembic_version").fetchone()
-                beat = c.execute("SELECT beat_at, details FROM worker_heartbeats WHERE name=%s",
-                                 (HEARTBEAT,)).fetchone()
+                beat = c.execute(
+                    "SELECT beat_at, details FROM worker_heartbeats WHERE name=%s", (HEARTBEAT,)
+                ).fetchone()
                 # The calendar worker runs wherever a Finnhub key is configured (serve, demo, or its command).
-                calendar_beat = None if not platform.settings.finnhub_api_key else c.execute(
-                    "SELECT beat_at, details FROM worker_heartbeats WHERE name=%s", (CALENDAR_HEARTBEAT,)).fetchone()
+                calendar_beat = (
+                    None
+                    if not platform.settings.finnhub_api_key
+                    else c.execute(
+                        "SELECT beat_at, details FROM worker_heartbeats WHERE name=%s", (CALENDAR_HEARTBEAT,)
+                    ).fetchone()
+                )
                 c.rollback()
         except Exception as exc:
             api.log.warning("healthz_database_unreachable", error=f"{type(exc).__name__}: {exc}"[:300])
-            return json_response({"status": "down", "time": now, "checks": {"database": {
-                "ok": False, "error": type(exc).__name__, **platform.db.health.state()}}}, 503,
-                {"Retry-After": "2"})
+            return json_response(
+                {
+                    "status": "down",
+                    "time": now,
+                    "checks": {"database": {"ok": False, "error": type(exc).__name__, **platform.db.health.state()}},
+                },
+                503,
+                {"Retry-After": "2"},
+            )
         db_ms = round((time.perf_counter() - started) * 1000, 3)
-        pools = {name: _pool_ok(api, pool) for name, pool in (("app", platform.db.app_pool),
-                                                              ("commands", api.commands.pool)) if pool is not None}
+        pools = {
+            name: _pool_ok(api, pool)
+            for name, pool in (("app", platform.db.app_pool), ("commands", api.commands.pool))
+            if pool is not None
+        }
         current = version["version_num"] if version else None
         stale_after = platform.settings.heartbeat_stale_seconds
         worker: dict[str, Any] = {"name": HEARTBEAT, "stale_after_seconds": stale_after}
@@ -93,20 +118,26 @@ def build(api: Api) -> APIRouter:
             worker.update(ok=False, reason="no heartbeat recorded", age_seconds=None, last_beat_at=None)
         else:
             age = (now - beat["beat_at"]).total_seconds()
-            worker.update(ok=age <= stale_after, age_seconds=round(age, 3), last_beat_at=beat["beat_at"],
-                          details=beat["details"])
+            worker.update(
+                ok=age <= stale_after, age_seconds=round(age, 3), last_beat_at=beat["beat_at"], details=beat["details"]
+            )
             if age > stale_after:
                 worker["reason"] = "heartbeat is stale"
-        checks: dict[str, dict[str, Any]] = {"database": {"ok": all(p["ok"] for p in pools.values()),
-                                                          "latency_ms": db_ms, "pools": {"engine": {"ok": True},
-                                                                                         **pools}},
-                  "migrations": {"ok": current == HEAD, "current": current, "head": HEAD},
-                  "mark_to_market_worker": worker}
+        checks: dict[str, dict[str, Any]] = {
+            "database": {
+                "ok": all(p["ok"] for p in pools.values()),
+                "latency_ms": db_ms,
+                "pools": {"engine": {"ok": True}, **pools},
+            },
+            "migrations": {"ok": current == HEAD, "current": current, "head": HEAD},
+            "mark_to_market_worker": worker,
+        }
         if platform.settings.finnhub_api_key:
             # Counted like the other checks: a stale or failing sync makes the status "degraded" (still 200; only
             # an unreachable database is 503), since the news rule then works from an outdated calendar.
             checks["calendar_sync_worker"] = calendar_check(
-                calendar_beat, now, platform.settings.calendar_sync_hours * 3600, stale_after)
+                calendar_beat, now, platform.settings.calendar_sync_hours * 3600, stale_after
+            )
         if platform.bus is not None:  # cut off from the price bus: every price is stale, orders are refused
             checks["price_bus"] = platform.bus.health()
         status = "ok" if all(c["ok"] for c in checks.values()) else "degraded"

@@ -191,8 +191,9 @@ def upgrade() -> None:
     engine, owner = f"{prefix}_engine", f"{prefix}_owner"
     op.execute(FUNCTIONS)
     op.execute("ALTER TABLE ledger ADD COLUMN prev_hash bytea, ADD COLUMN row_hash bytea")
-    op.execute("ALTER TABLE admin_audit ADD COLUMN chain_seq bigint, ADD COLUMN prev_hash bytea,"
-               " ADD COLUMN row_hash bytea")
+    op.execute(
+        "ALTER TABLE admin_audit ADD COLUMN chain_seq bigint, ADD COLUMN prev_hash bytea, ADD COLUMN row_hash bytea"
+    )
     # The backfill is the one rewrite of existing rows: the guards are off for it only (ALTER TABLE holds an
     # ACCESS EXCLUSIVE lock on both tables until the migration commits, so no writer sees them off).
     op.execute("ALTER TABLE ledger DISABLE TRIGGER ledger_append_only, DISABLE TRIGGER ledger_engine_only")
@@ -202,13 +203,13 @@ def upgrade() -> None:
     op.execute("ALTER TABLE admin_audit ENABLE TRIGGER admin_audit_append_only")
     op.execute(f"""
 ALTER TABLE ledger ALTER COLUMN prev_hash SET NOT NULL, ALTER COLUMN row_hash SET NOT NULL,
-  ADD CONSTRAINT ledger_prev_hash_len {HASH.format(c='prev_hash')},
-  ADD CONSTRAINT ledger_row_hash_len {HASH.format(c='row_hash')};
+  ADD CONSTRAINT ledger_prev_hash_len {HASH.format(c="prev_hash")},
+  ADD CONSTRAINT ledger_row_hash_len {HASH.format(c="row_hash")};
 ALTER TABLE admin_audit ALTER COLUMN chain_seq SET NOT NULL, ALTER COLUMN prev_hash SET NOT NULL,
   ALTER COLUMN row_hash SET NOT NULL,
   ADD CONSTRAINT admin_audit_chain_seq_key UNIQUE (chain_seq),
-  ADD CONSTRAINT admin_audit_prev_hash_len {HASH.format(c='prev_hash')},
-  ADD CONSTRAINT admin_audit_row_hash_len {HASH.format(c='row_hash')};
+  ADD CONSTRAINT admin_audit_prev_hash_len {HASH.format(c="prev_hash")},
+  ADD CONSTRAINT admin_audit_row_hash_len {HASH.format(c="row_hash")};
 
 -- Named to fire after the guards (BEFORE triggers run in name order): a refused write computes nothing.
 CREATE TRIGGER ledger_hash_chain BEFORE INSERT ON ledger FOR EACH ROW EXECUTE FUNCTION ledger_chain();
@@ -219,11 +220,11 @@ CREATE TABLE chain_anchors (
   id bigserial PRIMARY KEY,
   anchored_at timestamptz NOT NULL,
   audit_chain_seq bigint,
-  audit_row_hash bytea {HASH.format(c='audit_row_hash')},
+  audit_row_hash bytea {HASH.format(c="audit_row_hash")},
   heads int NOT NULL CHECK (heads >= 0),
-  digest bytea NOT NULL {HASH.format(c='digest')},
-  prev_signature bytea {HASH.format(c='prev_signature')},
-  signature bytea NOT NULL {HASH.format(c='signature')},
+  digest bytea NOT NULL {HASH.format(c="digest")},
+  prev_signature bytea {HASH.format(c="prev_signature")},
+  signature bytea NOT NULL {HASH.format(c="signature")},
   CHECK ((audit_chain_seq IS NULL) = (audit_row_hash IS NULL))
 );
 -- The heads are inserted before their anchor row (the signature covers them), so the reference is deferred.
@@ -231,20 +232,28 @@ CREATE TABLE chain_anchor_heads (
   anchor_id bigint NOT NULL REFERENCES chain_anchors(id) DEFERRABLE INITIALLY DEFERRED,
   account_id uuid NOT NULL REFERENCES accounts(id),
   seq bigint NOT NULL CHECK (seq > 0),
-  row_hash bytea NOT NULL {HASH.format(c='row_hash')},
+  row_hash bytea NOT NULL {HASH.format(c="row_hash")},
   PRIMARY KEY (anchor_id, account_id)
 );
 CREATE INDEX chain_anchor_heads_account ON chain_anchor_heads(account_id, seq);
 """)
     for t in ("chain_anchors", "chain_anchor_heads"):
-        op.execute(f"CREATE TRIGGER {t}_engine_only BEFORE INSERT OR UPDATE OR DELETE ON {t} "
-                   f"FOR EACH ROW EXECUTE FUNCTION engine_write_guard()")
-        op.execute(f"CREATE TRIGGER {t}_engine_only_truncate BEFORE TRUNCATE ON {t} "
-                   f"FOR EACH STATEMENT EXECUTE FUNCTION engine_write_guard()")
-        op.execute(f"CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
-                   f"FOR EACH ROW EXECUTE FUNCTION append_only_guard()")
-        op.execute(f"CREATE TRIGGER {t}_append_only_truncate BEFORE TRUNCATE ON {t} "
-                   f"FOR EACH STATEMENT EXECUTE FUNCTION append_only_guard()")
+        op.execute(
+            f"CREATE TRIGGER {t}_engine_only BEFORE INSERT OR UPDATE OR DELETE ON {t} "
+            f"FOR EACH ROW EXECUTE FUNCTION engine_write_guard()"
+        )
+        op.execute(
+            f"CREATE TRIGGER {t}_engine_only_truncate BEFORE TRUNCATE ON {t} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION engine_write_guard()"
+        )
+        op.execute(
+            f"CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
+            f"FOR EACH ROW EXECUTE FUNCTION append_only_guard()"
+        )
+        op.execute(
+            f"CREATE TRIGGER {t}_append_only_truncate BEFORE TRUNCATE ON {t} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION append_only_guard()"
+        )
         op.execute(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {t} FORCE ROW LEVEL SECURITY")
         op.execute(f"CREATE POLICY engine_all ON {t} TO {engine} USING (true) WITH CHECK (true)")
@@ -260,8 +269,10 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER admin_audit_hash_chain ON admin_audit")
     op.execute("ALTER TABLE ledger DROP COLUMN prev_hash, DROP COLUMN row_hash")
     op.execute("ALTER TABLE admin_audit DROP COLUMN chain_seq, DROP COLUMN prev_hash, DROP COLUMN row_hash")
-    op.execute("DROP FUNCTION ledger_chain(), admin_audit_chain(), "
-               "chain_ledger_bytes(bigint, uuid, bigint, text, text, numeric, numeric, numeric, uuid, uuid, jsonb,"
-               " timestamptz), "
-               "chain_audit_bytes(bigint, bigint, text, text, uuid, text, jsonb, jsonb, jsonb, timestamptz), "
-               "chain_ts(timestamptz), chain_field(text)")
+    op.execute(
+        "DROP FUNCTION ledger_chain(), admin_audit_chain(), "
+        "chain_ledger_bytes(bigint, uuid, bigint, text, text, numeric, numeric, numeric, uuid, uuid, jsonb,"
+        " timestamptz), "
+        "chain_audit_bytes(bigint, bigint, text, text, uuid, text, jsonb, jsonb, jsonb, timestamptz), "
+        "chain_ts(timestamptz), chain_field(text)"
+    )
