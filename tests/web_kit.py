@@ -27,17 +27,30 @@ def open_test_platform(db_url: str, clock: Any, **overrides: Any) -> Any:
     from propdesk.bootstrap import open_platform
     from propdesk.settings import Settings
 
-    values: dict[str, Any] = {"database_url": db_url, "db_role_prefix": "pdtest", "service_token": SERVICE_TOKEN,
-                              "admin_token": ADMIN_TOKEN, "db_pool_size": 6}
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "db_role_prefix": "pdtest",
+        "service_token": SERVICE_TOKEN,
+        "admin_token": ADMIN_TOKEN,
+        "db_pool_size": 6,
+    }
     values.update(overrides)
     return open_platform(Settings(**values), clock=clock, migrate=False, admin_url=db_url, configure_logs=False)
 
 
-def make_user(platform: Any, email: str, role: UserRole | str = UserRole.TRADER, *, password: str = PASSWORD,
-              display_name: str = "", timezone: str = "UTC") -> WebUser:
+def make_user(
+    platform: Any,
+    email: str,
+    role: UserRole | str = UserRole.TRADER,
+    *,
+    password: str = PASSWORD,
+    display_name: str = "",
+    timezone: str = "UTC",
+) -> WebUser:
     """Create a user directly in the identity store."""
-    user: WebUser = platform.identity.create_user(email, password, role=UserRole(role), display_name=display_name,
-                                                  timezone=timezone)
+    user: WebUser = platform.identity.create_user(
+        email, password, role=UserRole(role), display_name=display_name, timezone=timezone
+    )
     return user
 
 

@@ -91,8 +91,14 @@ class Platform:
         self.db.close()
 
 
-def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bool = True,
-                  admin_url: str | None = None, configure_logs: bool = True) -> Platform:
+def open_platform(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    migrate: bool = True,
+    admin_url: str | None = None,
+    configure_logs: bool = True,
+) -> Platform:
     """Resolve (or start) the database, migrate it to head, and wire the services."""
     if configure_logs:
         logs.configure(settings.log_level, settings.log_json)
@@ -105,30 +111,59 @@ def open_platform(settings: Settings, *, clock: Clock | None = None, migrate: bo
     if problems:
         # Refuse to run on a database where the app could write account truth or read across traders.
         raise RuntimeError("database security posture check failed: " + "; ".join(problems))
-    db = Database(admin_url, settings.db_role_prefix, engine_url=settings.engine_database_url,
-                  app_url=settings.app_database_url, pool_size=settings.db_pool_size,
-                  open_app_pool=True)  # the web layer reads as the app role, per user (reads/access.py)
+    db = Database(
+        admin_url,
+        settings.db_role_prefix,
+        engine_url=settings.engine_database_url,
+        app_url=settings.app_database_url,
+        pool_size=settings.db_pool_size,
+        open_app_pool=True,
+    )  # the web layer reads as the app role, per user (reads/access.py)
     clock = clock or SystemClock()
     metrics = Metrics()
     quotes = QuoteStore(db)
     log = logs.get("propdesk.execution")
     # One session calendar for the gates and the market API; the demo setting treats every market as open.
-    sessions = SessionCalendar(DEFAULT_CATALOGUE, always_open=True) if settings.demo_always_open \
-        else default_calendar()
-    execution = ExecutionService(db, clock, DEFAULT_CATALOGUE, quotes, metrics,
-                                 log=lambda event, **kw: log.warning(event, **kw), sessions=sessions)
+    sessions = SessionCalendar(DEFAULT_CATALOGUE, always_open=True) if settings.demo_always_open else default_calendar()
+    execution = ExecutionService(
+        db,
+        clock,
+        DEFAULT_CATALOGUE,
+        quotes,
+        metrics,
+        log=lambda event, **kw: log.warning(event, **kw),
+        sessions=sessions,
+    )
     sync_instruments(db, DEFAULT_CATALOGUE)
     plans = PlanStore(db, clock)
     plans.sync_presets()
-    return Platform(settings, admin_url, db, clock, DEFAULT_CATALOGUE, quotes, metrics, execution,
-                    DecisionService(execution),
-                    TokenStore(db, clock, service_token=settings.service_token, admin_token=settings.admin_token,
-                               cron_secret=settings.cron_secret),
-                    plans, ExternalTrades(execution), IdentityStore(db, clock, settings),
-                    PgRateLimits.from_settings(db, clock, settings) if settings.rate_limit_store == "postgres"
-                    else RateLimits.from_settings(clock, settings),  # memory: one process only
-                    Mailer(db, clock, smtp_url=settings.smtp_url, sender=settings.smtp_from), embedded,
-                    sessions=sessions)
+    return Platform(
+        settings,
+        admin_url,
+        db,
+        clock,
+        DEFAULT_CATALOGUE,
+        quotes,
+        metrics,
+        execution,
+        DecisionService(execution),
+        TokenStore(
+            db,
+            clock,
+            service_token=settings.service_token,
+            admin_token=settings.admin_token,
+            cron_secret=settings.cron_secret,
+        ),
+        plans,
+        ExternalTrades(execution),
+        IdentityStore(db, clock, settings),
+        PgRateLimits.from_settings(db, clock, settings)
+        if settings.rate_limit_store == "postgres"
+        else RateLimits.from_settings(clock, settings),  # memory: one process only
+        Mailer(db, clock, smtp_url=settings.smtp_url, sender=settings.smtp_from),
+        embedded,
+        sessions=sessions,
+    )
 
 
 def sync_instruments(db: Database, catalogue: Catalogue) -> None:
@@ -144,8 +179,21 @@ def sync_instruments(db: Database, catalogue: Catalogue) -> None:
                 " quote_currency=EXCLUDED.quote_currency, base_currency=EXCLUDED.base_currency,"
                 " min_lot=EXCLUDED.min_lot, lot_step=EXCLUDED.lot_step, max_lot=EXCLUDED.max_lot,"
                 " enabled=EXCLUDED.enabled, description=EXCLUDED.description",
-                (i.symbol, i.asset_class.value, i.contract_size, i.tick_size, i.price_precision, i.quote_currency,
-                 i.base_currency, i.min_lot, i.lot_step, i.max_lot, i.enabled, i.description))
+                (
+                    i.symbol,
+                    i.asset_class.value,
+                    i.contract_size,
+                    i.tick_size,
+                    i.price_precision,
+                    i.quote_currency,
+                    i.base_currency,
+                    i.min_lot,
+                    i.lot_step,
+                    i.max_lot,
+                    i.enabled,
+                    i.description,
+                ),
+            )
 
 
 __all__ = ["HEAD", "Platform", "open_platform", "resolve_database", "sync_instruments"]

@@ -40,15 +40,39 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------------------------------------
 
 DEMO_START_PRICES: dict[str, str] = {
-    "EURUSD": "1.08000", "GBPUSD": "1.27000", "USDJPY": "150.000", "AUDUSD": "0.66000", "USDCAD": "1.36000",
-    "USDCHF": "0.88000", "NZDUSD": "0.61000", "EURGBP": "0.85000", "EURJPY": "162.000", "GBPJPY": "190.500",
-    "XAUUSD": "2350.00", "XAGUSD": "28.000", "WTIUSD": "78.00", "US500": "5200.00", "US100": "18200.00",
-    "US30": "39000.00", "AAPL": "190.00", "MSFT": "420.00", "NVDA": "880.00", "AMZN": "180.00", "TSLA": "175.00",
-    "BTCUSD": "65000.00", "ETHUSD": "3400.00",
+    "EURUSD": "1.08000",
+    "GBPUSD": "1.27000",
+    "USDJPY": "150.000",
+    "AUDUSD": "0.66000",
+    "USDCAD": "1.36000",
+    "USDCHF": "0.88000",
+    "NZDUSD": "0.61000",
+    "EURGBP": "0.85000",
+    "EURJPY": "162.000",
+    "GBPJPY": "190.500",
+    "XAUUSD": "2350.00",
+    "XAGUSD": "28.000",
+    "WTIUSD": "78.00",
+    "US500": "5200.00",
+    "US100": "18200.00",
+    "US30": "39000.00",
+    "AAPL": "190.00",
+    "MSFT": "420.00",
+    "NVDA": "880.00",
+    "AMZN": "180.00",
+    "TSLA": "175.00",
+    "BTCUSD": "65000.00",
+    "ETHUSD": "3400.00",
 }
 # The full spread of the first (priming) quotes, by asset class; the simulated feed takes over after them.
-_SPREAD_BPS = {AssetClass.FOREX: 0.8, AssetClass.METAL: 1.5, AssetClass.ENERGY: 3.0, AssetClass.INDEX: 1.0,
-               AssetClass.EQUITY: 2.0, AssetClass.CRYPTO: 3.0}
+_SPREAD_BPS = {
+    AssetClass.FOREX: 0.8,
+    AssetClass.METAL: 1.5,
+    AssetClass.ENERGY: 3.0,
+    AssetClass.INDEX: 1.0,
+    AssetClass.EQUITY: 2.0,
+    AssetClass.CRYPTO: 3.0,
+}
 DEMO_SOURCE = "demo"
 SIM_SOURCE = "simulated-demo"
 
@@ -57,8 +81,7 @@ class DemoPriceDriver:
     """DEMO PRICE DRIVER (not market data): the simulated feed over the catalogue, one quote per open symbol
     every ``interval_s``. Restarting continues from the last demo quotes stored in the database."""
 
-    def __init__(self, platform: Platform, *, seed: int = 7, interval_s: float = 0.5,
-                 symbols: list[str] | None = None):
+    def __init__(self, platform: Platform, *, seed: int = 7, interval_s: float = 0.5, symbols: list[str] | None = None):
         self.platform = platform
         self.interval_s = interval_s
         self.symbols = [s for s in (symbols or list(DEMO_START_PRICES)) if platform.catalogue.get(s) is not None]
@@ -105,16 +128,25 @@ class DemoPriceDriver:
         with self._lock:
             for s in self.symbols:
                 q = stored.get(s)
-                self._mids[s] = float(q.mid) if q is not None and q.source in (DEMO_SOURCE, SIM_SOURCE) \
+                self._mids[s] = (
+                    float(q.mid)
+                    if q is not None and q.source in (DEMO_SOURCE, SIM_SOURCE)
                     else float(DEMO_START_PRICES[s])
+                )
                 self._publish(s)
             # From here the calibrated simulated feed moves prices (FX runs through the weekend: demo mode).
             from .marketdata.providers.simulated import SimulatedProvider
 
-            self._sim = SimulatedProvider(self.platform.catalogue, self.platform.clock, seed=self._seed,
-                                          interval_s=self.interval_s, symbols=self.symbols, weekend_demo=True,
-                                          always_open=self.platform.sessions.always_open,
-                                          start_prices={s: Decimal(repr(m)) for s, m in self._mids.items()})
+            self._sim = SimulatedProvider(
+                self.platform.catalogue,
+                self.platform.clock,
+                seed=self._seed,
+                interval_s=self.interval_s,
+                symbols=self.symbols,
+                weekend_demo=True,
+                always_open=self.platform.sessions.always_open,
+                start_prices={s: Decimal(repr(m)) for s, m in self._mids.items()},
+            )
 
     def step(self) -> None:
         with self._lock:
@@ -162,6 +194,7 @@ class DemoPriceDriver:
 # Demo accounts: scripted histories through the execution core.
 # ---------------------------------------------------------------------------------------------------------
 
+
 class DemoSetupError(RuntimeError):
     """A scripted demo step did not do what the script expects (so the account's transaction rolls back)."""
 
@@ -179,30 +212,46 @@ class Script:
         px = self.driver.mid(symbol) * (1 + Decimal(repr(pct)) / 100)
         return px.quantize(Decimal(1).scaleb(-inst.price_precision))
 
-    def order(self, symbol: str, side: str, qty: str, *, kind: str = "market", at_pct: float | None = None,
-              sl_pct: float | None = None, tp_pct: float | None = None, expect_reject: str | None = None) -> Any:
+    def order(
+        self,
+        symbol: str,
+        side: str,
+        qty: str,
+        *,
+        kind: str = "market",
+        at_pct: float | None = None,
+        sl_pct: float | None = None,
+        tp_pct: float | None = None,
+        expect_reject: str | None = None,
+    ) -> Any:
         from .domain.orders import OrderRequest, OrderType, Side
 
         self.n += 1
         otype = OrderType(kind)
         level = self._level(symbol, at_pct) if at_pct is not None else None
-        req = OrderRequest(symbol, Side(side), Decimal(qty), otype,
-                           limit_price=level if otype is OrderType.LIMIT else None,
-                           stop_price=level if otype is OrderType.STOP else None,
-                           stop_loss=self._level(symbol, sl_pct) if sl_pct is not None else None,
-                           take_profit=self._level(symbol, tp_pct) if tp_pct is not None else None,
-                           client_order_id=f"demo-{self.n}")
+        req = OrderRequest(
+            symbol,
+            Side(side),
+            Decimal(qty),
+            otype,
+            limit_price=level if otype is OrderType.LIMIT else None,
+            stop_price=level if otype is OrderType.STOP else None,
+            stop_loss=self._level(symbol, sl_pct) if sl_pct is not None else None,
+            take_profit=self._level(symbol, tp_pct) if tp_pct is not None else None,
+            client_order_id=f"demo-{self.n}",
+        )
         out = self.p.execution.submit_order(self.account_id, req, conn=self.conn)
         got = out.rejection.code if out.rejection is not None else None
         if got != expect_reject:
-            raise DemoSetupError(f"demo order {req} on {self.account_id}: expected "
-                                 f"{expect_reject or 'acceptance'}, got {got or 'acceptance'}"
-                                 f"{': ' + out.rejection.message if out.rejection else ''}")
+            raise DemoSetupError(
+                f"demo order {req} on {self.account_id}: expected "
+                f"{expect_reject or 'acceptance'}, got {got or 'acceptance'}"
+                f"{': ' + out.rejection.message if out.rejection else ''}"
+            )
         return out
 
     def close(self, symbol: str, qty: str | None = None) -> Any:
-        out = self.p.execution.close_position(self.account_id, symbol, Decimal(qty) if qty else None,
-                                              conn=self.conn)
+        out = self.p.execution.close_position(self.account_id, symbol, Decimal(qty) if qty else None, conn=self.conn)
         if out.rejection is not None:
             raise DemoSetupError(f"demo close of {symbol} was rejected: {out.rejection.message}")
         return out
@@ -232,43 +281,43 @@ class DemoAccount:
 def _alice(s: Script) -> None:
     s.order("EURUSD", "buy", "0.30")
     s.move("EURUSD", 0.5)
-    s.close("EURUSD")                                  # a winning trade
+    s.close("EURUSD")  # a winning trade
     s.order("XAUUSD", "sell", "0.15")
     s.move("XAUUSD", -0.8)
-    s.close("XAUUSD")                                  # a winning short
+    s.close("XAUUSD")  # a winning short
     s.order("AAPL", "buy", "60")
     s.move("AAPL", -1.2)
-    s.close("AAPL")                                    # a losing trade, held seconds: a tick-scalping flag
+    s.close("AAPL")  # a losing trade, held seconds: a tick-scalping flag
     s.order("BTCUSD", "buy", "20.000", expect_reject="notional_exceeded")  # a gate says no, with numbers
-    s.order("GBPUSD", "buy", "0.20", sl_pct=-1.5, tp_pct=2.0)            # open, protected
+    s.order("GBPUSD", "buy", "0.20", sl_pct=-1.5, tp_pct=2.0)  # open, protected
     s.order("XAUUSD", "buy", "0.10", kind="limit", at_pct=-3.0, sl_pct=-5.0, tp_pct=1.0)  # resting limit
 
 
 def _bob(s: Script) -> None:
     s.order("BTCUSD", "buy", "0.300")
     s.move("BTCUSD", 1.5)
-    s.close("BTCUSD", "0.100")                         # partial close, profit realized
+    s.close("BTCUSD", "0.100")  # partial close, profit realized
     s.order("USDJPY", "buy", "0.25", sl_pct=-1.0, tp_pct=1.5)  # P&L in JPY, converted to USD
-    s.order("US500", "sell", "2.0", kind="stop", at_pct=-2.5)   # resting stop
+    s.order("US500", "sell", "2.0", kind="stop", at_pct=-2.5)  # resting stop
     s.trigger("pause", "demo: held for a risk-desk review", "admin:demo")
 
 
 def _carol(s: Script) -> None:
     s.order("XAUUSD", "buy", "1.00", sl_pct=-2.0)
     s.move("XAUUSD", 1.0)
-    s.close("XAUUSD")                                  # +1% on gold: the 3% target, phase 1 passed
+    s.close("XAUUSD")  # +1% on gold: the 3% target, phase 1 passed
 
 
 def _dave(s: Script) -> None:
     s.order("XAUUSD", "buy", "0.50")
     s.move("XAUUSD", -2.5)
-    s.close("XAUUSD")                                  # a loss beyond the 5% daily limit: failed
+    s.close("XAUUSD")  # a loss beyond the 5% daily limit: failed
 
 
 def _erin(s: Script) -> None:
     s.order("US500", "buy", "5.0")
     s.move("US500", -4.5)
-    s.close("US500")                                   # beyond the soft daily loss: paused for the day
+    s.close("US500")  # beyond the soft daily loss: paused for the day
 
 
 def _alpha(s: Script) -> None:
@@ -287,26 +336,80 @@ def _beta(s: Script) -> None:
 
 
 DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
-    DemoAccount("trader-alice", "trader-alice", "challenge", "phase_1", None,
-                "classic 2-step: 3 closed trades (2 wins, 1 loss, a scalping flag), 1 rejection, open GBPUSD with "
-                "SL/TP, resting limit", _alice, "classic-2step@100k",
-                user="alice"),
-    DemoAccount("trader-bob", "trader-bob", "challenge", "phase_1", None,
-                "1-step: paused by the risk desk; open BTCUSD and USDJPY, resting stop on US500", _bob,
-                "one-step-eod@100k", user="bob"),
-    DemoAccount("trader-carol", "trader-carol", "challenge", "phase_1", None,
-                "express 2-step: phase 1 passed on a gold trade; her phase 2 account is active", _carol,
-                "express-2step@50k", user="carol"),
-    DemoAccount("trader-dave", "trader-dave", "challenge", "phase_1", None,
-                "classic 2-step: failed, a gold loss beyond the 5% daily limit", _dave, "classic-2step@25k",
-                user="dave"),
-    DemoAccount("trader-erin", "trader-erin", "challenge", "phase_1", None,
-                "futures combine: paused for the day by the soft daily loss", _erin, "futures-trailing@50k",
-                user="erin"),
-    DemoAccount("agent-alpha", "agent:demo-alpha", "audition", "audition", "demo-clone-1",
-                "AI audition, liquidated: ETHUSD and US500 closed by the liquidation", _alpha),
-    DemoAccount("agent-beta", "agent:demo-beta", "audition", "audition", "demo-clone-1",
-                "AI audition, completed: one winning NVDA short", _beta),
+    DemoAccount(
+        "trader-alice",
+        "trader-alice",
+        "challenge",
+        "phase_1",
+        None,
+        "classic 2-step: 3 closed trades (2 wins, 1 loss, a scalping flag), 1 rejection, open GBPUSD with "
+        "SL/TP, resting limit",
+        _alice,
+        "classic-2step@100k",
+        user="alice",
+    ),
+    DemoAccount(
+        "trader-bob",
+        "trader-bob",
+        "challenge",
+        "phase_1",
+        None,
+        "1-step: paused by the risk desk; open BTCUSD and USDJPY, resting stop on US500",
+        _bob,
+        "one-step-eod@100k",
+        user="bob",
+    ),
+    DemoAccount(
+        "trader-carol",
+        "trader-carol",
+        "challenge",
+        "phase_1",
+        None,
+        "express 2-step: phase 1 passed on a gold trade; her phase 2 account is active",
+        _carol,
+        "express-2step@50k",
+        user="carol",
+    ),
+    DemoAccount(
+        "trader-dave",
+        "trader-dave",
+        "challenge",
+        "phase_1",
+        None,
+        "classic 2-step: failed, a gold loss beyond the 5% daily limit",
+        _dave,
+        "classic-2step@25k",
+        user="dave",
+    ),
+    DemoAccount(
+        "trader-erin",
+        "trader-erin",
+        "challenge",
+        "phase_1",
+        None,
+        "futures combine: paused for the day by the soft daily loss",
+        _erin,
+        "futures-trailing@50k",
+        user="erin",
+    ),
+    DemoAccount(
+        "agent-alpha",
+        "agent:demo-alpha",
+        "audition",
+        "audition",
+        "demo-clone-1",
+        "AI audition, liquidated: ETHUSD and US500 closed by the liquidation",
+        _alpha,
+    ),
+    DemoAccount(
+        "agent-beta",
+        "agent:demo-beta",
+        "audition",
+        "audition",
+        "demo-clone-1",
+        "AI audition, completed: one winning NVDA short",
+        _beta,
+    ),
 )
 
 
@@ -319,17 +422,34 @@ def _plan_account(platform: Platform, spec: DemoAccount) -> dict[str, Any]:
     base = platform.plans.get(plan_id)
     book = base.for_offer(offer_id)
     size = book.starting_balance
-    policy = ExecutionPolicy(starting_balance=size, currency=book.currency, max_notional=size * 10,
-                             max_leverage=Decimal(30), max_position_equity_pct=Decimal(1000))
-    return {"rulebook": book.to_json(), "rulebook_id": base.id, "rulebook_version": base.version,
-            "offer_id": offer_id, "phase": book.phases[0].id, "policy": policy}
+    policy = ExecutionPolicy(
+        starting_balance=size,
+        currency=book.currency,
+        max_notional=size * 10,
+        max_leverage=Decimal(30),
+        max_position_equity_pct=Decimal(1000),
+    )
+    return {
+        "rulebook": book.to_json(),
+        "rulebook_id": base.id,
+        "rulebook_version": base.version,
+        "offer_id": offer_id,
+        "phase": book.phases[0].id,
+        "policy": policy,
+    }
 
 
 # Demo web users: one per demo trader (owning that trader's accounts), plus an admin. Their time zones differ so
 # the rule panel's "next reset in your zone" shows something other than the firm's.
 DEMO_EMAIL_DOMAIN = "demo.propdesk.test"
-DEMO_TIMEZONES = {"alice": "Europe/London", "bob": "America/New_York", "carol": "Europe/Prague",
-                  "dave": "Asia/Singapore", "erin": "America/Chicago", "admin": "UTC"}
+DEMO_TIMEZONES = {
+    "alice": "Europe/London",
+    "bob": "America/New_York",
+    "carol": "Europe/Prague",
+    "dave": "Asia/Singapore",
+    "erin": "America/Chicago",
+    "admin": "UTC",
+}
 
 
 @dataclass(frozen=True)
@@ -360,18 +480,22 @@ def setup_demo_users(platform: Platform) -> dict[str, DemoLogin]:
         password = f"Demo-{secrets.token_urlsafe(12)}"
         user = platform.identity.find_user(demo_email(name))
         if user is None:
-            user = platform.identity.create_user(demo_email(name), password, role=role,
-                                                 display_name=name.capitalize(), timezone=DEMO_TIMEZONES[name])
+            user = platform.identity.create_user(
+                demo_email(name), password, role=role, display_name=name.capitalize(), timezone=DEMO_TIMEZONES[name]
+            )
         else:
             with platform.db.tx() as c:
-                c.execute("UPDATE users SET password_hash=%s, updated_at=%s WHERE id=%s",
-                          (platform.identity.hasher.hash(password), platform.clock.now(), user.id))
+                c.execute(
+                    "UPDATE users SET password_hash=%s, updated_at=%s WHERE id=%s",
+                    (platform.identity.hasher.hash(password), platform.clock.now(), user.id),
+                )
         out[name] = DemoLogin(name, user.email, password, role.value, user.id)
     return out
 
 
-def setup_demo_accounts(platform: Platform, driver: DemoPriceDriver,
-                        users: dict[str, DemoLogin] | None = None) -> list[dict[str, Any]]:
+def setup_demo_accounts(
+    platform: Platform, driver: DemoPriceDriver, users: dict[str, DemoLogin] | None = None
+) -> list[dict[str, Any]]:
     """Create (or find) every demo account; each is created with its whole scripted history in one transaction.
     A trader's accounts are owned by that trader's demo user (``owner_id`` = the user's id)."""
     from .domain.lifecycle import Mode
@@ -383,16 +507,37 @@ def setup_demo_accounts(platform: Platform, driver: DemoPriceDriver,
         extra: dict[str, Any] = _plan_account(platform, spec) if spec.plan else {"phase": spec.phase}
         owner = str(users[spec.user].user_id) if spec.user else spec.owner_id
         with platform.db.tx() as c:
-            row, created = platform.execution.create_account(CreateAccount(
-                owner_id=owner, mode=Mode(spec.mode), clone_id=spec.clone_id,
-                idempotency_key=f"demo:{spec.key}:v3", start=True, **extra), conn=c)
+            row, created = platform.execution.create_account(
+                CreateAccount(
+                    owner_id=owner,
+                    mode=Mode(spec.mode),
+                    clone_id=spec.clone_id,
+                    idempotency_key=f"demo:{spec.key}:v3",
+                    start=True,
+                    **extra,
+                ),
+                conn=c,
+            )
             if created:
                 spec.script(Script(platform, driver, row["id"], c))
         snap = platform.execution.snapshot(row["id"])
-        out.append({"key": spec.key, "id": row["id"], "owner_id": owner, "mode": spec.mode, "user": spec.user,
-                    "plan": spec.plan, "status": snap["status"], "created": created, "story": spec.story,
-                    "equity": snap["balance"]["equity"], "realized_pnl": snap["balance"]["realized_pnl"],
-                    "positions": len(snap["positions"]), "open_orders": len(snap["open_orders"])})
+        out.append(
+            {
+                "key": spec.key,
+                "id": row["id"],
+                "owner_id": owner,
+                "mode": spec.mode,
+                "user": spec.user,
+                "plan": spec.plan,
+                "status": snap["status"],
+                "created": created,
+                "story": spec.story,
+                "equity": snap["balance"]["equity"],
+                "realized_pnl": snap["balance"]["realized_pnl"],
+                "positions": len(snap["positions"]),
+                "open_orders": len(snap["open_orders"]),
+            }
+        )
     return out
 
 
@@ -435,9 +580,10 @@ def demo_calendar_events(now: datetime) -> list[EconomicEvent]:
     from .marketdata.calendar import EconomicEvent
 
     base = now.replace(minute=0, second=0, microsecond=0)
-    return [EconomicEvent(base + timedelta(hours=hours), currency, impact, title, country, DEMO_SOURCE,
-                          f"demo:{name}")
-            for name, hours, currency, country, impact, title in DEMO_CALENDAR]
+    return [
+        EconomicEvent(base + timedelta(hours=hours), currency, impact, title, country, DEMO_SOURCE, f"demo:{name}")
+        for name, hours, currency, country, impact, title in DEMO_CALENDAR
+    ]
 
 
 def seed_demo_calendar(platform: Platform) -> UpsertResult:
@@ -451,6 +597,7 @@ def seed_demo_calendar(platform: Platform) -> UpsertResult:
 # ---------------------------------------------------------------------------------------------------------
 # The API in a thread
 # ---------------------------------------------------------------------------------------------------------
+
 
 def bind_socket(host: str, port: int) -> Any:
     """A listening-ready TCP socket on ``host:port`` (port 0: a free one), bound before uvicorn starts so a taken
@@ -482,10 +629,12 @@ class ApiServer:
         self.sock = bind_socket(host, port)
         self.url = url_of(self.sock)
         # timeout_graceful_shutdown: live streams (SSE) never end by themselves; cancel them 5 s into shutdown.
-        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", access_log=False,
-                                                   timeout_graceful_shutdown=5))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       name="propdesk-api", daemon=True)
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, log_config=None, lifespan="on", access_log=False, timeout_graceful_shutdown=5)
+        )
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="propdesk-api", daemon=True
+        )
 
     def start(self, timeout_s: float = 30.0) -> None:
         import time
@@ -509,8 +658,14 @@ class ApiServer:
 # The demo itself
 # ---------------------------------------------------------------------------------------------------------
 
-def _banner(url: str, accounts: list[dict[str, Any]], service_token: str, admin_token: str,
-            users: dict[str, DemoLogin] | None = None) -> str:
+
+def _banner(
+    url: str,
+    accounts: list[dict[str, Any]],
+    service_token: str,
+    admin_token: str,
+    users: dict[str, DemoLogin] | None = None,
+) -> str:
     by_key = {a["key"]: a for a in accounts}
     alice, bob = by_key["trader-alice"]["id"], by_key["trader-bob"]["id"]
     lines = [
@@ -530,8 +685,9 @@ def _banner(url: str, accounts: list[dict[str, Any]], service_token: str, admin_
             f"  admin      {admin.email:<30} {admin.password}   -> {url}/admin",
             f"  trader     {trader.email:<30} {trader.password}   -> {url}/app",
         ]
-        lines += [f"  {'trader':<10} {u.email:<30} {u.password}" for n, u in users.items()
-                  if n not in ("admin", "alice")]
+        lines += [
+            f"  {'trader':<10} {u.email:<30} {u.password}" for n, u in users.items() if n not in ("admin", "alice")
+        ]
         lines.append("")
     lines += [
         "Tokens (shown once; they are stored hashed):",
@@ -541,31 +697,41 @@ def _banner(url: str, accounts: list[dict[str, Any]], service_token: str, admin_
         "Demo accounts:",
     ]
     for a in accounts:
-        lines.append(f"  {a['key']:<13} {a['id']}  {a['status']:<10} equity {a['equity']}  "
-                     f"positions {a['positions']}  open orders {a['open_orders']}")
+        lines.append(
+            f"  {a['key']:<13} {a['id']}  {a['status']:<10} equity {a['equity']}  "
+            f"positions {a['positions']}  open orders {a['open_orders']}"
+        )
         lines.append(f"  {'':<13} {a['story']}")
     lines += [
         "",
         "Try:",
         f"  export PD={url} SVC={service_token} ADM={admin_token}",
         "  curl -s $PD/healthz",
-        f"  curl -s -H \"Authorization: Bearer $SVC\" $PD/api/v1/prop/accounts/{alice}/snapshot",
-        f"  curl -s -H \"Authorization: Bearer $SVC\" $PD/api/v1/prop/accounts/{alice}/ledger",
+        f'  curl -s -H "Authorization: Bearer $SVC" $PD/api/v1/prop/accounts/{alice}/snapshot',
+        f'  curl -s -H "Authorization: Bearer $SVC" $PD/api/v1/prop/accounts/{alice}/ledger',
         f"  curl -s -X POST -H \"Authorization: Bearer $SVC\" -H 'Content-Type: application/json'"
-        f" -H \"Idempotency-Key: $(uuidgen 2>/dev/null || date +%s%N)\""
+        f' -H "Idempotency-Key: $(uuidgen 2>/dev/null || date +%s%N)"'
         f" $PD/api/v1/prop/accounts/{alice}/decision-actions"
-        " -d '{\"decision_run_id\": \"run-1\", \"actions\": [{\"decision_action_id\": \"a1\", \"action\": \"open\","
-        " \"symbol\": \"EURUSD\", \"side\": \"buy\", \"quantity\": \"0.10\"}]}'",
+        ' -d \'{"decision_run_id": "run-1", "actions": [{"decision_action_id": "a1", "action": "open",'
+        ' "symbol": "EURUSD", "side": "buy", "quantity": "0.10"}]}\'',
         f"  curl -s -X POST -H \"Authorization: Bearer $ADM\" -H 'Content-Type: application/json'"
-        f" $PD/api/v1/admin/prop/accounts/{bob}/resume -d '{{\"reason\": \"review done\"}}'",
+        f' $PD/api/v1/admin/prop/accounts/{bob}/resume -d \'{{"reason": "review done"}}\'',
         "",
         "Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)
 
 
-def run_demo(platform: Platform, create_app: Callable[[Any], Any], *, host: str, port: int, check: bool = False,
-             seed: int = 7, out: Callable[[str], None] = print) -> int:
+def run_demo(
+    platform: Platform,
+    create_app: Callable[[Any], Any],
+    *,
+    host: str,
+    port: int,
+    check: bool = False,
+    seed: int = 7,
+    out: Callable[[str], None] = print,
+) -> int:
     """Run the demo on an open platform until ``stop`` (Ctrl-C), or just set up and check with ``check``.
 
     Returns the process exit code.
@@ -588,6 +754,7 @@ def run_demo(platform: Platform, create_app: Callable[[Any], Any], *, host: str,
         started.append(api.stop)
         # Minute candles for the charts, recorded from the tick stream (market data issue 4).
         from .marketdata.recorder import CandleRecorder
+
         platform.candles = CandleRecorder(platform.db, platform.clock, platform.ticks, log=log).start()
         started.append(platform.candles.stop)
         driver.prime()
@@ -605,37 +772,49 @@ def run_demo(platform: Platform, create_app: Callable[[Any], Any], *, host: str,
         calendar = seed_demo_calendar(platform)
         service_token, _ = platform.tokens.create(Role.SERVICE, "demo service token")
         admin_token, _ = platform.tokens.create(Role.ADMIN, "demo admin token")
-        log.info("demo_ready", url=api.url, accounts=[str(a["id"]) for a in accounts],
-                 created=sum(1 for a in accounts if a["created"]))
+        log.info(
+            "demo_ready",
+            url=api.url,
+            accounts=[str(a["id"]) for a in accounts],
+            created=sum(1 for a in accounts if a["created"]),
+        )
         out(_banner(api.url, accounts, service_token, admin_token, users))
-        out(f"  calendar   DEMO CALENDAR: {len(DEMO_CALENDAR)} economic events this week (source 'demo'; "
+        out(
+            f"  calendar   DEMO CALENDAR: {len(DEMO_CALENDAR)} economic events this week (source 'demo'; "
             f"{calendar.inserted} new, {calendar.updated} moved); a high-impact USD event within 90 minutes"
-            f" -> {api.url}/admin/calendar")
+            f" -> {api.url}/admin/calendar"
+        )
         if platform.sessions.always_open:
-            out("  sessions   DEMO MODE (PROPDESK_DEMO_ALWAYS_OPEN): every market is treated as open at any hour;"
-                " real accounts never run like this")
+            out(
+                "  sessions   DEMO MODE (PROPDESK_DEMO_ALWAYS_OPEN): every market is treated as open at any hour;"
+                " real accounts never run like this"
+            )
         if check:
             import httpx
 
             alice = accounts[0]["id"]
             health = httpx.get(f"{api.url}/healthz", timeout=10)
-            snap = httpx.get(f"{api.url}/api/v1/prop/accounts/{alice}/snapshot", timeout=10,
-                             headers={"Authorization": f"Bearer {service_token}"})
+            snap = httpx.get(
+                f"{api.url}/api/v1/prop/accounts/{alice}/snapshot",
+                timeout=10,
+                headers={"Authorization": f"Bearer {service_token}"},
+            )
             # A demo trader's session sees exactly that trader's accounts (the app role, row-level security).
             alice_user = users["alice"]
             web_user = platform.identity.get_user(alice_user.user_id)
             assert web_user is not None
             session = platform.identity.start_session(web_user, ip="127.0.0.1", user_agent="propdesk demo --check")
-            mine = httpx.get(f"{api.url}/api/v1/accounts", timeout=10,
-                             cookies={platform.identity.cookie_name: session})
+            mine = httpx.get(f"{api.url}/api/v1/accounts", timeout=10, cookies={platform.identity.cookie_name: session})
             platform.identity.end_session(session)
             expected = sorted(str(a["id"]) for a in accounts if a["owner_id"] == str(alice_user.user_id))
             seen = sorted(a["id"] for a in mine.json().get("items", [])) if mine.status_code == 200 else []
             report = verify(platform.execution, [a["id"] for a in accounts])
-            out(f"\ndemo check: GET /healthz -> {health.status_code}; GET snapshot with the service token -> "
+            out(
+                f"\ndemo check: GET /healthz -> {health.status_code}; GET snapshot with the service token -> "
                 f"{snap.status_code}; GET /api/v1/accounts as {alice_user.email} -> {mine.status_code} "
                 f"({len(seen)} accounts); {report.checked} accounts recomputed, {len(report.mismatched)} mismatched, "
-                f"{len(report.errors)} errors")
+                f"{len(report.errors)} errors"
+            )
             if not report.clean or snap.status_code != 200 or seen != expected:
                 out(f"demo check FAILED: {report.to_json()}")
                 return 1

@@ -393,9 +393,7 @@ class OfflineRun:
         tr = lt.trade
         rate = self._rate(lt.inst.quote_currency, t, lt, tr.open_price) or Decimal(1)
         notional = tr.lots * lt.inst.contract_size * tr.open_price * rate
-        risk = (
-            stop_loss_risk(tr.open_price, tr.sl, tr.lots, lt.inst.contract_size, rate) if tr.sl is not None else None
-        )
+        risk = stop_loss_risk(tr.open_price, tr.sl, tr.lots, lt.inst.contract_size, rate) if tr.sl is not None else None
         positions = tuple(
             OpenPosition(
                 o.trade.symbol,

@@ -11,17 +11,19 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("propdesk_http_requests_total", "HTTP requests", ["method", "route", "status"],
-                                registry=r)
-        self.request_seconds = Histogram("propdesk_http_request_seconds", "HTTP request latency", ["route"],
-                                         registry=r)
-        self.order_seconds = Histogram("propdesk_order_latency_seconds", "Order command latency (gates to commit)",
-                                       buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1), registry=r)
-        self.rejections = Counter("propdesk_gate_rejections_total", "Orders refused by a gate", ["reason"],
-                                  registry=r)
+        self.requests = Counter(
+            "propdesk_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.request_seconds = Histogram("propdesk_http_request_seconds", "HTTP request latency", ["route"], registry=r)
+        self.order_seconds = Histogram(
+            "propdesk_order_latency_seconds",
+            "Order command latency (gates to commit)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )
+        self.rejections = Counter("propdesk_gate_rejections_total", "Orders refused by a gate", ["reason"], registry=r)
         self.mtm_cycle_seconds = Histogram("propdesk_mtm_cycle_seconds", "Mark-to-market cycle time", registry=r)
-        self.mtm_failures = Counter("propdesk_mtm_failures_total", "Accounts whose mark-to-market failed",
-                                    registry=r)
+        self.mtm_failures = Counter("propdesk_mtm_failures_total", "Accounts whose mark-to-market failed", registry=r)
         self.mtm_accounts = Gauge("propdesk_mtm_accounts", "Accounts marked in the last cycle", registry=r)
         self.quotes = Counter("propdesk_quotes_total", "Quotes received", ["outcome"], registry=r)
 

@@ -19,12 +19,17 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path(".propdesk"), description="Where embedded servers and local state live.")
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "PROPDESK_DATABASE_URL"),
-        description="Admin/migration connection; unset starts an embedded PostgreSQL.")
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "PROPDESK_DATABASE_URL"),
+        description="Admin/migration connection; unset starts an embedded PostgreSQL.",
+    )
     engine_database_url: str | None = Field(default=None, description="Login of the engine role (derived if unset).")
     app_database_url: str | None = Field(default=None, description="Login of the app role (derived if unset).")
-    db_role_prefix: str = Field(default="propdesk", pattern=r"^[a-z][a-z0-9_]{0,40}$",
-                                description="Prefix of the cluster-wide roles <prefix>_owner/_engine/_app.")
+    db_role_prefix: str = Field(
+        default="propdesk",
+        pattern=r"^[a-z][a-z0-9_]{0,40}$",
+        description="Prefix of the cluster-wide roles <prefix>_owner/_engine/_app.",
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     nats_url: str | None = Field(default=None, validation_alias=AliasChoices("NATS_URL", "PROPDESK_NATS_URL"))
     service_token: str | None = Field(default=None, description="A service-role bearer token accepted as is.")
@@ -37,40 +42,68 @@ class Settings(BaseSettings):
     heartbeat_stale_seconds: float = Field(default=60.0, gt=0)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     # Web identity and security (issue 5; docs/DEPLOY.md).
-    session_idle_minutes: int = Field(default=30, ge=1, le=60 * 24 * 30,
-                                      description="A web session ends after this long without a request.")
-    session_absolute_hours: int = Field(default=12, ge=1, le=24 * 90,
-                                        description="A web session ends this long after login, whatever its use.")
+    session_idle_minutes: int = Field(
+        default=30, ge=1, le=60 * 24 * 30, description="A web session ends after this long without a request."
+    )
+    session_absolute_hours: int = Field(
+        default=12, ge=1, le=24 * 90, description="A web session ends this long after login, whatever its use."
+    )
     password_reset_minutes: int = Field(default=30, ge=5, le=60 * 24, description="Life of an emailed reset link.")
-    smtp_url: str | None = Field(default=None, description="smtp://user:pass@host:port[?starttls=true] or smtps://; "
-                                 "unset prints reset links to the log instead of mailing them.")
+    smtp_url: str | None = Field(
+        default=None,
+        description="smtp://user:pass@host:port[?starttls=true] or smtps://; "
+        "unset prints reset links to the log instead of mailing them.",
+    )
     smtp_from: str = Field(default="PropDesk <no-reply@localhost>", description="From: of outgoing mail.")
-    turnstile_secret: str | None = Field(default=None, description="Cloudflare Turnstile secret; set turns the "
-                                         "sign-up bot check on.")
+    turnstile_secret: str | None = Field(
+        default=None, description="Cloudflare Turnstile secret; set turns the sign-up bot check on."
+    )
     turnstile_sitekey: str | None = Field(default=None, description="Cloudflare Turnstile site key (page widget).")
-    turnstile_verify_url: str = Field(default="https://challenges.cloudflare.com/turnstile/v0/siteverify",
-                                      description="Turnstile siteverify endpoint.")
-    rate_login_ip: str = Field(default="20/300", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
-                               description="Login attempts per client IP: count/seconds.")
-    rate_login_email: str = Field(default="10/300", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
-                                  description="Login attempts per email address: count/seconds.")
-    rate_signup_ip: str = Field(default="10/3600", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
-                                description="Sign-ups per client IP: count/seconds.")
-    rate_reset_ip: str = Field(default="10/3600", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
-                               description="Password-reset requests per client IP: count/seconds.")
-    rate_orders_user: str = Field(default="120/60", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
-                                  description="Order submissions per web user: count/seconds.")
+    turnstile_verify_url: str = Field(
+        default="https://challenges.cloudflare.com/turnstile/v0/siteverify",
+        description="Turnstile siteverify endpoint.",
+    )
+    rate_login_ip: str = Field(
+        default="20/300", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$", description="Login attempts per client IP: count/seconds."
+    )
+    rate_login_email: str = Field(
+        default="10/300",
+        pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
+        description="Login attempts per email address: count/seconds.",
+    )
+    rate_signup_ip: str = Field(
+        default="10/3600", pattern=r"^[0-9]{1,6}/[0-9]{1,7}$", description="Sign-ups per client IP: count/seconds."
+    )
+    rate_reset_ip: str = Field(
+        default="10/3600",
+        pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
+        description="Password-reset requests per client IP: count/seconds.",
+    )
+    rate_orders_user: str = Field(
+        default="120/60",
+        pattern=r"^[0-9]{1,6}/[0-9]{1,7}$",
+        description="Order submissions per web user: count/seconds.",
+    )
     rate_limit_store: Literal["memory", "postgres"] = Field(
-        default="postgres", description="Where the rate-limit windows live: postgres (shared by every API "
-        "process) or memory (one process only: each process would enforce the limits on its own).")
-    forwarded_allow_ips: str = Field(default="127.0.0.1", description="Proxies whose X-Forwarded-* headers "
-                                     "uvicorn trusts (comma-separated, or *).")
+        default="postgres",
+        description="Where the rate-limit windows live: postgres (shared by every API "
+        "process) or memory (one process only: each process would enforce the limits on its own).",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1", description="Proxies whose X-Forwarded-* headers uvicorn trusts (comma-separated, or *)."
+    )
     # Market data (issue 4; docs/MARKET_DATA.md).
-    demo_always_open: bool = Field(default=False, description="DEMO MODE: the session calendar treats every "
-                                   "market as open at any hour (set by `propdesk demo`); never for real accounts.")
+    demo_always_open: bool = Field(
+        default=False,
+        description="DEMO MODE: the session calendar treats every "
+        "market as open at any hour (set by `propdesk demo`); never for real accounts.",
+    )
     # Economic calendar (the news rule reads it; docs/OPERATIONS.md "Economic calendar sync").
-    finnhub_api_key: str | None = Field(default=None, description="Finnhub API key; set turns on the calendar sync "
-                                        "worker in `serve`/`demo` and is what `propdesk calendar sync` uses.")
+    finnhub_api_key: str | None = Field(
+        default=None,
+        description="Finnhub API key; set turns on the calendar sync "
+        "worker in `serve`/`demo` and is what `propdesk calendar sync` uses.",
+    )
     finnhub_base_url: str | None = Field(default=None, description="Another Finnhub API URL (e.g. a local fake).")
     calendar_sync_hours: float = Field(default=6, gt=0, description="Economic calendar sync worker cadence.")
     log_level: str = "INFO"

@@ -34,8 +34,14 @@ import httpx
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1440, "height": 900}
 SERVICE_TOKEN = "svc_browser_token_0123456789abcdef"
 ADMIN_TOKEN = "adm_browser_token_0123456789abcdef"
@@ -58,8 +64,9 @@ def serve(app: Any, sock: socket.socket | None = None) -> Iterator[str]:
 
     sock = sock or _free_socket()
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=2,
-                            ws="none")
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=2, ws="none"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="live-server", daemon=True)
     thread.start()
@@ -90,8 +97,9 @@ class LiveServer:
         """Advance the clock by ``advance`` seconds, then publish a quote the way a feed does (service API)."""
         if advance:
             self.clock.advance(advance)
-        r = self.service.post("/api/v1/prop/quotes", json={"symbol": symbol, "bid": bid, "ask": ask,
-                                                            "ts": self.clock.now().isoformat()})
+        r = self.service.post(
+            "/api/v1/prop/quotes", json={"symbol": symbol, "bid": bid, "ask": ask, "ts": self.clock.now().isoformat()}
+        )
         assert r.status_code == 200, r.text
         return r.json()  # type: ignore[no-any-return]
 
@@ -100,8 +108,14 @@ def make_platform(db_url: str, clock: Any, public_url: str, **overrides: Any) ->
     from propdesk.bootstrap import open_platform
     from propdesk.settings import Settings
 
-    values: dict[str, Any] = {"database_url": db_url, "db_role_prefix": "pdtest", "service_token": SERVICE_TOKEN,
-                              "admin_token": ADMIN_TOKEN, "db_pool_size": 8, "public_url": public_url}
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "db_role_prefix": "pdtest",
+        "service_token": SERVICE_TOKEN,
+        "admin_token": ADMIN_TOKEN,
+        "db_pool_size": 8,
+        "public_url": public_url,
+    }
     values.update(overrides)
     return open_platform(Settings(**values), clock=clock, migrate=False, admin_url=db_url, configure_logs=False)
 
@@ -117,9 +131,11 @@ def live_platform_server(db_url: str, clock: Any, **overrides: Any) -> Iterator[
     platform = make_platform(db_url, clock, url, **overrides)
     try:
         app = create_app(platform)
-        with serve(app, sock) as base, \
-                httpx.Client(base_url=base, headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}, timeout=20) as svc, \
-                httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=20) as adm:
+        with (
+            serve(app, sock) as base,
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}, timeout=20) as svc,
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=20) as adm,
+        ):
             yield LiveServer(base, platform, clock, app, svc, adm)
     finally:
         platform.close()
@@ -172,8 +188,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
-    context = browser.new_context(viewport=VIEWPORT, base_url=live_server.url, locale="en-US", timezone_id="UTC",
-                                  device_scale_factor=1)
+    context = browser.new_context(
+        viewport=VIEWPORT, base_url=live_server.url, locale="en-US", timezone_id="UTC", device_scale_factor=1
+    )
     p = context.new_page()
     errors: list[str] = []
     p.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
@@ -191,11 +208,17 @@ def make_web_user(live_server: LiveServer) -> Callable[..., Any]:
     """``make_web_user(role="trader"|"admin", email=None, password=PASSWORD, display_name="")`` -> WebUser."""
     from propdesk.identity.users import UserRole
 
-    def make(role: str = "trader", email: str | None = None, password: str = PASSWORD, display_name: str = "",
-             timezone: str = "UTC") -> Any:
+    def make(
+        role: str = "trader",
+        email: str | None = None,
+        password: str = PASSWORD,
+        display_name: str = "",
+        timezone: str = "UTC",
+    ) -> Any:
         email = email or f"{role}-{uuid.uuid4().hex[:8]}@example.test"
-        return live_server.platform.identity.create_user(email, password, role=UserRole(role),
-                                                         display_name=display_name, timezone=timezone)
+        return live_server.platform.identity.create_user(
+            email, password, role=UserRole(role), display_name=display_name, timezone=timezone
+        )
 
     return make
 
@@ -207,8 +230,17 @@ def login_as(live_server: LiveServer) -> Callable[[Any, Any], None]:
     def login(page: Any, user: Any) -> None:
         identity = live_server.platform.identity
         token = identity.start_session(user, ip="127.0.0.1", user_agent="playwright")
-        page.context.add_cookies([{"name": identity.cookie_name, "value": token, "url": live_server.url,
-                                   "httpOnly": True, "sameSite": "Lax"}])
+        page.context.add_cookies(
+            [
+                {
+                    "name": identity.cookie_name,
+                    "value": token,
+                    "url": live_server.url,
+                    "httpOnly": True,
+                    "sameSite": "Lax",
+                }
+            ]
+        )
 
     return login
 

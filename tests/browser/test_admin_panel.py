@@ -57,13 +57,23 @@ def _populate(server: Any, make_web_user: Any) -> dict[str, Any]:
     loser = make_web_user(email="lars@traders.test", display_name="Lars")
 
     def open_for(user: Any) -> str:
-        body = {"owner_id": str(user.id), "mode": "challenge", "plan_id": "desk-challenge", "offer_id": "100k",
-                "policy": POLICY, "start": True}
+        body = {
+            "owner_id": str(user.id),
+            "mode": "challenge",
+            "plan_id": "desk-challenge",
+            "offer_id": "100k",
+            "policy": POLICY,
+            "start": True,
+        }
         return _ok(server.service.post("/api/v1/prop/accounts", json=body), 201)["id"]  # type: ignore[no-any-return]
 
     def buy(acc: str, lots: str) -> None:
-        _ok(server.service.post(f"/api/v1/prop/accounts/{acc}/orders",
-                                json={"symbol": "EURUSD", "side": "buy", "quantity": lots}), 201)
+        _ok(
+            server.service.post(
+                f"/api/v1/prop/accounts/{acc}/orders", json={"symbol": "EURUSD", "side": "buy", "quantity": lots}
+            ),
+            201,
+        )
 
     server.quote("EURUSD", "1.10000", "1.10010")
     passing = open_for(winner)
@@ -95,7 +105,8 @@ def _dialog_reason(page: Any, action: str, reason: str) -> None:
 
 
 def test_an_admin_sees_the_breach_live_and_pauses_and_resumes_the_account_with_reasons(
-        live_server: Any, page: Any, make_web_user: Any) -> None:
+    live_server: Any, page: Any, make_web_user: Any
+) -> None:
     server = live_server
     made = _populate(server, make_web_user)
     make_web_user(role="admin", email="ops@firm.test", display_name="Ops")
@@ -118,8 +129,13 @@ def test_an_admin_sees_the_breach_live_and_pauses_and_resumes_the_account_with_r
 
     # The feed is live: an order placed now appears without a reload.
     page.evaluate("window.__still_here = true")
-    _ok(server.service.post(f"/api/v1/prop/accounts/{made['holding']}/orders",
-                            json={"symbol": "EURUSD", "side": "buy", "quantity": "0.3"}), 201)
+    _ok(
+        server.service.post(
+            f"/api/v1/prop/accounts/{made['holding']}/orders",
+            json={"symbol": "EURUSD", "side": "buy", "quantity": "0.3"},
+        ),
+        201,
+    )
     page.wait_for_selector("#activity-feed li.is-new[data-kind=order]", timeout=LIVE_WAIT_MS)
     assert "0.3 EURUSD" in page.locator("#activity-feed li[data-kind=order]").first.inner_text()
     assert page.evaluate("window.__still_here") is True
@@ -155,10 +171,13 @@ def test_an_admin_sees_the_breach_live_and_pauses_and_resumes_the_account_with_r
     page.wait_for_selector("#account-status[data-status=active]", timeout=LIVE_WAIT_MS)
     assert page.locator("#audit-trail li[data-audit-action=resume]").count() == 1
     with server.platform.db.read() as c:
-        audit = c.execute("SELECT action, reason, actor FROM admin_audit WHERE account_id=%s ORDER BY id",
-                          (made["breaching"],)).fetchall()
-    assert [(a["action"], a["reason"]) for a in audit] == [("pause", "Reviewing the breach with the trader"),
-                                                           ("resume", "Reviewed: trading may continue")]
+        audit = c.execute(
+            "SELECT action, reason, actor FROM admin_audit WHERE account_id=%s ORDER BY id", (made["breaching"],)
+        ).fetchall()
+    assert [(a["action"], a["reason"]) for a in audit] == [
+        ("pause", "Reviewing the breach with the trader"),
+        ("resume", "Reviewed: trading may continue"),
+    ]
     assert all(a["actor"].startswith("user:") for a in audit)
 
     # Plans: presets and versions, with the editor.
@@ -172,7 +191,8 @@ def test_an_admin_sees_the_breach_live_and_pauses_and_resumes_the_account_with_r
 
 
 def test_a_plan_file_with_an_error_is_refused_with_the_key_and_a_valid_one_becomes_the_next_version(
-        live_server: Any, page: Any, make_web_user: Any, login_as: Any) -> None:
+    live_server: Any, page: Any, make_web_user: Any, login_as: Any
+) -> None:
     admin = make_web_user(role="admin")
     login_as(page, admin)
     page.goto("/admin/plans")
@@ -204,16 +224,19 @@ def test_a_plan_file_with_an_error_is_refused_with_the_key_and_a_valid_one_becom
 
 
 def test_an_admin_adds_a_high_impact_event_on_the_calendar_and_sees_it_highlighted_without_a_reload(
-        live_server: Any, page: Any, make_web_user: Any, login_as: Any) -> None:
+    live_server: Any, page: Any, make_web_user: Any, login_as: Any
+) -> None:
     from datetime import timedelta
 
     from propdesk.marketdata.calendar import EconomicCalendar, EconomicEvent
 
     platform = live_server.platform
     now = platform.clock.now()
-    EconomicCalendar(platform.db, platform.clock, platform.catalogue).upsert([
-        EconomicEvent(now + timedelta(days=2), "EUR", "medium", "German Ifo", "DE", "csv", "ifo"),
-    ])
+    EconomicCalendar(platform.db, platform.clock, platform.catalogue).upsert(
+        [
+            EconomicEvent(now + timedelta(days=2), "EUR", "medium", "German Ifo", "DE", "csv", "ifo"),
+        ]
+    )
     admin = make_web_user(role="admin")
     login_as(page, admin)
     page.goto("/admin")

@@ -13,8 +13,7 @@ from tests.browser.conftest import PASSWORD
 pytestmark = pytest.mark.e2e
 
 
-def test_login_shows_a_wrong_password_inline_then_goes_to_next(live_server: Any, page: Any,
-                                                               make_web_user: Any) -> None:
+def test_login_shows_a_wrong_password_inline_then_goes_to_next(live_server: Any, page: Any, make_web_user: Any) -> None:
     user = make_web_user(email="ann@example.test")
     page.goto("/app")
     page.wait_for_url(re.compile(r"/login\?next=%2Fapp"))

@@ -33,7 +33,8 @@ def _no_navigation_guard(page: Any) -> list[str]:
 
 
 def test_a_trader_signs_up_buys_a_plan_trades_and_sees_the_stop_loss_and_the_breach_live(
-        live_server: Any, page: Any) -> None:
+    live_server: Any, page: Any
+) -> None:
     server = live_server
     server.quote("EURUSD", "1.10000", "1.10010")
 
@@ -118,12 +119,16 @@ def test_a_trader_signs_up_buys_a_plan_trades_and_sees_the_stop_loss_and_the_bre
     assert [e for e in page.errors if "favicon" not in e] == []  # no JS errors, no CSP violations
 
 
-def test_another_traders_account_page_is_not_found(live_server: Any, page: Any, make_web_user: Any,
-                                                    login_as: Any) -> None:
+def test_another_traders_account_page_is_not_found(
+    live_server: Any, page: Any, make_web_user: Any, login_as: Any
+) -> None:
     owner, other = make_web_user(), make_web_user()
     login_as(page, owner)
-    r = page.context.request.post(f"{live_server.url}/api/v1/checkout", data={"plan_id": "classic-2step",
-                                  "offer_id": "10k"}, headers={"Origin": live_server.url})
+    r = page.context.request.post(
+        f"{live_server.url}/api/v1/checkout",
+        data={"plan_id": "classic-2step", "offer_id": "10k"},
+        headers={"Origin": live_server.url},
+    )
     assert r.status == 201, r.text()
     account_id = r.json()["account"]["id"]
     page.context.clear_cookies()
@@ -134,12 +139,16 @@ def test_another_traders_account_page_is_not_found(live_server: Any, page: Any, 
 
 
 def test_working_orders_and_positions_are_managed_from_the_trading_screen_without_reloads(
-        live_server: Any, page: Any, make_web_user: Any, login_as: Any) -> None:
+    live_server: Any, page: Any, make_web_user: Any, login_as: Any
+) -> None:
     live_server.quote("EURUSD", "1.10000", "1.10010")
     trader = make_web_user(display_name="Max Manager")
     login_as(page, trader)
-    r = page.context.request.post(f"{live_server.url}/api/v1/checkout", data={"plan_id": "classic-2step",
-                                  "offer_id": "10k"}, headers={"Origin": live_server.url})
+    r = page.context.request.post(
+        f"{live_server.url}/api/v1/checkout",
+        data={"plan_id": "classic-2step", "offer_id": "10k"},
+        headers={"Origin": live_server.url},
+    )
     assert r.status == 201, r.text()
     page.goto(f"/app/accounts/{r.json()['account']['id']}")
     page.wait_for_selector("#dashboard[data-live=live]")
@@ -188,7 +197,8 @@ def test_working_orders_and_positions_are_managed_from_the_trading_screen_withou
 
 
 def test_the_news_panel_counts_down_to_the_blackout_and_the_ticket_warns_inside_it(
-        live_server: Any, page: Any, make_web_user: Any, login_as: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    live_server: Any, page: Any, make_web_user: Any, login_as: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from datetime import timedelta
 
     from propdesk.marketdata.calendar import EconomicCalendar, EconomicEvent
@@ -198,15 +208,20 @@ def test_the_news_panel_counts_down_to_the_blackout_and_the_ticket_warns_inside_
 
     trader = make_web_user(display_name="Nina News")
     login_as(page, trader)
-    r = page.context.request.post(f"{live_server.url}/api/v1/checkout", data={"plan_id": "strict-risk",
-                                  "offer_id": "25k"}, headers={"Origin": live_server.url})
+    r = page.context.request.post(
+        f"{live_server.url}/api/v1/checkout",
+        data={"plan_id": "strict-risk", "offer_id": "25k"},
+        headers={"Origin": live_server.url},
+    )
     assert r.status == 201, r.text()
     now = live_server.clock.now()
     # strict-risk: 30 min before to 30 min after each high-impact event, orders refused.
-    EconomicCalendar(live_server.platform.db, live_server.clock).upsert([
-        EconomicEvent(now + timedelta(minutes=10), "EUR", "high", "ECB press conference", source="csv"),
-        EconomicEvent(now + timedelta(hours=2), "USD", "high", "Non-Farm Payrolls", source="csv"),
-    ])
+    EconomicCalendar(live_server.platform.db, live_server.clock).upsert(
+        [
+            EconomicEvent(now + timedelta(minutes=10), "EUR", "high", "ECB press conference", source="csv"),
+            EconomicEvent(now + timedelta(hours=2), "USD", "high", "Non-Farm Payrolls", source="csv"),
+        ]
+    )
     page.goto(f"/app/accounts/{r.json()['account']['id']}?symbol=EURUSD")
     page.wait_for_selector("#dashboard[data-live=live]")
 
@@ -235,8 +250,9 @@ def test_the_news_panel_counts_down_to_the_blackout_and_the_ticket_warns_inside_
     # puts USDJPY, the symbol now on the ticket, inside a blackout.
     page.wait_for_selector("#dashboard[data-live=live]")
     page.evaluate("window.__still_here = true")
-    EconomicCalendar(live_server.platform.db, live_server.clock).upsert([
-        EconomicEvent(now + timedelta(minutes=5), "JPY", "high", "BoJ rate decision", source="admin")])
+    EconomicCalendar(live_server.platform.db, live_server.clock).upsert(
+        [EconomicEvent(now + timedelta(minutes=5), "JPY", "high", "BoJ rate decision", source="admin")]
+    )
     boj = page.locator("[data-news-event]", has_text="BoJ rate decision")
     expect(boj).to_have_count(1, timeout=NEWS_WAIT_MS)
     expect(boj.locator("[data-news-countdown]")).to_contain_text("blackout now")

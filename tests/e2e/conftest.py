@@ -34,8 +34,13 @@ def make_platform(db_url: str, clock: Any, **overrides: Any) -> Any:
     from propdesk.bootstrap import open_platform
     from propdesk.settings import Settings
 
-    values: dict[str, Any] = {"database_url": db_url, "db_role_prefix": "pdtest", "service_token": SERVICE_TOKEN,
-                              "admin_token": ADMIN_TOKEN, "db_pool_size": 12}
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "db_role_prefix": "pdtest",
+        "service_token": SERVICE_TOKEN,
+        "admin_token": ADMIN_TOKEN,
+        "db_pool_size": 12,
+    }
     values.update(overrides)
     settings = Settings(**values)
     return open_platform(settings, clock=clock, migrate=False, admin_url=db_url, configure_logs=False)
@@ -95,23 +100,32 @@ class Desk:
         self.clock = clock
 
     def create_account(self, *, start: bool = True, **body: Any) -> dict[str, Any]:
-        payload = {"owner_id": body.pop("owner_id", "trader-1"), "mode": body.pop("mode", "audition"),
-                   "start": start, **body}
+        payload = {
+            "owner_id": body.pop("owner_id", "trader-1"),
+            "mode": body.pop("mode", "audition"),
+            "start": start,
+            **body,
+        }
         r = self.client.post(f"{PREFIX}/accounts", json=payload)
         assert r.status_code == 201, r.text
         return r.json()  # type: ignore[no-any-return]
 
     def quote(self, symbol: str, bid: str, ask: str, *, ts: Any = None, **extra: Any) -> dict[str, Any]:
         when = ts or self.clock.now()
-        r = self.client.post(f"{PREFIX}/quotes", json={"symbol": symbol, "bid": bid, "ask": ask,
-                                                       "ts": when.isoformat(), **extra})
+        r = self.client.post(
+            f"{PREFIX}/quotes", json={"symbol": symbol, "bid": bid, "ask": ask, "ts": when.isoformat(), **extra}
+        )
         assert r.status_code == 200, r.text
         return r.json()  # type: ignore[no-any-return]
 
     def default_quotes(self) -> None:
-        r = self.client.post(f"{PREFIX}/quotes", json=[
-            {"symbol": s, "bid": b, "ask": a, "ts": self.clock.now().isoformat()}
-            for s, (b, a) in DEFAULT_QUOTES.items()])
+        r = self.client.post(
+            f"{PREFIX}/quotes",
+            json=[
+                {"symbol": s, "bid": b, "ask": a, "ts": self.clock.now().isoformat()}
+                for s, (b, a) in DEFAULT_QUOTES.items()
+            ],
+        )
         assert r.status_code == 200, r.text
 
     def tick(self, seconds: float = 1) -> None:
@@ -123,8 +137,9 @@ class Desk:
 
     def count(self, table: str, account_id: str) -> int:
         with self.platform.db.read() as c:
-            row = c.execute(f"SELECT count(*) AS n FROM {table} WHERE account_id=%s", (uuid.UUID(account_id),)
-                            ).fetchone()
+            row = c.execute(
+                f"SELECT count(*) AS n FROM {table} WHERE account_id=%s", (uuid.UUID(account_id),)
+            ).fetchone()
         return int(row["n"])
 
     def ledger_count(self, account_id: str) -> int:
@@ -140,15 +155,20 @@ class Desk:
         with self.platform.db.read() as c:
             aid = uuid.UUID(account_id)
             bal = c.execute("SELECT cash, equity, ledger_seq FROM balances WHERE account_id=%s", (aid,)).fetchone()
-            counts = [c.execute(f"SELECT count(*) AS n FROM {t} WHERE account_id=%s", (aid,)).fetchone()["n"]
-                      for t in ("ledger", "orders", "fills", "positions", "decision_actions")]
+            counts = [
+                c.execute(f"SELECT count(*) AS n FROM {t} WHERE account_id=%s", (aid,)).fetchone()["n"]
+                for t in ("ledger", "orders", "fills", "positions", "decision_actions")
+            ]
             status = c.execute("SELECT status FROM accounts WHERE id=%s", (aid,)).fetchone()["status"]
         return (status, bal["cash"], bal["equity"], bal["ledger_seq"], *counts)
 
     def heartbeat(self, age: timedelta) -> None:
         with self.platform.db.tx() as c:
-            c.execute("INSERT INTO worker_heartbeats (name, beat_at, details) VALUES ('mark-to-market', %s, '{}')"
-                      " ON CONFLICT (name) DO UPDATE SET beat_at = EXCLUDED.beat_at", (self.clock.now() - age,))
+            c.execute(
+                "INSERT INTO worker_heartbeats (name, beat_at, details) VALUES ('mark-to-market', %s, '{}')"
+                " ON CONFLICT (name) DO UPDATE SET beat_at = EXCLUDED.beat_at",
+                (self.clock.now() - age,),
+            )
 
 
 @pytest.fixture

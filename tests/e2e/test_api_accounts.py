@@ -13,9 +13,16 @@ PREFIX = "/api/v1/prop"
 
 
 def test_create_account_freezes_the_policy_and_funds_the_starting_balance(client: Any) -> None:
-    r = client.post(f"{PREFIX}/accounts", json={
-        "owner_id": "agent-owner", "clone_id": "clone-1", "mode": "audition", "starting_balance": "50000",
-        "policy": {"max_open_positions": 3, "fee_bps": "5", "slippage_model": "spread"}})
+    r = client.post(
+        f"{PREFIX}/accounts",
+        json={
+            "owner_id": "agent-owner",
+            "clone_id": "clone-1",
+            "mode": "audition",
+            "starting_balance": "50000",
+            "policy": {"max_open_positions": 3, "fee_bps": "5", "slippage_model": "spread"},
+        },
+    )
     assert r.status_code == 201, r.text
     acc = r.json()
     assert acc["status"] == "pending"
@@ -50,9 +57,18 @@ def test_create_with_body_idempotency_key_and_another_body_is_409(client: Any) -
     assert r.json()["error"]["code"] == "idempotency_key_reused"
 
 
-@pytest.mark.parametrize("policy", [{"max_leverage": "-1"}, {"no_such_key": 1}, {"max_open_positions": "5"},
-                                    {"slippage_model": "free_lunch"}, {"allowed_asset_classes": ["tulips"]},
-                                    {"auto_liquidation_drawdown_pct": "150"}, {"max_notional": "Infinity"}])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"max_leverage": "-1"},
+        {"no_such_key": 1},
+        {"max_open_positions": "5"},
+        {"slippage_model": "free_lunch"},
+        {"allowed_asset_classes": ["tulips"]},
+        {"auto_liquidation_drawdown_pct": "150"},
+        {"max_notional": "Infinity"},
+    ],
+)
 def test_invalid_policy_override_is_422_and_creates_nothing(client: Any, platform: Any, policy: Any) -> None:
     r = client.post(f"{PREFIX}/accounts", json={"owner_id": "t", "mode": "audition", "policy": policy})
     assert r.status_code == 422, r.text
@@ -75,8 +91,9 @@ def test_child_account_links_its_parent_and_an_unknown_parent_is_404(desk: Any, 
     parent = desk.create_account(start=False)
     child = desk.create_account(start=False, parent_account_id=parent["id"], phase="phase_2")
     assert child["parent_account_id"] == parent["id"]
-    r = client.post(f"{PREFIX}/accounts", json={"owner_id": "t", "mode": "audition",
-                                                "parent_account_id": str(uuid.uuid4())})
+    r = client.post(
+        f"{PREFIX}/accounts", json={"owner_id": "t", "mode": "audition", "parent_account_id": str(uuid.uuid4())}
+    )
     assert r.status_code == 404
 
 
@@ -88,8 +105,9 @@ def test_clone_accounts_are_listed_page_by_page(desk: Any, client: Any, clock: A
     desk.create_account(start=False, clone_id="agent-8")
     seen, cursor, pages = [], None, 0
     while True:
-        r = client.get(f"{PREFIX}/clones/agent-7/accounts", params={"limit": 2, **({"cursor": cursor} if cursor
-                                                                                 else {})})
+        r = client.get(
+            f"{PREFIX}/clones/agent-7/accounts", params={"limit": 2, **({"cursor": cursor} if cursor else {})}
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         pages += 1
@@ -164,28 +182,56 @@ def test_openapi_lists_every_route_of_the_foundation(client: Any) -> None:
     paths = set(client.get("/openapi.json").json()["paths"])
     a = "/api/v1/prop/accounts/{account_id}"
     expected = {
-        "/api/v1/prop/accounts", a, "/api/v1/prop/clones/{clone_id}/accounts", f"{a}/start", f"{a}/complete",
-        f"{a}/liquidate", f"{a}/ledger", f"{a}/snapshot", f"{a}/decision-context", f"{a}/orders", f"{a}/fills",
-        f"{a}/positions", f"{a}/orders/{{order_id}}/cancel", f"{a}/positions/{{symbol}}/close",
-        f"{a}/positions/{{symbol}}/modify", f"{a}/decision-actions",
+        "/api/v1/prop/accounts",
+        a,
+        "/api/v1/prop/clones/{clone_id}/accounts",
+        f"{a}/start",
+        f"{a}/complete",
+        f"{a}/liquidate",
+        f"{a}/ledger",
+        f"{a}/snapshot",
+        f"{a}/decision-context",
+        f"{a}/orders",
+        f"{a}/fills",
+        f"{a}/positions",
+        f"{a}/orders/{{order_id}}/cancel",
+        f"{a}/positions/{{symbol}}/close",
+        f"{a}/positions/{{symbol}}/modify",
+        f"{a}/decision-actions",
         "/api/v1/prop/decision-actions/{decision_action_uuid}",
-        f"{a}/mark-to-market", "/api/v1/prop/mark-to-market-all", "/api/v1/prop/quotes", "/api/v1/prop/instruments",
-        "/healthz", "/metrics",
-    } | {f"/api/v1/admin/prop/accounts/{{account_id}}/{x}" for x in
-         ("pause", "resume", "lock", "liquidate", "void-order", "void-fill", "recompute", "audit-log")}
+        f"{a}/mark-to-market",
+        "/api/v1/prop/mark-to-market-all",
+        "/api/v1/prop/quotes",
+        "/api/v1/prop/instruments",
+        "/healthz",
+        "/metrics",
+    } | {
+        f"/api/v1/admin/prop/accounts/{{account_id}}/{x}"
+        for x in ("pause", "resume", "lock", "liquidate", "void-order", "void-fill", "recompute", "audit-log")
+    }
     assert expected <= paths, expected - paths
 
 
 def test_instruments_are_listed_with_lot_rules(client: Any) -> None:
     body = client.get(f"{PREFIX}/instruments", params={"limit": 500}).json()
     eurusd = next(i for i in body["items"] if i["symbol"] == "EURUSD")
-    assert eurusd == {"symbol": "EURUSD", "asset_class": "forex", "contract_size": "100000", "tick_size": "0.00001",
-                      "price_precision": 5, "quote_currency": "USD", "base_currency": "EUR", "min_lot": "0.01",
-                      "lot_step": "0.01", "max_lot": "100", "enabled": True, "description": "EUR/USD"}
+    assert eurusd == {
+        "symbol": "EURUSD",
+        "asset_class": "forex",
+        "contract_size": "100000",
+        "tick_size": "0.00001",
+        "price_precision": 5,
+        "quote_currency": "USD",
+        "base_currency": "EUR",
+        "min_lot": "0.01",
+        "lot_step": "0.01",
+        "max_lot": "100",
+        "enabled": True,
+        "description": "EUR/USD",
+    }
     first = client.get(f"{PREFIX}/instruments", params={"limit": 5}).json()
     second = client.get(f"{PREFIX}/instruments", params={"limit": 5, "cursor": first["next_cursor"]}).json()
-    assert [i["symbol"] for i in first["items"] + second["items"]] == sorted(
-        i["symbol"] for i in body["items"])[:10]
+    assert [i["symbol"] for i in first["items"] + second["items"]] == sorted(i["symbol"] for i in body["items"])[:10]
 
 
 def test_decision_context_has_what_an_agent_needs(desk: Any, client: Any, account: Any) -> None:

@@ -27,8 +27,11 @@ def test_pause_resume_lock_resume_each_audited_with_before_and_after(desk: Any, 
         assert r.json()["audit"]["action"] == action
     entries = audit_log(admin, aid)["items"]
     assert [(e["action"], e["before"]["status"], e["after"]["status"]) for e in entries] == [
-        ("pause", "active", "paused"), ("resume", "paused", "active"), ("lock", "active", "locked"),
-        ("resume", "locked", "active")]
+        ("pause", "active", "paused"),
+        ("resume", "paused", "active"),
+        ("lock", "active", "locked"),
+        ("resume", "locked", "active"),
+    ]
     first = entries[0]
     assert first["actor"] == "env:admin"
     assert first["reason"] == "ops: pause"
@@ -52,8 +55,9 @@ def test_a_refused_admin_action_is_audited_and_changes_nothing(desk: Any, admin:
     assert entry["before"] == entry["after"]
 
 
-def test_admin_liquidate_closes_positions_and_records_who_and_why(desk: Any, client: Any, admin: Any,
-                                                                  account: Any) -> None:
+def test_admin_liquidate_closes_positions_and_records_who_and_why(
+    desk: Any, client: Any, admin: Any, account: Any
+) -> None:
     aid = account["id"]
     assert desk.order(aid, quantity="0.20").status_code == 201
     r = admin.post(f"{ADMIN}/{aid}/liquidate", json={"reason": "risk desk decision"})
@@ -61,16 +65,20 @@ def test_admin_liquidate_closes_positions_and_records_who_and_why(desk: Any, cli
     assert r.json()["account"]["status"] == "liquidated"
     assert client.get(f"{PREFIX}/accounts/{aid}/positions").json()["items"] == []
     (entry,) = audit_log(admin, aid)["items"]
-    assert (entry["action"], entry["before"]["status"], entry["after"]["status"]) == ("liquidate", "active",
-                                                                                     "liquidated")
+    assert (entry["action"], entry["before"]["status"], entry["after"]["status"]) == (
+        "liquidate",
+        "active",
+        "liquidated",
+    )
     ledger = client.get(f"{PREFIX}/accounts/{aid}/ledger", params={"limit": 500}).json()["items"]
     liquidation = next(e for e in ledger if e["kind"] == "liquidation")
     assert liquidation["evidence"]["actor"] == "env:admin"
     assert liquidation["evidence"]["reason"] == "risk desk decision"
 
 
-def test_void_fill_reverses_fee_and_position_without_deleting_anything(desk: Any, client: Any, admin: Any,
-                                                                       account: Any) -> None:
+def test_void_fill_reverses_fee_and_position_without_deleting_anything(
+    desk: Any, client: Any, admin: Any, account: Any
+) -> None:
     aid = account["id"]
     fill = desk.order(aid).json()["fill"]
     assert desk.balance(aid)["cash"] == "99989"
@@ -94,8 +102,9 @@ def test_void_fill_reverses_fee_and_position_without_deleting_anything(desk: Any
     assert recompute["ok"] is True, recompute
 
 
-def test_void_order_voids_a_resting_order_or_the_fills_of_a_filled_one(desk: Any, client: Any, admin: Any,
-                                                                       account: Any) -> None:
+def test_void_order_voids_a_resting_order_or_the_fills_of_a_filled_one(
+    desk: Any, client: Any, admin: Any, account: Any
+) -> None:
     aid = account["id"]
     resting = desk.order(aid, order_type="limit", limit_price="1.05000").json()["order"]
     filled = desk.order(aid, symbol="XAUUSD").json()["order"]
@@ -123,13 +132,20 @@ def test_recompute_reports_the_ledger_fold_and_is_audited(desk: Any, admin: Any,
     assert entry["action"] == "recompute" and entry["details"]["result"]["ok"] is True
 
 
-@pytest.mark.parametrize(("action", "body"), [
-    ("pause", {}), ("pause", {"reason": ""}), ("pause", {"reason": "x" * 501}), ("pause", {"reason": "a\u0000b"}),
-    ("void-order", {"reason": "x"}), ("void-order", {"reason": "x", "order_id": "nope"}),
-    ("void-fill", {"reason": "x"}), ("recompute", {"reason": "x", "force": True}),
-])
-def test_admin_actions_need_a_reason_and_their_ids(desk: Any, admin: Any, account: Any, action: str,
-                                                  body: Any) -> None:
+@pytest.mark.parametrize(
+    ("action", "body"),
+    [
+        ("pause", {}),
+        ("pause", {"reason": ""}),
+        ("pause", {"reason": "x" * 501}),
+        ("pause", {"reason": "a\u0000b"}),
+        ("void-order", {"reason": "x"}),
+        ("void-order", {"reason": "x", "order_id": "nope"}),
+        ("void-fill", {"reason": "x"}),
+        ("recompute", {"reason": "x", "force": True}),
+    ],
+)
+def test_admin_actions_need_a_reason_and_their_ids(desk: Any, admin: Any, account: Any, action: str, body: Any) -> None:
     before = desk.state(account["id"])
     r = admin.post(f"{ADMIN}/{account['id']}/{action}", json=body)
     assert r.status_code == 422, r.text

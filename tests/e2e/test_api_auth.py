@@ -19,25 +19,34 @@ GARBAGE = b'{"symbol": "EURUSD", "quantity": NaN, oops'
 
 
 def test_an_unauthenticated_garbage_body_gets_401_not_422(anon: Any, account: Any) -> None:
-    r = anon.post(f"{PREFIX}/accounts/{account['id']}/orders", content=GARBAGE,
-                  headers={"Content-Type": "application/json"})
+    r = anon.post(
+        f"{PREFIX}/accounts/{account['id']}/orders", content=GARBAGE, headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 401
     assert r.headers["WWW-Authenticate"].startswith("Bearer")
     assert r.json()["error"]["code"] == "unauthorized"
 
 
-@pytest.mark.parametrize("header", ["Bearer nope", "Bearer", "Basic dXNlcjpwYXNz", "bearer  ", "Token x",
-                                    "Bearer a b", "Bearer " + "x" * 600])
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer nope", "Bearer", "Basic dXNlcjpwYXNz", "bearer  ", "Token x", "Bearer a b", "Bearer " + "x" * 600],
+)
 def test_bad_credentials_get_401_before_the_body_is_looked_at(anon: Any, account: Any, header: str) -> None:
-    r = anon.post(f"{PREFIX}/accounts/{account['id']}/orders", content=b"\xff" * 2_000_000,
-                  headers={"Authorization": header, "Content-Type": "text/plain"})
+    r = anon.post(
+        f"{PREFIX}/accounts/{account['id']}/orders",
+        content=b"\xff" * 2_000_000,
+        headers={"Authorization": header, "Content-Type": "text/plain"},
+    )
     assert r.status_code == 401, header
     assert "WWW-Authenticate" in r.headers
 
 
 def test_a_service_token_on_an_admin_route_gets_403_even_with_a_garbage_body(client: Any, account: Any) -> None:
-    r = client.post(f"/api/v1/admin/prop/accounts/{account['id']}/pause", content=GARBAGE,
-                    headers={"Content-Type": "application/json"})
+    r = client.post(
+        f"/api/v1/admin/prop/accounts/{account['id']}/pause",
+        content=GARBAGE,
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 403
     assert r.json()["error"]["code"] == "forbidden"
     assert client.get(f"{PREFIX}/accounts/{account['id']}").json()["status"] == "active"
@@ -54,11 +63,13 @@ def test_with_no_token_configured_every_guarded_route_refuses(platform_factory: 
     platform = platform_factory(service_token=None, admin_token=None)
     with TestClient(create_app(platform)) as c:
         for token in ("", "svc_e2e_token_0123456789abcdef", "None", "null"):
-            r = c.post(f"{PREFIX}/accounts", json={"owner_id": "x", "mode": "audition"},
-                       headers={"Authorization": f"Bearer {token}"})
+            r = c.post(
+                f"{PREFIX}/accounts",
+                json={"owner_id": "x", "mode": "audition"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
             assert r.status_code == 401, token
-        assert c.get("/api/v1/admin/prop/accounts/x/audit-log", headers={"Authorization": "Bearer "}).status_code \
-            == 401
+        assert c.get("/api/v1/admin/prop/accounts/x/audit-log", headers={"Authorization": "Bearer "}).status_code == 401
         assert c.get("/healthz").status_code == 200
 
 
@@ -102,8 +113,9 @@ def test_authorization_matrix_over_every_route_in_the_openapi(anon: Any, client:
                 continue
             url = _fill(path)
             for who, c, headers in (("anonymous", anon, {}), ("bad token", anon, {"Authorization": "Bearer x"})):
-                r = c.request(method.upper(), url, content=GARBAGE, headers={**headers,
-                                                                           "Content-Type": "application/json"})
+                r = c.request(
+                    method.upper(), url, content=GARBAGE, headers={**headers, "Content-Type": "application/json"}
+                )
                 assert r.status_code == 401, (who, method, path)
                 cells += 1
             streams = "/stream" in path  # an allowed event stream never ends: only its refusals are checked here
@@ -133,19 +145,39 @@ def test_unknown_api_paths_are_denied_before_they_are_looked_up(anon: Any, clien
     assert client.get("/nowhere").status_code == 404
 
 
-@pytest.mark.parametrize(("path", "rule"), [
-    ("/healthz", Access.PUBLIC), ("/metrics", Access.PUBLIC), ("/openapi.json", Access.PUBLIC),
-    ("/apix", Access.PUBLIC), ("/", Access.PUBLIC), ("/login", Access.PUBLIC), ("/static/app.css", Access.PUBLIC),
-    ("/api", Access.SESSION), ("/api/v1/prop/accounts", Access.SERVICE), ("/api/v1/risk/x", Access.SERVICE),
-    ("/api/v1/admin/prop/accounts/x/pause", Access.ADMIN), ("/api/v1/admin", Access.ADMIN),
-    ("/api/v1/prop/../admin/prop/accounts/x/pause", Access.ADMIN), ("/api//v1/admin/x", Access.ADMIN),
-    ("/api/v1/prop/./accounts", Access.ADMIN), ("/api/v1/prop/..", Access.ADMIN),
-    ("/api/v1/auth/login", Access.PUBLIC), ("/api/v1/plans", Access.PUBLIC), ("/api/v1/market/candles", Access.ANY),
-    ("/api/v1/me", Access.SESSION), ("/api/v1/accounts/x/orders", Access.SESSION),
-    ("/app", Access.PAGE), ("/app/accounts/x", Access.PAGE), ("/app/../admin", Access.ADMIN_PAGE),
-    ("/apple", Access.PUBLIC), ("/admin", Access.ADMIN_PAGE), ("/admin/flags", Access.ADMIN_PAGE),
-    ("/administrator", Access.PUBLIC),
-])
+@pytest.mark.parametrize(
+    ("path", "rule"),
+    [
+        ("/healthz", Access.PUBLIC),
+        ("/metrics", Access.PUBLIC),
+        ("/openapi.json", Access.PUBLIC),
+        ("/apix", Access.PUBLIC),
+        ("/", Access.PUBLIC),
+        ("/login", Access.PUBLIC),
+        ("/static/app.css", Access.PUBLIC),
+        ("/api", Access.SESSION),
+        ("/api/v1/prop/accounts", Access.SERVICE),
+        ("/api/v1/risk/x", Access.SERVICE),
+        ("/api/v1/admin/prop/accounts/x/pause", Access.ADMIN),
+        ("/api/v1/admin", Access.ADMIN),
+        ("/api/v1/prop/../admin/prop/accounts/x/pause", Access.ADMIN),
+        ("/api//v1/admin/x", Access.ADMIN),
+        ("/api/v1/prop/./accounts", Access.ADMIN),
+        ("/api/v1/prop/..", Access.ADMIN),
+        ("/api/v1/auth/login", Access.PUBLIC),
+        ("/api/v1/plans", Access.PUBLIC),
+        ("/api/v1/market/candles", Access.ANY),
+        ("/api/v1/me", Access.SESSION),
+        ("/api/v1/accounts/x/orders", Access.SESSION),
+        ("/app", Access.PAGE),
+        ("/app/accounts/x", Access.PAGE),
+        ("/app/../admin", Access.ADMIN_PAGE),
+        ("/apple", Access.PUBLIC),
+        ("/admin", Access.ADMIN_PAGE),
+        ("/admin/flags", Access.ADMIN_PAGE),
+        ("/administrator", Access.PUBLIC),
+    ],
+)
 def test_the_access_rule_of_a_path(path: str, rule: Access) -> None:
     assert access_rule(path) is rule
 

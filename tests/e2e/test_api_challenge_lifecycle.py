@@ -49,7 +49,6 @@ phases:
 """
 
 
-
 def open_challenge(desk: Any, plan: str, **extra: Any) -> dict[str, Any]:
     return desk.create_account(mode="challenge", plan_id=plan, policy=POLICY, **extra)
 
@@ -188,8 +187,10 @@ def test_a_close_inside_a_news_blackout_is_refused_when_the_rule_covers_closing(
     r = desk.order(acc, quantity="1", stop_loss="1.09500")
     assert r.status_code == 201, r.text
     at = desk.clock.now() + timedelta(minutes=10)
-    r = admin.post("/api/v1/admin/calendar/events", json={"at": at.isoformat(), "currency": "USD", "impact": "high",
-                                                           "title": "Non-farm payrolls"})
+    r = admin.post(
+        "/api/v1/admin/calendar/events",
+        json={"at": at.isoformat(), "currency": "USD", "impact": "high", "title": "Non-farm payrolls"},
+    )
     assert r.status_code == 201, r.text
     desk.tick(60)
     px(desk, "1.10050")
@@ -208,9 +209,18 @@ def test_an_external_trade_reported_late_counts_on_the_day_it_happened(desk: Any
     acc = open_challenge(desk, "e2e-2step")["id"]
     opened = desk.clock.now()
     desk.tick(3 * 3600)
-    body = {"account_id": acc, "ticket": "mt5-1", "symbol": "EURUSD", "side": "buy", "lots": "1",
-            "open_time": opened.isoformat(), "open_price": "1.10000",
-            "close_time": (opened + timedelta(hours=1)).isoformat(), "close_price": "1.10100", "profit": "100"}
+    body = {
+        "account_id": acc,
+        "ticket": "mt5-1",
+        "symbol": "EURUSD",
+        "side": "buy",
+        "lots": "1",
+        "open_time": opened.isoformat(),
+        "open_price": "1.10000",
+        "close_time": (opened + timedelta(hours=1)).isoformat(),
+        "close_price": "1.10100",
+        "profit": "100",
+    }
     desk.tick(24 * 3600)  # reported the next day
     r = desk.client.post("/api/v1/risk/check-trade", json=body)
     assert r.status_code == 200, r.text

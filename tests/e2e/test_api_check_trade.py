@@ -60,12 +60,20 @@ def challenge(desk: Any, plan: str, **extra: Any) -> str:
     return desk.create_account(mode="challenge", plan_id=plan, **extra)["id"]  # type: ignore[no-any-return]
 
 
-def trade(desk: Any, acc: str, ticket: str, *, closed: bool = False, held: timedelta = timedelta(minutes=10),
-          **fields: Any) -> dict[str, Any]:
+def trade(
+    desk: Any, acc: str, ticket: str, *, closed: bool = False, held: timedelta = timedelta(minutes=10), **fields: Any
+) -> dict[str, Any]:
     """A report opened ``held`` ago (and, with ``closed``, closed now)."""
     now = desk.clock.now()
-    body: dict[str, Any] = {"account_id": acc, "ticket": ticket, "symbol": "EURUSD", "side": "buy", "lots": "1",
-                            "open_time": (now - held).isoformat(), "open_price": "1.10000"}
+    body: dict[str, Any] = {
+        "account_id": acc,
+        "ticket": ticket,
+        "symbol": "EURUSD",
+        "side": "buy",
+        "lots": "1",
+        "open_time": (now - held).isoformat(),
+        "open_price": "1.10000",
+    }
     if closed:
         body.update({"close_time": now.isoformat(), "close_price": "1.10100"})
     body.update(fields)
@@ -94,11 +102,14 @@ def everything(desk: Any, acc: str) -> tuple[Any, ...]:
     """Account truth plus every rules table a trade report could write."""
     with desk.platform.db.read() as c:
         aid = uuid.UUID(acc)
-        extra = [c.execute(f"SELECT count(*) AS n FROM {t} WHERE account_id=%s", (aid,)).fetchone()["n"]
-                 for t in ("external_trades", "violations", "consistency_snapshots", "daily_stats")]
+        extra = [
+            c.execute(f"SELECT count(*) AS n FROM {t} WHERE account_id=%s", (aid,)).fetchone()["n"]
+            for t in ("external_trades", "violations", "consistency_snapshots", "daily_stats")
+        ]
         state = c.execute("SELECT state FROM rule_states WHERE account_id=%s", (aid,)).fetchone()
-        trades = c.execute("SELECT ticket, request_hash FROM external_trades WHERE account_id=%s ORDER BY ticket",
-                           (aid,)).fetchall()
+        trades = c.execute(
+            "SELECT ticket, request_hash FROM external_trades WHERE account_id=%s ORDER BY ticket", (aid,)
+        ).fetchall()
     return (*desk.state(acc), *extra, state["state"] if state else None, trades)
 
 
@@ -139,8 +150,14 @@ def test_a_ticket_closed_later_books_its_pnl_and_fee_into_the_ledger(desk: Any, 
     entries_before = len(ledger(desk, acc))
 
     desk.tick(1800)
-    closing = {**opened, "close_time": desk.clock.now().isoformat(), "close_price": "1.10250", "profit": "250",
-               "swap": "-5", "commission": "-7"}
+    closing = {
+        **opened,
+        "close_time": desk.clock.now().isoformat(),
+        "close_price": "1.10250",
+        "profit": "250",
+        "swap": "-5",
+        "commission": "-7",
+    }
     res = check(desk, closing)
     assert res["result"] == "pass" and res["stage"] == "close" and res["replayed"] is False
     assert Decimal(res["balance"]) == Decimal("100238")  # 250 - 5 swap - 7 commission
@@ -160,8 +177,12 @@ def test_a_ticket_closed_later_books_its_pnl_and_fee_into_the_ledger(desk: Any, 
     assert len(ledger(desk, acc)) == n and Decimal(desk.balance(acc)["cash"]) == Decimal("100238")
     # Any other report of the closed ticket is a conflict, and changes nothing.
     before = everything(desk, acc)
-    for changed in ({**closing, "close_price": "1.10300"}, {**closing, "profit": "300"}, opened,
-                    {**opened, "lots": "2"}):
+    for changed in (
+        {**closing, "close_price": "1.10300"},
+        {**closing, "profit": "300"},
+        opened,
+        {**opened, "lots": "2"},
+    ):
         r = desk.client.post(CHECK, json=changed)
         assert r.status_code == 409, r.text
         assert r.json()["error"]["code"] == "ticket_reused" and r.json()["error"]["details"]["ticket"] == "T-2"
@@ -171,15 +192,15 @@ def test_a_ticket_closed_later_books_its_pnl_and_fee_into_the_ledger(desk: Any, 
     assert_recompute_ok(desk, acc)
 
 
-def test_a_closing_report_that_changes_the_open_part_of_an_open_ticket_is_a_conflict(desk: Any,
-                                                                                     admin: Any) -> None:
+def test_a_closing_report_that_changes_the_open_part_of_an_open_ticket_is_a_conflict(desk: Any, admin: Any) -> None:
     post_plan(admin, PLAN)
     acc = challenge(desk, "e2e-ext")
     opened = trade(desk, acc, "T-3")
     check(desk, opened)
     before = everything(desk, acc)
-    r = desk.client.post(CHECK, json={**opened, "lots": "2", "close_time": desk.clock.now().isoformat(),
-                                      "close_price": "1.10100"})
+    r = desk.client.post(
+        CHECK, json={**opened, "lots": "2", "close_time": desk.clock.now().isoformat(), "close_price": "1.10100"}
+    )
     assert r.status_code == 409 and r.json()["error"]["code"] == "ticket_reused", r.text
     assert everything(desk, acc) == before
 
@@ -241,8 +262,7 @@ def test_a_losing_trade_below_the_daily_floor_is_a_breach_and_fails_the_account(
     before = everything(desk, acc)
     r = desk.client.post(CHECK, json=trade(desk, acc, "L-2", closed=True))
     assert r.status_code == 409 and r.json()["error"]["code"] == "account_not_active", r.text
-    r = desk.client.post(CHECK, json={**open_one, "close_time": desk.clock.now().isoformat(),
-                                      "close_price": "1.10000"})
+    r = desk.client.post(CHECK, json={**open_one, "close_time": desk.clock.now().isoformat(), "close_price": "1.10000"})
     assert r.status_code == 409, r.text
     assert everything(desk, acc) == before
     assert_recompute_ok(desk, acc)
@@ -260,8 +280,18 @@ def test_winning_trades_on_enough_days_pass_the_phase_and_open_the_next(desk: An
     check(desk, trade(desk, acc, "P-2", held=timedelta(0)))  # opened on day two, still open: not flat
     assert status(desk, acc) == "active"
     desk.tick(600)
-    res = check(desk, trade(desk, acc, "P-2", held=timedelta(minutes=10), close_time=desk.clock.now().isoformat(),
-                            close_price="1.10050", profit="50"))
+    res = check(
+        desk,
+        trade(
+            desk,
+            acc,
+            "P-2",
+            held=timedelta(minutes=10),
+            close_time=desk.clock.now().isoformat(),
+            close_price="1.10050",
+            profit="50",
+        ),
+    )
     assert res["account_status"] == "passed" and res["verdict"] == "passed"
     assert any(v["kind"] == "pass" and v["rule"] == "profit_target" for v in res["violations"])
     nxt = child_of(desk, acc)
@@ -296,14 +326,23 @@ def test_a_consistency_snapshot_is_stored_for_every_winning_trade(desk: Any, adm
     assert r.status_code == 200, r.text
     snaps = r.json()["items"]
     assert [s["ref"] for s in snaps] == ["C-0", "C-2", "C-3", "C-4"]
-    assert [Decimal(s["share_pct"]) for s in snaps] == [Decimal("100"), Decimal("33.33"), Decimal("28.57"),
-                                                        Decimal("8.70")]
-    assert [Decimal(s["cumulative_profit"]) for s in snaps] == [Decimal(1000), Decimal(1500), Decimal(2100),
-                                                                Decimal(2300)]
+    assert [Decimal(s["share_pct"]) for s in snaps] == [
+        Decimal("100"),
+        Decimal("33.33"),
+        Decimal("28.57"),
+        Decimal("8.70"),
+    ]
+    assert [Decimal(s["cumulative_profit"]) for s in snaps] == [
+        Decimal(1000),
+        Decimal(1500),
+        Decimal(2100),
+        Decimal(2300),
+    ]
     assert [s["violated"] for s in snaps] == [True, False, False, False]
     page = desk.client.get(f"{PREFIX}/accounts/{acc}/consistency-snapshots", params={"limit": 3}).json()
-    rest = desk.client.get(f"{PREFIX}/accounts/{acc}/consistency-snapshots",
-                           params={"limit": 3, "cursor": page["next_cursor"]}).json()
+    rest = desk.client.get(
+        f"{PREFIX}/accounts/{acc}/consistency-snapshots", params={"limit": 3, "cursor": page["next_cursor"]}
+    ).json()
     assert [s["ref"] for s in page["items"] + rest["items"]] == ["C-0", "C-2", "C-3", "C-4"]
 
 
@@ -351,8 +390,9 @@ HOSTILE: list[tuple[str, Any]] = [
 
 
 @pytest.mark.parametrize(("name", "change"), HOSTILE, ids=[h[0] for h in HOSTILE])
-def test_hostile_trade_reports_are_refused_and_change_nothing(desk: Any, admin: Any, name: str,
-                                                              change: dict[str, Any]) -> None:
+def test_hostile_trade_reports_are_refused_and_change_nothing(
+    desk: Any, admin: Any, name: str, change: dict[str, Any]
+) -> None:
     post_plan(admin, PLAN)
     acc = challenge(desk, "e2e-ext")
     check(desk, trade(desk, acc, "H-0"))
@@ -368,8 +408,12 @@ def test_raw_nan_and_non_json_bodies_are_refused(desk: Any, admin: Any) -> None:
     acc = challenge(desk, "e2e-ext")
     before = everything(desk, acc)
     body = json.dumps(trade(desk, acc, "R-1")).replace('"1.10000"', "NaN")
-    for content, ctype in ((body, "application/json"), (body.replace("NaN", "1e400"), "application/json"),
-                           ("ticket=1", "application/x-www-form-urlencoded"), ("{", "application/json")):
+    for content, ctype in (
+        (body, "application/json"),
+        (body.replace("NaN", "1e400"), "application/json"),
+        ("ticket=1", "application/x-www-form-urlencoded"),
+        ("{", "application/json"),
+    ):
         r = desk.client.post(CHECK, content=content, headers={"Content-Type": ctype})
         assert 400 <= r.status_code < 500, (content, r.status_code, r.text)
     assert everything(desk, acc) == before

@@ -12,13 +12,21 @@ PREFIX = "/api/v1/prop"
 
 
 def batch(client: Any, aid: str, run: str, actions: list[dict[str, Any]], **kw: Any) -> Any:
-    return client.post(f"{PREFIX}/accounts/{aid}/decision-actions", json={"decision_run_id": run, "actions": actions},
-                       **kw)
+    return client.post(
+        f"{PREFIX}/accounts/{aid}/decision-actions", json={"decision_run_id": run, "actions": actions}, **kw
+    )
 
 
 ACTIONS = [
-    {"decision_action_id": "a1", "action": "open", "symbol": "EURUSD", "side": "buy", "quantity": "0.10",
-     "stop_loss": "1.09000", "rationale": "momentum"},
+    {
+        "decision_action_id": "a1",
+        "action": "open",
+        "symbol": "EURUSD",
+        "side": "buy",
+        "quantity": "0.10",
+        "stop_loss": "1.09000",
+        "rationale": "momentum",
+    },
     {"decision_action_id": "a2", "action": "open", "symbol": "XAUUSD", "side": "sell", "quantity": 0.1},
     {"decision_action_id": "a3", "action": "hold", "rationale": "nothing to do"},
     {"decision_action_id": "a4", "action": "moonwalk"},
@@ -49,8 +57,9 @@ def test_a_batch_runs_each_action_and_links_what_it_produced(desk: Any, client: 
     assert {k: v for k, v in stored.json().items()} == {k: v for k, v in a1.items() if k != "replayed"}
 
 
-def test_a_retried_batch_returns_the_stored_results_without_running_the_gates_again(desk: Any, client: Any,
-                                                                                   account: Any) -> None:
+def test_a_retried_batch_returns_the_stored_results_without_running_the_gates_again(
+    desk: Any, client: Any, account: Any
+) -> None:
     aid = account["id"]
     first = batch(client, aid, "run-1", ACTIONS).json()["results"]
     ledger, orders = desk.ledger_count(aid), desk.count("orders", aid)
@@ -93,8 +102,9 @@ def test_an_action_id_reused_with_another_body_is_409(desk: Any, client: Any, ac
     assert r.json()["error"]["details"] == {"decision_action_ids": ["a1"]}
     assert desk.state(aid) == before
     # The same action id in another run is another action.
-    assert batch(client, aid, "run-2", [{**ACTIONS[0], "quantity": "0.20"}]).json()["results"][0]["status"] == \
-        "executed"
+    assert (
+        batch(client, aid, "run-2", [{**ACTIONS[0], "quantity": "0.20"}]).json()["results"][0]["status"] == "executed"
+    )
 
 
 def test_the_same_number_written_differently_is_the_same_action(client: Any, account: Any) -> None:
@@ -109,13 +119,18 @@ def test_close_modify_and_cancel_actions(desk: Any, client: Any, account: Any) -
     aid = account["id"]
     assert desk.order(aid, quantity="0.30").status_code == 201
     resting = desk.order(aid, symbol="XAUUSD", order_type="limit", limit_price="1900.00").json()["order"]
-    r = batch(client, aid, "run-2", [
-        {"decision_action_id": "m", "action": "modify", "symbol": "EURUSD", "stop_loss": "1.08000"},
-        {"decision_action_id": "c", "action": "close", "symbol": "EURUSD", "quantity": "0.10"},
-        {"decision_action_id": "x", "action": "cancel", "order_id": resting["id"]},
-        {"decision_action_id": "bad", "action": "close"},
-        {"decision_action_id": "gone", "action": "cancel", "order_id": str(uuid.uuid4())},
-    ])
+    r = batch(
+        client,
+        aid,
+        "run-2",
+        [
+            {"decision_action_id": "m", "action": "modify", "symbol": "EURUSD", "stop_loss": "1.08000"},
+            {"decision_action_id": "c", "action": "close", "symbol": "EURUSD", "quantity": "0.10"},
+            {"decision_action_id": "x", "action": "cancel", "order_id": resting["id"]},
+            {"decision_action_id": "bad", "action": "close"},
+            {"decision_action_id": "gone", "action": "cancel", "order_id": str(uuid.uuid4())},
+        ],
+    )
     assert r.status_code == 200, r.text
     res = r.json()["results"]
     assert [x["status"] for x in res] == ["executed", "executed", "executed", "rejected", "rejected"]
@@ -127,17 +142,31 @@ def test_close_modify_and_cancel_actions(desk: Any, client: Any, account: Any) -
     assert (pos["quantity"], pos["stop_loss"]) == ("0.2", "1.08")
 
 
-@pytest.mark.parametrize("body", [
-    {"decision_run_id": "r", "actions": []},
-    {"decision_run_id": "r", "actions": [{"decision_action_id": f"a{i}", "action": "hold"} for i in range(101)]},
-    {"decision_run_id": "", "actions": [{"decision_action_id": "a", "action": "hold"}]},
-    {"decision_run_id": "r", "actions": [{"decision_action_id": "a", "action": "open", "symbol": "eurusd"}]},
-    {"decision_run_id": "r", "actions": [{"decision_action_id": "a", "action": "open", "fill_price": "1.0"}]},
-    {"decision_run_id": "r", "actions": [{"decision_action_id": "a", "action": "hold", "quantity": "NaN"}]},
-    {"decision_run_id": "r", "actions": [{"decision_action_id": "a", "action": "ho ld"}]},
-    {"decision_run_id": "r", "actions": [{"decision_action_id": "a", "action": "open", "symbol": "EURUSD",
-                                          "side": "buy", "quantity": "0.1", "order_type": "limit"}]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"decision_run_id": "r", "actions": []},
+        {"decision_run_id": "r", "actions": [{"decision_action_id": f"a{i}", "action": "hold"} for i in range(101)]},
+        {"decision_run_id": "", "actions": [{"decision_action_id": "a", "action": "hold"}]},
+        {"decision_run_id": "r", "actions": [{"decision_action_id": "a", "action": "open", "symbol": "eurusd"}]},
+        {"decision_run_id": "r", "actions": [{"decision_action_id": "a", "action": "open", "fill_price": "1.0"}]},
+        {"decision_run_id": "r", "actions": [{"decision_action_id": "a", "action": "hold", "quantity": "NaN"}]},
+        {"decision_run_id": "r", "actions": [{"decision_action_id": "a", "action": "ho ld"}]},
+        {
+            "decision_run_id": "r",
+            "actions": [
+                {
+                    "decision_action_id": "a",
+                    "action": "open",
+                    "symbol": "EURUSD",
+                    "side": "buy",
+                    "quantity": "0.1",
+                    "order_type": "limit",
+                }
+            ],
+        },
+    ],
+)
 def test_malformed_batches_are_422_and_record_nothing(desk: Any, client: Any, account: Any, body: Any) -> None:
     before = desk.state(account["id"])
     r = client.post(f"{PREFIX}/accounts/{account['id']}/decision-actions", json=body)

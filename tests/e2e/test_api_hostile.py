@@ -29,17 +29,26 @@ EDGE_CASES: list[tuple[str, Any, dict[str, str], int, str | None]] = [
     ("NaN string", {**OK, "quantity": "NaN"}, {}, 422, "validation_error"),
     ("NaN literal", raw('{"symbol":"EURUSD","side":"buy","quantity":NaN}'), JSON, 422, "validation_error"),
     ("Infinity literal", raw('{"symbol":"EURUSD","side":"buy","quantity":Infinity}'), JSON, 422, "validation_error"),
-    ("-Infinity literal", raw('{"symbol":"EURUSD","side":"buy","quantity":-Infinity}'), JSON, 422,
-     "validation_error"),
+    ("-Infinity literal", raw('{"symbol":"EURUSD","side":"buy","quantity":-Infinity}'), JSON, 422, "validation_error"),
     ("Infinity string", {**OK, "quantity": "Infinity"}, {}, 422, "validation_error"),
     ("1e400 number", raw('{"symbol":"EURUSD","side":"buy","quantity":1e400}'), JSON, 422, "validation_error"),
     ("1e400 string", {**OK, "quantity": "1e400"}, {}, 422, "validation_error"),
     ("1e-400 number", raw('{"symbol":"EURUSD","side":"buy","quantity":1e-400}'), JSON, 422, "validation_error"),
-    ("5000-digit integer", raw('{"symbol":"EURUSD","side":"buy","quantity":1' + "0" * 5000 + "}"), JSON, 422,
-     "validation_error"),
+    (
+        "5000-digit integer",
+        raw('{"symbol":"EURUSD","side":"buy","quantity":1' + "0" * 5000 + "}"),
+        JSON,
+        422,
+        "validation_error",
+    ),
     ("5000-digit string", {**OK, "quantity": "1" + "0" * 5000}, {}, 422, "validation_error"),
-    ("20-digit integer", raw('{"symbol":"EURUSD","side":"buy","quantity":10000000000000000000}'), JSON, 422,
-     "validation_error"),
+    (
+        "20-digit integer",
+        raw('{"symbol":"EURUSD","side":"buy","quantity":10000000000000000000}'),
+        JSON,
+        422,
+        "validation_error",
+    ),
     ("negative quantity", {**OK, "quantity": "-0.10"}, {}, 422, "validation_error"),
     ("zero quantity", {**OK, "quantity": "0"}, {}, 422, "validation_error"),
     ("boolean quantity", {**OK, "quantity": True}, {}, 422, "validation_error"),
@@ -67,27 +76,62 @@ EDGE_CASES: list[tuple[str, Any, dict[str, str], int, str | None]] = [
     ("market order with a limit price", {**OK, "limit_price": "1.1"}, {}, 422, "validation_error"),
     ("negative stop loss", {**OK, "stop_loss": "-1"}, {}, 422, "validation_error"),
     ("client order id with NUL", {**OK, "client_order_id": "a\u0000b"}, {}, 422, "validation_error"),
-    ("client order id with a lone surrogate", raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1",'
-                                                  '"client_order_id":"\\ud800"}'), JSON, 422, "validation_error"),
+    (
+        "client order id with a lone surrogate",
+        raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1","client_order_id":"\\ud800"}'),
+        JSON,
+        422,
+        "validation_error",
+    ),
     ("client order id too long", {**OK, "client_order_id": "x" * 101}, {}, 422, "validation_error"),
-    ("duplicate keys", raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1","quantity":"100"}'), JSON, 422,
-     "validation_error"),
-    ("deep nesting", raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1","x":' + "[" * 5000 + "]" * 5000 + "}"),
-     JSON, 422, "validation_error"),
+    (
+        "duplicate keys",
+        raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1","quantity":"100"}'),
+        JSON,
+        422,
+        "validation_error",
+    ),
+    (
+        "deep nesting",
+        raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1","x":' + "[" * 5000 + "]" * 5000 + "}"),
+        JSON,
+        422,
+        "validation_error",
+    ),
     ("invalid UTF-8", b'{"symbol":"EURUSD","side":"\xff\xfe","quantity":"0.1"}', JSON, 422, "validation_error"),
     ("truncated JSON", raw('{"symbol":"EURUSD","side":'), JSON, 422, "validation_error"),
     ("JSON array body", raw("[]"), JSON, 422, "validation_error"),
     ("JSON string body", raw('"buy"'), JSON, 422, "validation_error"),
     ("empty body", b"", JSON, 422, "validation_error"),
-    ("wrong content type", raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1"}'), {"Content-Type": "text/plain"},
-     415, "unsupported_media_type"),
-    ("form content type", b"symbol=EURUSD&side=buy&quantity=0.1",
-     {"Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
+    (
+        "wrong content type",
+        raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1"}'),
+        {"Content-Type": "text/plain"},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "form content type",
+        b"symbol=EURUSD&side=buy&quantity=0.1",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        415,
+        "unsupported_media_type",
+    ),
     ("no content type", raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1"}'), {}, 415, "unsupported_media_type"),
-    ("latin-1 charset", raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1"}'),
-     {"Content-Type": "application/json; charset=latin-1"}, 415, "unsupported_media_type"),
-    ("oversized body", raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1","pad":"' + "x" * 1_100_000 + '"}'),
-     JSON, 413, "body_too_large"),
+    (
+        "latin-1 charset",
+        raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1"}'),
+        {"Content-Type": "application/json; charset=latin-1"},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "oversized body",
+        raw('{"symbol":"EURUSD","side":"buy","quantity":"0.1","pad":"' + "x" * 1_100_000 + '"}'),
+        JSON,
+        413,
+        "body_too_large",
+    ),
 ]
 
 
@@ -101,8 +145,15 @@ def snapshot(desk: Any, account: Any) -> Iterator[Any]:
 
 @pytest.mark.parametrize(("name", "body", "headers", "status", "code"), EDGE_CASES, ids=[c[0] for c in EDGE_CASES])
 def test_hostile_order_bodies_are_refused_at_the_edge_and_change_nothing(
-        client: Any, account: Any, snapshot: Any, name: str, body: Any, headers: dict[str, str], status: int,
-        code: str | None) -> None:
+    client: Any,
+    account: Any,
+    snapshot: Any,
+    name: str,
+    body: Any,
+    headers: dict[str, str],
+    status: int,
+    code: str | None,
+) -> None:
     url = f"{PREFIX}/accounts/{account['id']}/orders"
     if isinstance(body, bytes):
         r = client.post(url, content=body, headers=headers)
@@ -143,7 +194,8 @@ GATE_CASES: list[tuple[str, dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(("name", "body", "code"), GATE_CASES, ids=[c[0] for c in GATE_CASES])
 def test_rule_breaking_orders_are_recorded_gate_rejections_that_move_no_money(
-        desk: Any, client: Any, account: Any, name: str, body: dict[str, Any], code: str) -> None:
+    desk: Any, client: Any, account: Any, name: str, body: dict[str, Any], code: str
+) -> None:
     aid = account["id"]
     status, cash, equity, seq, ledger, orders, fills, positions, actions = desk.state(aid)
     r = client.post(f"{PREFIX}/accounts/{aid}/orders", json=body)
@@ -154,8 +206,9 @@ def test_rule_breaking_orders_are_recorded_gate_rejections_that_move_no_money(
 
 
 @pytest.mark.parametrize("move", ["pause", "lock"])
-def test_orders_on_a_paused_or_locked_account_are_rejected(desk: Any, client: Any, admin: Any, account: Any,
-                                                           move: str) -> None:
+def test_orders_on_a_paused_or_locked_account_are_rejected(
+    desk: Any, client: Any, admin: Any, account: Any, move: str
+) -> None:
     aid = account["id"]
     assert admin.post(f"/api/v1/admin/prop/accounts/{aid}/{move}", json={"reason": "test"}).status_code == 200
     r = desk.order(aid)
@@ -197,20 +250,23 @@ QUOTE_CASES: list[tuple[str, Any]] = [
 
 
 @pytest.mark.parametrize(("name", "body"), QUOTE_CASES, ids=[c[0] for c in QUOTE_CASES])
-def test_hostile_quotes_are_422_and_store_nothing(client: Any, platform: Any, account: Any, name: str,
-                                                  body: Any) -> None:
+def test_hostile_quotes_are_422_and_store_nothing(
+    client: Any, platform: Any, account: Any, name: str, body: Any
+) -> None:
     before = [platform.quotes.latest(s) for s in ("EURUSD", "GBPUSD")]
     r = client.post(f"{PREFIX}/quotes", json=body)
     assert r.status_code == 422, (name, r.text)
     assert [platform.quotes.latest(s) for s in ("EURUSD", "GBPUSD")] == before
 
 
-def test_stale_and_out_of_order_ticks_are_dropped_and_reported(desk: Any, client: Any, platform: Any,
-                                                               account: Any, clock: Any) -> None:
+def test_stale_and_out_of_order_ticks_are_dropped_and_reported(
+    desk: Any, client: Any, platform: Any, account: Any, clock: Any
+) -> None:
     latest = platform.quotes.latest("EURUSD")
     older = {**QUOTE, "ts": (clock.now() - timedelta(seconds=5)).isoformat()}
-    r = client.post(f"{PREFIX}/quotes", json=[older, {**QUOTE, "ts": clock.now().isoformat(), "bid": "1.10000",
-                                                      "ask": "1.10010"}])
+    r = client.post(
+        f"{PREFIX}/quotes", json=[older, {**QUOTE, "ts": clock.now().isoformat(), "bid": "1.10000", "ask": "1.10010"}]
+    )
     assert r.status_code == 200
     assert r.json()["accepted"] == 0 and r.json()["dropped"] == 2
     assert [x["reason"] for x in r.json()["results"]] == ["out_of_order", "duplicate"]
@@ -243,25 +299,35 @@ ACCOUNT_CASES: list[tuple[str, dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("name", "extra"), ACCOUNT_CASES, ids=[c[0] for c in ACCOUNT_CASES])
-def test_hostile_account_bodies_are_422_and_create_nothing(client: Any, platform: Any, name: str,
-                                                           extra: dict[str, Any]) -> None:
+def test_hostile_account_bodies_are_422_and_create_nothing(
+    client: Any, platform: Any, name: str, extra: dict[str, Any]
+) -> None:
     r = client.post(f"{PREFIX}/accounts", json={"owner_id": "t", "mode": "audition", **extra})
     assert r.status_code == 422, (name, r.text)
     with platform.db.read() as c:
         assert c.execute("SELECT count(*) AS n FROM accounts").fetchone()["n"] == 0
 
 
-@pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 501}, {"limit": "ten"}, {"limit": "1e2"},
-                                   {"cursor": "%%%"}, {"status": "FILLED"}])
+@pytest.mark.parametrize(
+    "query", [{"limit": 0}, {"limit": 501}, {"limit": "ten"}, {"limit": "1e2"}, {"cursor": "%%%"}, {"status": "FILLED"}]
+)
 def test_hostile_queries_are_422(client: Any, account: Any, query: dict[str, Any]) -> None:
     r = client.get(f"{PREFIX}/accounts/{account['id']}/orders", params=query)
     assert r.status_code == 422, r.text
 
 
-@pytest.mark.parametrize("path", ["/accounts/123/snapshot", "/accounts/%00/ledger",
-                                  "/accounts/00000000-0000-0000-0000-00000000000g/orders",
-                                  "/accounts/{id}/positions/eurusd/close", "/accounts/{id}/positions/EUR%20USD/close",
-                                  "/accounts/{id}/orders/not-a-uuid/cancel", "/decision-actions/1"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/accounts/123/snapshot",
+        "/accounts/%00/ledger",
+        "/accounts/00000000-0000-0000-0000-00000000000g/orders",
+        "/accounts/{id}/positions/eurusd/close",
+        "/accounts/{id}/positions/EUR%20USD/close",
+        "/accounts/{id}/orders/not-a-uuid/cancel",
+        "/decision-actions/1",
+    ],
+)
 def test_hostile_paths_are_4xx(client: Any, account: Any, snapshot: Any, path: str) -> None:
     url = PREFIX + path.replace("{id}", account["id"])
     r = client.post(url) if url.endswith(("close", "cancel")) else client.get(url)

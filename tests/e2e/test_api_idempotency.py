@@ -19,16 +19,18 @@ def post_order(client: Any, aid: str, key: str | None, body: dict[str, Any] | No
     return client.post(f"{PREFIX}/accounts/{aid}/orders", json=body or ORDER, headers=headers)
 
 
-def test_the_same_key_and_body_replays_the_original_response_byte_for_byte(desk: Any, client: Any,
-                                                                           account: Any) -> None:
+def test_the_same_key_and_body_replays_the_original_response_byte_for_byte(
+    desk: Any, client: Any, account: Any
+) -> None:
     aid = account["id"]
     first = post_order(client, aid, "order-1")
     assert first.status_code == 201
     ledger = desk.ledger_count(aid)
     desk.tick(5)
     for _ in range(3):
-        again = post_order(client, aid, "order-1", {"stop_loss": "1.09000", "quantity": "0.10", "side": "buy",
-                                                    "symbol": "EURUSD"})  # key order does not matter
+        again = post_order(
+            client, aid, "order-1", {"stop_loss": "1.09000", "quantity": "0.10", "side": "buy", "symbol": "EURUSD"}
+        )  # key order does not matter
         assert again.status_code == 201
         assert again.content == first.content
         assert again.headers["Idempotent-Replayed"] == "true"
@@ -78,8 +80,7 @@ def test_a_refused_command_is_stored_too(desk: Any, client: Any, account: Any) -
     assert client.post(url, headers={"Idempotency-Key": "close-2"}).status_code == 201
 
 
-def test_ten_concurrent_requests_with_one_key_execute_exactly_one_order(desk: Any, client: Any,
-                                                                        account: Any) -> None:
+def test_ten_concurrent_requests_with_one_key_execute_exactly_one_order(desk: Any, client: Any, account: Any) -> None:
     aid = account["id"]
     barrier = threading.Barrier(10)
 
@@ -115,8 +116,9 @@ def test_ten_concurrent_distinct_keys_each_execute(desk: Any, client: Any, accou
     assert desk.count("fills", aid) == 10
 
 
-def test_an_internal_error_is_not_stored_so_the_retry_executes(desk: Any, client: Any, platform: Any,
-                                                              account: Any, monkeypatch: Any) -> None:
+def test_an_internal_error_is_not_stored_so_the_retry_executes(
+    desk: Any, client: Any, platform: Any, account: Any, monkeypatch: Any
+) -> None:
     aid = account["id"]
     real = platform.execution.submit_order
     calls = {"n": 0}
@@ -156,16 +158,20 @@ def test_account_creation_and_quotes_accept_the_header(desk: Any, client: Any, p
 @pytest.mark.parametrize("key", ["", "k" * 201, "tab\there", "café"])
 def test_a_malformed_key_is_422(client: Any, account: Any, desk: Any, key: str) -> None:
     before = desk.state(account["id"])
-    r = client.post(f"{PREFIX}/accounts/{account['id']}/orders", json=ORDER,
-                    headers=[("Idempotency-Key", key.encode("utf-8"))])  # type: ignore[arg-type]
+    r = client.post(
+        f"{PREFIX}/accounts/{account['id']}/orders", json=ORDER, headers=[("Idempotency-Key", key.encode("utf-8"))]
+    )  # type: ignore[arg-type]
     assert r.status_code == 422, r.text
     assert r.json()["error"]["details"]["errors"][0]["loc"] == ["header", "Idempotency-Key"]
     assert desk.state(account["id"]) == before
 
 
 def test_two_key_headers_are_refused(client: Any, account: Any) -> None:
-    r = client.post(f"{PREFIX}/accounts/{account['id']}/orders", json=ORDER,
-                    headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")])  # type: ignore[arg-type]
+    r = client.post(
+        f"{PREFIX}/accounts/{account['id']}/orders",
+        json=ORDER,
+        headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+    )  # type: ignore[arg-type]
     assert r.status_code == 422
 
 

@@ -43,8 +43,11 @@ def test_healthz_reports_migrations_behind_head(anon: Any, desk: Any, platform: 
     monkeypatch.setattr(ops, "HEAD", "9999")
     body = anon.get("/healthz").json()
     assert body["status"] == "degraded"
-    assert body["checks"]["migrations"] == {"ok": False, "current": body["checks"]["migrations"]["current"],
-                                            "head": "9999"}
+    assert body["checks"]["migrations"] == {
+        "ok": False,
+        "current": body["checks"]["migrations"]["current"],
+        "head": "9999",
+    }
 
 
 def test_healthz_is_503_when_the_database_is_unreachable(platform: Any, monkeypatch: Any) -> None:
@@ -69,8 +72,9 @@ def test_healthz_is_503_when_the_database_is_unreachable(platform: Any, monkeypa
     assert r.json()["checks"]["database"]["ok"] is False
 
 
-def test_metrics_expose_requests_order_latency_rejections_and_mark_to_market(desk: Any, client: Any, anon: Any,
-                                                                            account: Any) -> None:
+def test_metrics_expose_requests_order_latency_rejections_and_mark_to_market(
+    desk: Any, client: Any, anon: Any, account: Any
+) -> None:
     aid = account["id"]
     assert desk.order(aid).status_code == 201
     assert desk.order(aid, quantity="0.001").status_code == 422
@@ -79,8 +83,10 @@ def test_metrics_expose_requests_order_latency_rejections_and_mark_to_market(des
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
-    assert 'propdesk_http_requests_total{method="POST",route="/api/v1/prop/accounts/{account_id}/orders",' \
-           'status="201"} 1.0' in text
+    assert (
+        'propdesk_http_requests_total{method="POST",route="/api/v1/prop/accounts/{account_id}/orders",'
+        'status="201"} 1.0' in text
+    )
     assert 'route="/api/v1/prop/accounts/{account_id}/orders",status="422"} 1.0' in text
     assert "propdesk_order_latency_seconds_count 2.0" in text
     assert 'propdesk_gate_rejections_total{reason="invalid_quantity"} 1.0' in text
@@ -89,8 +95,9 @@ def test_metrics_expose_requests_order_latency_rejections_and_mark_to_market(des
     assert 'propdesk_quotes_total{outcome="accepted"}' in text
 
 
-def test_unknown_route_wrong_method_and_internal_errors_use_the_envelope(client: Any, anon: Any, account: Any,
-                                                                         platform: Any, monkeypatch: Any) -> None:
+def test_unknown_route_wrong_method_and_internal_errors_use_the_envelope(
+    client: Any, anon: Any, account: Any, platform: Any, monkeypatch: Any
+) -> None:
     r = client.get(f"{PREFIX}/no/such/route")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     r = anon.get("/no/such/page")
@@ -107,16 +114,23 @@ def test_unknown_route_wrong_method_and_internal_errors_use_the_envelope(client:
     with capture_logs() as logs:
         r = client.get(f"{PREFIX}/accounts/{account['id']}/snapshot", headers={"X-Request-ID": "req-42"})
     assert r.status_code == 500
-    assert r.json() == {"error": {"code": "internal_error", "message": "internal error; the request id identifies it",
-                                  "details": {"request_id": "req-42"}}}
+    assert r.json() == {
+        "error": {
+            "code": "internal_error",
+            "message": "internal error; the request id identifies it",
+            "details": {"request_id": "req-42"},
+        }
+    }
     assert r.headers["X-Request-ID"] == "req-42"
     errors = [e for e in logs if e["event"] == "unhandled_exception"]
     assert len(errors) == 1 and errors[0]["request_id"] == "req-42" and "ZeroDivisionError" in errors[0]["error"]
 
 
 def test_validation_errors_are_json_safe_and_name_the_field(client: Any, account: Any) -> None:
-    r = client.post(f"{PREFIX}/accounts/{account['id']}/orders", json={"symbol": "EURUSD", "side": "buy",
-                                                                      "quantity": "1e400", "extra": b"x".hex()})
+    r = client.post(
+        f"{PREFIX}/accounts/{account['id']}/orders",
+        json={"symbol": "EURUSD", "side": "buy", "quantity": "1e400", "extra": b"x".hex()},
+    )
     assert r.status_code == 422
     errors = r.json()["error"]["details"]["errors"]
     locs = [e["loc"] for e in errors]

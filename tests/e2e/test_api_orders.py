@@ -12,8 +12,7 @@ pytestmark = pytest.mark.e2e
 PREFIX = "/api/v1/prop"
 
 
-def test_market_order_with_sl_tp_fills_at_the_mid_and_carries_its_levels(desk: Any, client: Any,
-                                                                        account: Any) -> None:
+def test_market_order_with_sl_tp_fills_at_the_mid_and_carries_its_levels(desk: Any, client: Any, account: Any) -> None:
     aid = account["id"]
     r = desk.order(aid, stop_loss="1.09000", take_profit="1.12000", client_order_id="c-1")
     assert r.status_code == 201, r.text
@@ -25,9 +24,20 @@ def test_market_order_with_sl_tp_fills_at_the_mid_and_carries_its_levels(desk: A
     assert body["fill"]["fee"] == "11"  # 10 bps of 11,000.50
     assert body["fill"]["quote"]["bid"] == "1.10000"
     pos = client.get(f"{PREFIX}/accounts/{aid}/positions").json()["items"]
-    assert pos == [{"symbol": "EURUSD", "quantity": "0.1", "side": "long", "avg_price": "1.10005",
-                    "stop_loss": "1.09", "take_profit": "1.12", "opened_at": "2026-03-02T10:00:00Z",
-                    "mark_price": "1.1", "unrealized_pnl": "-0.5", "notional": "11000"}]
+    assert pos == [
+        {
+            "symbol": "EURUSD",
+            "quantity": "0.1",
+            "side": "long",
+            "avg_price": "1.10005",
+            "stop_loss": "1.09",
+            "take_profit": "1.12",
+            "opened_at": "2026-03-02T10:00:00Z",
+            "mark_price": "1.1",
+            "unrealized_pnl": "-0.5",
+            "notional": "11000",
+        }
+    ]
     bal = desk.balance(aid)
     assert bal["cash"] == "99989"
     assert bal["fees"] == "11"

@@ -75,9 +75,12 @@ def rule_state_rows(desk: Any, acc: str) -> tuple[Any, ...]:
     with desk.platform.db.read() as c:
         aid = uuid.UUID(acc)
         state = c.execute("SELECT state FROM rule_states WHERE account_id=%s", (aid,)).fetchone()
-        stats = c.execute("SELECT trading_day, start_balance, start_equity, high_equity, low_equity, closed_pnl,"
-                          " trades_opened, trades_closed, daily_floor, end_balance, end_equity FROM daily_stats"
-                          " WHERE account_id=%s ORDER BY trading_day", (aid,)).fetchall()
+        stats = c.execute(
+            "SELECT trading_day, start_balance, start_equity, high_equity, low_equity, closed_pnl,"
+            " trades_opened, trades_closed, daily_floor, end_balance, end_equity FROM daily_stats"
+            " WHERE account_id=%s ORDER BY trading_day",
+            (aid,),
+        ).fetchall()
         viol = c.execute("SELECT count(*) AS n FROM violations WHERE account_id=%s", (aid,)).fetchone()["n"]
     return (state["state"]["engine"] if state else None, stats, viol)
 
@@ -122,14 +125,21 @@ def test_an_admin_creates_a_new_plan_version_from_yaml_and_the_version_increment
     assert catalogue["e2e-rules"]["phases"][0]["rules"]["max_daily_loss"]["pct"] == "3"
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    (PLAN_V1.replace("max_loss: {pct: 10, mode: static}", "max_loss: {pct: 10, mode: sideways}"), "mode"),
-    (PLAN_V1.replace("max_daily_loss: {pct: 5,", "max_daily_loss: {pct: 5, bogus_key: 1,"), "bogus_key"),
-    (PLAN_V1.replace("timezone: UTC", "timezone: Mars/Olympus"), "timezone"),
-    (PLAN_V1.replace('starting_balance: "100000"\ntimezone', 'starting_balance: "-5"\ntimezone'), "starting_balance"),
-])
-def test_an_invalid_plan_is_refused_with_invalid_plan_naming_the_key(desk: Any, admin: Any, text: str,
-                                                                     key: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (PLAN_V1.replace("max_loss: {pct: 10, mode: static}", "max_loss: {pct: 10, mode: sideways}"), "mode"),
+        (PLAN_V1.replace("max_daily_loss: {pct: 5,", "max_daily_loss: {pct: 5, bogus_key: 1,"), "bogus_key"),
+        (PLAN_V1.replace("timezone: UTC", "timezone: Mars/Olympus"), "timezone"),
+        (
+            PLAN_V1.replace('starting_balance: "100000"\ntimezone', 'starting_balance: "-5"\ntimezone'),
+            "starting_balance",
+        ),
+    ],
+)
+def test_an_invalid_plan_is_refused_with_invalid_plan_naming_the_key(
+    desk: Any, admin: Any, text: str, key: str
+) -> None:
     r = admin.post("/api/v1/admin/plans", json={"text": text})
     assert r.status_code == 422, r.text
     err = error(r)
@@ -155,7 +165,8 @@ def test_a_service_token_cannot_create_or_retire_plans(client: Any, anon: Any) -
 
 # ---------------------------------------------------------------------------------------------- versions frozen
 def test_an_account_keeps_its_plan_version_after_a_new_version_and_new_accounts_get_the_new_one(
-        desk: Any, admin: Any) -> None:
+    desk: Any, admin: Any
+) -> None:
     post_plan(admin, PLAN_V1)
     old = challenge(desk, "e2e-rules")
     assert old["rulebook_id"] == "e2e-rules" and old["rulebook_version"] == 1
@@ -189,7 +200,8 @@ def test_an_account_keeps_its_plan_version_after_a_new_version_and_new_accounts_
 
 
 def test_a_retired_plan_leaves_the_catalogue_and_refuses_new_accounts_but_running_ones_keep_trading(
-        desk: Any, admin: Any) -> None:
+    desk: Any, admin: Any
+) -> None:
     post_plan(admin, PLAN_V1)
     running = challenge(desk, "e2e-rules")["id"]
     r = admin.post("/api/v1/admin/plans/e2e-rules/retire", json={})
@@ -198,11 +210,14 @@ def test_a_retired_plan_leaves_the_catalogue_and_refuses_new_accounts_but_runnin
 
     catalogue = {p["id"] for p in desk.client.get(f"{PREFIX}/plans").json()["items"]}
     assert "e2e-rules" not in catalogue and catalogue >= PRESETS
-    r = desk.client.post(f"{PREFIX}/accounts", json={"owner_id": "t", "mode": "challenge", "plan_id": "e2e-rules",
-                                                     "policy": POLICY})
+    r = desk.client.post(
+        f"{PREFIX}/accounts", json={"owner_id": "t", "mode": "challenge", "plan_id": "e2e-rules", "policy": POLICY}
+    )
     assert r.status_code == 404 and error(r)["code"] == "plan_not_found", r.text
-    r = desk.client.post(f"{PREFIX}/accounts", json={"owner_id": "t", "mode": "challenge", "plan_id": "e2e-rules",
-                                                     "plan_version": 1, "policy": POLICY})
+    r = desk.client.post(
+        f"{PREFIX}/accounts",
+        json={"owner_id": "t", "mode": "challenge", "plan_id": "e2e-rules", "plan_version": 1, "policy": POLICY},
+    )
     assert r.status_code == 409 and error(r)["code"] == "plan_retired", r.text
     # Retiring twice: nothing left to retire.
     again = admin.post("/api/v1/admin/plans/e2e-rules/retire", json={})
@@ -254,7 +269,8 @@ def test_a_bad_offer_or_a_plan_outside_challenge_mode_is_refused(desk: Any) -> N
 
 # ---------------------------------------------------------------------------------------------- rule status
 def test_the_rules_view_of_a_started_account_shows_every_limit_progress_and_the_next_reset(
-        desk: Any, admin: Any) -> None:
+    desk: Any, admin: Any
+) -> None:
     post_plan(admin, PLAN_V1)
     acc = challenge(desk, "e2e-rules")["id"]
     px(desk, "1.10000", spread="0")
@@ -361,8 +377,9 @@ def test_daily_stats_have_one_row_per_trading_day(desk: Any, admin: Any) -> None
     # Closed days carry their end-of-day figures.
     assert Decimal(rows[-1]["end_balance"]) == Decimal(100100)
     page1 = desk.client.get(f"{PREFIX}/accounts/{acc}/daily-stats", params={"limit": 2}).json()
-    page2 = desk.client.get(f"{PREFIX}/accounts/{acc}/daily-stats",
-                            params={"limit": 2, "cursor": page1["next_cursor"]}).json()
+    page2 = desk.client.get(
+        f"{PREFIX}/accounts/{acc}/daily-stats", params={"limit": 2, "cursor": page1["next_cursor"]}
+    ).json()
     assert [s["trading_day"] for s in page1["items"] + page2["items"]] == [s["trading_day"] for s in rows]
     assert page2["next_cursor"] is None
     assert_recompute_ok(desk, acc)
@@ -421,13 +438,20 @@ def test_an_order_risking_more_than_two_percent_is_refused_with_the_computed_ris
 def test_a_high_impact_news_event_blacks_out_orders_until_its_window_ends(desk: Any, admin: Any) -> None:
     acc = challenge(desk, "strict-risk", offer_id="25k")["id"]
     event_at = desk.clock.now() + timedelta(minutes=10)
-    r = admin.post("/api/v1/admin/calendar/events", json={"at": event_at.isoformat(), "currency": "USD",
-                                                           "impact": "high", "title": "US CPI"})
+    r = admin.post(
+        "/api/v1/admin/calendar/events",
+        json={"at": event_at.isoformat(), "currency": "USD", "impact": "high", "title": "US CPI"},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["currency"] == "USD" and r.json()["source"] == "admin"
     # A service token cannot enter events.
-    assert desk.client.post("/api/v1/admin/calendar/events", json={"at": event_at.isoformat(), "currency": "USD",
-                                                                   "impact": "high", "title": "x"}).status_code == 403
+    assert (
+        desk.client.post(
+            "/api/v1/admin/calendar/events",
+            json={"at": event_at.isoformat(), "currency": "USD", "impact": "high", "title": "x"},
+        ).status_code
+        == 403
+    )
 
     px(desk, "1.10000")
     r = desk.order(acc, quantity="0.1", stop_loss="1.09010")
@@ -449,9 +473,13 @@ def test_a_high_impact_news_event_blacks_out_orders_until_its_window_ends(desk: 
     assert len(refused) == 2 and all(v["kind"] == "reject" for v in refused)
     # A medium-impact event does not black out a plan that watches high impact only.
     later = desk.clock.now() + timedelta(minutes=5)
-    assert admin.post("/api/v1/admin/calendar/events", json={"at": later.isoformat(), "currency": "EUR",
-                                                             "impact": "medium", "title": "ECB speech"}
-                      ).status_code == 201
+    assert (
+        admin.post(
+            "/api/v1/admin/calendar/events",
+            json={"at": later.isoformat(), "currency": "EUR", "impact": "medium", "title": "ECB speech"},
+        ).status_code
+        == 201
+    )
     desk.tick(1)
     px(desk, "1.10000")
     assert desk.order(acc, quantity="0.1", stop_loss="1.09010").status_code == 201
@@ -498,7 +526,8 @@ CRON_SECRET = "cron_e2e_secret_0123456789abcdef"
 
 
 def test_the_day_roll_accepts_the_cron_secret_and_the_secret_opens_no_other_route(
-        platform_factory: Any, clock: Any, client: Any, admin: Any) -> None:
+    platform_factory: Any, clock: Any, client: Any, admin: Any
+) -> None:
     from fastapi.testclient import TestClient
 
     from propdesk.web.app import create_app
@@ -509,8 +538,11 @@ def test_the_day_roll_accepts_the_cron_secret_and_the_secret_opens_no_other_rout
     platform = platform_factory(cron_secret=CRON_SECRET)
     cron = {"Authorization": f"Bearer {CRON_SECRET}"}
     with TestClient(create_app(platform)) as c:
-        acc = c.post(f"{PREFIX}/accounts", headers=SERVICE, json={"owner_id": "t", "mode": "challenge",
-                                                                  "plan_id": "classic-2step", "start": True})
+        acc = c.post(
+            f"{PREFIX}/accounts",
+            headers=SERVICE,
+            json={"owner_id": "t", "mode": "challenge", "plan_id": "classic-2step", "start": True},
+        )
         assert acc.status_code == 201, acc.text
         clock.advance(24 * 3600)
         r = c.post(EOD, headers=cron, json={})

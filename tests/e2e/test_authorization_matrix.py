@@ -73,8 +73,10 @@ def policy(method: str, path: str) -> str:
         return "market"
     if path.startswith("/api/v1/"):
         return "session"
-    raise AssertionError(f"{method} {path}: a path outside every area of the path policy; say in the web "
-                         "contract (and in this test's policy) who may call it")
+    raise AssertionError(
+        f"{method} {path}: a path outside every area of the path policy; say in the web "
+        "contract (and in this test's policy) who may call it"
+    )
 
 
 OWNED = re.compile(r"\{(account_id|fill_id|notification_id)\}")
@@ -216,9 +218,11 @@ def world(db_url: str, clock: Any) -> Iterator[dict[str, Any]]:
     server = ApiServer(app, "127.0.0.1", 0)
     server.start()
     try:
-        users = {"trader_a": make_user(platform, "matrix-a@example.test"),
-                 "trader_b": make_user(platform, "matrix-b@example.test"),
-                 "admin_session": make_user(platform, "matrix-admin@example.test", UserRole.ADMIN)}
+        users = {
+            "trader_a": make_user(platform, "matrix-a@example.test"),
+            "trader_b": make_user(platform, "matrix-b@example.test"),
+            "admin_session": make_user(platform, "matrix-admin@example.test", UserRole.ADMIN),
+        }
         expired_user = make_user(platform, "matrix-gone@example.test")
         http = httpx.Client(base_url=server.url, timeout=20, headers=csrf_headers(platform))
 
@@ -229,9 +233,11 @@ def world(db_url: str, clock: Any) -> Iterator[dict[str, Any]]:
         assert platform.quotes.put(Quote("EURUSD", Decimal("1.10000"), Decimal("1.10010"), clock.now()))
         accounts = {}
         for who in ("trader_a", "trader_b"):
-            r = http.post("/api/v1/checkout", json={"plan_id": "classic-2step", "offer_id": "10k",
-                                                    "payment_provider": "dev"},
-                          headers=session_headers(users[who]))
+            r = http.post(
+                "/api/v1/checkout",
+                json={"plan_id": "classic-2step", "offer_id": "10k", "payment_provider": "dev"},
+                headers=session_headers(users[who]),
+            )
             assert r.status_code == 201, r.text
             accounts[who] = uuid.UUID(r.json()["account"]["id"])
         ex = platform.execution
@@ -239,31 +245,64 @@ def world(db_url: str, clock: Any) -> Iterator[dict[str, Any]]:
         assert ex.submit_order(a, OrderRequest("EURUSD", Side.BUY, Decimal("0.2"))).accepted
         fill = ex.close_position(a, "EURUSD", Decimal("0.1")).fill
         assert fill is not None
-        resting = ex.submit_order(a, OrderRequest("EURUSD", Side.BUY, Decimal("0.1"), OrderType.LIMIT,
-                                                  limit_price=Decimal("1.05")))
+        resting = ex.submit_order(
+            a, OrderRequest("EURUSD", Side.BUY, Decimal("0.1"), OrderType.LIMIT, limit_price=Decimal("1.05"))
+        )
         assert resting.order["status"] == "open"
         ex.apply_trigger(a, Trigger.PAUSE, actor="matrix", reason="a notification")
         ex.apply_trigger(a, Trigger.RESUME, actor="matrix", reason="and back")
         with platform.db.read() as c:
-            note = c.execute("SELECT id FROM notifications WHERE user_id=%s ORDER BY id LIMIT 1",
-                             (users["trader_a"].id,)).fetchone()
+            note = c.execute(
+                "SELECT id FROM notifications WHERE user_id=%s ORDER BY id LIMIT 1", (users["trader_a"].id,)
+            ).fetchone()
         assert note is not None
         # The expired session: made now, then the idle timeout passes. Every other session is made per call.
         expired = session_headers(expired_user)
         clock.advance((platform.settings.session_idle_minutes + 1) * 60)
         now = clock.now().isoformat().replace("+00:00", "Z")
         ids = {
-            "path": {"account_id": str(a), "order_id": str(resting.order["id"]), "fill_id": str(fill["id"]),
-                     "notification_id": str(note["id"]), "symbol": "EURUSD", "plan_id": "classic-2step",
-                     "clone_id": "matrix-clone"},
-            "fields": {"symbol": "EURUSD", "side": "buy", "quantity": "0.01", "plan_id": "classic-2step",
-                       "offer_id": "10k", "payment_provider": "dev", "note": "matrix", "reason": "matrix",
-                       "order_id": str(resting.order["id"]), "fill_id": str(fill["id"]), "account_id": str(a),
-                       "owner_id": "matrix", "mode": "challenge", "decision_run_id": "matrix", "stop_loss": "1.05",
-                       "decision_action_id": "m1", "action": "hold", "bid": "1.1", "ask": "1.1001", "ts": now,
-                       "email": "matrix-new@example.test", "password": PASSWORD, "ticket": "m1", "lots": "0.01",
-                       "open_time": now, "open_price": "1.1", "at": now, "currency": "USD", "impact": "high",
-                       "title": "matrix", "text": "id: matrix\n"},
+            "path": {
+                "account_id": str(a),
+                "order_id": str(resting.order["id"]),
+                "fill_id": str(fill["id"]),
+                "notification_id": str(note["id"]),
+                "symbol": "EURUSD",
+                "plan_id": "classic-2step",
+                "clone_id": "matrix-clone",
+            },
+            "fields": {
+                "symbol": "EURUSD",
+                "side": "buy",
+                "quantity": "0.01",
+                "plan_id": "classic-2step",
+                "offer_id": "10k",
+                "payment_provider": "dev",
+                "note": "matrix",
+                "reason": "matrix",
+                "order_id": str(resting.order["id"]),
+                "fill_id": str(fill["id"]),
+                "account_id": str(a),
+                "owner_id": "matrix",
+                "mode": "challenge",
+                "decision_run_id": "matrix",
+                "stop_loss": "1.05",
+                "decision_action_id": "m1",
+                "action": "hold",
+                "bid": "1.1",
+                "ask": "1.1001",
+                "ts": now,
+                "email": "matrix-new@example.test",
+                "password": PASSWORD,
+                "ticket": "m1",
+                "lots": "0.01",
+                "open_time": now,
+                "open_price": "1.1",
+                "at": now,
+                "currency": "USD",
+                "impact": "high",
+                "title": "matrix",
+                "text": "id: matrix\n",
+            },
             "now": now,
         }
         callers: dict[str, Any] = {
@@ -326,11 +365,12 @@ def test_every_route_for_every_caller_has_no_unexpected_allow(world: dict[str, A
             elif not denial_ok(policy(ep.method, ep.path), caller, bool(OWNED.search(ep.path)), status, location):
                 wrong_refusals.append(cell + (f" -> {location}" if location else ""))
     total = sum(cells.values())
-    print(f"\nauthorization matrix: {len(routes)} routes x {len(CALLERS)} callers = {total} cells "
-          f"({cells['deny']} must refuse, {cells['allow']} allowed, {cells['any']} either); "
-          f"unexpected allows: {len(unexpected_allows)}")
-    for label, items in (("UNEXPECTED ALLOW", unexpected_allows), ("WRONG REFUSAL", wrong_refusals),
-                         ("5xx", errors)):
+    print(
+        f"\nauthorization matrix: {len(routes)} routes x {len(CALLERS)} callers = {total} cells "
+        f"({cells['deny']} must refuse, {cells['allow']} allowed, {cells['any']} either); "
+        f"unexpected allows: {len(unexpected_allows)}"
+    )
+    for label, items in (("UNEXPECTED ALLOW", unexpected_allows), ("WRONG REFUSAL", wrong_refusals), ("5xx", errors)):
         for item in items:
             print(f"  {label}: {item}")
     assert unexpected_allows == []

@@ -26,8 +26,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 # What Finnhub says with its error statuses (the 429 text is the provider's own).
-ERROR_BODIES = {429: "API limit reached. Please try again later. Remaining Limit: 0",
-                500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+ERROR_BODIES = {
+    429: "API limit reached. Please try again later. Remaining Limit: 0",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 class FakeFinnhub:
@@ -90,8 +94,16 @@ class FakeFinnhub:
     @staticmethod
     def row(time: str, country: str, event: str, impact: str, **extra: Any) -> dict[str, Any]:
         """One calendar row in Finnhub's shape."""
-        base: dict[str, Any] = {"actual": None, "country": country, "estimate": None, "event": event,
-                                "impact": impact, "prev": None, "time": time, "unit": ""}
+        base: dict[str, Any] = {
+            "actual": None,
+            "country": country,
+            "estimate": None,
+            "event": event,
+            "impact": impact,
+            "prev": None,
+            "time": time,
+            "unit": "",
+        }
         base.update(extra)
         return base
 

@@ -26,8 +26,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-RATE_LIMIT_BODY = {"status": "ERROR", "error": "You've exceeded the maximum requests per minute, please wait or "
-                                               "upgrade your subscription to continue. https://polygon.io/pricing"}
+RATE_LIMIT_BODY = {
+    "status": "ERROR",
+    "error": "You've exceeded the maximum requests per minute, please wait or "
+    "upgrade your subscription to continue. https://polygon.io/pricing",
+}
 
 
 @dataclass
@@ -66,8 +69,9 @@ class FakeMassive:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-massive",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-massive", daemon=True
+        )
 
     @property
     def base_url(self) -> str:
@@ -84,8 +88,9 @@ class FakeMassive:
         self._thread.join(5)
 
     # --------------------------------------------------------------------------------------------- scripting
-    def script(self, path_regex: str, status: int, body: Any = None, headers: dict[str, str] | None = None,
-               times: int = 1) -> None:
+    def script(
+        self, path_regex: str, status: int, body: Any = None, headers: dict[str, str] | None = None, times: int = 1
+    ) -> None:
         with self._lock:
             self._scripts.append(Scripted(re.compile(path_regex), status, body, dict(headers or {}), times))
 
@@ -100,21 +105,51 @@ class FakeMassive:
         self.data.forex_quotes[pair] = {"ask": ask, "bid": bid, "exchange": 48, "timestamp": ts_ms}
 
     def set_stock_quote(self, ticker: str, bid: float, ask: float, ts_ns: int) -> None:
-        self.data.stock_quotes[ticker] = {"T": ticker, "P": ask, "S": 1, "X": 11, "p": bid, "s": 2, "x": 19,
-                                          "c": [1], "i": [604], "q": 15065, "t": ts_ns, "y": ts_ns - 1000,
-                                          "z": 3}
+        self.data.stock_quotes[ticker] = {
+            "T": ticker,
+            "P": ask,
+            "S": 1,
+            "X": 11,
+            "p": bid,
+            "s": 2,
+            "x": 19,
+            "c": [1],
+            "i": [604],
+            "q": 15065,
+            "t": ts_ns,
+            "y": ts_ns - 1000,
+            "z": 3,
+        }
 
     def set_stock_trade(self, ticker: str, price: float, ts_ns: int) -> None:
-        self.data.stock_trades[ticker] = {"T": ticker, "c": [37], "f": ts_ns, "i": "118749", "p": price,
-                                          "q": 3135876, "r": 202, "s": 25, "t": ts_ns, "x": 4, "y": ts_ns, "z": 3}
+        self.data.stock_trades[ticker] = {
+            "T": ticker,
+            "c": [37],
+            "f": ts_ns,
+            "i": "118749",
+            "p": price,
+            "q": 3135876,
+            "r": 202,
+            "s": 25,
+            "t": ts_ns,
+            "x": 4,
+            "y": ts_ns,
+            "z": 3,
+        }
 
     def set_crypto_trade(self, pair: str, price: float, ts_ms: int) -> None:
-        self.data.crypto_trades[pair] = {"conditions": [1], "exchange": 4, "price": price, "size": 0.0069,
-                                         "timestamp": ts_ms}
+        self.data.crypto_trades[pair] = {
+            "conditions": [1],
+            "exchange": 4,
+            "price": price,
+            "size": 0.0069,
+            "timestamp": ts_ms,
+        }
 
     def add_agg(self, ticker: str, t_ms: int, o: float, h: float, low: float, c: float) -> None:
-        self.data.aggs.setdefault(ticker, []).append({"v": 1000, "vw": (h + low) / 2, "o": o, "c": c, "h": h,
-                                                      "l": low, "t": t_ms, "n": 10})
+        self.data.aggs.setdefault(ticker, []).append(
+            {"v": 1000, "vw": (h + low) / 2, "o": o, "c": c, "h": h, "l": low, "t": t_ms, "n": 10}
+        )
 
     # --------------------------------------------------------------------------------------------- serving
     def _answer(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
@@ -145,10 +180,20 @@ class FakeMassive:
             return 200, {"last": last, "request_id": rid, "status": "success", "symbol": sym}, {}
         if m := re.fullmatch(r"/v2/aggs/ticker/([^/]+)/range/(\d+)/(\w+)/(\d+)/(\d+)", path):
             ticker, lo, hi = m[1], int(m[4]), int(m[5])
-            bars = sorted((b for b in self.data.aggs.get(ticker, []) if lo <= b["t"] <= hi), key=lambda b: b["t"],
-                          reverse=query.get("sort", ["asc"])[0] == "desc")
-            env: dict[str, Any] = {"ticker": ticker, "queryCount": len(bars), "resultsCount": len(bars),
-                                   "adjusted": True, "status": "OK", "request_id": rid, "count": len(bars)}
+            bars = sorted(
+                (b for b in self.data.aggs.get(ticker, []) if lo <= b["t"] <= hi),
+                key=lambda b: b["t"],
+                reverse=query.get("sort", ["asc"])[0] == "desc",
+            )
+            env: dict[str, Any] = {
+                "ticker": ticker,
+                "queryCount": len(bars),
+                "resultsCount": len(bars),
+                "adjusted": True,
+                "status": "OK",
+                "request_id": rid,
+                "count": len(bars),
+            }
             if bars:
                 env["results"] = bars
             return 200, env, {}
@@ -176,8 +221,11 @@ class FakeMassive:
                 with fake._lock:
                     fake.requests.append(Request(url.path, query, auth))
                 if auth is None:
-                    status, body, headers = 401, {"status": "ERROR", "request_id": uuid.uuid4().hex,
-                                                  "error": "Unknown API Key"}, {}
+                    status, body, headers = (
+                        401,
+                        {"status": "ERROR", "request_id": uuid.uuid4().hex, "error": "Unknown API Key"},
+                        {},
+                    )
                 else:
                     status, body, headers = fake._answer(url.path, query)
                 raw = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -269,16 +317,19 @@ class FakeMassiveStream:
                     with self._cond:
                         self.auths.append((market, ok))
                     if not ok:
-                        await ws.send(json.dumps([{"ev": "status", "status": "auth_failed",
-                                                   "message": "authentication failed"}]))
+                        await ws.send(
+                            json.dumps([{"ev": "status", "status": "auth_failed", "message": "authentication failed"}])
+                        )
                         await ws.close()
                         return
-                    await ws.send(json.dumps([{"ev": "status", "status": "auth_success",
-                                               "message": "authenticated"}]))
+                    await ws.send(json.dumps([{"ev": "status", "status": "auth_success", "message": "authenticated"}]))
                 elif action == "subscribe":
                     subs = [p.strip() for p in params.split(",") if p.strip()]
-                    await ws.send(json.dumps([{"ev": "status", "status": "success",
-                                               "message": f"subscribed to: {s}"} for s in subs]))
+                    await ws.send(
+                        json.dumps(
+                            [{"ev": "status", "status": "success", "message": f"subscribed to: {s}"} for s in subs]
+                        )
+                    )
                     with self._cond:
                         channels.update(subs)
                         self.subscriptions.append((market, subs))
@@ -310,8 +361,12 @@ class FakeMassiveStream:
     def wait_subscribed(self, market: str, connections: int = 1, timeout: float = 10.0) -> None:
         """Block until ``market`` has had ``connections`` subscribed connections in total and one is live."""
         with self._cond:
-            ok = self._cond.wait_for(lambda: sum(1 for m, _ in self.subscriptions if m == market) >= connections
-                                     and bool(self._live.get(market)), timeout)
+            ok = self._cond.wait_for(
+                lambda: (
+                    sum(1 for m, _ in self.subscriptions if m == market) >= connections and bool(self._live.get(market))
+                ),
+                timeout,
+            )
         if not ok:
             raise TimeoutError(f"no subscribed {market} connection (wanted {connections})")
 
@@ -356,13 +411,25 @@ class FakeMassiveStream:
 
     @staticmethod
     def crypto(pair: str, bid: float, ask: float, t_ms: int) -> dict[str, Any]:
-        return {"ev": "XQ", "pair": pair, "bp": bid, "bs": 0.25, "ap": ask, "as": 0.5, "t": t_ms, "x": 1,
-                "r": t_ms + 3}
+        return {"ev": "XQ", "pair": pair, "bp": bid, "bs": 0.25, "ap": ask, "as": 0.5, "t": t_ms, "x": 1, "r": t_ms + 3}
 
     @staticmethod
     def stock(sym: str, bid: float, ask: float, t_ms: int) -> dict[str, Any]:
-        return {"ev": "Q", "sym": sym, "bx": 4, "bp": bid, "bs": 2, "ax": 7, "ap": ask, "as": 3, "c": 0,
-                "i": [604], "t": t_ms, "q": 50385480, "z": 3}
+        return {
+            "ev": "Q",
+            "sym": sym,
+            "bx": 4,
+            "bp": bid,
+            "bs": 2,
+            "ax": 7,
+            "ap": ask,
+            "as": 3,
+            "c": 0,
+            "i": [604],
+            "t": t_ms,
+            "q": 50385480,
+            "z": 3,
+        }
 
     @staticmethod
     def index(ticker: str, value: float, t_ms: int) -> dict[str, Any]:

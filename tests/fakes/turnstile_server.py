@@ -36,8 +36,7 @@ class FakeTurnstile:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode()
                 form = {k: v[-1] for k, v in parse_qs(raw).items()}
-                fake.requests.append({"path": self.path, "content_type": self.headers.get("Content-Type", ""),
-                                      **form})
+                fake.requests.append({"path": self.path, "content_type": self.headers.get("Content-Type", ""), **form})
                 if fake.fail_with is not None:
                     self._send(fake.fail_with, {"success": False, "error-codes": ["internal-error"]})
                     return
@@ -77,7 +76,8 @@ class FakeTurnstile:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._server.shutdown()
         self._server.server_close()

@@ -20,8 +20,28 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 URL = "/api/v1/admin/calendar/events"
-USD_SYMBOLS = {"EURUSD", "GBPUSD", "USDJPY", "AUDUSD", "USDCAD", "USDCHF", "NZDUSD", "XAUUSD", "XAGUSD", "WTIUSD",
-               "US500", "US100", "US30", "AAPL", "MSFT", "NVDA", "AMZN", "TSLA", "BTCUSD", "ETHUSD"}
+USD_SYMBOLS = {
+    "EURUSD",
+    "GBPUSD",
+    "USDJPY",
+    "AUDUSD",
+    "USDCAD",
+    "USDCHF",
+    "NZDUSD",
+    "XAUUSD",
+    "XAGUSD",
+    "WTIUSD",
+    "US500",
+    "US100",
+    "US30",
+    "AAPL",
+    "MSFT",
+    "NVDA",
+    "AMZN",
+    "TSLA",
+    "BTCUSD",
+    "ETHUSD",
+}
 
 
 def seed(platform: Any, clock: Any) -> None:
@@ -30,16 +50,22 @@ def seed(platform: Any, clock: Any) -> None:
 
     cal = EconomicCalendar(platform.db, clock, platform.catalogue)
     clock.set(T0 - timedelta(days=3))
-    cal.upsert([
-        EconomicEvent(T0 - timedelta(days=2), "USD", "high", "Old NFP", "US", "csv", "old-nfp"),  # before the window
-        EconomicEvent(T0 - timedelta(hours=2), "USD", "high", "CPI m/m", "US", "csv", "cpi"),
-    ])
+    cal.upsert(
+        [
+            EconomicEvent(
+                T0 - timedelta(days=2), "USD", "high", "Old NFP", "US", "csv", "old-nfp"
+            ),  # before the window
+            EconomicEvent(T0 - timedelta(hours=2), "USD", "high", "CPI m/m", "US", "csv", "cpi"),
+        ]
+    )
     clock.set(T0 - timedelta(hours=1))
-    cal.upsert([
-        EconomicEvent(T0 + timedelta(hours=1), "JPY", "medium", "BoJ minutes", "JP", "finnhub"),
-        EconomicEvent(T0 + timedelta(days=3), "EUR", "low", "German Ifo", "DE", "finnhub"),
-        EconomicEvent(T0 + timedelta(days=10), "GBP", "high", "BoE rate", "GB", "finnhub"),  # after the window
-    ])
+    cal.upsert(
+        [
+            EconomicEvent(T0 + timedelta(hours=1), "JPY", "medium", "BoJ minutes", "JP", "finnhub"),
+            EconomicEvent(T0 + timedelta(days=3), "EUR", "low", "German Ifo", "DE", "finnhub"),
+            EconomicEvent(T0 + timedelta(days=10), "GBP", "high", "BoE rate", "GB", "finnhub"),  # after the window
+        ]
+    )
     clock.set(T0)
 
 
@@ -71,7 +97,8 @@ def titles(body: dict[str, Any]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- API
 def test_the_default_window_is_a_day_back_to_a_week_ahead_oldest_first_with_affected_symbols(
-        seeded: None, admin_web: Any) -> None:
+    seeded: None, admin_web: Any
+) -> None:
     r = admin_web.get(URL)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -87,8 +114,9 @@ def test_the_default_window_is_a_day_back_to_a_week_ahead_oldest_first_with_affe
     assert body["next_cursor"] is None and body["limit"] == 200
 
 
-def test_impact_is_a_minimum_and_currency_an_exact_filter_within_an_explicit_window(seeded: None,
-                                                                                     admin_web: Any) -> None:
+def test_impact_is_a_minimum_and_currency_an_exact_filter_within_an_explicit_window(
+    seeded: None, admin_web: Any
+) -> None:
     assert titles(admin_web.get(URL, params={"impact": "medium"}).json()) == ["CPI m/m", "BoJ minutes"]
     assert titles(admin_web.get(URL, params={"impact": "high"}).json()) == ["CPI m/m"]
     assert titles(admin_web.get(URL, params={"currency": "EUR"}).json()) == ["German Ifo"]
@@ -113,17 +141,24 @@ def test_pages_follow_the_cursor_oldest_first(seeded: None, admin_web: Any) -> N
     assert seen == ["CPI m/m", "BoJ minutes", "German Ifo"]
 
 
-@pytest.mark.parametrize("params", [
-    {"from": "2026-03-02T10:00:00"},                                  # no UTC offset
-    {"to": "yesterday"},
-    {"from": "2026-03-05T00:00:00Z", "to": "2026-03-04T00:00:00Z"},   # ends before it starts
-    {"from": "2026-03-02T00:00:00Z", "to": "2026-03-02T00:00:00Z"},   # empty
-    {"from": "2026-01-01T00:00:00Z", "to": "2026-03-05T00:00:00Z"},   # more than 62 days
-    {"impact": "extreme"}, {"impact": "HIGH"},
-    {"currency": "usd"}, {"currency": "US"}, {"currency": "USDX"},
-    {"limit": "0"}, {"limit": "501"},
-    {"cursor": "not-a-cursor"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"from": "2026-03-02T10:00:00"},  # no UTC offset
+        {"to": "yesterday"},
+        {"from": "2026-03-05T00:00:00Z", "to": "2026-03-04T00:00:00Z"},  # ends before it starts
+        {"from": "2026-03-02T00:00:00Z", "to": "2026-03-02T00:00:00Z"},  # empty
+        {"from": "2026-01-01T00:00:00Z", "to": "2026-03-05T00:00:00Z"},  # more than 62 days
+        {"impact": "extreme"},
+        {"impact": "HIGH"},
+        {"currency": "usd"},
+        {"currency": "US"},
+        {"currency": "USDX"},
+        {"limit": "0"},
+        {"limit": "501"},
+        {"cursor": "not-a-cursor"},
+    ],
+)
 def test_a_bad_window_filter_or_cursor_is_a_422_with_a_reason(admin_web: Any, params: dict[str, str]) -> None:
     r = admin_web.get(URL, params=params)
     assert r.status_code == 422, r.text
@@ -143,8 +178,7 @@ def test_sources_show_their_counts_and_when_their_newest_event_arrived(seeded: N
     }
 
 
-def test_the_admin_token_reads_the_same_calendar_as_the_admin_session(seeded: None, admin_web: Any,
-                                                                      token: Any) -> None:
+def test_the_admin_token_reads_the_same_calendar_as_the_admin_session(seeded: None, admin_web: Any, token: Any) -> None:
     assert token.get(URL).json() == admin_web.get(URL).json()
 
 
@@ -156,10 +190,16 @@ def test_traders_and_anonymous_callers_cannot_read_the_calendar_list(platform: A
 
 
 # ---------------------------------------------------------------------------------------------- entry
-def test_an_event_added_by_an_admin_is_audited_with_the_admin_and_then_listed(platform: Any, admin_web: Any,
-                                                                             admin_user: Any) -> None:
-    event = {"at": "2026-03-03T13:30:00Z", "currency": "USD", "impact": "high", "title": "Powell testimony",
-             "country": "US"}
+def test_an_event_added_by_an_admin_is_audited_with_the_admin_and_then_listed(
+    platform: Any, admin_web: Any, admin_user: Any
+) -> None:
+    event = {
+        "at": "2026-03-03T13:30:00Z",
+        "currency": "USD",
+        "impact": "high",
+        "title": "Powell testimony",
+        "country": "US",
+    }
     r = admin_web.post(URL, json=event, headers=csrf_headers(platform))
     assert r.status_code == 201, r.text
     created = r.json()
@@ -175,8 +215,9 @@ def test_an_event_added_by_an_admin_is_audited_with_the_admin_and_then_listed(pl
     assert row["after"]["at"].startswith("2026-03-03T13:30:00")
 
     listed = admin_web.get(URL, params={"impact": "high"}).json()
-    assert [(i["id"], i["title"], i["source"]) for i in listed["items"]] == [(created["id"], "Powell testimony",
-                                                                              "admin")]
+    assert [(i["id"], i["title"], i["source"]) for i in listed["items"]] == [
+        (created["id"], "Powell testimony", "admin")
+    ]
     assert {s["source"]: s["events"] for s in listed["sources"]} == {"admin": 1}
     # The entry is in the admin activity feed too.
     feed = admin_web.get("/api/v1/admin/activity").json()["items"]
@@ -184,34 +225,41 @@ def test_an_event_added_by_an_admin_is_audited_with_the_admin_and_then_listed(pl
 
 
 def test_the_admin_token_can_add_an_event_and_is_named_in_the_audit(platform: Any, token: Any) -> None:
-    r = token.post(URL, json={"at": "2026-03-04T12:45:00Z", "currency": "EUR", "impact": "high",
-                              "title": "ECB rate decision"})
+    r = token.post(
+        URL, json={"at": "2026-03-04T12:45:00Z", "currency": "EUR", "impact": "high", "title": "ECB rate decision"}
+    )
     assert r.status_code == 201, r.text
     with platform.db.read() as c:
         actor = c.execute("SELECT actor FROM admin_audit WHERE action='calendar_event_add'").fetchone()["actor"]
     assert actor and not actor.startswith("user:")
 
 
-@pytest.mark.parametrize("body", [
-    {"at": "2026-03-03T13:30:00", "currency": "USD", "impact": "high", "title": "naive time"},
-    {"at": "2026-03-03T13:30:00Z", "currency": "usd", "impact": "high", "title": "lower-case currency"},
-    {"at": "2026-03-03T13:30:00Z", "currency": "USD", "impact": "huge", "title": "bad impact"},
-    {"at": "2026-03-03T13:30:00Z", "currency": "USD", "impact": "high", "title": ""},
-    {"at": "", "currency": "USD", "impact": "high", "title": "no time"},
-])
-def test_a_refused_event_is_a_422_and_writes_neither_the_event_nor_an_audit_row(platform: Any, admin_web: Any,
-                                                                                body: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"at": "2026-03-03T13:30:00", "currency": "USD", "impact": "high", "title": "naive time"},
+        {"at": "2026-03-03T13:30:00Z", "currency": "usd", "impact": "high", "title": "lower-case currency"},
+        {"at": "2026-03-03T13:30:00Z", "currency": "USD", "impact": "huge", "title": "bad impact"},
+        {"at": "2026-03-03T13:30:00Z", "currency": "USD", "impact": "high", "title": ""},
+        {"at": "", "currency": "USD", "impact": "high", "title": "no time"},
+    ],
+)
+def test_a_refused_event_is_a_422_and_writes_neither_the_event_nor_an_audit_row(
+    platform: Any, admin_web: Any, body: dict[str, str]
+) -> None:
     r = admin_web.post(URL, json=body, headers=csrf_headers(platform))
     assert r.status_code == 422, r.text
     with platform.db.read() as c:
-        counts = c.execute("SELECT (SELECT count(*) FROM economic_events) AS events,"
-                           " (SELECT count(*) FROM admin_audit) AS audit").fetchone()
+        counts = c.execute(
+            "SELECT (SELECT count(*) FROM economic_events) AS events, (SELECT count(*) FROM admin_audit) AS audit"
+        ).fetchone()
     assert counts == {"events": 0, "audit": 0}
 
 
 # ---------------------------------------------------------------------------------------------- page
 def test_the_calendar_page_renders_the_window_for_an_admin_and_refuses_everyone_else(
-        seeded: None, platform: Any, admin_web: Any) -> None:
+    seeded: None, platform: Any, admin_web: Any
+) -> None:
     r = admin_web.get("/admin/calendar")
     assert r.status_code == 200, r.text
     html = r.text
@@ -242,19 +290,20 @@ def test_the_calendar_page_renders_the_window_for_an_admin_and_refuses_everyone_
 def test_an_upcoming_high_impact_event_is_highlighted_on_the_page(platform: Any, clock: Any, admin_web: Any) -> None:
     from propdesk.marketdata.calendar import EconomicCalendar, EconomicEvent
 
-    EconomicCalendar(platform.db, clock, platform.catalogue).upsert([
-        EconomicEvent(T0 + timedelta(minutes=45), "USD", "high", "ISM Services PMI", "US", "csv", "ism"),
-        EconomicEvent(T0 - timedelta(minutes=45), "USD", "high", "Earlier CPI", "US", "csv", "cpi-early"),
-        EconomicEvent(T0 + timedelta(minutes=50), "USD", "medium", "Factory Orders", "US", "csv", "fo"),
-    ])
+    EconomicCalendar(platform.db, clock, platform.catalogue).upsert(
+        [
+            EconomicEvent(T0 + timedelta(minutes=45), "USD", "high", "ISM Services PMI", "US", "csv", "ism"),
+            EconomicEvent(T0 - timedelta(minutes=45), "USD", "high", "Earlier CPI", "US", "csv", "cpi-early"),
+            EconomicEvent(T0 + timedelta(minutes=50), "USD", "medium", "Factory Orders", "US", "csv", "fo"),
+        ]
+    )
     html = admin_web.get("/admin/calendar").text
     assert html.count("is-upcoming-high") == 1 and 'id="next-high"' in html
     assert "Next high-impact event: <strong>USD ISM Services PMI</strong>" in html
 
 
 # ---------------------------------------------------------------------------------------------- demo
-def test_the_demo_week_is_seeded_idempotently_with_a_high_impact_usd_event_coming_up(platform: Any,
-                                                                                    clock: Any) -> None:
+def test_the_demo_week_is_seeded_idempotently_with_a_high_impact_usd_event_coming_up(platform: Any, clock: Any) -> None:
     from propdesk.demo import DEMO_CALENDAR, seed_demo_calendar
 
     clock.set(T0 + timedelta(minutes=20))
@@ -272,8 +321,13 @@ def test_the_demo_week_is_seeded_idempotently_with_a_high_impact_usd_event_comin
         rows = c.execute("SELECT at, currency, impact, source, external_id FROM economic_events").fetchall()
     assert len(rows) == len(DEMO_CALENDAR) and {r["source"] for r in rows} == {"demo"}
     assert all(r["external_id"].startswith("demo:") for r in rows)
-    soon = [r for r in rows if r["currency"] == "USD" and r["impact"] == "high"
-            and timedelta(minutes=30) <= r["at"] - now <= timedelta(minutes=90)]
+    soon = [
+        r
+        for r in rows
+        if r["currency"] == "USD"
+        and r["impact"] == "high"
+        and timedelta(minutes=30) <= r["at"] - now <= timedelta(minutes=90)
+    ]
     assert len(soon) == 1
     assert any(now - timedelta(days=1) <= r["at"] < now for r in rows)  # some in the past day
     assert all(r["at"] - now <= timedelta(days=7) for r in rows)  # a week

@@ -106,8 +106,12 @@ class Book:
         from propdesk.marketdata.feed import publish
 
         ask = Decimal(bid) + Decimal("0.00010")
-        stored = publish(self.platform.quotes, self.platform.execution,
-                         Quote(symbol, Decimal(bid), ask, self.clock.now(), 0, "test"), _NoLog())
+        stored = publish(
+            self.platform.quotes,
+            self.platform.execution,
+            Quote(symbol, Decimal(bid), ask, self.clock.now(), 0, "test"),
+            _NoLog(),
+        )
         assert stored is not None
 
     def open(self, owner: str) -> str:
@@ -115,11 +119,21 @@ class Book:
         from propdesk.execution.service import CreateAccount
 
         book = self.platform.plans.get("panel-plan").for_offer("100k")
-        policy = ExecutionPolicy.from_json({**POLICY, "starting_balance": str(book.starting_balance),
-                                            "currency": book.currency})
-        row, _ = self.platform.execution.create_account(CreateAccount(
-            owner_id=owner, phase=book.phases[0].id, policy=policy, start=True, rulebook=book.to_json(),
-            rulebook_id=book.id, rulebook_version=book.version, offer_id="100k"))
+        policy = ExecutionPolicy.from_json(
+            {**POLICY, "starting_balance": str(book.starting_balance), "currency": book.currency}
+        )
+        row, _ = self.platform.execution.create_account(
+            CreateAccount(
+                owner_id=owner,
+                phase=book.phases[0].id,
+                policy=policy,
+                start=True,
+                rulebook=book.to_json(),
+                rulebook_id=book.id,
+                rulebook_version=book.version,
+                offer_id="100k",
+            )
+        )
         return str(row["id"])
 
     def buy(self, acc: str, lots: str) -> None:
@@ -178,15 +192,25 @@ def known(platform: Any, service: TestClient, clock: Any) -> dict[str, Any]:
     from propdesk.api.routes.admin import write_audit
 
     with platform.db.tx() as c:
-        platform.execution.apply_trigger(uuid.UUID(ids["liq"]), Trigger.LIQUIDATE, actor="env:admin",
-                                         reason="chargeback", conn=c)
-        write_audit(c, actor="env:admin", action="liquidate", account_id=uuid.UUID(ids["liq"]), reason="chargeback",
-                    before={"status": "active"}, after={"status": "liquidated"}, details={"outcome": "applied"},
-                    at=clock.now())
+        platform.execution.apply_trigger(
+            uuid.UUID(ids["liq"]), Trigger.LIQUIDATE, actor="env:admin", reason="chargeback", conn=c
+        )
+        write_audit(
+            c,
+            actor="env:admin",
+            action="liquidate",
+            account_id=uuid.UUID(ids["liq"]),
+            reason="chargeback",
+            before={"status": "active"},
+            after={"status": "liquidated"},
+            details={"outcome": "applied"},
+            at=clock.now(),
+        )
 
     ids["live"] = book.open(str(alice.id))
-    row, _ = platform.execution.create_account(CreateAccount(owner_id="bot-7", mode=Mode.AUDITION,
-                                                             policy=ExecutionPolicy(), start=True))
+    row, _ = platform.execution.create_account(
+        CreateAccount(owner_id="bot-7", mode=Mode.AUDITION, policy=ExecutionPolicy(), start=True)
+    )
     ids["audition"] = str(row["id"])
     with platform.db.read() as c:
         child = c.execute("SELECT id FROM accounts WHERE parent_account_id=%s", (uuid.UUID(ids["pass"]),)).fetchone()
@@ -195,13 +219,20 @@ def known(platform: Any, service: TestClient, clock: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-def test_metrics_count_passes_and_breaches_over_ended_challenge_accounts(known: dict[str, Any],
-                                                                         admin_web: TestClient) -> None:
+def test_metrics_count_passes_and_breaches_over_ended_challenge_accounts(
+    known: dict[str, Any], admin_web: TestClient
+) -> None:
     r = admin_web.get("/api/v1/admin/metrics")
     assert r.status_code == 200, r.text
     m = r.json()
-    assert m["challenges"] == {"ended": 4, "passed": 1, "failed": 2, "expired": 0, "pass_rate_pct": "25",
-                               "breach_rate_pct": "50"}
+    assert m["challenges"] == {
+        "ended": 4,
+        "passed": 1,
+        "failed": 2,
+        "expired": 0,
+        "pass_rate_pct": "25",
+        "breach_rate_pct": "50",
+    }
     assert m["funded"] == 1
     by_phase = {p["phase"]: p["count"] for p in m["active_by_phase"]}
     # live: alice's second account and the audition account (phase_1 by default), and the funded account that
@@ -212,23 +243,31 @@ def test_metrics_count_passes_and_breaches_over_ended_challenge_accounts(known: 
     assert "ended challenge accounts" in m["definitions"]["pass_rate"]
 
 
-def test_pending_payouts_are_zero_from_the_query_and_labelled_not_enabled(known: dict[str, Any],
-                                                                         admin_web: TestClient) -> None:
+def test_pending_payouts_are_zero_from_the_query_and_labelled_not_enabled(
+    known: dict[str, Any], admin_web: TestClient
+) -> None:
     payouts = admin_web.get("/api/v1/admin/metrics").json()["pending_payouts"]
     assert payouts["enabled"] is False and payouts["note"] == "payouts not enabled"
     assert payouts["count"] == 0 and Decimal(payouts["amount"]) == 0
     assert Decimal(payouts["accrued_profit_split"]) == 0  # the funded account has not traded yet
 
 
-def test_email_and_notification_delivery_are_counted_from_their_tables(known: dict[str, Any], platform: Any,
-                                                                      admin_web: TestClient) -> None:
+def test_email_and_notification_delivery_are_counted_from_their_tables(
+    known: dict[str, Any], platform: Any, admin_web: TestClient
+) -> None:
     with platform.db.tx() as c:
-        c.execute("INSERT INTO email_outbox (to_address, subject, body, kind, created_at, sent_at)"
-                  " VALUES ('a@x.test', 's', 'b', 'reset', now(), now())")
-        c.execute("INSERT INTO email_outbox (to_address, subject, body, kind, created_at, failed_at, attempts)"
-                  " VALUES ('b@x.test', 's', 'b', 'reset', now(), now(), 3)")
-        c.execute("INSERT INTO email_outbox (to_address, subject, body, kind, created_at)"
-                  " VALUES ('c@x.test', 's', 'b', 'reset', now())")
+        c.execute(
+            "INSERT INTO email_outbox (to_address, subject, body, kind, created_at, sent_at)"
+            " VALUES ('a@x.test', 's', 'b', 'reset', now(), now())"
+        )
+        c.execute(
+            "INSERT INTO email_outbox (to_address, subject, body, kind, created_at, failed_at, attempts)"
+            " VALUES ('b@x.test', 's', 'b', 'reset', now(), now(), 3)"
+        )
+        c.execute(
+            "INSERT INTO email_outbox (to_address, subject, body, kind, created_at)"
+            " VALUES ('c@x.test', 's', 'b', 'reset', now())"
+        )
         notes = c.execute("SELECT count(*) AS n FROM notifications").fetchone()["n"]
     m = admin_web.get("/api/v1/admin/metrics").json()
     assert m["email"] == {"enabled": True, "sent": 1, "failed": 1, "pending": 1}
@@ -237,8 +276,9 @@ def test_email_and_notification_delivery_are_counted_from_their_tables(known: di
 
 
 # ---------------------------------------------------------------------------------------------- traders
-def test_the_trader_table_shows_every_account_with_its_trader_and_loss_usage(known: dict[str, Any],
-                                                                            admin_web: TestClient) -> None:
+def test_the_trader_table_shows_every_account_with_its_trader_and_loss_usage(
+    known: dict[str, Any], admin_web: TestClient
+) -> None:
     page = admin_web.get("/api/v1/admin/traders?limit=50").json()
     assert page["total"] == 7
     rows = {r["account_id"]: r for r in page["items"]}
@@ -252,8 +292,7 @@ def test_the_trader_table_shows_every_account_with_its_trader_and_loss_usage(kno
     assert set(page["filters"]["plans"]) == {"panel-plan"}
 
 
-def test_the_trader_table_searches_filters_sorts_and_pages_in_sql(known: dict[str, Any],
-                                                                  admin_web: TestClient) -> None:
+def test_the_trader_table_searches_filters_sorts_and_pages_in_sql(known: dict[str, Any], admin_web: TestClient) -> None:
     found = admin_web.get("/api/v1/admin/traders?q=ALICE").json()
     assert {r["account_id"] for r in found["items"]} == {known["pass"], known["live"], known["funded"]}
     assert admin_web.get("/api/v1/admin/traders?q=%25").json()["total"] == 0  # a wildcard is literal
@@ -276,8 +315,18 @@ def test_the_trader_table_searches_filters_sorts_and_pages_in_sql(known: dict[st
     assert len(seen) == len(set(seen)) == 7 and third["next_cursor"] is None
 
 
-@pytest.mark.parametrize("query", ["sort=password_hash", "sort=equity;drop", "sort=-", "status=bogus",
-                                   "cursor=not-a-cursor", "limit=0", "limit=1000"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sort=password_hash",
+        "sort=equity;drop",
+        "sort=-",
+        "status=bogus",
+        "cursor=not-a-cursor",
+        "limit=0",
+        "limit=1000",
+    ],
+)
 def test_a_bad_sort_key_filter_or_cursor_is_a_422_not_a_500(admin_web: TestClient, query: str) -> None:
     r = admin_web.get(f"/api/v1/admin/traders?{query}")
     assert r.status_code == 422, r.text
@@ -285,8 +334,9 @@ def test_a_bad_sort_key_filter_or_cursor_is_a_422_not_a_500(admin_web: TestClien
 
 
 # ---------------------------------------------------------------------------------------------- activity
-def test_the_activity_feed_is_one_time_ordered_union_with_a_cursor(known: dict[str, Any],
-                                                                   admin_web: TestClient) -> None:
+def test_the_activity_feed_is_one_time_ordered_union_with_a_cursor(
+    known: dict[str, Any], admin_web: TestClient
+) -> None:
     items: list[dict[str, Any]] = []
     url = "/api/v1/admin/activity?limit=7"
     while url:
@@ -304,8 +354,9 @@ def test_the_activity_feed_is_one_time_ordered_union_with_a_cursor(known: dict[s
 
 
 # ---------------------------------------------------------------------------------------------- violations
-def test_flags_and_violations_show_rule_evidence_and_the_automatic_action(known: dict[str, Any],
-                                                                          admin_web: TestClient) -> None:
+def test_flags_and_violations_show_rule_evidence_and_the_automatic_action(
+    known: dict[str, Any], admin_web: TestClient
+) -> None:
     page = admin_web.get("/api/v1/admin/violations").json()
     breaches = [v for v in page["items"] if v["account_id"] in (known["fail-1"], known["fail-2"])]
     assert len(breaches) == 2
@@ -321,8 +372,7 @@ def test_flags_and_violations_show_rule_evidence_and_the_automatic_action(known:
 
 
 # ---------------------------------------------------------------------------------------------- account
-def test_the_account_overview_has_everything_the_admin_page_shows(known: dict[str, Any],
-                                                                  admin_web: TestClient) -> None:
+def test_the_account_overview_has_everything_the_admin_page_shows(known: dict[str, Any], admin_web: TestClient) -> None:
     r = admin_web.get(f"/api/v1/admin/accounts/{known['fail-1']}/overview")
     assert r.status_code == 200, r.text
     o = r.json()
@@ -337,8 +387,9 @@ def test_the_account_overview_has_everything_the_admin_page_shows(known: dict[st
 
 
 # ---------------------------------------------------------------------------------------------- access
-def test_the_admin_token_reads_the_same_as_the_admin_session(known: dict[str, Any], admin_web: TestClient,
-                                                             admin_token: TestClient) -> None:
+def test_the_admin_token_reads_the_same_as_the_admin_session(
+    known: dict[str, Any], admin_web: TestClient, admin_token: TestClient
+) -> None:
     for path in ("/api/v1/admin/metrics", "/api/v1/admin/traders?sort=created", "/api/v1/admin/violations"):
         a, b = admin_web.get(path), admin_token.get(path)
         assert a.status_code == b.status_code == 200
@@ -348,15 +399,21 @@ def test_the_admin_token_reads_the_same_as_the_admin_session(known: dict[str, An
 def test_a_trader_session_and_anonymous_callers_get_nothing(known: dict[str, Any], app: Any, platform: Any) -> None:
     trader = session_client(app, platform, known["alice"])
     anon = TestClient(app)
-    for path in ("/api/v1/admin/metrics", "/api/v1/admin/activity", "/api/v1/admin/traders",
-                 "/api/v1/admin/violations", f"/api/v1/admin/accounts/{known['live']}/overview",
-                 "/api/v1/admin/stream"):
+    for path in (
+        "/api/v1/admin/metrics",
+        "/api/v1/admin/activity",
+        "/api/v1/admin/traders",
+        "/api/v1/admin/violations",
+        f"/api/v1/admin/accounts/{known['live']}/overview",
+        "/api/v1/admin/stream",
+    ):
         assert trader.get(path).status_code == 403, path
         assert anon.get(path).status_code == 401, path
 
 
 def test_an_admin_reading_through_the_app_role_sees_every_trader_and_a_trader_only_its_own(
-        known: dict[str, Any], platform: Any, admin_user: Any) -> None:
+    known: dict[str, Any], platform: Any, admin_user: Any
+) -> None:
     from propdesk.reads import admin as admin_reads
     from propdesk.reads.access import user_conn
 
@@ -371,8 +428,9 @@ def test_an_admin_reading_through_the_app_role_sees_every_trader_and_a_trader_on
 
 
 # ---------------------------------------------------------------------------------------------- pages
-def test_the_admin_pages_render_for_an_admin_and_refuse_everyone_else(known: dict[str, Any], app: Any,
-                                                                      platform: Any, admin_web: TestClient) -> None:
+def test_the_admin_pages_render_for_an_admin_and_refuse_everyone_else(
+    known: dict[str, Any], app: Any, platform: Any, admin_web: TestClient
+) -> None:
     home = admin_web.get("/admin")
     assert home.status_code == 200 and "bob@traders.test" in home.text and "Pass rate" in home.text
     assert "payouts not enabled" in home.text and "<script>" not in home.text
@@ -394,17 +452,22 @@ def test_the_admin_pages_render_for_an_admin_and_refuse_everyone_else(known: dic
     assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
 
 
-def test_retiring_a_plan_from_the_panel_records_the_admins_reason(known: dict[str, Any], platform: Any,
-                                                                  admin_web: TestClient) -> None:
-    r = admin_web.post("/api/v1/admin/plans/panel-plan/retirement", json={"reason": "replaced by v2 pricing"},
-                       headers={"Origin": PUBLIC_URL})
+def test_retiring_a_plan_from_the_panel_records_the_admins_reason(
+    known: dict[str, Any], platform: Any, admin_web: TestClient
+) -> None:
+    r = admin_web.post(
+        "/api/v1/admin/plans/panel-plan/retirement",
+        json={"reason": "replaced by v2 pricing"},
+        headers={"Origin": PUBLIC_URL},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["retired_versions"] == 1
     with platform.db.read() as c:
         audit = c.execute("SELECT actor, reason FROM admin_audit WHERE action='plan_retire'").fetchone()
     assert audit["reason"] == "replaced by v2 pricing" and audit["actor"].startswith("user:")
-    blank = admin_web.post("/api/v1/admin/plans/panel-plan/retirement", json={"reason": ""},
-                           headers={"Origin": PUBLIC_URL})
+    blank = admin_web.post(
+        "/api/v1/admin/plans/panel-plan/retirement", json={"reason": ""}, headers={"Origin": PUBLIC_URL}
+    )
     assert blank.status_code == 422
 
 
@@ -416,8 +479,17 @@ def test_the_live_stream_sends_late_and_same_instant_items_exactly_once(platform
 
     def audit(reason: str, at: Any) -> None:
         with platform.db.tx() as c:
-            write_audit(c, actor="env:admin", action="note", account_id=None, reason=reason, before=None,
-                        after=None, details={}, at=at)
+            write_audit(
+                c,
+                actor="env:admin",
+                action="note",
+                account_id=None,
+                reason=reason,
+                before=None,
+                after=None,
+                details={},
+                at=at,
+            )
 
     now = clock.now()
     audit("before the stream", now)

@@ -31,8 +31,10 @@ def web(platform: Any) -> Iterator[Any]:
 
 
 def signup(web: Any, email: str = "new@example.com", password: str = PASSWORD, **extra: Any) -> Any:
-    return web.post("/api/v1/auth/signup", json={"email": email, "password": password, "display_name": "New Trader",
-                                                 "timezone": "Europe/Berlin", **extra})
+    return web.post(
+        "/api/v1/auth/signup",
+        json={"email": email, "password": password, "display_name": "New Trader", "timezone": "Europe/Berlin", **extra},
+    )
 
 
 def outbox(platform: Any) -> list[dict[str, Any]]:
@@ -57,8 +59,7 @@ def test_signup_creates_a_trader_and_logs_it_in(web: Any, platform: Any) -> None
 def test_behind_https_the_cookie_is_host_prefixed_and_secure(db_url: str, clock: Any) -> None:
     p = open_test_platform(db_url, clock, public_url="https://desk.example.com")
     try:
-        with web_client(p, base_url="https://desk.example.com",
-                        headers={"Origin": "https://desk.example.com"}) as c:
+        with web_client(p, base_url="https://desk.example.com", headers={"Origin": "https://desk.example.com"}) as c:
             r = signup(c)
             assert r.status_code == 201, r.text
             cookie = r.headers["set-cookie"]
@@ -69,10 +70,15 @@ def test_behind_https_the_cookie_is_host_prefixed_and_secure(db_url: str, clock:
         p.close()
 
 
-@pytest.mark.parametrize(("field", "value", "code"), [
-    ("email", "not-an-email", "invalid_email"), ("password", "short1", "weak_password"),
-    ("password", "onlyletterslong", "weak_password"), ("timezone", "Nowhere/Land", "invalid_timezone"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("email", "not-an-email", "invalid_email"),
+        ("password", "short1", "weak_password"),
+        ("password", "onlyletterslong", "weak_password"),
+        ("timezone", "Nowhere/Land", "invalid_timezone"),
+    ],
+)
 def test_signup_refuses_bad_fields_with_a_clear_422(web: Any, field: str, value: str, code: str) -> None:
     body = {"email": "x@example.com", "password": PASSWORD, field: value}
     r = web.post("/api/v1/auth/signup", json=body)
@@ -84,8 +90,9 @@ def test_signup_refuses_bad_fields_with_a_clear_422(web: Any, field: str, value:
 def test_signup_refuses_extra_fields_and_non_json(web: Any) -> None:
     r = web.post("/api/v1/auth/signup", json={"email": "x@example.com", "password": PASSWORD, "role": "admin"})
     assert r.status_code == 422
-    r = web.post("/api/v1/auth/signup", content=b"email=x",
-                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = web.post(
+        "/api/v1/auth/signup", content=b"email=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert r.status_code == 415
 
 
@@ -292,8 +299,19 @@ def test_a_logged_in_visitor_is_sent_on_from_the_login_page(web: Any, platform: 
     assert r.headers["location"] == "/app"
 
 
-@pytest.mark.parametrize("target", ["https://evil.example.com", "//evil.example.com", "/\\evil.example.com",
-                                    "\\\\evil", "javascript:alert(1)", "app", "/app\r\nSet-Cookie: x=1", ""])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example.com",
+        "//evil.example.com",
+        "/\\evil.example.com",
+        "\\\\evil",
+        "javascript:alert(1)",
+        "app",
+        "/app\r\nSet-Cookie: x=1",
+        "",
+    ],
+)
 def test_next_never_leaves_the_site(target: str) -> None:
     assert safe_next(target, "/app") == "/app"
 

@@ -25,8 +25,14 @@ CONTRACT_KEYS = {"scenario", "params", "metrics", "limit", "ratio_to_limit", "co
 def bench(*args: str, db_url: str, data_dir: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROPDESK_", "PG"))}
     env.update({"DATABASE_URL": db_url, "PROPDESK_DB_ROLE_PREFIX": "pdtest", "PROPDESK_DATA_DIR": str(data_dir)})
-    proc = subprocess.run([sys.executable, "-m", "propdesk", "bench", *args, "--json"], env=env,
-                          capture_output=True, text=True, timeout=240, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "propdesk", "bench", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, f"stdout: {proc.stdout!r}\nstderr: {proc.stderr[-4000:]}"
     return proc, json.loads(lines[0])
@@ -35,8 +41,9 @@ def bench(*args: str, db_url: str, data_dir: Path) -> tuple[subprocess.Completed
 def test_bench_pretrade_prints_one_correct_json_line(db_url: str, tmp_path: Path) -> None:
     from propdesk.domain.rules.schema import PRETRADE_RULES
 
-    proc, out = bench("pretrade", "--calls", "2000", "--trials", "2", "--sample", "1500", db_url=db_url,
-                      data_dir=tmp_path)
+    proc, out = bench(
+        "pretrade", "--calls", "2000", "--trials", "2", "--sample", "1500", db_url=db_url, data_dir=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert set(out) == CONTRACT_KEYS
     assert out["scenario"] == "pretrade" and out["correct"] is True
@@ -58,9 +65,9 @@ def test_bench_pretrade_prints_one_correct_json_line(db_url: str, tmp_path: Path
 
 
 def test_bench_orders_prints_one_correct_json_line_and_leaves_no_scratch_database(
-        db_url: str, pg_admin_url: str, tmp_path: Path) -> None:
-    proc, out = bench("orders", "--clients", "2", "--trials", "1", "--orders", "10", db_url=db_url,
-                      data_dir=tmp_path)
+    db_url: str, pg_admin_url: str, tmp_path: Path
+) -> None:
+    proc, out = bench("orders", "--clients", "2", "--trials", "1", "--orders", "10", db_url=db_url, data_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert set(out) == CONTRACT_KEYS
     assert out["scenario"] == "orders" and out["correct"] is True
@@ -80,18 +87,24 @@ def test_bench_orders_prints_one_correct_json_line_and_leaves_no_scratch_databas
 def test_bench_orders_refuses_fewer_accounts_than_clients(db_url: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROPDESK_", "PG"))}
     env.update({"DATABASE_URL": db_url, "PROPDESK_DB_ROLE_PREFIX": "pdtest", "PROPDESK_DATA_DIR": str(tmp_path)})
-    proc = subprocess.run([sys.executable, "-m", "propdesk", "bench", "orders", "--clients", "4", "--accounts", "2",
-                           "--json"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "propdesk", "bench", "orders", "--clients", "4", "--accounts", "2", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "--accounts" in proc.stderr
     assert proc.stdout == ""
 
 
 # ------------------------------------------------------------------------------------------ the checks can fail
-@pytest.mark.parametrize("forgotten", ["notional_exceeded", "max_risk_per_trade", "news_trading",
-                                       "weekend_trading"])
-def test_the_pretrade_check_catches_an_inline_reference_that_disagrees(monkeypatch: pytest.MonkeyPatch,
-                                                                       forgotten: str) -> None:
+@pytest.mark.parametrize("forgotten", ["notional_exceeded", "max_risk_per_trade", "news_trading", "weekend_trading"])
+def test_the_pretrade_check_catches_an_inline_reference_that_disagrees(
+    monkeypatch: pytest.MonkeyPatch, forgotten: str
+) -> None:
     """An inline reference that forgets one gate or one rule is caught by the verdict comparison."""
     from propdesk.bench import pretrade
 
@@ -107,8 +120,7 @@ def test_the_pretrade_check_catches_an_inline_reference_that_disagrees(monkeypat
     assert result.metrics["verdict_mismatches"] > 0
 
 
-def test_the_pretrade_check_catches_trading_hours_judged_in_the_wrong_timezone(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_pretrade_check_catches_trading_hours_judged_in_the_wrong_timezone(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sample holds a BST day: hours judged in UTC instead of Europe/London disagree."""
     from datetime import time
 
@@ -116,8 +128,9 @@ def test_the_pretrade_check_catches_trading_hours_judged_in_the_wrong_timezone(
     from propdesk.domain.rules.calendar import TradingCalendar
 
     real = pretrade.make_inline
-    monkeypatch.setattr(pretrade, "make_inline",
-                        lambda rules, cal, *a, **kw: real(rules, TradingCalendar("UTC", time(0)), *a, **kw))
+    monkeypatch.setattr(
+        pretrade, "make_inline", lambda rules, cal, *a, **kw: real(rules, TradingCalendar("UTC", time(0)), *a, **kw)
+    )
     result = pretrade.run(calls=200, trials=1, sample=3000)
     assert result.correct is False and result.metrics["verdict_mismatches"] > 0
 
@@ -141,8 +154,12 @@ def test_the_pretrade_timed_orders_reach_every_gate_and_rule() -> None:
     for req in pretrade.timed_orders():
         inst = pretrade.DEFAULT_CATALOGUE.get(req.symbol)
         assert inst is not None
-        assert G.check_order(req, state, inst, G.MarketContext(quotes[req.symbol], rates[inst.quote_currency],
-                                                               pretrade.NOW)) is None
+        assert (
+            G.check_order(
+                req, state, inst, G.MarketContext(quotes[req.symbol], rates[inst.quote_currency], pretrade.NOW)
+            )
+            is None
+        )
         assert list(now.path(req, state)) == [] and list(now.inline(req, state)) == []
         # The same order without its stop loss passes the gates but not the rulebook.
         bare = replace(req, stop_loss=None)

@@ -25,14 +25,21 @@ LATENCY_KEYS = {"latency_us_p50", "latency_us_p99", "latency_us_max", "throughpu
 
 def bench_env(db_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROPDESK_", "PG"))}
-    env.update({"DATABASE_URL": db_url, "PROPDESK_DB_ROLE_PREFIX": "pdtest", "PROPDESK_DATA_DIR": str(data_dir),
-                **extra})
+    env.update(
+        {"DATABASE_URL": db_url, "PROPDESK_DB_ROLE_PREFIX": "pdtest", "PROPDESK_DATA_DIR": str(data_dir), **extra}
+    )
     return env
 
 
 def api_orders(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "propdesk", "bench", "api-orders", *args, "--json"], env=env,
-                          capture_output=True, text=True, timeout=240, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "propdesk", "bench", "api-orders", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
 
 
 def scratch_databases(pg_admin_url: str) -> list[Any]:
@@ -41,7 +48,8 @@ def scratch_databases(pg_admin_url: str) -> list[Any]:
 
 
 def test_bench_api_orders_prints_one_correct_json_line_and_leaves_no_scratch_database(
-        db_url: str, pg_admin_url: str, tmp_path: Path) -> None:
+    db_url: str, pg_admin_url: str, tmp_path: Path
+) -> None:
     proc = api_orders("--clients", "2", "--trials", "2", "--orders", "10", env=bench_env(db_url, tmp_path))
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, f"stdout: {proc.stdout!r}\nstderr: {proc.stderr[-4000:]}"
@@ -69,11 +77,13 @@ def test_bench_api_orders_prints_one_correct_json_line_and_leaves_no_scratch_dat
 
 
 def test_bench_api_orders_whose_server_cannot_start_fails_clearly_with_exit_2(
-        db_url: str, pg_admin_url: str, tmp_path: Path) -> None:
+    db_url: str, pg_admin_url: str, tmp_path: Path
+) -> None:
     """The server binds PROPDESK_HOST: an address this machine does not have stops it at once; the bench says
     so with the server's own reason, prints no result, and still drops its scratch database."""
-    proc = api_orders("--clients", "1", "--trials", "1", "--orders", "1",
-                      env=bench_env(db_url, tmp_path, PROPDESK_HOST="203.0.113.7"))
+    proc = api_orders(
+        "--clients", "1", "--trials", "1", "--orders", "1", env=bench_env(db_url, tmp_path, PROPDESK_HOST="203.0.113.7")
+    )
     assert proc.returncode == 2, proc.stderr[-4000:]
     assert proc.stdout == ""
     assert "the API server (propdesk serve --port 0 --no-worker) exited with code 2" in proc.stderr
@@ -93,11 +103,15 @@ def test_a_server_that_never_serves_is_reported_and_stopped(tmp_path: Path) -> N
     from propdesk.bench.api_orders import ServerError, api_server
 
     pid_file = tmp_path / "pid"
-    script = (f"import os, sys, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
-              "print('booting slowly', file=sys.stderr, flush=True); time.sleep(120)")
+    script = (
+        f"import os, sys, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+        "print('booting slowly', file=sys.stderr, flush=True); time.sleep(120)"
+    )
     started = time.monotonic()
-    with pytest.raises(ServerError) as err, api_server(dict(os.environ), [sys.executable, "-c", script],
-                                                       start_timeout=1.5):
+    with (
+        pytest.raises(ServerError) as err,
+        api_server(dict(os.environ), [sys.executable, "-c", script], start_timeout=1.5),
+    ):
         pytest.fail("the server never served")
     assert time.monotonic() - started < 30
     assert "did not serve within 2 s" in str(err.value) and "booting slowly" in str(err.value)

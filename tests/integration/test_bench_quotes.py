@@ -18,8 +18,14 @@ CONTRACT_KEYS = {"scenario", "params", "metrics", "limit", "ratio_to_limit", "co
 def test_bench_quotes_prints_one_correct_json_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROPDESK_", "PG"))}
     env["PROPDESK_DATA_DIR"] = str(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "propdesk", "bench", "quotes", "--ticks", "3000", "--trials", "2",
-                           "--json"], env=env, capture_output=True, text=True, timeout=240, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "propdesk", "bench", "quotes", "--ticks", "3000", "--trials", "2", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, f"stdout: {proc.stdout!r}\nstderr: {proc.stderr[-4000:]}"
     out = json.loads(lines[0])

@@ -30,9 +30,11 @@ def fake() -> Iterator[FakeFinnhub]:
     """The fake Finnhub with three rows around the test clock's Monday 2026-03-02: yesterday, in three days,
     and three weeks out (beyond the worker's two weeks ahead)."""
     with FakeFinnhub(token=KEY) as server:
-        server.events += [server.row("2026-03-01 22:00:00", "CN", "Caixin Manufacturing PMI", "medium"),
-                          server.row("2026-03-05 13:30:00", "US", "Non-Farm Payrolls", "high"),
-                          server.row("2026-03-23 09:00:00", "DE", "Ifo Business Climate", "medium")]
+        server.events += [
+            server.row("2026-03-01 22:00:00", "CN", "Caixin Manufacturing PMI", "medium"),
+            server.row("2026-03-05 13:30:00", "US", "Non-Farm Payrolls", "high"),
+            server.row("2026-03-23 09:00:00", "DE", "Ifo Business Climate", "medium"),
+        ]
         yield server
 
 
@@ -58,8 +60,9 @@ def titles(platform: Any) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ one cycle
-def test_a_cycle_imports_yesterday_to_two_weeks_ahead_and_heartbeats_the_counts(platform: Any,
-                                                                               fake: FakeFinnhub) -> None:
+def test_a_cycle_imports_yesterday_to_two_weeks_ahead_and_heartbeats_the_counts(
+    platform: Any, fake: FakeFinnhub
+) -> None:
     result = CalendarSyncWorker(platform).run_once()
     assert result.ok and (result.inserted, result.updated, result.unchanged) == (2, 0, 0)
     # The range comes from the injected clock (2026-03-02), not the wall clock.
@@ -87,8 +90,9 @@ def test_a_second_cycle_is_idempotent_and_a_changed_impact_is_an_update(platform
     assert (beat["cycle"], beat["updated"], beat["unchanged"]) == (3, 1, 1)
 
 
-def test_the_worker_refuses_to_start_without_a_key_or_with_a_bad_cadence(db_url: str, clock: Any,
-                                                                         platform: Any) -> None:
+def test_the_worker_refuses_to_start_without_a_key_or_with_a_bad_cadence(
+    db_url: str, clock: Any, platform: Any
+) -> None:
     keyless = open_test_platform(db_url, clock)
     try:
         with pytest.raises(ValueError, match="PROPDESK_FINNHUB_API_KEY"):
@@ -102,11 +106,17 @@ def test_the_worker_refuses_to_start_without_a_key_or_with_a_bad_cadence(db_url:
 
 
 # ------------------------------------------------------------------------------------------ failures
-@pytest.mark.parametrize(("status", "expected"), [(429, "rate limit reached (HTTP 429)"),
-                                                  (500, "HTTP 500: Internal Server Error"),
-                                                  (503, "HTTP 503: Service Unavailable")])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (429, "rate limit reached (HTTP 429)"),
+        (500, "HTTP 500: Internal Server Error"),
+        (503, "HTTP 503: Service Unavailable"),
+    ],
+)
 def test_a_provider_error_is_a_failed_cycle_in_the_heartbeat_and_the_next_cycle_succeeds(
-        platform: Any, fake: FakeFinnhub, status: int, expected: str) -> None:
+    platform: Any, fake: FakeFinnhub, status: int, expected: str
+) -> None:
     worker = CalendarSyncWorker(platform)
     fake.fail_next(status)
     failed = worker.run_once()
@@ -205,8 +215,11 @@ def fresh_mark_to_market_beat(platform: Any) -> None:
     from psycopg.types.json import Jsonb
 
     with platform.db.tx() as c:
-        c.execute("INSERT INTO worker_heartbeats (name, beat_at, details) VALUES ('mark-to-market', %s, %s)"
-                  " ON CONFLICT (name) DO UPDATE SET beat_at = EXCLUDED.beat_at", (platform.clock.now(), Jsonb({})))
+        c.execute(
+            "INSERT INTO worker_heartbeats (name, beat_at, details) VALUES ('mark-to-market', %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET beat_at = EXCLUDED.beat_at",
+            (platform.clock.now(), Jsonb({})),
+        )
 
 
 def health(platform: Any) -> dict[str, Any]:
@@ -281,14 +294,19 @@ def test_worker_calendar_sync_once_json_prints_one_line(db_url: str, tmp_path: P
     assert proc.returncode == 2 and "PROPDESK_FINNHUB_API_KEY" in proc.stderr and proc.stdout == ""
 
 
-def test_serve_syncs_the_calendar_in_a_thread_when_a_key_is_configured(db_url: str, tmp_path: Path,
-                                                                        platform: Any) -> None:
+def test_serve_syncs_the_calendar_in_a_thread_when_a_key_is_configured(
+    db_url: str, tmp_path: Path, platform: Any
+) -> None:
     import httpx
 
     with FakeFinnhub(token="serve-key") as fake:
         fake.events.append(fake.row(f"{datetime.now(UTC).date()} 23:59:00", "JP", "Served event", "low"))
-        proc, url, lines = serve_process(db_url, tmp_path, "--no-worker", env={
-            "PROPDESK_FINNHUB_API_KEY": "serve-key", "PROPDESK_FINNHUB_BASE_URL": fake.base_url})
+        proc, url, lines = serve_process(
+            db_url,
+            tmp_path,
+            "--no-worker",
+            env={"PROPDESK_FINNHUB_API_KEY": "serve-key", "PROPDESK_FINNHUB_BASE_URL": fake.base_url},
+        )
         try:
             deadline = time.monotonic() + 60
             check: dict[str, Any] = {}

@@ -47,7 +47,11 @@ def test_a_closed_bar_is_written_at_once_and_the_open_bar_at_most_once_a_second(
     ticks.publish(q("EURUSD", MON + timedelta(seconds=1.1), "1.09900", "1.09910"))  # a second later: written
     rows = stored(database)
     assert (rows[0]["high"], rows[0]["low"], rows[0]["close"], rows[0]["tick_count"]) == (
-        D("1.10105"), D("1.09905"), D("1.09905"), 3)
+        D("1.10105"),
+        D("1.09905"),
+        D("1.09905"),
+        3,
+    )
     clock.advance(60)
     ticks.publish(q("EURUSD", MON + timedelta(minutes=1, seconds=2), "1.10200", "1.10210"))  # closes the bar
     rows = stored(database)
@@ -79,8 +83,7 @@ def test_reads_carry_forward_open_market_gaps_as_synthetic_and_leave_the_weekend
     rec.on_quote(q("EURUSD", sunday_open + timedelta(minutes=1), "1.10500", "1.10500"))
     rec.flush()
     with database.read() as c:
-        bars = load_candles(c, "EURUSD", "1m", 50, now=sunday_open + timedelta(minutes=4),
-                            calendar=SessionCalendar())
+        bars = load_candles(c, "EURUSD", "1m", 50, now=sunday_open + timedelta(minutes=4), calendar=SessionCalendar())
     got = [(b.minute, b.close, b.synthetic) for b in bars]
     assert got == [
         (FRI_CLOSE - timedelta(minutes=3), D("1.1"), False),
@@ -93,8 +96,7 @@ def test_reads_carry_forward_open_market_gaps_as_synthetic_and_leave_the_weekend
         (sunday_open + timedelta(minutes=3), D("1.105"), True),
     ]
     with database.read() as c:
-        five = load_candles(c, "EURUSD", "5m", 10, now=sunday_open + timedelta(minutes=4),
-                            calendar=SessionCalendar())
+        five = load_candles(c, "EURUSD", "5m", 10, now=sunday_open + timedelta(minutes=4), calendar=SessionCalendar())
     assert [(b.minute, b.open, b.close, b.synthetic, b.ticks) for b in five] == [
         (FRI_CLOSE - timedelta(minutes=5), D("1.1"), D("1.101"), False, 2),
         (sunday_open, D("1.105"), D("1.105"), False, 1),
@@ -108,10 +110,12 @@ def test_massive_candles_fill_empty_aggregates_from_recorded_ticks_then_carry_fo
         fake.add_agg("C:EURUSD", ms, 1.1, 1.1004, 1.0999, 1.1002)
         fake.add_agg("C:EURUSD", ms + 60_000, 1.1002, 1.1006, 1.1001, 1.1005)
         p = MassiveProvider("k", ["EURUSD"], clock, base_url=fake.base_url, sleep=lambda _s: None)
-        ticks_bar = Candle("EURUSD", MON + timedelta(minutes=3), D("1.10060"), D("1.10090"), D("1.10050"),
-                           D("1.10080"), 7)
-        bars = p.candles("EURUSD", MON, MON + timedelta(minutes=5),
-                         recorded=lambda s, a, b: [ticks_bar], calendar=SessionCalendar())
+        ticks_bar = Candle(
+            "EURUSD", MON + timedelta(minutes=3), D("1.10060"), D("1.10090"), D("1.10050"), D("1.10080"), 7
+        )
+        bars = p.candles(
+            "EURUSD", MON, MON + timedelta(minutes=5), recorded=lambda s, a, b: [ticks_bar], calendar=SessionCalendar()
+        )
         fake.data.aggs.clear()  # empty aggregates and no ticks: only carried-forward bars after a real one
         empty = p.candles("EURUSD", MON, MON + timedelta(minutes=2), calendar=SessionCalendar())
     assert [(b.minute - MON, b.close, b.synthetic, b.source) for b in bars] == [
@@ -156,7 +160,8 @@ def client(platform: Any) -> Iterator[Any]:
 
 
 def test_market_candles_api_serves_persisted_bars_the_open_bar_and_synthetic_gaps(
-        platform: Any, client: Any, clock: ManualClock) -> None:
+    platform: Any, client: Any, clock: ManualClock
+) -> None:
     t0 = clock.now()
     platform.candles = CandleRecorder(platform.db, clock, platform.ticks, flush_interval_s=60).start()
     platform.ticks.publish(q("EURUSD", t0, "1.10000", "1.10010"))
@@ -168,7 +173,10 @@ def test_market_candles_api_serves_persisted_bars_the_open_bar_and_synthetic_gap
     body = r.json()
     assert body["symbol"] == "EURUSD" and body["timeframe"] == "1m" and body["price"] == "mid"
     assert [(b["close"], b["synthetic"]) for b in body["bars"]] == [
-        ("1.10005", False), ("1.10005", True), ("1.10105", False)]
+        ("1.10005", False),
+        ("1.10005", True),
+        ("1.10105", False),
+    ]
     assert body["session"]["open"] is True and body["session"]["reason"] == "open: FX 24/5 session"
     bad = client.get("/api/v1/market/candles", params={"symbol": "NOPE"})
     assert bad.status_code == 404 and bad.json()["error"]["code"] == "unknown_symbol"
@@ -177,8 +185,7 @@ def test_market_candles_api_serves_persisted_bars_the_open_bar_and_synthetic_gap
     platform.candles.stop()
 
 
-def test_market_quotes_api_reports_sessions_and_staleness(platform: Any, client: Any,
-                                                          clock: ManualClock) -> None:
+def test_market_quotes_api_reports_sessions_and_staleness(platform: Any, client: Any, clock: ManualClock) -> None:
     now = clock.now()  # Monday 05:00 New York: FX open, NYSE closed
     platform.quotes.put(q("EURUSD", now - timedelta(seconds=90), "1.10000", "1.10010"))
     platform.quotes.put(q("AAPL", now - timedelta(hours=12), "200.00", "200.02"))

@@ -26,13 +26,26 @@ pytestmark = pytest.mark.integration
 ROLE_PREFIX = "pdtest"
 
 
-def run_cli(*args: str, db_url: str, data_dir: Path, timeout: float = 180,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, db_url: str, data_dir: Path, timeout: float = 180, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PROPDESK_", "PG"))}
-    full_env.update({"DATABASE_URL": db_url, "PROPDESK_DB_ROLE_PREFIX": ROLE_PREFIX,
-                     "PROPDESK_DATA_DIR": str(data_dir), **(env or {})})
-    return subprocess.run([sys.executable, "-m", "propdesk", *args], env=full_env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    full_env.update(
+        {
+            "DATABASE_URL": db_url,
+            "PROPDESK_DB_ROLE_PREFIX": ROLE_PREFIX,
+            "PROPDESK_DATA_DIR": str(data_dir),
+            **(env or {}),
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "propdesk", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def one_json_line(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -76,10 +89,10 @@ def trade_accounts(service: Any, quotes: Any, clock: Any, n: int = 3) -> list[uu
         clock.advance(1)
         quotes.put(Quote("EURUSD", d("1.08300"), d("1.08302"), clock.now()))
         assert service.close_position(acc, "EURUSD").accepted
-        assert service.submit_order(acc, OrderRequest("XAUUSD", Side.SELL, d("0.05"), stop_loss=d("2400.00"))
-                                    ).accepted
-        assert service.submit_order(acc, OrderRequest("EURUSD", Side.BUY, d("0.10"), OrderType.LIMIT,
-                                                      limit_price=d("1.05000"))).accepted
+        assert service.submit_order(acc, OrderRequest("XAUUSD", Side.SELL, d("0.05"), stop_loss=d("2400.00"))).accepted
+        assert service.submit_order(
+            acc, OrderRequest("EURUSD", Side.BUY, d("0.10"), OrderType.LIMIT, limit_price=d("1.05000"))
+        ).accepted
         ids.append(acc)
     return ids
 
@@ -137,13 +150,23 @@ def test_db_upgrade_against_an_unreachable_server_exits_2_with_a_message(tmp_pat
 
 
 # ------------------------------------------------------------------------------------------ tokens
-def test_tokens_create_json_prints_one_line_and_the_token_verifies(db_url: str, database: Any,
-                                                                   tmp_path: Path) -> None:
+def test_tokens_create_json_prints_one_line_and_the_token_verifies(db_url: str, database: Any, tmp_path: Path) -> None:
     from propdesk.clock import SystemClock
     from propdesk.identity.auth import Role, TokenStore
 
-    proc = run_cli("tokens", "create", "--role", "admin", "--name", "ci-admin", "--ttl-days", "1", "--json",
-                   db_url=db_url, data_dir=tmp_path)
+    proc = run_cli(
+        "tokens",
+        "create",
+        "--role",
+        "admin",
+        "--name",
+        "ci-admin",
+        "--ttl-days",
+        "1",
+        "--json",
+        db_url=db_url,
+        data_dir=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     out = one_json_line(proc)
     assert out["role"] == "admin" and out["name"] == "ci-admin" and out["expires_at"]
@@ -176,7 +199,8 @@ def test_tokens_create_refuses_an_unknown_role(db_url: str, tmp_path: Path) -> N
 
 # ------------------------------------------------------------------------------------------ verify
 def test_verify_exits_0_on_traded_accounts_and_1_after_a_balance_is_tampered_with(
-        db_url: str, service: Any, quotes: Any, clock: Any, tmp_path: Path) -> None:
+    db_url: str, service: Any, quotes: Any, clock: Any, tmp_path: Path
+) -> None:
     ids = trade_accounts(service, quotes, clock, n=3)
 
     clean = run_cli("verify", "--json", db_url=db_url, data_dir=tmp_path)
@@ -199,8 +223,9 @@ def test_verify_exits_0_on_traded_accounts_and_1_after_a_balance_is_tampered_wit
     assert {m["field"] for m in report["mismatches"][0]["mismatches"]} == {"cash"}
 
 
-def test_verify_one_account_checks_only_that_account(db_url: str, service: Any, quotes: Any, clock: Any,
-                                                     tmp_path: Path) -> None:
+def test_verify_one_account_checks_only_that_account(
+    db_url: str, service: Any, quotes: Any, clock: Any, tmp_path: Path
+) -> None:
     ids = trade_accounts(service, quotes, clock, n=2)
     tamper_cash(db_url, ids[0])
 
@@ -229,8 +254,10 @@ def _api_available() -> bool:
     return True
 
 
-@pytest.mark.skipif(not _api_available(), reason="propdesk.web.app.create_app does not exist yet (the API is "
-                                                   "built in parallel); the demo needs it")
+@pytest.mark.skipif(
+    not _api_available(),
+    reason="propdesk.web.app.create_app does not exist yet (the API is built in parallel); the demo needs it",
+)
 def test_demo_check_sets_up_the_demo_accounts_idempotently_and_verify_passes(db_url: str, tmp_path: Path) -> None:
     proc = run_cli("demo", "--check", "--port", "0", db_url=db_url, data_dir=tmp_path, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -240,17 +267,19 @@ def test_demo_check_sets_up_the_demo_accounts_idempotently_and_verify_passes(db_
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         # A demo trader's accounts are owned by that trader's demo user: name them by the user's email.
-        rows = conn.execute("SELECT a.id, coalesce((SELECT split_part(u.email, '@', 1) FROM users u"
-                            "   WHERE u.id::text = a.owner_id), a.owner_id), a.mode, a.status,"
-                            " (SELECT count(*) FROM positions p WHERE p.account_id = a.id) AS positions,"
-                            " (SELECT count(*) FROM positions p WHERE p.account_id = a.id"
-                            "   AND p.stop_loss IS NOT NULL AND p.take_profit IS NOT NULL) AS protected,"
-                            " (SELECT count(*) FROM orders o WHERE o.account_id = a.id AND o.status = 'open')"
-                            "   AS resting,"
-                            " (SELECT count(*) FROM fills f WHERE f.account_id = a.id) AS fills,"
-                            " (SELECT count(*) FROM orders o WHERE o.account_id = a.id AND o.status = 'rejected')"
-                            "   AS rejected,"
-                            " b.realized_pnl FROM accounts a JOIN balances b ON b.account_id = a.id").fetchall()
+        rows = conn.execute(
+            "SELECT a.id, coalesce((SELECT split_part(u.email, '@', 1) FROM users u"
+            "   WHERE u.id::text = a.owner_id), a.owner_id), a.mode, a.status,"
+            " (SELECT count(*) FROM positions p WHERE p.account_id = a.id) AS positions,"
+            " (SELECT count(*) FROM positions p WHERE p.account_id = a.id"
+            "   AND p.stop_loss IS NOT NULL AND p.take_profit IS NOT NULL) AS protected,"
+            " (SELECT count(*) FROM orders o WHERE o.account_id = a.id AND o.status = 'open')"
+            "   AS resting,"
+            " (SELECT count(*) FROM fills f WHERE f.account_id = a.id) AS fills,"
+            " (SELECT count(*) FROM orders o WHERE o.account_id = a.id AND o.status = 'rejected')"
+            "   AS rejected,"
+            " b.realized_pnl FROM accounts a JOIN balances b ON b.account_id = a.id"
+        ).fetchall()
         tokens = conn.execute("SELECT role FROM api_tokens ORDER BY role").fetchall()
     by_owner: dict[str, list[Any]] = {}
     for r in rows:
@@ -287,18 +316,31 @@ def test_demo_check_sets_up_the_demo_accounts_idempotently_and_verify_passes(db_
 
 
 # ------------------------------------------------------------------------------------------ serve
-def serve_process(db_url: str, data_dir: Path, *extra: str,
-                  env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str, list[str]]:
+def serve_process(
+    db_url: str, data_dir: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str, list[str]]:
     """Start ``propdesk serve --port 0`` (``env`` adds variables); returns the process, its URL (from the
     ``serving`` log event) and the stderr lines read so far (a thread keeps reading them)."""
     import threading
     import time
 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PROPDESK_", "PG"))}
-    full_env.update({"DATABASE_URL": db_url, "PROPDESK_DB_ROLE_PREFIX": ROLE_PREFIX,
-                     "PROPDESK_DATA_DIR": str(data_dir), "PROPDESK_MTM_INTERVAL_SECONDS": "0.2", **(env or {})})
-    proc = subprocess.Popen([sys.executable, "-m", "propdesk", "serve", "--port", "0", *extra], env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    full_env.update(
+        {
+            "DATABASE_URL": db_url,
+            "PROPDESK_DB_ROLE_PREFIX": ROLE_PREFIX,
+            "PROPDESK_DATA_DIR": str(data_dir),
+            "PROPDESK_MTM_INTERVAL_SECONDS": "0.2",
+            **(env or {}),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "propdesk", "serve", "--port", "0", *extra],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     url: list[str] = []
 
@@ -351,8 +393,10 @@ def test_serve_runs_the_api_and_the_mark_to_market_worker_in_one_process(db_url:
 
     proc, url, lines = serve_process(db_url, tmp_path)
     try:
-        health = _wait_for(lambda: httpx.get(f"{url}/healthz", timeout=5).json(),
-                           lambda h: h["checks"]["mark_to_market_worker"]["ok"] is True)
+        health = _wait_for(
+            lambda: httpx.get(f"{url}/healthz", timeout=5).json(),
+            lambda h: h["checks"]["mark_to_market_worker"]["ok"] is True,
+        )
         assert health["checks"]["mark_to_market_worker"]["details"]["pid"] == proc.pid
         assert httpx.get(f"{url}/api/v1/prop/accounts/{uuid.uuid4()}", timeout=5).status_code == 401
     finally:

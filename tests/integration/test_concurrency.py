@@ -34,12 +34,34 @@ ORDERS = 50
 ROUNDS = 5
 LIMIT = 5
 # Notional, leverage and concentration limits far away, so the position count is the binding limit.
-POLICY = ExecutionPolicy(max_open_positions=LIMIT, max_notional=D(10**9), max_leverage=D(10**4),
-                         max_position_equity_pct=D(10**6))
-PRICES = {"EURUSD": "1.1", "GBPUSD": "1.3", "USDJPY": "150", "AUDUSD": "0.65", "USDCAD": "1.35", "USDCHF": "0.9",
-          "NZDUSD": "0.6", "EURGBP": "0.85", "EURJPY": "165", "GBPJPY": "190", "XAUUSD": "2000", "XAGUSD": "25",
-          "WTIUSD": "75", "US500": "5000", "US100": "18000", "US30": "39000", "AAPL": "200", "MSFT": "400",
-          "NVDA": "900", "AMZN": "180", "TSLA": "200", "BTCUSD": "50000", "ETHUSD": "3000"}
+POLICY = ExecutionPolicy(
+    max_open_positions=LIMIT, max_notional=D(10**9), max_leverage=D(10**4), max_position_equity_pct=D(10**6)
+)
+PRICES = {
+    "EURUSD": "1.1",
+    "GBPUSD": "1.3",
+    "USDJPY": "150",
+    "AUDUSD": "0.65",
+    "USDCAD": "1.35",
+    "USDCHF": "0.9",
+    "NZDUSD": "0.6",
+    "EURGBP": "0.85",
+    "EURJPY": "165",
+    "GBPJPY": "190",
+    "XAUUSD": "2000",
+    "XAGUSD": "25",
+    "WTIUSD": "75",
+    "US500": "5000",
+    "US100": "18000",
+    "US30": "39000",
+    "AAPL": "200",
+    "MSFT": "400",
+    "NVDA": "900",
+    "AMZN": "180",
+    "TSLA": "200",
+    "BTCUSD": "50000",
+    "ETHUSD": "3000",
+}
 SYMBOLS = sorted(PRICES)
 
 R = TypeVar("R")
@@ -89,8 +111,11 @@ def count(service: ExecutionService, query: str, *args: Any) -> int:
 def peak_open_positions(service: ExecutionService, acc: uuid.UUID) -> int:
     """The most positions the account ever held at once, replayed from its fills in ledger order."""
     with service.db.read() as c:
-        fills = c.execute("SELECT f.symbol, f.side, f.quantity FROM fills f JOIN ledger l ON l.fill_id = f.id"
-                          " WHERE f.account_id=%s ORDER BY l.seq", (acc,)).fetchall()
+        fills = c.execute(
+            "SELECT f.symbol, f.side, f.quantity FROM fills f JOIN ledger l ON l.fill_id = f.id"
+            " WHERE f.account_id=%s ORDER BY l.seq",
+            (acc,),
+        ).fetchall()
     held: Counter[str] = Counter()
     peak = 0
     for f in fills:
@@ -100,17 +125,16 @@ def peak_open_positions(service: ExecutionService, acc: uuid.UUID) -> int:
 
 
 @pytest.mark.parametrize("round_no", range(ROUNDS))
-def test_fifty_simultaneous_orders_never_open_more_positions_than_the_limit(service: ExecutionService,
-                                                                           market: QuoteStore,
-                                                                           round_no: int) -> None:
+def test_fifty_simultaneous_orders_never_open_more_positions_than_the_limit(
+    service: ExecutionService, market: QuoteStore, round_no: int
+) -> None:
     acc = new_account(service)
     # Each round spreads the orders differently over the symbols; some orders add to a position, some sell
     # out of one (freeing a slot for another symbol while the race is on).
     symbols = [SYMBOLS[(i * (round_no + 1)) % len(SYMBOLS)] for i in range(ORDERS)]
     sides = [Side.SELL if i % 3 == 2 else Side.BUY for i in range(ORDERS)]
 
-    results = race(ORDERS, lambda i: service.submit_order(
-        acc, OrderRequest(symbols[i], sides[i], min_lot(symbols[i]))))
+    results = race(ORDERS, lambda i: service.submit_order(acc, OrderRequest(symbols[i], sides[i], min_lot(symbols[i]))))
 
     errors = [r for r in results if not isinstance(r, OrderOutcome)]
     assert errors == []
@@ -163,7 +187,8 @@ def test_simultaneous_closes_close_a_position_once(service: ExecutionService, ma
 
 @pytest.mark.parametrize("attempt", range(3))
 def test_simultaneous_account_creation_with_one_idempotency_key_creates_one_account(
-        service: ExecutionService, attempt: int) -> None:
+    service: ExecutionService, attempt: int
+) -> None:
     key = f"signup-{uuid.uuid4()}"
     cmd = CreateAccount(owner_id="alice", idempotency_key=key, request_hash="h1", start=True)
 

@@ -29,8 +29,14 @@ APPEND_ONLY_MESSAGE = "the table is append-only"
 
 # One column per execution table to rewrite in place (the value does not matter: the write must never happen).
 EXECUTION_TABLES: dict[str, str] = {
-    "accounts": "status", "balances": "cash", "orders": "status", "fills": "fee", "fill_voids": "reason",
-    "positions": "quantity", "ledger": "amount", "decision_actions": "status",
+    "accounts": "status",
+    "balances": "cash",
+    "orders": "status",
+    "fills": "fee",
+    "fill_voids": "reason",
+    "positions": "quantity",
+    "ledger": "amount",
+    "decision_actions": "status",
 }
 APPEND_ONLY = {"ledger", "fills", "fill_voids"}
 WRITES = ["insert", "update", "delete", "truncate"]
@@ -58,16 +64,20 @@ def fingerprint(admin_url: str) -> dict[str, tuple[int, str]]:
     out: dict[str, tuple[int, str]] = {}
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for t in EXECUTION_TABLES:
-            row = conn.execute(sql.SQL("SELECT count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '')"
-                                       " FROM {} x").format(sql.Identifier(t))).fetchone()
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT count(*), coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {} x"
+                ).format(sql.Identifier(t))
+            ).fetchone()
             assert row is not None
             out[t] = (row[0], row[1])
     return out
 
 
 @pytest.fixture
-def seeded(database: Database, service: ExecutionService, quotes: QuoteStore,
-           clock: ManualClock) -> dict[str, list[uuid.UUID]]:
+def seeded(
+    database: Database, service: ExecutionService, quotes: QuoteStore, clock: ManualClock
+) -> dict[str, list[uuid.UUID]]:
     """Two traders with rows in every execution table (orders, fills, a void, positions, a decision action)."""
     for symbol, bid, ask in (("EURUSD", "1.10000", "1.10020"), ("AAPL", "200.00", "200.10")):
         quotes.put(Quote(symbol, D(bid), D(ask), clock.now()))
@@ -79,15 +89,18 @@ def seeded(database: Database, service: ExecutionService, quotes: QuoteStore,
             accounts[owner].append(acc_id)
             first = service.submit_order(acc_id, OrderRequest("EURUSD", Side.BUY, D("0.1")))
             service.submit_order(acc_id, OrderRequest("AAPL", Side.BUY, D(5)))
-            service.submit_order(acc_id, OrderRequest("EURUSD", Side.BUY, D("0.1"), OrderType.LIMIT,
-                                                      limit_price=D("1.09")))
+            service.submit_order(
+                acc_id, OrderRequest("EURUSD", Side.BUY, D("0.1"), OrderType.LIMIT, limit_price=D("1.09"))
+            )
             assert first.fill is not None
             service.void_fill(acc_id, first.fill["id"], actor="admin", reason="seed")
             with database.tx() as c:
-                c.execute("INSERT INTO decision_actions (id, account_id, decision_run_id, decision_action_id, action,"
-                          " payload, request_hash, status, result, created_at) VALUES"
-                          " (%s,%s,'run-1','a-1','hold','{}','h','unsupported','{}',%s)",
-                          (uuid.uuid4(), acc_id, clock.now()))
+                c.execute(
+                    "INSERT INTO decision_actions (id, account_id, decision_run_id, decision_action_id, action,"
+                    " payload, request_hash, status, result, created_at) VALUES"
+                    " (%s,%s,'run-1','a-1','hold','{}','h','unsupported','{}',%s)",
+                    (uuid.uuid4(), acc_id, clock.now()),
+                )
     counts = fingerprint(database.admin_url)
     assert all(n > 0 for n, _ in counts.values()), counts
     return accounts
@@ -110,13 +123,13 @@ def test_the_posture_check_notices_a_table_without_forced_row_level_security(dat
         conn.execute(f'SET ROLE "{PREFIX}_owner"')
         conn.execute("ALTER TABLE quotes NO FORCE ROW LEVEL SECURITY")
 
-    assert assert_security_posture(database.admin_url, PREFIX) == [
-        "table quotes lacks ENABLE/FORCE ROW LEVEL SECURITY"]
+    assert assert_security_posture(database.admin_url, PREFIX) == ["table quotes lacks ENABLE/FORCE ROW LEVEL SECURITY"]
 
 
 def test_the_app_login_is_the_app_role_and_holds_no_privilege(app_conn: psycopg.Connection[Any]) -> None:
-    row = app_conn.execute("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles"
-                           " WHERE rolname = current_user").fetchone()
+    row = app_conn.execute(
+        "SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
 
     assert row == (f"{PREFIX}_app", False, False)
 
@@ -124,8 +137,9 @@ def test_the_app_login_is_the_app_role_and_holds_no_privilege(app_conn: psycopg.
 # ---------------------------------------------------------------- nobody but the engine writes
 @pytest.mark.parametrize("op", WRITES)
 @pytest.mark.parametrize("table", list(EXECUTION_TABLES))
-def test_the_app_role_cannot_write_execution_tables(database: Database, seeded: object,
-                                                    app_conn: psycopg.Connection[Any], table: str, op: str) -> None:
+def test_the_app_role_cannot_write_execution_tables(
+    database: Database, seeded: object, app_conn: psycopg.Connection[Any], table: str, op: str
+) -> None:
     before = fingerprint(database.admin_url)
     app_conn.execute("SELECT set_config('propdesk.user_id', 'alice', false)")
 
@@ -137,8 +151,9 @@ def test_the_app_role_cannot_write_execution_tables(database: Database, seeded: 
 
 @pytest.mark.parametrize("op", WRITES)
 @pytest.mark.parametrize("table", list(EXECUTION_TABLES))
-def test_even_the_superuser_cannot_write_execution_tables(database: Database, seeded: object, table: str,
-                                                          op: str) -> None:
+def test_even_the_superuser_cannot_write_execution_tables(
+    database: Database, seeded: object, table: str, op: str
+) -> None:
     before = fingerprint(database.admin_url)
 
     with psycopg.connect(database.admin_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
@@ -150,8 +165,7 @@ def test_even_the_superuser_cannot_write_execution_tables(database: Database, se
 
 @pytest.mark.parametrize("op", ["insert", "update", "delete"])
 @pytest.mark.parametrize("table", list(EXECUTION_TABLES))
-def test_the_table_owner_cannot_write_execution_tables(database: Database, seeded: object, table: str,
-                                                       op: str) -> None:
+def test_the_table_owner_cannot_write_execution_tables(database: Database, seeded: object, table: str, op: str) -> None:
     before = fingerprint(database.admin_url)
 
     with psycopg.connect(database.admin_url) as conn:
@@ -164,8 +178,9 @@ def test_the_table_owner_cannot_write_execution_tables(database: Database, seede
 
 @pytest.mark.parametrize("op", ["update", "delete", "truncate"])
 @pytest.mark.parametrize("table", ["ledger", "fills", "fill_voids"])
-def test_the_engine_cannot_rewrite_or_delete_append_only_tables(database: Database, seeded: object, table: str,
-                                                                op: str) -> None:
+def test_the_engine_cannot_rewrite_or_delete_append_only_tables(
+    database: Database, seeded: object, table: str, op: str
+) -> None:
     before = fingerprint(database.admin_url)
 
     with psycopg.connect(database.engine_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
@@ -181,33 +196,40 @@ def test_the_engine_still_appends_to_the_ledger(database: Database, seeded: dict
     with psycopg.connect(database.engine_url) as conn:
         row = conn.execute("SELECT max(seq) FROM ledger WHERE account_id=%s", (acc,)).fetchone()
         assert row is not None
-        conn.execute("INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, evidence,"
-                     " created_at) VALUES (%s, %s, 'mark_to_market', 'none', 0, 0, %s, now())",
-                     (acc, row[0] + 1, Jsonb({})))
+        conn.execute(
+            "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, evidence,"
+            " created_at) VALUES (%s, %s, 'mark_to_market', 'none', 0, 0, %s, now())",
+            (acc, row[0] + 1, Jsonb({})),
+        )
         conn.rollback()  # proven possible; not kept, so the balances still fold
 
 
 # ---------------------------------------------------------------- a trader sees only their own rows
 def _visible(conn: psycopg.Connection[Any], table: str) -> set[uuid.UUID]:
     col = "id" if table == "accounts" else "account_id"
-    return {r[0] for r in conn.execute(sql.SQL("SELECT {} FROM {}").format(sql.Identifier(col),
-                                                                           sql.Identifier(table))).fetchall()}
+    return {
+        r[0]
+        for r in conn.execute(
+            sql.SQL("SELECT {} FROM {}").format(sql.Identifier(col), sql.Identifier(table))
+        ).fetchall()
+    }
 
 
 def _rows_of(admin_url: str, table: str, accounts: list[uuid.UUID]) -> int:
     col = "id" if table == "accounts" else "account_id"
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} = ANY(%s)").format(
-            sql.Identifier(table), sql.Identifier(col)), (accounts,)).fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {} = ANY(%s)").format(sql.Identifier(table), sql.Identifier(col)),
+            (accounts,),
+        ).fetchone()
     assert row is not None
     return int(row[0])
 
 
 @pytest.mark.parametrize("table", list(EXECUTION_TABLES))
-def test_a_trader_session_sees_only_its_own_accounts_and_their_rows(database: Database,
-                                                                    seeded: dict[str, list[uuid.UUID]],
-                                                                    app_conn: psycopg.Connection[Any],
-                                                                    table: str) -> None:
+def test_a_trader_session_sees_only_its_own_accounts_and_their_rows(
+    database: Database, seeded: dict[str, list[uuid.UUID]], app_conn: psycopg.Connection[Any], table: str
+) -> None:
     col = "id" if table == "accounts" else "account_id"
     for user, other in (("alice", "bob"), ("bob", "alice")):
         app_conn.execute("SELECT set_config('propdesk.user_id', %s, false)", (user,))
@@ -218,8 +240,10 @@ def test_a_trader_session_sees_only_its_own_accounts_and_their_rows(database: Da
         assert visible == set(seeded[user])
         assert count is not None and count[0] == _rows_of(database.admin_url, table, seeded[user])
         # Asking for the other trader's rows by id returns nothing rather than an error.
-        probe = app_conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} = ANY(%s)").format(
-            sql.Identifier(table), sql.Identifier(col)), (seeded[other],)).fetchone()
+        probe = app_conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {} = ANY(%s)").format(sql.Identifier(table), sql.Identifier(col)),
+            (seeded[other],),
+        ).fetchone()
         assert probe == (0,)
 
 
@@ -229,8 +253,10 @@ def test_a_session_without_a_user_sees_no_account_truth(seeded: object, app_conn
 
 
 def test_the_user_setting_is_per_session(database: Database, seeded: dict[str, list[uuid.UUID]]) -> None:
-    with psycopg.connect(database.app_url, autocommit=True) as a, psycopg.connect(database.app_url,
-                                                                                 autocommit=True) as b:
+    with (
+        psycopg.connect(database.app_url, autocommit=True) as a,
+        psycopg.connect(database.app_url, autocommit=True) as b,
+    ):
         a.execute("SET propdesk.user_id = 'alice'")
         b.execute("SET propdesk.user_id = 'bob'")
 
@@ -238,8 +264,9 @@ def test_the_user_setting_is_per_session(database: Database, seeded: dict[str, l
         assert _visible(b, "accounts") == set(seeded["bob"])
 
 
-def test_the_app_role_reads_market_data_but_not_private_tables(seeded: object,
-                                                               app_conn: psycopg.Connection[Any]) -> None:
+def test_the_app_role_reads_market_data_but_not_private_tables(
+    seeded: object, app_conn: psycopg.Connection[Any]
+) -> None:
     assert app_conn.execute("SELECT count(*) FROM quotes").fetchone() == (2,)
     for table in ("idempotency_keys", "api_tokens"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -249,25 +276,34 @@ def test_the_app_role_reads_market_data_but_not_private_tables(seeded: object,
     for table in ("admin_audit", "worker_heartbeats"):
         assert app_conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone() == (0,)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        app_conn.execute("INSERT INTO quotes (symbol, bid, ask, ts, seq, source, received_at)"
-                         " VALUES ('X', 1, 1, now(), 1, 'x', now())")
+        app_conn.execute(
+            "INSERT INTO quotes (symbol, bid, ask, ts, seq, source, received_at)"
+            " VALUES ('X', 1, 1, now(), 1, 'x', now())"
+        )
 
 
 # ---------------------------------------------------------------- numbers are finite
-@pytest.mark.parametrize(("bad", "error"), [
-    ("NaN", psycopg.errors.CheckViolation),
-    ("Infinity", (psycopg.errors.CheckViolation, psycopg.errors.NumericValueOutOfRange)),
-    ("-Infinity", (psycopg.errors.CheckViolation, psycopg.errors.NumericValueOutOfRange)),
-])
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ("NaN", psycopg.errors.CheckViolation),
+        ("Infinity", (psycopg.errors.CheckViolation, psycopg.errors.NumericValueOutOfRange)),
+        ("-Infinity", (psycopg.errors.CheckViolation, psycopg.errors.NumericValueOutOfRange)),
+    ],
+)
 def test_numeric_columns_refuse_nan_and_infinity_even_from_the_engine(
-        database: Database, seeded: object, bad: str, error: type[Exception] | tuple[type[Exception], ...]) -> None:
+    database: Database, seeded: object, bad: str, error: type[Exception] | tuple[type[Exception], ...]
+) -> None:
     before = fingerprint(database.admin_url)
 
     with database.tx() as c, pytest.raises(error):
         c.execute("UPDATE balances SET cash = %s::numeric", (bad,))
     with database.tx() as c, pytest.raises(error):
-        c.execute("INSERT INTO quotes (symbol, bid, ask, ts, seq, source, received_at)"
-                  " VALUES ('NANUSD', 1, %s::numeric, now(), 1, 'test', now())", (bad,))
+        c.execute(
+            "INSERT INTO quotes (symbol, bid, ask, ts, seq, source, received_at)"
+            " VALUES ('NANUSD', 1, %s::numeric, now(), 1, 'test', now())",
+            (bad,),
+        )
     # NaN fits the column type: only the CHECK refuses it.
     with database.tx() as c, pytest.raises(psycopg.errors.CheckViolation):
         c.execute("UPDATE positions SET avg_price = 'NaN'::numeric")

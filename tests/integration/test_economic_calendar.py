@@ -28,8 +28,9 @@ NFP = datetime(2026, 3, 2, 13, 30, tzinfo=UTC)
 
 def rows(database: Any) -> list[dict[str, Any]]:
     with database.read() as c:
-        return c.execute("SELECT at, currency, country, impact, title, source, external_id FROM economic_events"
-                         " ORDER BY at, title").fetchall()  # type: ignore[no-any-return]
+        return c.execute(
+            "SELECT at, currency, country, impact, title, source, external_id FROM economic_events ORDER BY at, title"
+        ).fetchall()  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -37,8 +38,9 @@ def cal(database: Any, clock: Any) -> EconomicCalendar:
     return EconomicCalendar(database, clock)
 
 
-def test_csv_import_is_idempotent_and_derives_the_currency_from_the_country(cal: EconomicCalendar,
-                                                                             database: Any) -> None:
+def test_csv_import_is_idempotent_and_derives_the_currency_from_the_country(
+    cal: EconomicCalendar, database: Any
+) -> None:
     first = cal.import_csv(FIX / "events.csv")
     assert first.to_json() == {"inserted": 3, "updated": 0, "unchanged": 0}
     again = cal.import_file(FIX / "events.csv")
@@ -61,29 +63,42 @@ def test_a_bad_csv_row_names_the_file_row_and_column(cal: EconomicCalendar, tmp_
         cal.import_csv(bad)
 
 
-def test_ics_import_reads_utc_and_tzid_starts_x_properties_and_summary_tags(cal: EconomicCalendar,
-                                                                            database: Any) -> None:
+def test_ics_import_reads_utc_and_tzid_starts_x_properties_and_summary_tags(
+    cal: EconomicCalendar, database: Any
+) -> None:
     assert cal.import_ics(FIX / "events.ics").inserted == 3
     assert cal.import_file(FIX / "events.ics").unchanged == 3
     got = {r["title"]: r for r in rows(database)}
     assert set(got) == {"USD Non-Farm Payrolls", "BoJ Policy Rate Statement", "CAD Ivey PMI"}
     nfp = got["USD Non-Farm Payrolls"]
     assert (nfp["at"], nfp["currency"], nfp["impact"], nfp["external_id"]) == (
-        NFP, "USD", "high", "ics-nfp-2026-03@propdesk.test")
+        NFP,
+        "USD",
+        "high",
+        "ics-nfp-2026-03@propdesk.test",
+    )
     boj = got["BoJ Policy Rate Statement"]
     assert (boj["at"], boj["currency"], boj["country"], boj["impact"]) == (
-        datetime(2026, 3, 3, 3, 0, tzinfo=UTC), "JPY", "JP", "high")
+        datetime(2026, 3, 3, 3, 0, tzinfo=UTC),
+        "JPY",
+        "JP",
+        "high",
+    )
     ivey = got["CAD Ivey PMI"]
     assert (ivey["at"], ivey["currency"], ivey["impact"]) == (datetime(2026, 3, 2, 15, 0, tzinfo=UTC), "CAD", "medium")
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("DTSTART:20260302T133000", "floating"),
-    ("DTSTART;VALUE=DATE:20260302", "all-day"),
-    ("DTSTART;TZID=Mars/Olympus:20260302T133000", "unknown TZID"),
-])
-def test_ics_starts_without_a_definite_instant_are_refused(cal: EconomicCalendar, tmp_path: Path, line: str,
-                                                           message: str) -> None:
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("DTSTART:20260302T133000", "floating"),
+        ("DTSTART;VALUE=DATE:20260302", "all-day"),
+        ("DTSTART;TZID=Mars/Olympus:20260302T133000", "unknown TZID"),
+    ],
+)
+def test_ics_starts_without_a_definite_instant_are_refused(
+    cal: EconomicCalendar, tmp_path: Path, line: str, message: str
+) -> None:
     f = tmp_path / "x.ics"
     f.write_text(f"BEGIN:VCALENDAR\nBEGIN:VEVENT\n{line}\nSUMMARY:[high] USD x\nEND:VEVENT\nEND:VCALENDAR\n")
     with pytest.raises(CalendarError, match=message):
@@ -129,14 +144,16 @@ def test_finnhub_bad_key_is_a_401_error_and_an_empty_calendar_is_fine(cal: Econo
 def test_affecting_includes_both_window_ends_and_excludes_one_second_beyond(cal: EconomicCalendar) -> None:
     a, b = timedelta(minutes=30), timedelta(minutes=15)
     t = NFP
-    cal.upsert([
-        EconomicEvent(t - a, "USD", "high", "at t-a", source="test", external_id="1"),
-        EconomicEvent(t + b, "EUR", "high", "at t+b", source="test", external_id="2"),
-        EconomicEvent(t - a - timedelta(seconds=1), "USD", "high", "before", source="test", external_id="3"),
-        EconomicEvent(t + b + timedelta(seconds=1), "USD", "high", "after", source="test", external_id="4"),
-        EconomicEvent(t, "JPY", "high", "other currency", source="test", external_id="5"),
-        EconomicEvent(t, "USD", "medium", "medium", source="test", external_id="6"),
-    ])
+    cal.upsert(
+        [
+            EconomicEvent(t - a, "USD", "high", "at t-a", source="test", external_id="1"),
+            EconomicEvent(t + b, "EUR", "high", "at t+b", source="test", external_id="2"),
+            EconomicEvent(t - a - timedelta(seconds=1), "USD", "high", "before", source="test", external_id="3"),
+            EconomicEvent(t + b + timedelta(seconds=1), "USD", "high", "after", source="test", external_id="4"),
+            EconomicEvent(t, "JPY", "high", "other currency", source="test", external_id="5"),
+            EconomicEvent(t, "USD", "medium", "medium", source="test", external_id="6"),
+        ]
+    )
     assert [e.title for e in cal.affecting("EURUSD", t, a, b)] == ["at t-a", "at t+b"]
     assert [e.title for e in cal.affecting("EURUSD", t, a, b, impact="medium")] == ["at t-a", "medium", "at t+b"]
     assert [e.title for e in cal.affecting("USDJPY", t, timedelta(0), timedelta(0))] == ["other currency"]
@@ -147,13 +164,25 @@ def test_affecting_includes_both_window_ends_and_excludes_one_second_beyond(cal:
 
 
 def test_an_imported_high_impact_usd_event_makes_the_news_rule_refuse_an_eurusd_order(
-        cal: EconomicCalendar, service: Any, quotes: Any, clock: Any, tmp_path: Path) -> None:
+    cal: EconomicCalendar, service: Any, quotes: Any, clock: Any, tmp_path: Path
+) -> None:
     book = load_rulebook("strict-risk@100k")
-    policy = ExecutionPolicy(starting_balance=book.starting_balance, max_notional=Decimal(10) ** 9,
-                             max_position_equity_pct=Decimal(100000), max_leverage=Decimal(200))
-    acc, created = service.create_account(CreateAccount(
-        owner_id="news-import", policy=policy, rulebook=book.to_json(), rulebook_id=book.id,
-        rulebook_version=book.version, start=True))
+    policy = ExecutionPolicy(
+        starting_balance=book.starting_balance,
+        max_notional=Decimal(10) ** 9,
+        max_position_equity_pct=Decimal(100000),
+        max_leverage=Decimal(200),
+    )
+    acc, created = service.create_account(
+        CreateAccount(
+            owner_id="news-import",
+            policy=policy,
+            rulebook=book.to_json(),
+            rulebook_id=book.id,
+            rulebook_version=book.version,
+            start=True,
+        )
+    )
     assert created
     quotes.put(Quote("EURUSD", Decimal("1.09990"), Decimal("1.10000"), clock.now()))
     order = OrderRequest("EURUSD", Side.BUY, Decimal(1), stop_loss=Decimal("1.09500"))

@@ -30,8 +30,16 @@ START = D(100000)
 
 
 # ---------------------------------------------------------------- helpers
-def tick(quotes: QuoteStore, service: ExecutionService, clock: ManualClock, symbol: str, bid: str, ask: str, *,
-         advance: float = 1.0) -> dict[str, int]:
+def tick(
+    quotes: QuoteStore,
+    service: ExecutionService,
+    clock: ManualClock,
+    symbol: str,
+    bid: str,
+    ask: str,
+    *,
+    advance: float = 1.0,
+) -> dict[str, int]:
     """Move the clock, store a quote and let the service react to it (as the market-data worker does)."""
     clock.advance(advance)
     stored = quotes.put(Quote(symbol, D(bid), D(ask), clock.now()))
@@ -72,10 +80,12 @@ def order_row(service: ExecutionService, order_id: uuid.UUID) -> dict[str, Any]:
     return row
 
 
-def open_account(service: ExecutionService, policy: ExecutionPolicy | None = None, *, owner: str = "alice",
-                 start: bool = True) -> uuid.UUID:
-    acc, created = service.create_account(CreateAccount(owner_id=owner, policy=policy or ExecutionPolicy(),
-                                                        start=start))
+def open_account(
+    service: ExecutionService, policy: ExecutionPolicy | None = None, *, owner: str = "alice", start: bool = True
+) -> uuid.UUID:
+    acc, created = service.create_account(
+        CreateAccount(owner_id=owner, policy=policy or ExecutionPolicy(), start=start)
+    )
     assert created
     return acc["id"]  # type: ignore[no-any-return]
 
@@ -92,9 +102,13 @@ def sell(symbol: str, qty: str, **kw: Any) -> OrderRequest:
 @pytest.fixture
 def market(quotes: QuoteStore, clock: ManualClock) -> QuoteStore:
     """Fresh quotes at T0 for the symbols these tests trade."""
-    for symbol, bid, ask in (("EURUSD", "1.10000", "1.10020"), ("GBPUSD", "1.30000", "1.30020"),
-                             ("USDJPY", "150.000", "150.000"), ("AAPL", "200.00", "200.10"),
-                             ("BTCUSD", "50000.00", "50000.00")):
+    for symbol, bid, ask in (
+        ("EURUSD", "1.10000", "1.10020"),
+        ("GBPUSD", "1.30000", "1.30020"),
+        ("USDJPY", "150.000", "150.000"),
+        ("AAPL", "200.00", "200.10"),
+        ("BTCUSD", "50000.00", "50000.00"),
+    ):
         assert quotes.put(Quote(symbol, D(bid), D(ask), clock.now())) is not None
     return quotes
 
@@ -125,8 +139,9 @@ def test_a_new_account_is_funded_by_a_deposit_entry_and_starts_pending(service: 
 
 
 # ---------------------------------------------------------------- market orders
-def test_a_market_order_fills_at_the_mid_with_the_quote_as_evidence(service: ExecutionService, acc: uuid.UUID,
-                                                                    market: QuoteStore) -> None:
+def test_a_market_order_fills_at_the_mid_with_the_quote_as_evidence(
+    service: ExecutionService, acc: uuid.UUID, market: QuoteStore
+) -> None:
     quote = market.latest("EURUSD")
     assert quote is not None
 
@@ -149,8 +164,9 @@ def test_a_market_order_fills_at_the_mid_with_the_quote_as_evidence(service: Exe
     assert pos is not None and (pos["quantity"], pos["avg_price"]) == (D("0.1"), D("1.1001"))
 
 
-def test_a_rejected_order_is_recorded_with_its_reason_and_changes_no_money(service: ExecutionService,
-                                                                          acc: uuid.UUID) -> None:
+def test_a_rejected_order_is_recorded_with_its_reason_and_changes_no_money(
+    service: ExecutionService, acc: uuid.UUID
+) -> None:
     out = service.submit_order(acc, buy("EURUSD", "1"))  # 110,020 notional > 50,000
 
     assert out.rejection is not None and out.rejection.code == Code.NOTIONAL_EXCEEDED
@@ -163,8 +179,9 @@ def test_a_rejected_order_is_recorded_with_its_reason_and_changes_no_money(servi
     assert position(service, acc, "EURUSD") is None
 
 
-def test_a_duplicate_client_order_id_is_a_conflict_and_changes_nothing(service: ExecutionService,
-                                                                      acc: uuid.UUID) -> None:
+def test_a_duplicate_client_order_id_is_a_conflict_and_changes_nothing(
+    service: ExecutionService, acc: uuid.UUID
+) -> None:
     first = service.submit_order(acc, buy("EURUSD", "0.1", client_order_id="same"))
     before = len(ledger(service, acc))
 
@@ -187,8 +204,9 @@ def test_missing_price_refuses_to_fill_and_says_so(service: ExecutionService, ac
     assert cash(service, acc) == START
 
 
-def test_a_stale_price_refuses_to_fill_and_reports_its_age(service: ExecutionService, acc: uuid.UUID,
-                                                           clock: ManualClock, market: QuoteStore) -> None:
+def test_a_stale_price_refuses_to_fill_and_reports_its_age(
+    service: ExecutionService, acc: uuid.UUID, clock: ManualClock, market: QuoteStore
+) -> None:
     policy = ExecutionPolicy()
     quote = market.latest("EURUSD")
     assert quote is not None
@@ -197,14 +215,19 @@ def test_a_stale_price_refuses_to_fill_and_reports_its_age(service: ExecutionSer
     out = service.submit_order(acc, buy("EURUSD", "0.1"))
 
     assert out.rejection is not None and out.rejection.code == Code.STALE_PRICE
-    assert out.rejection.details == {"symbol": "EURUSD", "quote": quote.evidence(), "age_seconds": 61.0,
-                                     "max_quote_age_seconds": 60}
+    assert out.rejection.details == {
+        "symbol": "EURUSD",
+        "quote": quote.evidence(),
+        "age_seconds": 61.0,
+        "max_quote_age_seconds": 60,
+    }
     assert out.fill is None
     assert position(service, acc, "EURUSD") is None
 
 
-def test_usdjpy_profit_is_converted_into_usd(service: ExecutionService, acc: uuid.UUID, market: QuoteStore,
-                                             clock: ManualClock) -> None:
+def test_usdjpy_profit_is_converted_into_usd(
+    service: ExecutionService, acc: uuid.UUID, market: QuoteStore, clock: ManualClock
+) -> None:
     opened = service.submit_order(acc, buy("USDJPY", "0.1"))
     assert opened.fill is not None
     assert opened.fill["notional"] == D("10000.00")  # 10,000 USD = 1,500,000 JPY at 150
@@ -223,20 +246,41 @@ def test_usdjpy_profit_is_converted_into_usd(service: ExecutionService, acc: uui
 
 
 # ---------------------------------------------------------------- resting orders
-@pytest.mark.parametrize(("req", "far", "cross"), [
-    (buy("EURUSD", "0.1", order_type=OrderType.LIMIT, limit_price=D("1.09500")),
-     ("1.09600", "1.09620"), ("1.09480", "1.09500")),
-    (sell("EURUSD", "0.1", order_type=OrderType.LIMIT, limit_price=D("1.10500")),
-     ("1.10400", "1.10420"), ("1.10500", "1.10520")),
-    (buy("EURUSD", "0.1", order_type=OrderType.STOP, stop_price=D("1.10500")),
-     ("1.10400", "1.10490"), ("1.10490", "1.10510")),
-    (sell("EURUSD", "0.1", order_type=OrderType.STOP, stop_price=D("1.09500")),
-     ("1.09510", "1.09530"), ("1.09490", "1.09510")),
-], ids=["buy-limit", "sell-limit", "buy-stop", "sell-stop"])
-def test_a_limit_or_stop_order_rests_until_a_quote_crosses_it(service: ExecutionService, acc: uuid.UUID,
-                                                              market: QuoteStore, clock: ManualClock,
-                                                              req: OrderRequest, far: tuple[str, str],
-                                                              cross: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("req", "far", "cross"),
+    [
+        (
+            buy("EURUSD", "0.1", order_type=OrderType.LIMIT, limit_price=D("1.09500")),
+            ("1.09600", "1.09620"),
+            ("1.09480", "1.09500"),
+        ),
+        (
+            sell("EURUSD", "0.1", order_type=OrderType.LIMIT, limit_price=D("1.10500")),
+            ("1.10400", "1.10420"),
+            ("1.10500", "1.10520"),
+        ),
+        (
+            buy("EURUSD", "0.1", order_type=OrderType.STOP, stop_price=D("1.10500")),
+            ("1.10400", "1.10490"),
+            ("1.10490", "1.10510"),
+        ),
+        (
+            sell("EURUSD", "0.1", order_type=OrderType.STOP, stop_price=D("1.09500")),
+            ("1.09510", "1.09530"),
+            ("1.09490", "1.09510"),
+        ),
+    ],
+    ids=["buy-limit", "sell-limit", "buy-stop", "sell-stop"],
+)
+def test_a_limit_or_stop_order_rests_until_a_quote_crosses_it(
+    service: ExecutionService,
+    acc: uuid.UUID,
+    market: QuoteStore,
+    clock: ManualClock,
+    req: OrderRequest,
+    far: tuple[str, str],
+    cross: tuple[str, str],
+) -> None:
     out = service.submit_order(acc, req)
     assert out.accepted and out.fill is None
     assert out.order["status"] == "open"
@@ -271,8 +315,9 @@ def test_a_marketable_limit_order_fills_at_once(service: ExecutionService, acc: 
     assert out.fill is not None and out.order["status"] == "filled"
 
 
-def test_a_marketable_limit_order_cannot_open_a_position_beyond_the_limit(service: ExecutionService,
-                                                                         market: QuoteStore) -> None:
+def test_a_marketable_limit_order_cannot_open_a_position_beyond_the_limit(
+    service: ExecutionService, market: QuoteStore
+) -> None:
     acc_id = open_account(service, ExecutionPolicy(max_open_positions=1))
     service.submit_order(acc_id, buy("GBPUSD", "0.01"))
 
@@ -282,11 +327,20 @@ def test_a_marketable_limit_order_cannot_open_a_position_beyond_the_limit(servic
     assert position(service, acc_id, "EURUSD") is None
 
 
-def test_a_resting_order_carries_its_protective_levels_into_the_position(service: ExecutionService,
-                                                                       acc: uuid.UUID, market: QuoteStore,
-                                                                       clock: ManualClock) -> None:
-    service.submit_order(acc, buy("EURUSD", "0.1", order_type=OrderType.LIMIT, limit_price=D("1.09500"),
-                                  stop_loss=D("1.09000"), take_profit=D("1.10000")))
+def test_a_resting_order_carries_its_protective_levels_into_the_position(
+    service: ExecutionService, acc: uuid.UUID, market: QuoteStore, clock: ManualClock
+) -> None:
+    service.submit_order(
+        acc,
+        buy(
+            "EURUSD",
+            "0.1",
+            order_type=OrderType.LIMIT,
+            limit_price=D("1.09500"),
+            stop_loss=D("1.09000"),
+            take_profit=D("1.10000"),
+        ),
+    )
 
     tick(market, service, clock, "EURUSD", "1.09480", "1.09500")
 
@@ -295,11 +349,11 @@ def test_a_resting_order_carries_its_protective_levels_into_the_position(service
 
 
 def test_a_resting_order_that_would_exceed_max_open_positions_is_rejected_when_it_fires(
-        service: ExecutionService, market: QuoteStore, clock: ManualClock) -> None:
+    service: ExecutionService, market: QuoteStore, clock: ManualClock
+) -> None:
     acc_id = open_account(service, ExecutionPolicy(max_open_positions=1))
     service.submit_order(acc_id, buy("GBPUSD", "0.01"))
-    resting = service.submit_order(acc_id, buy("EURUSD", "0.01", order_type=OrderType.LIMIT,
-                                               limit_price=D("1.09500")))
+    resting = service.submit_order(acc_id, buy("EURUSD", "0.01", order_type=OrderType.LIMIT, limit_price=D("1.09500")))
     assert resting.order["status"] == "open"
 
     tick(market, service, clock, "EURUSD", "1.09480", "1.09500")
@@ -312,8 +366,9 @@ def test_a_resting_order_that_would_exceed_max_open_positions_is_rejected_when_i
     assert ledger(service, acc_id, "order_rejected")[0]["evidence"]["at_trigger"] is True
 
 
-def test_cancel_stops_a_resting_order_from_firing(service: ExecutionService, acc: uuid.UUID, market: QuoteStore,
-                                                  clock: ManualClock) -> None:
+def test_cancel_stops_a_resting_order_from_firing(
+    service: ExecutionService, acc: uuid.UUID, market: QuoteStore, clock: ManualClock
+) -> None:
     out = service.submit_order(acc, buy("EURUSD", "0.1", order_type=OrderType.LIMIT, limit_price=D("1.09500")))
 
     row = service.cancel_order(acc, out.order["id"])
@@ -330,15 +385,28 @@ def test_cancel_stops_a_resting_order_from_firing(service: ExecutionService, acc
 
 
 # ---------------------------------------------------------------- protective levels
-@pytest.mark.parametrize(("side", "sl", "tp", "quiet", "hit", "purpose"), [
-    (Side.BUY, "1.09500", "1.10500", ("1.09510", "1.09530"), ("1.09500", "1.09520"), "stop_loss"),
-    (Side.BUY, "1.09500", "1.10500", ("1.10490", "1.10510"), ("1.10500", "1.10520"), "take_profit"),
-    (Side.SELL, "1.10500", "1.09500", ("1.10470", "1.10490"), ("1.10480", "1.10500"), "stop_loss"),
-    (Side.SELL, "1.10500", "1.09500", ("1.09490", "1.09510"), ("1.09480", "1.09500"), "take_profit"),
-], ids=["long-stop-loss", "long-take-profit", "short-stop-loss", "short-take-profit"])
+@pytest.mark.parametrize(
+    ("side", "sl", "tp", "quiet", "hit", "purpose"),
+    [
+        (Side.BUY, "1.09500", "1.10500", ("1.09510", "1.09530"), ("1.09500", "1.09520"), "stop_loss"),
+        (Side.BUY, "1.09500", "1.10500", ("1.10490", "1.10510"), ("1.10500", "1.10520"), "take_profit"),
+        (Side.SELL, "1.10500", "1.09500", ("1.10470", "1.10490"), ("1.10480", "1.10500"), "stop_loss"),
+        (Side.SELL, "1.10500", "1.09500", ("1.09490", "1.09510"), ("1.09480", "1.09500"), "take_profit"),
+    ],
+    ids=["long-stop-loss", "long-take-profit", "short-stop-loss", "short-take-profit"],
+)
 def test_stop_loss_and_take_profit_close_the_position_on_a_crossing_quote(
-        service: ExecutionService, acc: uuid.UUID, market: QuoteStore, clock: ManualClock, side: Side, sl: str,
-        tp: str, quiet: tuple[str, str], hit: tuple[str, str], purpose: str) -> None:
+    service: ExecutionService,
+    acc: uuid.UUID,
+    market: QuoteStore,
+    clock: ManualClock,
+    side: Side,
+    sl: str,
+    tp: str,
+    quiet: tuple[str, str],
+    hit: tuple[str, str],
+    purpose: str,
+) -> None:
     opened = service.submit_order(acc, OrderRequest("EURUSD", side, D("0.1"), stop_loss=D(sl), take_profit=D(tp)))
     assert opened.fill is not None
     entry = opened.fill["price"]
@@ -360,8 +428,9 @@ def test_stop_loss_and_take_profit_close_the_position_on_a_crossing_quote(
     assert (fill["realized_pnl"] > 0) == (purpose == "take_profit")
 
 
-def test_a_partial_close_realizes_the_closed_part_and_keeps_the_rest(service: ExecutionService, acc: uuid.UUID,
-                                                                     market: QuoteStore, clock: ManualClock) -> None:
+def test_a_partial_close_realizes_the_closed_part_and_keeps_the_rest(
+    service: ExecutionService, acc: uuid.UUID, market: QuoteStore, clock: ManualClock
+) -> None:
     service.submit_order(acc, buy("EURUSD", "0.3", stop_loss=D("1.09")))
     tick(market, service, clock, "EURUSD", "1.10100", "1.10120")
 
@@ -378,8 +447,9 @@ def test_a_partial_close_realizes_the_closed_part_and_keeps_the_rest(service: Ex
         service.close_position(acc, "GBPUSD")
 
 
-def test_stop_loss_and_take_profit_can_be_modified_on_the_right_side_only(service: ExecutionService,
-                                                                          acc: uuid.UUID) -> None:
+def test_stop_loss_and_take_profit_can_be_modified_on_the_right_side_only(
+    service: ExecutionService, acc: uuid.UUID
+) -> None:
     service.submit_order(acc, buy("EURUSD", "0.1"))
 
     row = service.modify(acc, symbol="EURUSD", stop_loss=D("1.09"), take_profit=D("1.12"))
@@ -401,9 +471,9 @@ def test_stop_loss_and_take_profit_can_be_modified_on_the_right_side_only(servic
 
 
 # ---------------------------------------------------------------- safety net and lifecycle
-def test_auto_liquidation_when_equity_falls_to_half_the_starting_balance(service: ExecutionService,
-                                                                        market: QuoteStore,
-                                                                        clock: ManualClock) -> None:
+def test_auto_liquidation_when_equity_falls_to_half_the_starting_balance(
+    service: ExecutionService, market: QuoteStore, clock: ManualClock
+) -> None:
     policy = ExecutionPolicy(max_notional=D(10**6), max_leverage=D(10), max_position_equity_pct=D(1000))
     acc_id = open_account(service, policy)
     resting = service.submit_order(acc_id, buy("AAPL", "10", order_type=OrderType.LIMIT, limit_price=D(150)))
@@ -435,8 +505,9 @@ def test_auto_liquidation_when_equity_falls_to_half_the_starting_balance(service
     assert tick(market, service, clock, "BTCUSD", "40000.00", "40000.00")["accounts"] == 0
 
 
-def test_mark_to_market_records_equity_and_raises_the_watermark(service: ExecutionService, acc: uuid.UUID,
-                                                                market: QuoteStore, clock: ManualClock) -> None:
+def test_mark_to_market_records_equity_and_raises_the_watermark(
+    service: ExecutionService, acc: uuid.UUID, market: QuoteStore, clock: ManualClock
+) -> None:
     opened = service.submit_order(acc, buy("AAPL", "100"))  # at the mid, 200.05
     assert opened.fill is not None
     clock.advance(1)
@@ -473,11 +544,18 @@ def test_the_account_lifecycle_through_apply_trigger(service: ExecutionService, 
         service.apply_trigger(acc_id, Trigger.START, actor="service")
     assert excinfo.value.details == {"status": "completed", "trigger": "start", "allowed": []}
 
-    moves = [(e["evidence"]["from"], e["evidence"]["to"], e["evidence"]["actor"])
-             for e in ledger(service, acc_id, "status_changed")]
-    assert moves == [("pending", "active", "service"), ("active", "paused", "admin:bob"),
-                     ("paused", "active", "admin:bob"), ("active", "locked", "admin:bob"),
-                     ("locked", "active", "admin:bob"), ("active", "completed", "service")]
+    moves = [
+        (e["evidence"]["from"], e["evidence"]["to"], e["evidence"]["actor"])
+        for e in ledger(service, acc_id, "status_changed")
+    ]
+    assert moves == [
+        ("pending", "active", "service"),
+        ("active", "paused", "admin:bob"),
+        ("paused", "active", "admin:bob"),
+        ("active", "locked", "admin:bob"),
+        ("locked", "active", "admin:bob"),
+        ("active", "completed", "service"),
+    ]
     assert ledger(service, acc_id, "status_changed")[1]["evidence"]["reason"] == "review"
 
 
@@ -514,7 +592,8 @@ def test_a_liquidate_command_closes_positions_at_market(service: ExecutionServic
 
 # ---------------------------------------------------------------- corrections
 def test_voiding_a_closing_fill_reverses_its_fee_and_pnl_and_reopens_the_position(
-        service: ExecutionService, acc: uuid.UUID, market: QuoteStore, clock: ManualClock) -> None:
+    service: ExecutionService, acc: uuid.UUID, market: QuoteStore, clock: ManualClock
+) -> None:
     opened = service.submit_order(acc, buy("EURUSD", "0.1", stop_loss=D("1.09")))
     tick(market, service, clock, "EURUSD", "1.10100", "1.10120")
     closed = service.close_position(acc, "EURUSD")
@@ -541,8 +620,9 @@ def test_voiding_a_closing_fill_reverses_its_fee_and_pnl_and_reopens_the_positio
         service.void_fill(acc, uuid.uuid4(), actor="admin:bob", reason="nothing")
 
 
-def test_voiding_an_opening_fill_removes_the_position_and_refunds_the_fee(service: ExecutionService,
-                                                                          acc: uuid.UUID) -> None:
+def test_voiding_an_opening_fill_removes_the_position_and_refunds_the_fee(
+    service: ExecutionService, acc: uuid.UUID
+) -> None:
     opened = service.submit_order(acc, buy("GBPUSD", "0.1"))
     assert opened.fill is not None
 
@@ -562,7 +642,8 @@ def test_voiding_a_resting_order_marks_it_voided(service: ExecutionService, acc:
 
 
 def test_voiding_an_opening_fill_also_corrects_the_pnl_of_the_fill_that_closed_it(
-        service: ExecutionService, acc: uuid.UUID, market: QuoteStore, clock: ManualClock) -> None:
+    service: ExecutionService, acc: uuid.UUID, market: QuoteStore, clock: ManualClock
+) -> None:
     opened = service.submit_order(acc, buy("EURUSD", "0.1"))
     tick(market, service, clock, "EURUSD", "1.10100", "1.10120")
     closed = service.close_position(acc, "EURUSD")

@@ -58,22 +58,24 @@ def test_recompute_is_ok_after_trading(service: ExecutionService, traded: uuid.U
     assert report["entries"] > 5
 
 
-def test_recompute_reports_a_tampered_cash_balance(service: ExecutionService, database: Database,
-                                                   traded: uuid.UUID) -> None:
+def test_recompute_reports_a_tampered_cash_balance(
+    service: ExecutionService, database: Database, traded: uuid.UUID
+) -> None:
     derived = D(service.recompute(traded)["cash"])
 
     tamper(database, "balances", "UPDATE balances SET cash = cash + 1000 WHERE account_id = %s", traded)
 
     report = service.recompute(traded)
     assert report["ok"] is False
-    assert report["mismatches"] == [{"field": "cash", "ledger": str(derived),
-                                     "stored": f"{derived + 1000:.10f}"}]
+    assert report["mismatches"] == [{"field": "cash", "ledger": str(derived), "stored": f"{derived + 1000:.10f}"}]
 
 
-def test_recompute_reports_a_tampered_position(service: ExecutionService, database: Database,
-                                               traded: uuid.UUID) -> None:
-    tamper(database, "positions", "UPDATE positions SET quantity = -20 WHERE account_id = %s AND symbol = 'AAPL'",
-           traded)
+def test_recompute_reports_a_tampered_position(
+    service: ExecutionService, database: Database, traded: uuid.UUID
+) -> None:
+    tamper(
+        database, "positions", "UPDATE positions SET quantity = -20 WHERE account_id = %s AND symbol = 'AAPL'", traded
+    )
 
     report = service.recompute(traded)
 
@@ -84,12 +86,18 @@ def test_recompute_reports_a_tampered_position(service: ExecutionService, databa
     assert D(mismatch["stored"].split("@")[0]) == -20
 
 
-def test_recompute_reports_a_ledger_entry_slipped_in_behind_the_balances(service: ExecutionService,
-                                                                        database: Database,
-                                                                        traded: uuid.UUID) -> None:
+def test_recompute_reports_a_ledger_entry_slipped_in_behind_the_balances(
+    service: ExecutionService, database: Database, traded: uuid.UUID
+) -> None:
     seq = service.recompute(traded)["entries"] + 1
-    tamper(database, "ledger", "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after,"
-           " created_at) VALUES (%s, %s, 'adjustment', 'adjustment', 500, 0, now())", traded, seq)
+    tamper(
+        database,
+        "ledger",
+        "INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after,"
+        " created_at) VALUES (%s, %s, 'adjustment', 'adjustment', 500, 0, now())",
+        traded,
+        seq,
+    )
 
     fields = {m["field"] for m in service.recompute(traded)["mismatches"]}
 

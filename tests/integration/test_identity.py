@@ -43,18 +43,32 @@ def test_an_email_is_unique_whatever_its_case(platform: Any, identity: IdentityS
     assert info.value.code == "email_taken"
 
 
-@pytest.mark.parametrize("email", [
-    "", "bob", "bob@", "@example.com", "bob@example", "bob@@example.com", "bob smith@example.com", "bob@exa mple.com",
-    "bob@example.123", ".bob@example.com", "bo..b@example.com", "a" * 65 + "@example.com", "bob@-example.com",
-    "bøb@example.com"])
+@pytest.mark.parametrize(
+    "email",
+    [
+        "",
+        "bob",
+        "bob@",
+        "@example.com",
+        "bob@example",
+        "bob@@example.com",
+        "bob smith@example.com",
+        "bob@exa mple.com",
+        "bob@example.123",
+        ".bob@example.com",
+        "bo..b@example.com",
+        "a" * 65 + "@example.com",
+        "bob@-example.com",
+        "bøb@example.com",
+    ],
+)
 def test_malformed_email_addresses_are_refused(email: str) -> None:
     with pytest.raises(InvalidInput) as info:
         normalize_email(email)
     assert info.value.code == "invalid_email"
 
 
-@pytest.mark.parametrize("password", ["short-1A", "aaaaaaaaaaaa", "1234567890123", "abcdefghijkl", "x" * 257,
-                                      "ab" * 8])
+@pytest.mark.parametrize("password", ["short-1A", "aaaaaaaaaaaa", "1234567890123", "abcdefghijkl", "x" * 257, "ab" * 8])
 def test_weak_passwords_are_refused(password: str) -> None:
     with pytest.raises(InvalidInput) as info:
         check_password(password)
@@ -97,8 +111,9 @@ def test_session_tokens_are_random_256_bit_and_stored_only_as_sha256(platform: A
     assert not stored & tokens
 
 
-def test_login_rotates_the_session_and_revokes_the_token_presented_before(platform: Any,
-                                                                        identity: IdentityStore) -> None:
+def test_login_rotates_the_session_and_revokes_the_token_presented_before(
+    platform: Any, identity: IdentityStore
+) -> None:
     user = make_user(platform, "rot@example.com")
     planted = identity.start_session(user)
     fresh = identity.start_session(user, replaces=planted)
@@ -117,8 +132,7 @@ def test_a_session_ends_after_the_idle_timeout(platform: Any, identity: Identity
     assert identity.resolve(token) is None
 
 
-def test_a_session_ends_at_its_absolute_expiry_however_busy(platform: Any, identity: IdentityStore,
-                                                            clock: Any) -> None:
+def test_a_session_ends_at_its_absolute_expiry_however_busy(platform: Any, identity: IdentityStore, clock: Any) -> None:
     user = make_user(platform, "abs@example.com")
     token = identity.start_session(user)
     for _ in range(12 * 6 - 1):
@@ -155,8 +169,9 @@ def test_garbage_tokens_resolve_to_nobody(identity: IdentityStore) -> None:
         assert identity.resolve(token) is None
 
 
-def test_a_disabled_user_can_neither_log_in_nor_keep_a_session(platform: Any, identity: IdentityStore,
-                                                                clock: Any) -> None:
+def test_a_disabled_user_can_neither_log_in_nor_keep_a_session(
+    platform: Any, identity: IdentityStore, clock: Any
+) -> None:
     user = make_user(platform, "gone@example.com")
     token = identity.start_session(user)
     with platform.db.tx() as c:
@@ -269,15 +284,33 @@ def _cli(*args: str, db_url: str, data_dir: Any, stdin: str = "") -> Any:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROPDESK_", "PG"))}
     env.update({"DATABASE_URL": db_url, "PROPDESK_DB_ROLE_PREFIX": "pdtest", "PROPDESK_DATA_DIR": str(data_dir)})
-    return subprocess.run([sys.executable, "-m", "propdesk", *args], env=env, input=stdin, capture_output=True,
-                          text=True, timeout=180, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "propdesk", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 def test_admin_create_makes_an_admin_who_can_log_in(db_url: str, tmp_path: Any, platform: Any) -> None:
     import json
 
-    proc = _cli("admin", "create", "--email", "Boss@Example.com", "--password-stdin", "--display-name", "The Boss",
-                "--json", db_url=db_url, data_dir=tmp_path, stdin="Admin-password-77\n")
+    proc = _cli(
+        "admin",
+        "create",
+        "--email",
+        "Boss@Example.com",
+        "--password-stdin",
+        "--display-name",
+        "The Boss",
+        "--json",
+        db_url=db_url,
+        data_dir=tmp_path,
+        stdin="Admin-password-77\n",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 1
@@ -288,25 +321,55 @@ def test_admin_create_makes_an_admin_who_can_log_in(db_url: str, tmp_path: Any, 
     assert user is not None and user.is_admin and str(user.id) == out["id"]
 
 
-def test_admin_create_refuses_a_weak_password_and_an_existing_email(db_url: str, tmp_path: Any,
-                                                                     platform: Any) -> None:
-    weak = _cli("admin", "create", "--email", "boss@example.com", "--password-stdin", db_url=db_url,
-                data_dir=tmp_path, stdin="short\n")
+def test_admin_create_refuses_a_weak_password_and_an_existing_email(db_url: str, tmp_path: Any, platform: Any) -> None:
+    weak = _cli(
+        "admin",
+        "create",
+        "--email",
+        "boss@example.com",
+        "--password-stdin",
+        db_url=db_url,
+        data_dir=tmp_path,
+        stdin="short\n",
+    )
     assert weak.returncode == 2 and "weak password" in weak.stderr
     make_user(platform, "taken@example.com")
-    taken = _cli("admin", "create", "--email", "TAKEN@example.com", "--password-stdin", db_url=db_url,
-                 data_dir=tmp_path, stdin="Admin-password-77\n")
+    taken = _cli(
+        "admin",
+        "create",
+        "--email",
+        "TAKEN@example.com",
+        "--password-stdin",
+        db_url=db_url,
+        data_dir=tmp_path,
+        stdin="Admin-password-77\n",
+    )
     assert taken.returncode == 2 and "already exists" in taken.stderr
-    bad = _cli("admin", "create", "--email", "not-an-address", "--password-stdin", db_url=db_url, data_dir=tmp_path,
-               stdin="Admin-password-77\n")
+    bad = _cli(
+        "admin",
+        "create",
+        "--email",
+        "not-an-address",
+        "--password-stdin",
+        db_url=db_url,
+        data_dir=tmp_path,
+        stdin="Admin-password-77\n",
+    )
     assert bad.returncode == 2 and "invalid --email" in bad.stderr
     with platform.db.read() as c:
         assert c.execute("SELECT count(*) AS n FROM users WHERE role='admin'").fetchone()["n"] == 0
 
 
 def test_admin_create_prompts_for_the_password_twice(db_url: str, tmp_path: Any, platform: Any) -> None:
-    proc = _cli("admin", "create", "--email", "boss@example.com", db_url=db_url, data_dir=tmp_path,
-                stdin="Admin-password-77\nAdmin-password-77\n")
+    proc = _cli(
+        "admin",
+        "create",
+        "--email",
+        "boss@example.com",
+        db_url=db_url,
+        data_dir=tmp_path,
+        stdin="Admin-password-77\nAdmin-password-77\n",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "created admin boss@example.com" in proc.stdout
     assert platform.identity.authenticate("boss@example.com", "Admin-password-77") is not None

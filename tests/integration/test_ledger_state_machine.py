@@ -57,14 +57,16 @@ sides = st.sampled_from([Side.BUY, Side.SELL])
 steps = st.integers(min_value=1, max_value=100)
 moves_bp = st.integers(min_value=-120, max_value=120)  # a tick moves the mid by up to 1.2%
 protect_bp = st.one_of(st.none(), st.integers(min_value=-10, max_value=150))  # SL/TP distance (< 0: wrong side)
-lifecycle_triggers = st.sampled_from([Trigger.PAUSE, Trigger.RESUME, Trigger.LOCK, Trigger.DAY_PAUSE,
-                                      Trigger.DAY_START, Trigger.START])
+lifecycle_triggers = st.sampled_from(
+    [Trigger.PAUSE, Trigger.RESUME, Trigger.LOCK, Trigger.DAY_PAUSE, Trigger.DAY_START, Trigger.START]
+)
 picks = st.integers(min_value=0, max_value=10**6)  # which of the existing rows a rule acts on (index modulo count)
 
 
 @pytest.mark.timeout(120)
-def test_balances_always_fold_from_the_ledger_whatever_the_commands(database: Database, quotes: QuoteStore,
-                                                                    clock: ManualClock) -> None:
+def test_balances_always_fold_from_the_ledger_whatever_the_commands(
+    database: Database, quotes: QuoteStore, clock: ManualClock
+) -> None:
     failures: list[tuple[str, dict[str, Any]]] = []
 
     def log(event: str, **kw: Any) -> None:
@@ -97,11 +99,17 @@ def test_balances_always_fold_from_the_ledger_whatever_the_commands(database: Da
 
         def state(self) -> tuple[Any, ...]:
             [bal] = self.rows("SELECT * FROM balances WHERE account_id=%s", self.acc)
-            counts = self.rows("SELECT (SELECT count(*) FROM ledger WHERE account_id=%s) AS l,"
-                               " (SELECT count(*) FROM orders WHERE account_id=%s) AS o,"
-                               " (SELECT count(*) FROM fills WHERE account_id=%s) AS f", self.acc, self.acc, self.acc)
-            positions = self.rows("SELECT symbol, quantity, avg_price FROM positions WHERE account_id=%s"
-                                  " ORDER BY symbol", self.acc)
+            counts = self.rows(
+                "SELECT (SELECT count(*) FROM ledger WHERE account_id=%s) AS l,"
+                " (SELECT count(*) FROM orders WHERE account_id=%s) AS o,"
+                " (SELECT count(*) FROM fills WHERE account_id=%s) AS f",
+                self.acc,
+                self.acc,
+                self.acc,
+            )
+            positions = self.rows(
+                "SELECT symbol, quantity, avg_price FROM positions WHERE account_id=%s ORDER BY symbol", self.acc
+            )
             return bal["cash"], bal["ledger_seq"], counts[0]["l"], counts[0]["o"], counts[0]["f"], positions
 
         # ------------------------------------------------------------ lifecycle of an example
@@ -109,8 +117,9 @@ def test_balances_always_fold_from_the_ledger_whatever_the_commands(database: Da
         def open_account(self) -> None:
             for s in SYMBOLS:
                 self.quote(s)
-            acc, created = service.create_account(CreateAccount(owner_id=f"sm-{uuid.uuid4().hex[:8]}",
-                                                                policy=POLICY, start=True))
+            acc, created = service.create_account(
+                CreateAccount(owner_id=f"sm-{uuid.uuid4().hex[:8]}", policy=POLICY, start=True)
+            )
             assert created
             self.acc = acc["id"]
 
@@ -121,14 +130,17 @@ def test_balances_always_fold_from_the_ledger_whatever_the_commands(database: Da
 
         # ------------------------------------------------------------ rules
         @rule(symbol=symbols, side=sides, n=steps, with_id=st.booleans(), sl_bp=protect_bp, tp_bp=protect_bp)
-        def market_order(self, symbol: str, side: Side, n: int, with_id: bool, sl_bp: int | None,
-                         tp_bp: int | None) -> None:
+        def market_order(
+            self, symbol: str, side: Side, n: int, with_id: bool, sl_bp: int | None, tp_bp: int | None
+        ) -> None:
             cid = f"c-{len(self.client_ids)}" if with_id else None
             mid = self.mids[symbol]
             sl = on_grid(symbol, mid * (1 - D(side.sign * sl_bp) / 10000)) if sl_bp is not None else None
             tp = on_grid(symbol, mid * (1 + D(side.sign * tp_bp) / 10000)) if tp_bp is not None else None
-            out = service.submit_order(self.acc, OrderRequest(symbol, side, self.lots(symbol, n), stop_loss=sl,
-                                                              take_profit=tp, client_order_id=cid))
+            out = service.submit_order(
+                self.acc,
+                OrderRequest(symbol, side, self.lots(symbol, n), stop_loss=sl, take_profit=tp, client_order_id=cid),
+            )
             if cid is not None:
                 self.client_ids.append(cid)
             assert (out.fill is not None) == out.accepted
@@ -157,8 +169,7 @@ def test_balances_always_fold_from_the_ledger_whatever_the_commands(database: Da
             if out.accepted:
                 assert not self.rows("SELECT 1 FROM positions WHERE account_id=%s AND symbol=%s", self.acc, symbol)
 
-        @rule(symbol=symbols, side=sides, n=steps, away_bp=st.integers(min_value=-20, max_value=60),
-              stop=st.booleans())
+        @rule(symbol=symbols, side=sides, n=steps, away_bp=st.integers(min_value=-20, max_value=60), stop=st.booleans())
         def place_resting_order(self, symbol: str, side: Side, n: int, away_bp: int, stop: bool) -> None:
             # Limits below (buy) / above (sell) the market rest; stops the other way round. A negative distance
             # makes the order marketable at once.
@@ -171,9 +182,12 @@ def test_balances_always_fold_from_the_ledger_whatever_the_commands(database: Da
         @rule(pick=picks)
         def cancel(self, pick: int) -> None:
             # Rows are ordered by their ledger sequence, never by random ids, so an example replays exactly.
-            open_orders = self.rows("SELECT o.id FROM orders o JOIN ledger l ON l.order_id = o.id AND"
-                                    " l.kind = 'order_accepted' WHERE o.account_id=%s AND o.status='open'"
-                                    " ORDER BY l.seq", self.acc)
+            open_orders = self.rows(
+                "SELECT o.id FROM orders o JOIN ledger l ON l.order_id = o.id AND"
+                " l.kind = 'order_accepted' WHERE o.account_id=%s AND o.status='open'"
+                " ORDER BY l.seq",
+                self.acc,
+            )
             if not open_orders:
                 return
             order = open_orders[pick % len(open_orders)]
@@ -198,9 +212,11 @@ def test_balances_always_fold_from_the_ledger_whatever_the_commands(database: Da
 
         @rule(pick=picks)
         def void_a_fill(self, pick: int) -> None:
-            fills = self.rows("SELECT f.id FROM fills f JOIN ledger l ON l.fill_id = f.id LEFT JOIN fill_voids v"
-                              " ON v.fill_id = f.id WHERE f.account_id=%s AND v.fill_id IS NULL ORDER BY l.seq",
-                              self.acc)
+            fills = self.rows(
+                "SELECT f.id FROM fills f JOIN ledger l ON l.fill_id = f.id LEFT JOIN fill_voids v"
+                " ON v.fill_id = f.id WHERE f.account_id=%s AND v.fill_id IS NULL ORDER BY l.seq",
+                self.acc,
+            )
             if not fills:
                 return
             fill = fills[pick % len(fills)]
@@ -222,13 +238,15 @@ def test_balances_always_fold_from_the_ledger_whatever_the_commands(database: Da
         def balances_fold_from_the_ledger(self) -> None:
             report = service.recompute(self.acc)
             assert report["ok"], report
-            ledger = self.rows("SELECT seq, amount, category, equity_after FROM ledger WHERE account_id=%s"
-                               " ORDER BY seq", self.acc)
+            ledger = self.rows(
+                "SELECT seq, amount, category, equity_after FROM ledger WHERE account_id=%s ORDER BY seq", self.acc
+            )
             [bal] = self.rows("SELECT * FROM balances WHERE account_id=%s", self.acc)
             totals = fold((r["amount"], r["category"], r["equity_after"]) for r in ledger)
             assert bal["cash"] == totals.cash == sum((r["amount"] for r in ledger), D(0))
-            assert [r["seq"] for r in ledger] == list(range(1, len(ledger) + 1)) == list(range(1, bal["ledger_seq"]
-                                                                                               + 1))
+            assert (
+                [r["seq"] for r in ledger] == list(range(1, len(ledger) + 1)) == list(range(1, bal["ledger_seq"] + 1))
+            )
             assert bal["fees"] == totals.fees >= 0
             assert bal["deposits"] == POLICY.starting_balance
 

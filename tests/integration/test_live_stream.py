@@ -52,8 +52,9 @@ def new_user(server: LiveServer, role: str = "trader") -> tuple[Any, dict[str, s
     from propdesk.identity.users import UserRole
 
     identity = server.platform.identity
-    user = identity.create_user(f"{role}-{uuid.uuid4().hex[:8]}@example.test", "correct horse battery staple 42",
-                                role=UserRole(role))
+    user = identity.create_user(
+        f"{role}-{uuid.uuid4().hex[:8]}@example.test", "correct horse battery staple 42", role=UserRole(role)
+    )
     token = identity.start_session(user, ip="127.0.0.1", user_agent="pytest")
     return user, {identity.cookie_name: token}
 
@@ -66,17 +67,35 @@ def new_account(server: LiveServer, user: Any) -> uuid.UUID:
 
     sized = server.platform.plans.get("classic-2step").for_offer("10k")
     policy = ExecutionPolicy.from_json({"starting_balance": str(sized.starting_balance), "currency": sized.currency})
-    account, _ = server.platform.execution.create_account(CreateAccount(
-        owner_id=str(user.id), mode=Mode.CHALLENGE, phase=sized.phases[0].id, policy=policy,
-        rulebook=sized.to_json(), rulebook_id=sized.id, rulebook_version=sized.version, offer_id="10k", start=True))
+    account, _ = server.platform.execution.create_account(
+        CreateAccount(
+            owner_id=str(user.id),
+            mode=Mode.CHALLENGE,
+            phase=sized.phases[0].id,
+            policy=policy,
+            rulebook=sized.to_json(),
+            rulebook_id=sized.id,
+            rulebook_version=sized.version,
+            offer_id="10k",
+            start=True,
+        )
+    )
     return account["id"]  # type: ignore[no-any-return]
 
 
 def buy(server: LiveServer, account_id: uuid.UUID, quantity: str = "0.04", **extra: Any) -> None:
     from propdesk.domain.orders import OrderRequest, OrderType, Side
 
-    req = OrderRequest("EURUSD", Side.BUY, Decimal(quantity), OrderType.MARKET, None, None,
-                       extra.get("stop_loss"), extra.get("take_profit"))
+    req = OrderRequest(
+        "EURUSD",
+        Side.BUY,
+        Decimal(quantity),
+        OrderType.MARKET,
+        None,
+        None,
+        extra.get("stop_loss"),
+        extra.get("take_profit"),
+    )
     out = server.platform.execution.submit_order(account_id, req)
     assert out.rejection is None, out.rejection
 
@@ -162,7 +181,8 @@ def stream(server: LiveServer, made: list[SSE], cookies: dict[str, str], path: s
 
 
 def test_on_connect_the_stream_sends_the_whole_account_then_the_chart_symbols_quote(
-        server: LiveServer, sse_clients: list[SSE]) -> None:
+    server: LiveServer, sse_clients: list[SSE]
+) -> None:
     publish(server, "EURUSD", "1.10000", "1.10010")
     user, cookies = new_user(server)
     account = new_account(server, user)
@@ -178,7 +198,8 @@ def test_on_connect_the_stream_sends_the_whole_account_then_the_chart_symbols_qu
 
 
 def test_quotes_are_pushed_and_the_account_is_resent_when_a_held_symbols_price_moves_its_pnl(
-        server: LiveServer, sse_clients: list[SSE]) -> None:
+    server: LiveServer, sse_clients: list[SSE]
+) -> None:
     publish(server, "EURUSD", "1.10000", "1.10010")
     publish(server, "XAUUSD", "2000.00", "2000.50")
     user, cookies = new_user(server)
@@ -195,8 +216,9 @@ def test_quotes_are_pushed_and_the_account_is_resent_when_a_held_symbols_price_m
     q = s.next("quote", where=lambda d: d["symbol"] == "EURUSD" and d["bid"] == "1.10210")
     assert q["ask"] == "1.10220"
     started = time.monotonic()
-    moved = s.next("account", timeout=3,
-                   where=lambda d: Decimal(d["data"]["positions"][0]["unrealized_pnl"]) == expected)
+    moved = s.next(
+        "account", timeout=3, where=lambda d: Decimal(d["data"]["positions"][0]["unrealized_pnl"]) == expected
+    )
     assert time.monotonic() - started < 1.5
     assert f"+{expected}" in moved["html"]["summary"]
     publish(server, "XAUUSD", "2001.00", "2001.50")  # the chart symbol streams too, though not held
@@ -211,7 +233,8 @@ def test_quotes_are_pushed_and_the_account_is_resent_when_a_held_symbols_price_m
 
 
 def test_changes_made_elsewhere_reach_the_stream_within_a_second_or_so(
-        server: LiveServer, sse_clients: list[SSE]) -> None:
+    server: LiveServer, sse_clients: list[SSE]
+) -> None:
     publish(server, "EURUSD", "1.10000", "1.10010")
     user, cookies = new_user(server)
     account = new_account(server, user)
@@ -231,8 +254,7 @@ def test_an_unchanged_account_is_not_resent(server: LiveServer, sse_clients: lis
         s.next("account", timeout=2.5)
 
 
-def test_another_traders_account_is_404_and_an_admin_may_watch_it(server: LiveServer,
-                                                                  sse_clients: list[SSE]) -> None:
+def test_another_traders_account_is_404_and_an_admin_may_watch_it(server: LiveServer, sse_clients: list[SSE]) -> None:
     owner, _ = new_user(server)
     account = new_account(server, owner)
     _, other = new_user(server)
@@ -286,9 +308,11 @@ def test_heartbeats_keep_an_idle_stream_open(server: LiveServer, sse_clients: li
     assert s.next("comment", timeout=3) == "heartbeat"
 
 
-def test_a_stream_ends_when_its_session_is_logged_out(server: LiveServer, sse_clients: list[SSE],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stream_ends_when_its_session_is_logged_out(
+    server: LiveServer, sse_clients: list[SSE], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from propdesk.web import live
+
     monkeypatch.setattr(live, "SESSION_CHECK_SECONDS", 0.2)
     user, cookies = new_user(server)
     account = new_account(server, user)
@@ -301,7 +325,8 @@ def test_a_stream_ends_when_its_session_is_logged_out(server: LiveServer, sse_cl
 
 
 def test_the_news_panel_is_sent_on_connect_and_again_only_when_its_events_change(
-        server: LiveServer, sse_clients: list[SSE], monkeypatch: pytest.MonkeyPatch) -> None:
+    server: LiveServer, sse_clients: list[SSE], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from datetime import timedelta
 
     from propdesk.marketdata.calendar import EconomicCalendar, EconomicEvent
@@ -317,9 +342,10 @@ def test_the_news_panel_is_sent_on_connect_and_again_only_when_its_events_change
         s.next("news", timeout=1.0)
     at = server.clock.now() + timedelta(hours=2)
     EconomicCalendar(server.platform.db, server.clock).upsert(
-        [EconomicEvent(at, "USD", "high", "Live-added CPI", "US", "test", "live-1")])
+        [EconomicEvent(at, "USD", "high", "Live-added CPI", "US", "test", "live-1")]
+    )
     got = s.next("news", timeout=3)
-    assert "Live-added CPI" in got["html"] and 'data-news-event=' in got["html"]
+    assert "Live-added CPI" in got["html"] and "data-news-event=" in got["html"]
     assert [e["title"] for e in got["data"]["events"]] == ["Live-added CPI"]
     assert "EURUSD" in got["data"]["events"][0]["symbols"]
     with pytest.raises(AssertionError):  # sent once, not on every re-read

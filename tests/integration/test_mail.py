@@ -49,8 +49,14 @@ def smtp_auth() -> Iterator[tuple[Inbox, int]]:
         return AuthResult(success=ok)
 
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port(), authenticator=authenticator,
-                            auth_require_tls=False, auth_required=True)
+    controller = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=_free_port(),
+        authenticator=authenticator,
+        auth_require_tls=False,
+        auth_required=True,
+    )
     controller.start()
     try:
         yield inbox, controller.port
@@ -65,19 +71,31 @@ def outbox(platform: Any) -> list[dict[str, Any]]:
 
 def test_smtp_urls_are_parsed_with_their_tls_mode() -> None:
     t = parse_smtp_url("smtp://user%40x:p%20w@mail.example.com:2525?starttls=true")
-    assert (t.host, t.port, t.username, t.password, t.use_tls, t.start_tls) == \
-        ("mail.example.com", 2525, "user@x", "p w", False, True)
+    assert (t.host, t.port, t.username, t.password, t.use_tls, t.start_tls) == (
+        "mail.example.com",
+        2525,
+        "user@x",
+        "p w",
+        False,
+        True,
+    )
     assert parse_smtp_url("smtps://mail.example.com").port == 465 and parse_smtp_url("smtps://h").use_tls
     assert parse_smtp_url("smtp://h").port == 25 and parse_smtp_url("smtp://h?starttls=1").port == 587
     with pytest.raises(ValueError):
         parse_smtp_url("http://mail.example.com")
 
 
-def test_a_reset_link_is_mailed_over_smtp_and_recorded_as_sent(db_url: str, clock: Any,
-                                                               smtp: tuple[Inbox, int]) -> None:
+def test_a_reset_link_is_mailed_over_smtp_and_recorded_as_sent(
+    db_url: str, clock: Any, smtp: tuple[Inbox, int]
+) -> None:
     inbox, port = smtp
-    p = open_test_platform(db_url, clock, smtp_url=f"smtp://127.0.0.1:{port}", smtp_from="Desk <desk@example.com>",
-                           public_url="https://desk.example.com")
+    p = open_test_platform(
+        db_url,
+        clock,
+        smtp_url=f"smtp://127.0.0.1:{port}",
+        smtp_from="Desk <desk@example.com>",
+        public_url="https://desk.example.com",
+    )
     try:
         make_user(p, "t@example.com")
         with web_client(p, base_url="https://desk.example.com", headers=csrf_headers(p)) as c:
@@ -98,8 +116,9 @@ def test_a_reset_link_is_mailed_over_smtp_and_recorded_as_sent(db_url: str, cloc
 
 # Plain-text AUTH is fine on loopback in a test (aiosmtpd warns per connection); real URLs use starttls or smtps.
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-def test_smtp_authentication_is_used_when_the_url_has_credentials(database: Any, clock: Any,
-                                                                  smtp_auth: tuple[Inbox, int]) -> None:
+def test_smtp_authentication_is_used_when_the_url_has_credentials(
+    database: Any, clock: Any, smtp_auth: tuple[Inbox, int]
+) -> None:
     inbox, port = smtp_auth
     good = Mailer(database, clock, smtp_url=f"smtp://mailer:s3cret%20pass@127.0.0.1:{port}", sender="d@example.com")
     assert good.send("t@example.com", "Hello", "body", "test") is True
@@ -109,8 +128,9 @@ def test_smtp_authentication_is_used_when_the_url_has_credentials(database: Any,
     assert len(inbox.messages) == 1
 
 
-def test_a_failed_delivery_is_recorded_without_credentials_and_retried(database: Any, clock: Any,
-                                                                       smtp: tuple[Inbox, int]) -> None:
+def test_a_failed_delivery_is_recorded_without_credentials_and_retried(
+    database: Any, clock: Any, smtp: tuple[Inbox, int]
+) -> None:
     inbox, port = smtp
     down = Mailer(database, clock, smtp_url=f"smtp://user:topsecret@127.0.0.1:{_free_port()}", sender="d@x.com")
     assert down.send("t@example.com", "Hi", "body", "test") is False

@@ -41,24 +41,31 @@ def put(quotes: QuoteStore, symbol: str, bid: str, ask: str, at: Any) -> None:
 
 
 def test_an_equity_order_before_the_nyse_open_is_market_closed_with_the_reason_and_next_open(
-        gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock) -> None:
+    gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock
+) -> None:
     put(quotes, "AAPL", "200.00", "200.02", clock.now())  # Monday 05:00 New York
     out = gated.submit_order(acc, OrderRequest("AAPL", Side.BUY, D(1)))
     assert out.rejection is not None and out.rejection.code == Code.MARKET_CLOSED
-    assert out.rejection.details == {"symbol": "AAPL", "asset_class": "equity", "reason": "closed: before the open",
-                                     "next_open": "2026-03-02T14:30:00Z"}
+    assert out.rejection.details == {
+        "symbol": "AAPL",
+        "asset_class": "equity",
+        "reason": "closed: before the open",
+        "next_open": "2026-03-02T14:30:00Z",
+    }
     assert "opens at 2026-03-02T14:30:00Z" in out.rejection.message
 
 
 def test_an_index_cfd_trades_on_globex_hours_before_the_cash_open(
-        gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock) -> None:
+    gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock
+) -> None:
     put(quotes, "US500", "5200.00", "5200.50", clock.now())
     out = gated.submit_order(acc, OrderRequest("US500", Side.BUY, D("0.1")))
     assert out.rejection is None and out.fill is not None
 
 
 def test_a_stale_quote_uses_the_asset_class_threshold_and_says_so(
-        gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock) -> None:
+    gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock
+) -> None:
     put(quotes, "BTCUSD", "65000.00", "65010.00", clock.now())
     clock.advance(31)  # crypto: 30 s (the policy's 60 s does not apply once a calendar is injected)
     out = gated.submit_order(acc, OrderRequest("BTCUSD", Side.BUY, D("0.01")))
@@ -68,7 +75,8 @@ def test_a_stale_quote_uses_the_asset_class_threshold_and_says_so(
 
 
 def test_stop_loss_waits_over_the_weekend_and_fires_on_the_first_fresh_quote_after_the_open(
-        gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock) -> None:
+    gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock
+) -> None:
     put(quotes, "EURUSD", "1.10000", "1.10010", clock.now())
     out = gated.submit_order(acc, OrderRequest("EURUSD", Side.BUY, D("0.1"), stop_loss=D("1.09000")))
     assert out.fill is not None
@@ -83,7 +91,8 @@ def test_stop_loss_waits_over_the_weekend_and_fires_on_the_first_fresh_quote_aft
 
 
 def test_a_liquidation_on_a_stale_quote_in_an_open_market_is_refused_and_names_the_symbols(
-        gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock) -> None:
+    gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock
+) -> None:
     put(quotes, "EURUSD", "1.10000", "1.10010", clock.now())
     assert gated.submit_order(acc, OrderRequest("EURUSD", Side.BUY, D("0.1"))).fill is not None
     clock.advance(61)  # forex: 60 s
@@ -95,7 +104,8 @@ def test_a_liquidation_on_a_stale_quote_in_an_open_market_is_refused_and_names_t
 
 
 def test_a_liquidation_on_a_closed_market_closes_at_the_sessions_last_quote(
-        gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock) -> None:
+    gated: ExecutionService, acc: uuid.UUID, quotes: QuoteStore, clock: ManualClock
+) -> None:
     put(quotes, "EURUSD", "1.10000", "1.10010", clock.now())
     assert gated.submit_order(acc, OrderRequest("EURUSD", Side.BUY, D("0.1"))).fill is not None
     clock.set(clock.now() + timedelta(days=5, hours=2))  # Saturday: the Friday close is the market's price

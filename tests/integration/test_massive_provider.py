@@ -39,16 +39,31 @@ def clock() -> ManualClock:
     return ManualClock(T0)
 
 
-def provider(fake: FakeMassive, clock: ManualClock, symbols: list[str], key: str = KEY,
-             sleeps: list[float] | None = None, **kw: object) -> MassiveProvider:
+def provider(
+    fake: FakeMassive,
+    clock: ManualClock,
+    symbols: list[str],
+    key: str = KEY,
+    sleeps: list[float] | None = None,
+    **kw: object,
+) -> MassiveProvider:
     log = sleeps if sleeps is not None else []
     return MassiveProvider(key, symbols, clock, base_url=fake.base_url, sleep=log.append, **kw)  # type: ignore[arg-type]
 
 
 def test_routing_by_asset_class() -> None:
-    want = {"EURUSD": "C:EURUSD", "USDJPY": "C:USDJPY", "XAUUSD": "C:XAUUSD", "XAGUSD": "C:XAGUSD",
-            "BTCUSD": "X:BTCUSD", "ETHUSD": "X:ETHUSD", "AAPL": "AAPL", "US500": "I:SPX", "US100": "I:NDX",
-            "US30": "I:DJI"}
+    want = {
+        "EURUSD": "C:EURUSD",
+        "USDJPY": "C:USDJPY",
+        "XAUUSD": "C:XAUUSD",
+        "XAGUSD": "C:XAGUSD",
+        "BTCUSD": "X:BTCUSD",
+        "ETHUSD": "X:ETHUSD",
+        "AAPL": "AAPL",
+        "US500": "I:SPX",
+        "US100": "I:NDX",
+        "US30": "I:DJI",
+    }
     for sym, ticker in want.items():
         inst = DEFAULT_CATALOGUE.get(sym)
         assert inst is not None
@@ -109,8 +124,9 @@ def test_index_from_latest_minute_aggregate(fake: FakeMassive, clock: ManualCloc
     assert fake.requests[0].query["sort"] == ["desc"]
 
 
-def test_forex_falls_back_to_aggregates_and_empty_aggregates_are_missing(fake: FakeMassive, clock: ManualClock,
-                                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_forex_falls_back_to_aggregates_and_empty_aggregates_are_missing(
+    fake: FakeMassive, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
     fake.add_agg("C:GBPUSD", MS - 60_000, 1.27, 1.271, 1.269, 1.27049)
     p = provider(fake, clock, ["GBPUSD", "USDJPY"])
     q = p.latest("GBPUSD")
@@ -196,8 +212,7 @@ def test_quotes_stops(fake: FakeMassive, clock: ManualClock) -> None:
     assert q.symbol == "ETHUSD" and list(it) == []
 
 
-def test_key_comes_from_the_environment(fake: FakeMassive, clock: ManualClock,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_comes_from_the_environment(fake: FakeMassive, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_API_KEY, raising=False)
     with pytest.raises(MassiveAuthError, match=ENV_API_KEY):
         MassiveProvider.from_env(["EURUSD"], clock, base_url=fake.base_url)
@@ -210,7 +225,13 @@ def test_key_comes_from_the_environment(fake: FakeMassive, clock: ManualClock,
 
 def test_cli_feed_massive_refuses_without_a_key() -> None:
     env = {k: v for k, v in os.environ.items() if k != ENV_API_KEY}
-    proc = subprocess.run([sys.executable, "-m", "propdesk", "feed", "massive", "--symbols", "EURUSD"], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "propdesk", "feed", "massive", "--symbols", "EURUSD"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2
     assert ENV_API_KEY in proc.stderr

@@ -75,7 +75,12 @@ def stream(fake: FakeMassiveStream, symbols: list[str], key: str = KEY, **kw: ob
 def test_channels_follow_the_asset_class_routes() -> None:
     p = MassiveStreamProvider("k", ["EURUSD", "XAUUSD", "BTCUSD", "AAPL", "US500", "WTIUSD"], ManualClock(T0))
     assert {s: channel_of(r) for s, r in p.routes.items()} == {
-        "EURUSD": "C.EUR/USD", "XAUUSD": "C.XAU/USD", "BTCUSD": "XQ.BTC-USD", "AAPL": "Q.AAPL", "US500": "V.I:SPX"}
+        "EURUSD": "C.EUR/USD",
+        "XAUUSD": "C.XAU/USD",
+        "BTCUSD": "XQ.BTC-USD",
+        "AAPL": "Q.AAPL",
+        "US500": "V.I:SPX",
+    }
     assert p.unroutable == ["WTIUSD"]  # no proxy unless asked for
     assert parse_ws_url("ws://127.0.0.1:9000") == ("127.0.0.1:9000", False)
     assert parse_ws_url("wss://socket.massive.com") == ("socket.massive.com", True)
@@ -88,10 +93,15 @@ def test_streams_every_asset_class_as_exact_decimals_on_instrument_precision(fak
         for market in ("forex", "crypto", "stocks", "indices"):
             fake.wait_subscribed(market)
         assert sorted(s for _, subs in fake.subscriptions for s in subs) == [
-            "C.EUR/USD", "Q.AAPL", "V.I:SPX", "XQ.BTC-USD"]
+            "C.EUR/USD",
+            "Q.AAPL",
+            "V.I:SPX",
+            "XQ.BTC-USD",
+        ]
         assert all(ok for _, ok in fake.auths)
-        fake.push("forex", [fake.forex("EUR/USD", 1.084123, 1.084251, MS),
-                            fake.forex("GBP/USD", 1.26, 1.27, MS)])  # not subscribed: never sent
+        fake.push(
+            "forex", [fake.forex("EUR/USD", 1.084123, 1.084251, MS), fake.forex("GBP/USD", 1.26, 1.27, MS)]
+        )  # not subscribed: never sent
         fake.push("crypto", [fake.crypto("BTC-USD", 65000.987, 65001.5, MS)])
         fake.push("stocks", [fake.stock("AAPL", 189.995, 190.015, MS)])
         fake.push("indices", [fake.index("I:SPX", 5200.125, MS)])
@@ -114,7 +124,8 @@ def test_a_refused_key_is_a_clear_auth_error(fake: FakeMassiveStream) -> None:
 
 
 def test_a_dropped_connection_reconnects_reauthenticates_resubscribes_and_nothing_old_reaches_the_store(
-        fake: FakeMassiveStream) -> None:
+    fake: FakeMassiveStream,
+) -> None:
     p = stream(fake, ["EURUSD"])
     store = QuoteStore()
     c = Collector(p)
@@ -123,8 +134,10 @@ def test_a_dropped_connection_reconnects_reauthenticates_resubscribes_and_nothin
         fake.push("forex", [fake.forex("EUR/USD", 1.1, 1.1001, MS + i * 1000) for i in range(3)])
         c.wait(lambda g: len(g) >= 3)
         # After the reconnect the feed replays its last two quotes (one older, one identical), then goes on.
-        fake.on_subscribe["forex"] = [fake.forex("EUR/USD", 1.1, 1.1001, MS + 1000),
-                                      fake.forex("EUR/USD", 1.1, 1.1001, MS + 2000)]
+        fake.on_subscribe["forex"] = [
+            fake.forex("EUR/USD", 1.1, 1.1001, MS + 1000),
+            fake.forex("EUR/USD", 1.1, 1.1001, MS + 2000),
+        ]
         assert fake.drop("forex") == 1
         fake.wait_subscribed("forex", connections=2)
         fake.push("forex", [fake.forex("EUR/USD", 1.1002, 1.1003, MS + 3000)])
@@ -173,13 +186,37 @@ def test_a_silent_stream_on_a_closed_market_is_not_stale(fake: FakeMassiveStream
 
 
 def test_cli_feed_massive_streams_by_default_into_the_store_and_the_candles(
-        fake: FakeMassiveStream, db_url: str, database: Any, tmp_path: Path) -> None:
+    fake: FakeMassiveStream, db_url: str, database: Any, tmp_path: Path
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROPDESK_", "PG"))}
-    env.update({"DATABASE_URL": db_url, "PROPDESK_DB_ROLE_PREFIX": ROLE_PREFIX, "PROPDESK_DATA_DIR": str(tmp_path),
-                "PROPDESK_MASSIVE_API_KEY": KEY, "PROPDESK_MASSIVE_WS_URL": fake.url})
-    proc = subprocess.Popen([sys.executable, "-m", "propdesk", "feed", "massive", "--symbols", "EURUSD",
-                             "--max-quotes", "3", "--seconds", "60"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env.update(
+        {
+            "DATABASE_URL": db_url,
+            "PROPDESK_DB_ROLE_PREFIX": ROLE_PREFIX,
+            "PROPDESK_DATA_DIR": str(tmp_path),
+            "PROPDESK_MASSIVE_API_KEY": KEY,
+            "PROPDESK_MASSIVE_WS_URL": fake.url,
+        }
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "propdesk",
+            "feed",
+            "massive",
+            "--symbols",
+            "EURUSD",
+            "--max-quotes",
+            "3",
+            "--seconds",
+            "60",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         fake.wait_subscribed("forex", timeout=90)
         now_ms = int(time.time() * 1000)

@@ -22,8 +22,9 @@ def platform(db_url: str, clock: Any) -> Iterator[Any]:
     from propdesk.bootstrap import open_platform
     from propdesk.settings import Settings
 
-    settings = Settings(database_url=db_url, db_role_prefix="pdtest", service_token="svc_pages_token_0123456789",
-                        db_pool_size=4)
+    settings = Settings(
+        database_url=db_url, db_role_prefix="pdtest", service_token="svc_pages_token_0123456789", db_pool_size=4
+    )
     p = open_platform(settings, clock=clock, migrate=False, admin_url=db_url, configure_logs=False)
     yield p
     p.close()
@@ -73,7 +74,8 @@ def test_static_files_are_served_with_versioned_urls_and_long_cache_for_vendor_f
 
 
 def test_missing_vendor_files_show_a_banner_instead_of_breaking_the_page(
-        anon: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    anon: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from propdesk.web import assets
 
     monkeypatch.setattr(assets, "VENDOR_DIR", assets.VENDOR_DIR / "nonexistent")

@@ -38,9 +38,19 @@ def new_account(platform: Any, user: Any, offer: str = "10k") -> uuid.UUID:
 
     sized = platform.plans.get("classic-2step").for_offer(offer)
     policy = ExecutionPolicy.from_json({"starting_balance": str(sized.starting_balance), "currency": sized.currency})
-    account, _ = platform.execution.create_account(CreateAccount(
-        owner_id=str(user.id), mode=Mode.CHALLENGE, phase=sized.phases[0].id, policy=policy,
-        rulebook=sized.to_json(), rulebook_id=sized.id, rulebook_version=sized.version, offer_id=offer, start=True))
+    account, _ = platform.execution.create_account(
+        CreateAccount(
+            owner_id=str(user.id),
+            mode=Mode.CHALLENGE,
+            phase=sized.phases[0].id,
+            policy=policy,
+            rulebook=sized.to_json(),
+            rulebook_id=sized.id,
+            rulebook_version=sized.version,
+            offer_id=offer,
+            start=True,
+        )
+    )
     return account["id"]  # type: ignore[no-any-return]
 
 
@@ -56,7 +66,8 @@ def test_anonymous_visitors_are_sent_to_login_for_the_app(browser_like: TestClie
 
 
 def test_my_accounts_lists_only_my_accounts_and_offers_checkout_with_the_dev_provider(
-        browser_like: TestClient, platform: Any) -> None:
+    browser_like: TestClient, platform: Any
+) -> None:
     me, other = make_user(platform, "me@example.test"), make_user(platform, "other@example.test")
     mine = new_account(platform, me)
     theirs = new_account(platform, other)
@@ -75,7 +86,8 @@ def test_the_plan_chosen_on_the_landing_page_is_preselected(browser_like: TestCl
 
 
 def test_the_dashboard_shows_status_balances_rule_panels_and_the_trading_screen(
-        browser_like: TestClient, platform: Any) -> None:
+    browser_like: TestClient, platform: Any
+) -> None:
     me = make_user(platform, "me@example.test", timezone="America/New_York")
     account = new_account(platform, me)
     r = as_user(browser_like, platform, me).get(f"/app/accounts/{account}")
@@ -98,14 +110,34 @@ def test_the_dashboard_shows_status_balances_rule_panels_and_the_trading_screen(
 def test_a_drawdown_beyond_70_percent_of_a_limit_shows_a_warning(platform: Any) -> None:
     from propdesk.web.trader_views import build_alerts
 
-    overview = {"status": "active", "as_of": None, "rules": {"panel": {
-        "daily_loss": {"used_pct": "72.50", "floor": "9500.00", "room": "137.50", "value": "9637.50",
-                       "computation": "x"},
-        "max_loss": {"used_pct": "36.25", "floor": "9000.00", "room": "637.50", "value": "9637.50"}}}}
+    overview = {
+        "status": "active",
+        "as_of": None,
+        "rules": {
+            "panel": {
+                "daily_loss": {
+                    "used_pct": "72.50",
+                    "floor": "9500.00",
+                    "room": "137.50",
+                    "value": "9637.50",
+                    "computation": "x",
+                },
+                "max_loss": {"used_pct": "36.25", "floor": "9000.00", "room": "637.50", "value": "9637.50"},
+            }
+        },
+    }
     alerts = build_alerts(overview, [])
     assert [a["title"] for a in alerts] == ["Drawdown warning: 72.50% of the daily loss limit used"]
-    breach = {"id": 7, "kind": "breach", "rule": "max_daily_loss", "at": None, "value": "9400", "limit": "9500",
-              "action": "fail", "evidence": {"equity": "9400"}}
+    breach = {
+        "id": 7,
+        "kind": "breach",
+        "rule": "max_daily_loss",
+        "at": None,
+        "value": "9400",
+        "limit": "9500",
+        "action": "fail",
+        "evidence": {"equity": "9400"},
+    }
     alerts = build_alerts({**overview, "status": "failed"}, [breach])
     assert alerts[0]["kind"] == "breach" and alerts[0]["level"] == "error" and len(alerts) == 1
 
@@ -114,15 +146,18 @@ def test_another_traders_account_and_a_bad_id_are_not_found_pages(browser_like: 
     owner, other = make_user(platform, "owner@example.test"), make_user(platform, "nosy@example.test")
     account = new_account(platform, owner)
     client = as_user(browser_like, platform, other)
-    for path in (f"/app/accounts/{account}", f"/app/accounts/{account}/journal", f"/app/accounts/{uuid.uuid4()}",
-                 "/app/accounts/not-a-uuid"):
+    for path in (
+        f"/app/accounts/{account}",
+        f"/app/accounts/{account}/journal",
+        f"/app/accounts/{uuid.uuid4()}",
+        "/app/accounts/not-a-uuid",
+    ):
         r = client.get(path)
         assert r.status_code == 404, path
         assert "Not found" in r.text and "10,000" not in r.text
 
 
-def test_the_journal_lists_closed_trades_violations_and_notifications(browser_like: TestClient,
-                                                                      platform: Any) -> None:
+def test_the_journal_lists_closed_trades_violations_and_notifications(browser_like: TestClient, platform: Any) -> None:
     from propdesk.domain.orders import OrderRequest, OrderType, Side
     from propdesk.domain.quotes import Quote
 

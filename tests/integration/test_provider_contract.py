@@ -55,8 +55,13 @@ def replay() -> Iterator[tuple[QuoteProvider, list[Quote]]]:
 def massive() -> Iterator[tuple[QuoteProvider, list[Quote]]]:
     clock = ManualClock(T0)
     with FakeMassive("contract-key") as fake:
-        p = MassiveProvider("contract-key", ["EURUSD", "USDJPY", "XAUUSD", "AAPL", "MSFT", "BTCUSD", "US500"],
-                            clock, base_url=fake.base_url, sleep=lambda _s: None)
+        p = MassiveProvider(
+            "contract-key",
+            ["EURUSD", "USDJPY", "XAUUSD", "AAPL", "MSFT", "BTCUSD", "US500"],
+            clock,
+            base_url=fake.base_url,
+            sleep=lambda _s: None,
+        )
         out: list[Quote] = []
         for i in range(12):
             ms = int(clock.now().timestamp() * 1000)
@@ -87,8 +92,9 @@ def massive_stream() -> Iterator[tuple[QuoteProvider, list[Quote]]]:
 
     ms0 = int(T0.timestamp() * 1000)
     with FakeMassiveStream("contract-key") as fake:
-        p = MassiveStreamProvider("contract-key", ["EURUSD", "XAUUSD", "BTCUSD", "AAPL", "US500"], ManualClock(T0),
-                                  url=fake.url)
+        p = MassiveStreamProvider(
+            "contract-key", ["EURUSD", "XAUUSD", "BTCUSD", "AAPL", "US500"], ManualClock(T0), url=fake.url
+        )
         out: list[Quote] = []
         done = threading.Event()
 
@@ -103,8 +109,13 @@ def massive_stream() -> Iterator[tuple[QuoteProvider, list[Quote]]]:
         for i in range(8):
             ms = ms0 + i * 1000
             wiggle = math.sin(i) / 1000
-            fake.push("forex", [fake.forex("EUR/USD", 1.0841234 + wiggle, 1.0842345 + wiggle, ms),
-                                fake.forex("XAU/USD", 2350.123 + wiggle, 2350.456 + wiggle, ms)])
+            fake.push(
+                "forex",
+                [
+                    fake.forex("EUR/USD", 1.0841234 + wiggle, 1.0842345 + wiggle, ms),
+                    fake.forex("XAU/USD", 2350.123 + wiggle, 2350.456 + wiggle, ms),
+                ],
+            )
             fake.push("crypto", [fake.crypto("BTC-USD", 65000.987 + wiggle, 65001.5 + wiggle, ms)])
             fake.push("stocks", [fake.stock("AAPL", 189.995 + wiggle, 190.015 + wiggle, ms)])
             fake.push("indices", [fake.index("I:SPX", 5200.125 + i, ms)])
@@ -120,8 +131,12 @@ def massive_stream() -> Iterator[tuple[QuoteProvider, list[Quote]]]:
         yield p, list(out)
 
 
-PROVIDERS: dict[str, Factory] = {"simulated": simulated, "replay": replay, "massive": massive,
-                                 "massive_stream": massive_stream}
+PROVIDERS: dict[str, Factory] = {
+    "simulated": simulated,
+    "replay": replay,
+    "massive": massive,
+    "massive_stream": massive_stream,
+}
 
 
 @pytest.fixture(scope="module", params=sorted(PROVIDERS))
@@ -146,7 +161,8 @@ def test_bid_at_or_below_ask_and_positive(produced: tuple[QuoteProvider, list[Qu
 
 
 def test_symbols_from_the_catalogue_and_prices_at_its_precision(
-        produced: tuple[QuoteProvider, list[Quote]], request: pytest.FixtureRequest) -> None:
+    produced: tuple[QuoteProvider, list[Quote]], request: pytest.FixtureRequest
+) -> None:
     for q in produced[1]:
         inst = DEFAULT_CATALOGUE.get(q.symbol)
         assert inst is not None, q

@@ -14,8 +14,13 @@ from tests.web_kit import PASSWORD, csrf_headers, make_user, open_test_platform,
 from propdesk.clock import ManualClock
 from propdesk.web.ratelimit import Limit, RateLimits
 
-LIMITS = {"rate_login_ip": "5/60", "rate_login_email": "3/60", "rate_signup_ip": "2/600", "rate_reset_ip": "2/60",
-          "rate_orders_user": "3/10"}
+LIMITS = {
+    "rate_login_ip": "5/60",
+    "rate_login_email": "3/60",
+    "rate_signup_ip": "2/600",
+    "rate_reset_ip": "2/60",
+    "rate_orders_user": "3/10",
+}
 
 
 @pytest.fixture(params=["postgres", "memory"])

@@ -41,8 +41,10 @@ def processes(db_url: str) -> Iterator[tuple[Database, Database]]:
 
 def rows(db_url: str) -> list[tuple[str, bytes, Any]]:
     with psycopg.connect(db_url) as conn:
-        return [(r[0], bytes(r[1]), r[2]) for r in
-                conn.execute("SELECT bucket, key_hash, at FROM rate_limit_hits ORDER BY at").fetchall()]
+        return [
+            (r[0], bytes(r[1]), r[2])
+            for r in conn.execute("SELECT bucket, key_hash, at FROM rate_limit_hits ORDER BY at").fetchall()
+        ]
 
 
 # ---------------------------------------------------------------- one window for every process
@@ -78,8 +80,7 @@ def test_refused_attempts_are_not_counted(processes: Any, clock: ManualClock, db
     assert b.check("b", "k") is None
 
 
-def test_a_zero_limit_turns_a_bucket_off_and_writes_nothing(processes: Any, clock: ManualClock,
-                                                             db_url: str) -> None:
+def test_a_zero_limit_turns_a_bucket_off_and_writes_nothing(processes: Any, clock: ManualClock, db_url: str) -> None:
     limits = PgRateLimits(processes[0], clock, {"b": Limit.parse("0/60")})
     assert all(limits.check("b", "k") is None for _ in range(50))
     assert rows(db_url) == []
@@ -102,7 +103,8 @@ def test_keys_are_stored_hashed_never_in_clear(processes: Any, clock: ManualCloc
     stored = rows(db_url)
     assert {(bucket, key) for bucket, key, _ in stored} == {
         ("login_email", hashlib.sha256(b"victim@example.com").digest()),
-        ("login_ip", hashlib.sha256(b"203.0.113.7").digest())}
+        ("login_ip", hashlib.sha256(b"203.0.113.7").digest()),
+    }
     assert all(at == clock.now() for _, _, at in stored)  # the injected clock's time, not the server's
     with psycopg.connect(db_url) as conn:
         dump = conn.execute("SELECT string_agg(r::text, ' ') FROM rate_limit_hits r").fetchone()
@@ -112,11 +114,13 @@ def test_keys_are_stored_hashed_never_in_clear(processes: Any, clock: ManualCloc
 def test_the_table_is_unlogged_and_only_the_engine_role_may_touch_it(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         persistence, rls, force = conn.execute(
-            "SELECT relpersistence, relrowsecurity, relforcerowsecurity FROM pg_class"
-            " WHERE relname = 'rate_limit_hits'").fetchone() or (None, None, None)
+            "SELECT relpersistence, relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'rate_limit_hits'"
+        ).fetchone() or (None, None, None)
     assert (persistence, rls, force) == ("u", True, True)
-    with psycopg.connect(role_url(db_url, f"{PREFIX}_app")) as conn, pytest.raises(
-            psycopg.errors.InsufficientPrivilege):
+    with (
+        psycopg.connect(role_url(db_url, f"{PREFIX}_app")) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
         conn.execute("SELECT count(*) FROM rate_limit_hits")
 
 
@@ -147,8 +151,7 @@ def run_together(n: int, work: Any, timeout: float = 60) -> list[BaseException]:
     return errors
 
 
-def test_concurrent_checks_of_one_key_allow_exactly_the_count(processes: Any, clock: ManualClock,
-                                                              db_url: str) -> None:
+def test_concurrent_checks_of_one_key_allow_exactly_the_count(processes: Any, clock: ManualClock, db_url: str) -> None:
     limiters = [PgRateLimits(db, clock, {"b": Limit(3, 60)}) for db in processes]
     answers: list[int | None] = []
     assert run_together(8, lambda i: answers.append(limiters[i % 2].check("b", "same-key"))) == []
@@ -156,12 +159,12 @@ def test_concurrent_checks_of_one_key_allow_exactly_the_count(processes: Any, cl
     assert len(rows(db_url)) == 3
 
 
-def test_checks_racing_sweeps_on_every_check_all_get_an_answer(processes: Any, clock: ManualClock,
-                                                                 db_url: str) -> None:
+def test_checks_racing_sweeps_on_every_check_all_get_an_answer(processes: Any, clock: ManualClock, db_url: str) -> None:
     limiters = [PgRateLimits(db, clock, {"b": Limit(50, 10)}, sweep_every=1) for db in processes]
     for i in range(200):  # old rows of the very keys being checked: what a sweep and a check both delete
         limiters[0].check("b", f"k{i % 4}")
     clock.advance(11)
+
     def attempt(i: int) -> None:
         for _ in range(10):
             assert limiters[i % 2].check("b", f"k{i % 4}") is None
@@ -195,8 +198,7 @@ def test_a_check_chosen_as_deadlock_victim_runs_again(processes: Any, clock: Man
 
 # ---------------------------------------------------------------- the sweep
 def test_the_sweep_removes_expired_rows_of_other_keys(processes: Any, clock: ManualClock, db_url: str) -> None:
-    limits = PgRateLimits(processes[0], clock, {"short": Limit(5, 10), "long": Limit(5, 100)},
-                          sweep_every=10**9)
+    limits = PgRateLimits(processes[0], clock, {"short": Limit(5, 10), "long": Limit(5, 100)}, sweep_every=10**9)
     for i in range(30):
         limits.check("short", f"ip-{i}")  # keys that are never tried again
     limits.check("long", "kept")
@@ -224,8 +226,13 @@ class Unreachable:
 
     def __init__(self) -> None:
         self.engine_pool: ConnectionPool[Any] = ConnectionPool(
-            "host=127.0.0.1 port=9 user=nobody dbname=none connect_timeout=1", min_size=1, max_size=1,
-            timeout=1, open=True, reconnect_timeout=1)
+            "host=127.0.0.1 port=9 user=nobody dbname=none connect_timeout=1",
+            min_size=1,
+            max_size=1,
+            timeout=1,
+            open=True,
+            reconnect_timeout=1,
+        )
 
     def tx(self) -> Any:
         return Database.tx(self)  # type: ignore[arg-type]
@@ -246,8 +253,7 @@ def test_an_unreachable_database_is_a_503_with_retry_after_not_a_500(clock: Manu
         dead.close()
 
 
-def test_login_while_the_limit_store_is_down_answers_503_in_the_error_envelope(db_url: str,
-                                                                              clock: ManualClock) -> None:
+def test_login_while_the_limit_store_is_down_answers_503_in_the_error_envelope(db_url: str, clock: ManualClock) -> None:
     p = open_test_platform(db_url, clock)
     dead = Unreachable()
     try:
@@ -269,8 +275,7 @@ def test_two_app_instances_on_one_database_share_the_login_limit(db_url: str, cl
     try:
         assert isinstance(first.ratelimits, PgRateLimits)  # postgres is the default store
         make_user(first, "t@example.com")
-        with web_client(first, headers=csrf_headers(first)) as a, \
-                web_client(second, headers=csrf_headers(second)) as b:
+        with web_client(first, headers=csrf_headers(first)) as a, web_client(second, headers=csrf_headers(second)) as b:
             for _ in range(3):
                 r = a.post("/api/v1/auth/login", json={"email": "t@example.com", "password": "Wrong-password-1"})
                 assert r.status_code == 401
@@ -279,8 +284,9 @@ def test_two_app_instances_on_one_database_share_the_login_limit(db_url: str, cl
             assert r.status_code == 429, r.text
             assert r.json()["error"]["code"] == "rate_limited" and r.headers["Retry-After"] == "40"
             clock.advance(timedelta(seconds=40).total_seconds())
-            assert b.post("/api/v1/auth/login", json={"email": "t@example.com", "password": PASSWORD}).status_code \
-                == 200
+            assert (
+                b.post("/api/v1/auth/login", json={"email": "t@example.com", "password": PASSWORD}).status_code == 200
+            )
     finally:
         second.close()
         first.close()

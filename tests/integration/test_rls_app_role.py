@@ -44,12 +44,37 @@ PREFIX = "pdtest"
 APP = f"{PREFIX}_app"
 
 # Every table a trader page reads, with how its rows map to a user: via the account, or a user_id column.
-BY_ACCOUNT = ("balances", "orders", "fills", "fill_voids", "positions", "ledger", "decision_actions", "rule_states",
-              "violations", "daily_stats", "consistency_snapshots", "external_trades")
+BY_ACCOUNT = (
+    "balances",
+    "orders",
+    "fills",
+    "fill_voids",
+    "positions",
+    "ledger",
+    "decision_actions",
+    "rule_states",
+    "violations",
+    "daily_stats",
+    "consistency_snapshots",
+    "external_trades",
+)
 BY_USER = ("purchases", "trade_notes", "notifications")
-EXECUTION_TABLES = ("accounts", "balances", "orders", "fills", "fill_voids", "positions", "ledger",
-                    "decision_actions", "rule_states", "violations", "daily_stats", "consistency_snapshots",
-                    "external_trades", "purchases")
+EXECUTION_TABLES = (
+    "accounts",
+    "balances",
+    "orders",
+    "fills",
+    "fill_voids",
+    "positions",
+    "ledger",
+    "decision_actions",
+    "rule_states",
+    "violations",
+    "daily_stats",
+    "consistency_snapshots",
+    "external_trades",
+    "purchases",
+)
 ADMIN_ONLY = ("admin_audit", "auth_events", "email_outbox", "worker_heartbeats")
 
 
@@ -57,8 +82,10 @@ def _user(db: Database, clock: ManualClock, email: str, role: str = "trader") ->
     uid = uuid.uuid4()
     now = clock.now()
     with db.tx() as c:
-        c.execute("INSERT INTO users (id, email, password_hash, role, created_at, updated_at)"
-                  " VALUES (%s,%s,%s,%s,%s,%s)", (uid, email, "x" * 40, role, now, now))
+        c.execute(
+            "INSERT INTO users (id, email, password_hash, role, created_at, updated_at) VALUES (%s,%s,%s,%s,%s,%s)",
+            (uid, email, "x" * 40, role, now, now),
+        )
     return uid
 
 
@@ -68,15 +95,28 @@ def _quote(quotes: QuoteStore, service: ExecutionService, clock: ManualClock, bi
     service.on_quote(q)
 
 
-def _history(db: Database, service: ExecutionService, quotes: QuoteStore, clock: ManualClock,
-             owner: uuid.UUID) -> uuid.UUID:
+def _history(
+    db: Database, service: ExecutionService, quotes: QuoteStore, clock: ManualClock, owner: uuid.UUID
+) -> uuid.UUID:
     """A classic 10k phase-1 account with a winning trade, a note, a purchase, then a daily-loss breach."""
     book = load_rulebook("classic-2step@10k")
-    policy = ExecutionPolicy(starting_balance=book.starting_balance, max_notional=D(10) ** 9,
-                             max_position_equity_pct=D(100000), max_leverage=D(200))
-    acc, _ = service.create_account(CreateAccount(
-        owner_id=str(owner), policy=policy, rulebook=book.to_json(), rulebook_id=book.id,
-        rulebook_version=book.version, offer_id="10k", start=True))
+    policy = ExecutionPolicy(
+        starting_balance=book.starting_balance,
+        max_notional=D(10) ** 9,
+        max_position_equity_pct=D(100000),
+        max_leverage=D(200),
+    )
+    acc, _ = service.create_account(
+        CreateAccount(
+            owner_id=str(owner),
+            policy=policy,
+            rulebook=book.to_json(),
+            rulebook_id=book.id,
+            rulebook_version=book.version,
+            offer_id="10k",
+            start=True,
+        )
+    )
     aid: uuid.UUID = acc["id"]
     _quote(quotes, service, clock, "1.10000", "1.10010")
     service.submit_order(aid, OrderRequest("EURUSD", Side.BUY, D("0.5")))
@@ -85,11 +125,17 @@ def _history(db: Database, service: ExecutionService, quotes: QuoteStore, clock:
     out = service.close_position(aid, "EURUSD")
     assert out.fill is not None
     with db.tx() as c:
-        c.execute("INSERT INTO purchases (id, user_id, plan_id, plan_version, offer, amount, currency, provider,"
-                  " status, account_id, idempotency, created_at) VALUES (%s,%s,'classic-2step',1,'10k',99,'USD',"
-                  "'dev','confirmed',%s,%s,%s)", (uuid.uuid4(), owner, aid, uuid.uuid4().hex, clock.now()))
-        c.execute("INSERT INTO trade_notes (user_id, fill_id, account_id, note, created_at, updated_at)"
-                  " VALUES (%s,%s,%s,'took profit',%s,%s)", (owner, out.fill["id"], aid, clock.now(), clock.now()))
+        c.execute(
+            "INSERT INTO purchases (id, user_id, plan_id, plan_version, offer, amount, currency, provider,"
+            " status, account_id, idempotency, created_at) VALUES (%s,%s,'classic-2step',1,'10k',99,'USD',"
+            "'dev','confirmed',%s,%s,%s)",
+            (uuid.uuid4(), owner, aid, uuid.uuid4().hex, clock.now()),
+        )
+        c.execute(
+            "INSERT INTO trade_notes (user_id, fill_id, account_id, note, created_at, updated_at)"
+            " VALUES (%s,%s,%s,'took profit',%s,%s)",
+            (owner, out.fill["id"], aid, clock.now(), clock.now()),
+        )
     # A position losing more than the 5% daily allowance: breach, phase failed (a notification of each).
     clock.advance(300)
     _quote(quotes, service, clock, "1.10100", "1.10112")
@@ -100,18 +146,23 @@ def _history(db: Database, service: ExecutionService, quotes: QuoteStore, clock:
 
 
 @pytest.fixture
-def world(database: Database, service: ExecutionService, quotes: QuoteStore, clock: ManualClock
-          ) -> dict[str, Any]:
+def world(database: Database, service: ExecutionService, quotes: QuoteStore, clock: ManualClock) -> dict[str, Any]:
     a = _user(database, clock, "a@example.test")
     b = _user(database, clock, "b@example.test")
     admin = _user(database, clock, "boss@example.test", "admin")
     accounts = {a: _history(database, service, quotes, clock, a), b: _history(database, service, quotes, clock, b)}
     with database.tx() as c:
-        c.execute("INSERT INTO admin_audit (actor, action, account_id, reason, created_at) VALUES"
-                  " ('admin','pause',%s,'test',%s)", (accounts[a], clock.now()))
+        c.execute(
+            "INSERT INTO admin_audit (actor, action, account_id, reason, created_at) VALUES"
+            " ('admin','pause',%s,'test',%s)",
+            (accounts[a], clock.now()),
+        )
         c.execute("INSERT INTO auth_events (ts, kind, user_id) VALUES (%s,'login_ok',%s)", (clock.now(), a))
-        c.execute("INSERT INTO email_outbox (to_address, subject, body, kind, created_at)"
-                  " VALUES ('a@example.test','hi','body','reset',%s)", (clock.now(),))
+        c.execute(
+            "INSERT INTO email_outbox (to_address, subject, body, kind, created_at)"
+            " VALUES ('a@example.test','hi','body','reset',%s)",
+            (clock.now(),),
+        )
         c.execute("INSERT INTO worker_heartbeats (name, beat_at) VALUES ('mtm', %s)", (clock.now(),))
     return {"a": a, "b": b, "admin": admin, "accounts": accounts}
 
@@ -146,8 +197,9 @@ def truth(db_url: str, table: str, user: uuid.UUID | None = None) -> int:
         elif table in BY_USER:
             q, args = sql.SQL("SELECT count(*) FROM {} WHERE user_id=%s").format(t), (user,)
         else:
-            q = sql.SQL("SELECT count(*) FROM {} WHERE account_id IN (SELECT id FROM accounts WHERE owner_id=%s)"
-                        ).format(t)
+            q = sql.SQL(
+                "SELECT count(*) FROM {} WHERE account_id IN (SELECT id FROM accounts WHERE owner_id=%s)"
+            ).format(t)
             args = (str(user),)
         row = conn.execute(q, args).fetchone()
         assert row is not None
@@ -156,8 +208,19 @@ def truth(db_url: str, table: str, user: uuid.UUID | None = None) -> int:
 
 def test_the_fixture_history_fills_every_table_a_trader_reads(world: dict[str, Any], db_url: str) -> None:
     # A vacuous "sees 0 of 0" would prove nothing: the tables the pages read most hold rows of both traders.
-    for table in ("accounts", "balances", "orders", "fills", "ledger", "rule_states", "violations", "daily_stats",
-                  "purchases", "trade_notes", "notifications"):
+    for table in (
+        "accounts",
+        "balances",
+        "orders",
+        "fills",
+        "ledger",
+        "rule_states",
+        "violations",
+        "daily_stats",
+        "purchases",
+        "trade_notes",
+        "notifications",
+    ):
         for who in ("a", "b"):
             assert truth(db_url, table, world[who]) > 0, (table, who)
     kinds = {r[0] for r in psycopg.connect(db_url).execute("SELECT DISTINCT kind FROM notifications").fetchall()}
@@ -165,8 +228,9 @@ def test_the_fixture_history_fills_every_table_a_trader_reads(world: dict[str, A
 
 
 @pytest.mark.parametrize("who", ["a", "b"])
-def test_a_trader_sees_exactly_its_own_rows_in_every_table(world: dict[str, Any], db_url: str, app_conn: Any,
-                                                           who: str) -> None:
+def test_a_trader_sees_exactly_its_own_rows_in_every_table(
+    world: dict[str, Any], db_url: str, app_conn: Any, who: str
+) -> None:
     as_user(app_conn, world[who])
     for table in ("accounts", *BY_ACCOUNT, *BY_USER):
         assert visible(app_conn, table) == truth(db_url, table, world[who]), table
@@ -176,8 +240,9 @@ def test_a_trader_sees_exactly_its_own_rows_in_every_table(world: dict[str, Any]
 
 
 @pytest.mark.parametrize("setting", [None, "", "not-a-uuid", str(uuid.uuid4()), "' OR true --"])
-def test_without_a_known_user_the_app_role_sees_nothing(world: dict[str, Any], app_conn: Any,
-                                                        setting: str | None) -> None:
+def test_without_a_known_user_the_app_role_sees_nothing(
+    world: dict[str, Any], app_conn: Any, setting: str | None
+) -> None:
     if setting is not None:
         as_user(app_conn, setting)
     for table in ("accounts", *BY_ACCOUNT, *BY_USER, *ADMIN_ONLY, "users"):
@@ -206,15 +271,17 @@ def test_is_admin_is_a_locked_down_security_definer(world: dict[str, Any], db_ur
     with psycopg.connect(db_url, autocommit=True) as su:
         row = su.execute(
             "SELECT p.prosecdef, pg_get_userbyid(p.proowner), p.proconfig, p.proacl::text[]"
-            " FROM pg_proc p WHERE p.proname = 'is_admin'").fetchone()
+            " FROM pg_proc p WHERE p.proname = 'is_admin'"
+        ).fetchone()
         assert row is not None
         secdef, owner, config, acl = row
         assert secdef is True
         assert owner == f"{PREFIX}_owner"
         assert config == ["search_path=pg_catalog, public"]
         assert not any(entry.startswith("=") for entry in acl), acl  # "=X/..." would be PUBLIC's EXECUTE
-        assert su.execute("SELECT has_function_privilege(%s, 'is_admin()', 'EXECUTE')",
-                          (f"{PREFIX}_engine",)).fetchone() == (False,)
+        assert su.execute(
+            "SELECT has_function_privilege(%s, 'is_admin()', 'EXECUTE')", (f"{PREFIX}_engine",)
+        ).fetchone() == (False,)
         assert su.execute("SELECT has_function_privilege(%s, 'is_admin()', 'EXECUTE')", (APP,)).fetchone() == (True,)
         for fn in ("notify_user(uuid, text, text, text, jsonb, timestamptz)",):
             assert su.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (APP, fn)).fetchone() == (False,)
@@ -229,36 +296,47 @@ WRITES = {
 
 
 @pytest.mark.parametrize("who", ["a", "admin"])
-def test_the_app_role_cannot_write_any_execution_table(world: dict[str, Any], db_url: str, app_conn: Any,
-                                                       who: str) -> None:
+def test_the_app_role_cannot_write_any_execution_table(
+    world: dict[str, Any], db_url: str, app_conn: Any, who: str
+) -> None:
     as_user(app_conn, world[who])
     for table in EXECUTION_TABLES:
         before = truth(db_url, table)
         key = "id" if table in ("accounts", "purchases") else "account_id"
         for op, stmt in WRITES.items():
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                app_conn.execute(sql.SQL(stmt.replace("account_id = account_id", f"{key} = {key}")).format(
-                    t=sql.Identifier(table)))
+                app_conn.execute(
+                    sql.SQL(stmt.replace("account_id = account_id", f"{key} = {key}")).format(t=sql.Identifier(table))
+                )
             assert truth(db_url, table) == before, (table, op)
 
 
-def test_notes_can_be_written_only_on_fills_of_the_users_own_accounts(world: dict[str, Any], db_url: str,
-                                                                      app_conn: Any, clock: ManualClock) -> None:
+def test_notes_can_be_written_only_on_fills_of_the_users_own_accounts(
+    world: dict[str, Any], db_url: str, app_conn: Any, clock: ManualClock
+) -> None:
     a, b = world["a"], world["b"]
     with psycopg.connect(db_url, row_factory=dict_row, autocommit=True) as su:
-        fill_a = su.execute("SELECT id, account_id FROM fills WHERE account_id=%s ORDER BY created_at DESC LIMIT 1",
-                            (world["accounts"][a],)).fetchone()
-        fill_b = su.execute("SELECT id, account_id FROM fills WHERE account_id=%s ORDER BY created_at DESC LIMIT 1",
-                            (world["accounts"][b],)).fetchone()
+        fill_a = su.execute(
+            "SELECT id, account_id FROM fills WHERE account_id=%s ORDER BY created_at DESC LIMIT 1",
+            (world["accounts"][a],),
+        ).fetchone()
+        fill_b = su.execute(
+            "SELECT id, account_id FROM fills WHERE account_id=%s ORDER BY created_at DESC LIMIT 1",
+            (world["accounts"][b],),
+        ).fetchone()
     assert fill_a and fill_b
-    ins = ("INSERT INTO trade_notes (user_id, fill_id, account_id, note, created_at, updated_at)"
-           " VALUES (%s,%s,%s,'x',now(),now())")
+    ins = (
+        "INSERT INTO trade_notes (user_id, fill_id, account_id, note, created_at, updated_at)"
+        " VALUES (%s,%s,%s,'x',now(),now())"
+    )
     as_user(app_conn, a)
     app_conn.execute(ins, (a, fill_a["id"], fill_a["account_id"]))  # own fill: fine
-    for args in ((a, fill_b["id"], fill_b["account_id"]),   # B's fill on B's account
-                 (a, fill_b["id"], fill_a["account_id"]),   # B's fill claimed to be on A's account
-                 (b, fill_b["id"], fill_b["account_id"]),   # posing as B
-                 (a, uuid.uuid4(), fill_a["account_id"])):  # a fill that does not exist: the same refusal
+    for args in (
+        (a, fill_b["id"], fill_b["account_id"]),  # B's fill on B's account
+        (a, fill_b["id"], fill_a["account_id"]),  # B's fill claimed to be on A's account
+        (b, fill_b["id"], fill_b["account_id"]),  # posing as B
+        (a, uuid.uuid4(), fill_a["account_id"]),
+    ):  # a fill that does not exist: the same refusal
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
             app_conn.execute(ins, args)
     # B's existing note is neither visible nor writable: an update touches 0 rows, a delete is not granted.
@@ -282,24 +360,30 @@ def test_notifications_only_own_and_only_read_at(world: dict[str, Any], db_url: 
     as_user(app_conn, a)
     assert app_conn.execute("UPDATE notifications SET read_at = now() WHERE user_id=%s", (b,)).rowcount == 0
     assert app_conn.execute("UPDATE notifications SET read_at = now()").rowcount == truth(db_url, "notifications", a)
-    for stmt in ("UPDATE notifications SET title='x'", "DELETE FROM notifications",
-                 "INSERT INTO notifications (user_id, kind, title, created_at) VALUES "
-                 f"('{a}', 'x', 'x', now())"):
+    for stmt in (
+        "UPDATE notifications SET title='x'",
+        "DELETE FROM notifications",
+        f"INSERT INTO notifications (user_id, kind, title, created_at) VALUES ('{a}', 'x', 'x', now())",
+    ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app_conn.execute(stmt)
     with psycopg.connect(db_url, autocommit=True) as su:
-        unread_b = su.execute("SELECT count(*) FROM notifications WHERE user_id=%s AND read_at IS NULL",
-                              (b,)).fetchone()
+        unread_b = su.execute(
+            "SELECT count(*) FROM notifications WHERE user_id=%s AND read_at IS NULL", (b,)
+        ).fetchone()
     assert unread_b is not None and unread_b[0] == truth(db_url, "notifications", b)
 
 
-def test_a_unique_key_never_tells_one_trader_about_anothers_row(world: dict[str, Any], db_url: str,
-                                                                app_conn: Any) -> None:
+def test_a_unique_key_never_tells_one_trader_about_anothers_row(
+    world: dict[str, Any], db_url: str, app_conn: Any
+) -> None:
     # Notes are keyed by (user, fill): trader A re-using B's fill id collides with nothing of B's; the refusal is
     # the same row-level-security one as for a fill id that does not exist (tested above). Purchases are keyed
     # by (user, idempotency), so equal keys of two users coexist.
     with psycopg.connect(db_url, autocommit=True) as su:
-        keys = su.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid IN"
-                          " ('trade_notes'::regclass, 'purchases'::regclass) AND contype IN ('p','u')").fetchall()
+        keys = su.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid IN"
+            " ('trade_notes'::regclass, 'purchases'::regclass) AND contype IN ('p','u')"
+        ).fetchall()
     defs = sorted(k[0] for k in keys)
     assert defs == ["PRIMARY KEY (id)", "PRIMARY KEY (user_id, fill_id)", "UNIQUE (user_id, idempotency)"]

@@ -57,8 +57,12 @@ def on_grid(symbol: str, px: Decimal) -> Decimal:
 
 def policy_for(starting_balance: Decimal, **kw: Any) -> ExecutionPolicy:
     """Generous execution limits, so the rulebook is what decides."""
-    values: dict[str, Any] = {"starting_balance": starting_balance, "max_notional": D(10) ** 9,
-                              "max_position_equity_pct": D(100000), "max_leverage": D(200)}
+    values: dict[str, Any] = {
+        "starting_balance": starting_balance,
+        "max_notional": D(10) ** 9,
+        "max_position_equity_pct": D(100000),
+        "max_leverage": D(200),
+    }
     values.update(kw)
     return ExecutionPolicy(**values)
 
@@ -66,9 +70,16 @@ def policy_for(starting_balance: Decimal, **kw: Any) -> ExecutionPolicy:
 def open_on(service: ExecutionService, ref: str | Rulebook, **policy: Any) -> uuid.UUID:
     """An active challenge account on a rulebook (a preset reference such as ``classic-2step@10k``, or a book)."""
     book = load_rulebook(ref) if isinstance(ref, str) else ref
-    acc, created = service.create_account(CreateAccount(
-        owner_id=f"live-{uuid.uuid4().hex[:8]}", policy=policy_for(book.starting_balance, **policy),
-        rulebook=book.to_json(), rulebook_id=book.id, rulebook_version=book.version, start=True))
+    acc, created = service.create_account(
+        CreateAccount(
+            owner_id=f"live-{uuid.uuid4().hex[:8]}",
+            policy=policy_for(book.starting_balance, **policy),
+            rulebook=book.to_json(),
+            rulebook_id=book.id,
+            rulebook_version=book.version,
+            start=True,
+        )
+    )
     assert created
     return acc["id"]  # type: ignore[no-any-return]
 
@@ -106,8 +117,16 @@ def check_verdicts(db: Database, accounts: list[uuid.UUID]) -> int:
         assert v["inputs_hash"] == recomputed_hash(v), v
         if v["kind"] in ("breach", "pass"):
             d = stored_decision(v)
-            agrees, why = rederive({"rule": d["rule"], "value": v["value"], "limit": v["limit_value"], "at": d["at"],
-                                    "evidence": d["evidence"], "action": d["action"]})
+            agrees, why = rederive(
+                {
+                    "rule": d["rule"],
+                    "value": v["value"],
+                    "limit": v["limit_value"],
+                    "at": d["at"],
+                    "evidence": d["evidence"],
+                    "action": d["action"],
+                }
+            )
             assert agrees, (why, v)
             checked += 1
     return checked
@@ -115,12 +134,18 @@ def check_verdicts(db: Database, accounts: list[uuid.UUID]) -> int:
 
 def check_statuses(db: Database, accounts: list[uuid.UUID]) -> None:
     """Each account's status agrees with its verdict and its positions."""
-    for a in rows(db, "SELECT a.id, a.status, a.rulebook, a.phase, r.state FROM accounts a LEFT JOIN rule_states r"
-                      " ON r.account_id = a.id WHERE a.id = ANY(%s)", accounts):
+    for a in rows(
+        db,
+        "SELECT a.id, a.status, a.rulebook, a.phase, r.state FROM accounts a LEFT JOIN rule_states r"
+        " ON r.account_id = a.id WHERE a.id = ANY(%s)",
+        accounts,
+    ):
         status = Status(a["status"])
         verdict = a["state"]["engine"]["verdict"] if a["state"] else None
-        kinds = {(v["kind"], v["action"]) for v in rows(db, "SELECT kind, action FROM violations WHERE"
-                                                              " account_id=%s", a["id"])}
+        kinds = {
+            (v["kind"], v["action"])
+            for v in rows(db, "SELECT kind, action FROM violations WHERE account_id=%s", a["id"])
+        }
         positions = rows(db, "SELECT symbol FROM positions WHERE account_id=%s", a["id"])
         resting = rows(db, "SELECT id FROM orders WHERE account_id=%s AND status='open'", a["id"])
         children = rows(db, "SELECT phase, status FROM accounts WHERE parent_account_id=%s", a["id"])
@@ -180,11 +205,13 @@ def book_for(ref: str) -> Any:
 
 
 @pytest.mark.timeout(180)
-def test_every_live_verdict_re_derives_from_its_evidence_and_statuses_agree(database: Database, quotes: QuoteStore,
-                                                                            clock: ManualClock) -> None:
+def test_every_live_verdict_re_derives_from_its_evidence_and_statuses_agree(
+    database: Database, quotes: QuoteStore, clock: ManualClock
+) -> None:
     failures: list[tuple[str, dict[str, Any]]] = []
-    service = ExecutionService(database, clock, DEFAULT_CATALOGUE, quotes,
-                               log=lambda event, **kw: failures.append((event, kw)))
+    service = ExecutionService(
+        database, clock, DEFAULT_CATALOGUE, quotes, log=lambda event, **kw: failures.append((event, kw))
+    )
     totals = {"verdicts": 0, "examples": 0, "steps": 0}
 
     class LiveRules(RuleBasedStateMachine):
@@ -214,12 +241,21 @@ def test_every_live_verdict_re_derives_from_its_evidence_and_statuses_agree(data
             service.on_quote(self.quote(symbol))
 
         def live(self) -> list[uuid.UUID]:
-            return [r["id"] for r in rows(database, "SELECT id FROM accounts WHERE id = ANY(%s) AND"
-                                                    " status <> ALL(%s)", self.accounts, [s.value for s in TERMINAL])]
+            return [
+                r["id"]
+                for r in rows(
+                    database,
+                    "SELECT id FROM accounts WHERE id = ANY(%s) AND status <> ALL(%s)",
+                    self.accounts,
+                    [s.value for s in TERMINAL],
+                )
+            ]
 
         def held(self) -> list[str]:
-            return [r["symbol"] for r in rows(database, "SELECT symbol FROM positions WHERE account_id=%s"
-                                                        " ORDER BY symbol", self.acc)]
+            return [
+                r["symbol"]
+                for r in rows(database, "SELECT symbol FROM positions WHERE account_id=%s ORDER BY symbol", self.acc)
+            ]
 
         def submit(self, symbol: str, side: Side, size: int, sl_bp: int | None) -> None:
             clock.advance(1)
@@ -233,8 +269,12 @@ def test_every_live_verdict_re_derives_from_its_evidence_and_statuses_agree(data
             service.submit_order(self.acc, OrderRequest(symbol, side, lots, stop_loss=sl))
 
         # ------------------------------------------------------------ lifecycle of an example
-        @initialize(ref=st.sampled_from(BOOKS), spread=st.integers(min_value=0, max_value=3),
-                    side=st.sampled_from([Side.BUY, Side.SELL]), size=st.sampled_from(SIZES))
+        @initialize(
+            ref=st.sampled_from(BOOKS),
+            spread=st.integers(min_value=0, max_value=3),
+            side=st.sampled_from([Side.BUY, Side.SELL]),
+            size=st.sampled_from(SIZES),
+        )
         def open_account(self, ref: str, spread: int, side: Side, size: int) -> None:
             self.spread_ticks = spread  # an odd spread puts the mid between ticks: sub-cent equity
             clock.advance(3600)
@@ -254,13 +294,20 @@ def test_every_live_verdict_re_derives_from_its_evidence_and_statuses_agree(data
                     pass
 
         # ------------------------------------------------------------ rules
-        @rule(symbol=st.sampled_from(SYMBOLS), side=st.sampled_from([Side.BUY, Side.SELL]),
-              size=st.sampled_from(SIZES), sl_bp=st.one_of(st.none(), st.sampled_from([30, 100, 300])))
+        @rule(
+            symbol=st.sampled_from(SYMBOLS),
+            side=st.sampled_from([Side.BUY, Side.SELL]),
+            size=st.sampled_from(SIZES),
+            sl_bp=st.one_of(st.none(), st.sampled_from([30, 100, 300])),
+        )
         def order(self, symbol: str, side: Side, size: int, sl_bp: int | None) -> None:
             self.submit(symbol, side, size, sl_bp)
 
-        @rule(bp=st.sampled_from(MOVES), seconds=st.sampled_from([1, 30, 600]), side=st.sampled_from([Side.BUY,
-                                                                                                     Side.SELL]))
+        @rule(
+            bp=st.sampled_from(MOVES),
+            seconds=st.sampled_from([1, 30, 600]),
+            side=st.sampled_from([Side.BUY, Side.SELL]),
+        )
         def the_held_price_moves(self, bp: int, seconds: int, side: Side) -> None:
             held = self.held()
             if not held:  # flat: open a position first, so that the move means something
@@ -302,8 +349,12 @@ def test_every_live_verdict_re_derives_from_its_evidence_and_statuses_agree(data
             after = rows(database, "SELECT state FROM rule_states WHERE account_id=%s", self.acc)
             if before and after:
                 b, a = before[0]["state"]["engine"], after[0]["state"]["engine"]
-                assert (b["day"], b["verdict"], b["daily_floor"], b["max_floor"]) == \
-                    (a["day"], a["verdict"], a["daily_floor"], a["max_floor"])
+                assert (b["day"], b["verdict"], b["daily_floor"], b["max_floor"]) == (
+                    a["day"],
+                    a["verdict"],
+                    a["daily_floor"],
+                    a["max_floor"],
+                )
 
         # ------------------------------------------------------------ invariants
         @invariant()
@@ -325,8 +376,9 @@ def test_every_live_verdict_re_derives_from_its_evidence_and_statuses_agree(data
 
         @invariant()
         def trailing_floors_never_fall(self) -> None:
-            for r in rows(database, "SELECT account_id, state FROM rule_states WHERE account_id = ANY(%s)",
-                          self.accounts):
+            for r in rows(
+                database, "SELECT account_id, state FROM rule_states WHERE account_id = ANY(%s)", self.accounts
+            ):
                 floor = r["state"]["engine"]["max_floor"]
                 if floor is None:
                     continue
@@ -355,15 +407,24 @@ def tick(quotes: QuoteStore, service: ExecutionService, clock: ManualClock, bid:
     service.on_quote(stored)
 
 
-@pytest.mark.parametrize(("label", "previous_start", "boundary", "hours"), [
-    # Spring forward (Sunday 8 March 2026): the day from Saturday 17:00 EST to Sunday 17:00 EDT lasts 23 hours.
-    ("spring", datetime(2026, 3, 7, 22, 0, tzinfo=UTC), datetime(2026, 3, 8, 21, 0, tzinfo=UTC), 23),
-    # Fall back (Sunday 1 November 2026): Saturday 17:00 EDT to Sunday 17:00 EST lasts 25 hours.
-    ("fall", datetime(2026, 10, 31, 21, 0, tzinfo=UTC), datetime(2026, 11, 1, 22, 0, tzinfo=UTC), 25),
-])
+@pytest.mark.parametrize(
+    ("label", "previous_start", "boundary", "hours"),
+    [
+        # Spring forward (Sunday 8 March 2026): the day from Saturday 17:00 EST to Sunday 17:00 EDT lasts 23 hours.
+        ("spring", datetime(2026, 3, 7, 22, 0, tzinfo=UTC), datetime(2026, 3, 8, 21, 0, tzinfo=UTC), 23),
+        # Fall back (Sunday 1 November 2026): Saturday 17:00 EDT to Sunday 17:00 EST lasts 25 hours.
+        ("fall", datetime(2026, 10, 31, 21, 0, tzinfo=UTC), datetime(2026, 11, 1, 22, 0, tzinfo=UTC), 25),
+    ],
+)
 def test_a_position_carried_over_the_new_york_day_start_meets_the_new_floor_at_the_boundary_on_dst_days(
-        service: ExecutionService, quotes: QuoteStore, clock: ManualClock, label: str, previous_start: datetime,
-        boundary: datetime, hours: int) -> None:
+    service: ExecutionService,
+    quotes: QuoteStore,
+    clock: ManualClock,
+    label: str,
+    previous_start: datetime,
+    boundary: datetime,
+    hours: int,
+) -> None:
     assert boundary - previous_start == timedelta(hours=hours)
     clock.set(boundary - timedelta(hours=4))
     tick(quotes, service, clock, "1.10000")
@@ -399,14 +460,23 @@ def test_a_position_carried_over_the_new_york_day_start_meets_the_new_floor_at_t
     assert ev["anchor_value"] == "103000.00" and ev["start_of_day_balance"] == "103000.00"
     assert ev["trading_day"] == (boundary + timedelta(days=1)).date().isoformat()  # an evening start names the
     assert day_before == boundary.date().isoformat()  # session by the date it ends on
-    agrees, why = rederive({"rule": breach["rule"], "value": breach["value"], "limit": breach["limit_value"],
-                            "at": iso(breach["at"]), "evidence": ev, "action": breach["action"]})
+    agrees, why = rederive(
+        {
+            "rule": breach["rule"],
+            "value": breach["value"],
+            "limit": breach["limit_value"],
+            "at": iso(breach["at"]),
+            "evidence": ev,
+            "action": breach["action"],
+        }
+    )
     assert agrees, why
     assert breach["inputs_hash"] == recomputed_hash(breach)
     # Liquidated at the boundary with the evidence; the day before lasted 23 or 25 hours.
     assert rows(service.db, "SELECT 1 FROM positions WHERE account_id=%s", acc) == []
-    stats = rows(service.db, "SELECT trading_day, day_start FROM daily_stats WHERE account_id=%s ORDER BY"
-                             " trading_day", acc)
+    stats = rows(
+        service.db, "SELECT trading_day, day_start FROM daily_stats WHERE account_id=%s ORDER BY trading_day", acc
+    )
     starts = {s["trading_day"].isoformat(): s["day_start"] for s in stats}
     assert starts[day_before] == previous_start
     assert starts[ev["trading_day"]] == boundary
@@ -417,7 +487,8 @@ def test_a_position_carried_over_the_new_york_day_start_meets_the_new_floor_at_t
 
 
 def test_without_a_breach_the_dst_boundary_rolls_the_day_once_at_local_17_00(
-        service: ExecutionService, quotes: QuoteStore, clock: ManualClock) -> None:
+    service: ExecutionService, quotes: QuoteStore, clock: ManualClock
+) -> None:
     boundary = datetime(2026, 3, 8, 21, 0, tzinfo=UTC)  # 17:00 EDT
     clock.set(boundary - timedelta(hours=2))
     tick(quotes, service, clock, "1.10000")
@@ -428,10 +499,13 @@ def test_without_a_breach_the_dst_boundary_rolls_the_day_once_at_local_17_00(
     service.roll_day(acc)
     clock.set(boundary + timedelta(hours=1))  # 22:00 UTC, the boundary of a naive 24-hour day: no second roll
     service.roll_day(acc)
-    stats = rows(service.db, "SELECT trading_day, day_start FROM daily_stats WHERE account_id=%s ORDER BY"
-                             " trading_day", acc)
+    stats = rows(
+        service.db, "SELECT trading_day, day_start FROM daily_stats WHERE account_id=%s ORDER BY trading_day", acc
+    )
     assert [(s["trading_day"].isoformat(), s["day_start"]) for s in stats] == [
-        ("2026-03-08", datetime(2026, 3, 7, 22, 0, tzinfo=UTC)), ("2026-03-09", boundary)]
+        ("2026-03-08", datetime(2026, 3, 7, 22, 0, tzinfo=UTC)),
+        ("2026-03-09", boundary),
+    ]
     view = service.rules.status(acc)
     assert view["trading_day"] == "2026-03-09" and view["next_day_reset"] == "2026-03-09T21:00:00Z"
     assert rows(service.db, "SELECT status FROM accounts WHERE id=%s", acc)[0]["status"] == "active"
@@ -439,7 +513,8 @@ def test_without_a_breach_the_dst_boundary_rolls_the_day_once_at_local_17_00(
 
 # ---------------------------------------------------------------------------------------------- trailing floors
 def test_an_intraday_trailing_floor_follows_the_highest_equity_never_falls_and_locks_exactly(
-        service: ExecutionService, quotes: QuoteStore, clock: ManualClock) -> None:
+    service: ExecutionService, quotes: QuoteStore, clock: ManualClock
+) -> None:
     tick(quotes, service, clock, "1.10000")
     acc = open_on(service, "futures-trailing@50k", fee_bps=D(0))  # 2,000 trailing, locks at 50,000
     assert service.submit_order(acc, OrderRequest("EURUSD", Side.BUY, D(1))).accepted
@@ -449,9 +524,16 @@ def test_an_intraday_trailing_floor_follows_the_highest_equity_never_falls_and_l
         return D(s["max_floor"]), bool(s["max_locked"])
 
     assert floor() == (D(48000), False)
-    path = [("1.10500", D(48500), False), ("1.10200", D(48500), False), ("1.11000", D(49000), False),
-            ("1.10700", D(49000), False), ("1.11900", D(49900), False), ("1.12000", D(50000), True),
-            ("1.13000", D(50000), True), ("1.12500", D(50000), True)]
+    path = [
+        ("1.10500", D(48500), False),
+        ("1.10200", D(48500), False),
+        ("1.11000", D(49000), False),
+        ("1.10700", D(49000), False),
+        ("1.11900", D(49900), False),
+        ("1.12000", D(50000), True),
+        ("1.13000", D(50000), True),
+        ("1.12500", D(50000), True),
+    ]
     for bid, expected, locked in path:
         clock.advance(30)
         tick(quotes, service, clock, bid)
@@ -492,7 +574,8 @@ def only_breach(service: ExecutionService, acc: uuid.UUID) -> dict[str, Any] | N
 
 
 def test_equity_half_a_cent_under_the_floor_is_judged_in_cents_as_the_verdict_reports_it(
-        service: ExecutionService, quotes: QuoteStore, clock: ManualClock) -> None:
+    service: ExecutionService, quotes: QuoteStore, clock: ManualClock
+) -> None:
     # 0.01 lot of gold filled at the mid of a one-tick spread (2000.005) and marked at the bid: -0.005.
     for symbol, bid, ask in (("EURUSD", "1.10000", "1.10000"), ("XAUUSD", "2000.00", "2000.01")):
         assert quotes.put(Quote(symbol, D(bid), D(ask), clock.now())) is not None
@@ -515,7 +598,8 @@ def test_equity_half_a_cent_under_the_floor_is_judged_in_cents_as_the_verdict_re
 
 
 def test_a_floor_with_fractions_of_a_cent_is_rounded_to_the_cent_and_re_derives(
-        service: ExecutionService, quotes: QuoteStore, clock: ManualClock) -> None:
+    service: ExecutionService, quotes: QuoteStore, clock: ManualClock
+) -> None:
     for symbol, bid in (("EURUSD", "1.10000"), ("XAUUSD", "2000.00")):
         assert quotes.put(Quote(symbol, D(bid), D(bid), clock.now())) is not None
     acc = open_on(service, parse_text(SUB_CENT_FLOOR, "sub-cent-floor"), fee_bps=D(0))  # 9,666.665 -> 9,666.66

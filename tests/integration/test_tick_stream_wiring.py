@@ -25,7 +25,11 @@ def test_published_quotes_reach_subscribers_after_the_core_reacted_and_dropped_o
     assert publish(quotes, Core(), q1, get("test")) is not None
     assert publish(quotes, Core(), q1, get("test")) is None  # duplicate: dropped, not announced
     publish(quotes, Core(), Quote("GBPUSD", Decimal("1.2"), Decimal("1.2002"), now, 0, "test"), get("test"))
-    publish(quotes, Core(), Quote("EURUSD", Decimal("1.1001"), Decimal("1.1003"), now + timedelta(seconds=1), 0,
-                                  "test"), get("test"))
+    publish(
+        quotes,
+        Core(),
+        Quote("EURUSD", Decimal("1.1001"), Decimal("1.1003"), now + timedelta(seconds=1), 0, "test"),
+        get("test"),
+    )
     assert [(q.bid, n) for q, n in seen] == [(Decimal("1.1000"), 1), (Decimal("1.1001"), 3)]
     assert [q.seq for q, _ in seen] == [1, 2]

@@ -83,38 +83,55 @@ def test_the_plan_catalogue_is_public(app: Any) -> None:
 
 
 def test_checkout_opens_an_active_phase_1_account_on_the_plans_version_and_is_idempotent(
-        alice: Trader, platform: Any) -> None:
+    alice: Trader, platform: Any
+) -> None:
     first = alice.buy("classic-2step", "25k", key="buy-1")
-    assert first["payment"] == {"provider": "dev", "test_mode": True, "status": "confirmed",
-                                "note": "DEV PAYMENT PROVIDER: confirmed at once, no money moved"}
+    assert first["payment"] == {
+        "provider": "dev",
+        "test_mode": True,
+        "status": "confirmed",
+        "note": "DEV PAYMENT PROVIDER: confirmed at once, no money moved",
+    }
     acc = first["account"]
     assert (acc["status"], acc["phase"], acc["starting_balance"]) == ("active", "phase_1", "25000")
     version = platform.plans.get("classic-2step").version
     assert acc["plan"] == {"id": "classic-2step", "version": version, "offer_id": "25k"}
     assert first["purchase"]["amount"] == "199" and first["purchase"]["account_id"] == acc["id"]
     # The same key again: the same account and purchase, nothing new.
-    again = alice.post("/checkout", {"plan_id": "classic-2step", "offer_id": "25k", "payment_provider": "dev"},
-                       headers={"Idempotency-Key": "buy-1"})
+    again = alice.post(
+        "/checkout",
+        {"plan_id": "classic-2step", "offer_id": "25k", "payment_provider": "dev"},
+        headers={"Idempotency-Key": "buy-1"},
+    )
     assert again.status_code == 201 and again.headers.get("Idempotent-Replayed") == "true"
     assert again.json()["account"]["id"] == acc["id"]
     mine = alice.get("/accounts").json()["items"]
     assert [a["id"] for a in mine] == [acc["id"]]
     assert mine[0]["owner_id"] == str(alice.user.id)
     with platform.db.read() as c:
-        row = c.execute("SELECT rulebook_id, rulebook_version, offer_id, starting_balance FROM accounts WHERE id=%s",
-                        (uuid.UUID(acc["id"]),)).fetchone()
+        row = c.execute(
+            "SELECT rulebook_id, rulebook_version, offer_id, starting_balance FROM accounts WHERE id=%s",
+            (uuid.UUID(acc["id"]),),
+        ).fetchone()
         n = c.execute("SELECT count(*) AS n FROM purchases").fetchone()["n"]
     assert (row["rulebook_id"], row["rulebook_version"], row["offer_id"], row["starting_balance"]) == (
-        "classic-2step", version, "25k", D(25000))
+        "classic-2step",
+        version,
+        "25k",
+        D(25000),
+    )
     assert n == 1
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ({"plan_id": "classic-2step", "offer_id": "7k"}, "invalid_offer"),
-    ({"plan_id": "classic-2step", "offer_id": "10k", "payment_provider": "stripe"}, "unknown_payment_provider"),
-    ({"plan_id": "nope", "offer_id": "10k"}, "plan_not_found"),
-    ({"plan_id": "classic-2step", "offer_id": "10k", "price": "0"}, "validation_error"),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"plan_id": "classic-2step", "offer_id": "7k"}, "invalid_offer"),
+        ({"plan_id": "classic-2step", "offer_id": "10k", "payment_provider": "stripe"}, "unknown_payment_provider"),
+        ({"plan_id": "nope", "offer_id": "10k"}, "plan_not_found"),
+        ({"plan_id": "classic-2step", "offer_id": "10k", "price": "0"}, "validation_error"),
+    ],
+)
 def test_a_bad_checkout_is_a_clear_4xx_and_opens_nothing(alice: Trader, body: dict[str, Any], code: str) -> None:
     r = alice.post("/checkout", body)
     assert 400 <= r.status_code < 500 and r.json()["error"]["code"] == code
@@ -132,32 +149,42 @@ def test_orders_through_the_trader_route_meet_the_rulebook_and_the_gates(alice: 
     assert "stop loss" in err["message"]
     assert r.json()["order"]["status"] == "rejected"
     # Risking more than 2% of equity at the stop: refused with the numbers.
-    r = alice.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "1",
-                                               "stop_loss": "1.09000"})
+    r = alice.post(
+        f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "1", "stop_loss": "1.09000"}
+    )
     assert r.status_code == 422 and D(r.json()["error"]["details"]["risk"]) == 1010
     # An execution gate: a quantity off the lot step.
-    r = alice.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "0.001",
-                                               "stop_loss": "1.09900"})
+    r = alice.post(
+        f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "0.001", "stop_loss": "1.09900"}
+    )
     assert r.status_code == 422 and r.json()["error"]["code"] != "rule_violation"
     # Within the rules: filled.
-    r = alice.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "1",
-                                               "stop_loss": "1.09900", "take_profit": "1.10500"})
+    r = alice.post(
+        f"/accounts/{acc}/orders",
+        {"symbol": "EURUSD", "side": "buy", "quantity": "1", "stop_loss": "1.09900", "take_profit": "1.10500"},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["fill"]["price"] == "1.10005"
     orders = alice.get(f"/accounts/{acc}/orders").json()["items"]
     assert [o["status"] for o in orders] == ["filled", "rejected", "rejected", "rejected"]
 
 
-def test_risk_preview_shows_the_risk_at_the_stop_in_money_and_percent_of_equity(alice: Trader,
-                                                                                 platform: Any) -> None:
+def test_risk_preview_shows_the_risk_at_the_stop_in_money_and_percent_of_equity(alice: Trader, platform: Any) -> None:
     acc = alice.buy("strict-risk", "25k")["account"]["id"]
     quote(platform, "EURUSD", "1.10000", "1.10010")
-    r = alice.post(f"/accounts/{acc}/risk-preview", {"symbol": "EURUSD", "side": "buy", "quantity": "1",
-                                                     "stop_loss": "1.09910", "take_profit": "1.10210"})
+    r = alice.post(
+        f"/accounts/{acc}/risk-preview",
+        {"symbol": "EURUSD", "side": "buy", "quantity": "1", "stop_loss": "1.09910", "take_profit": "1.10210"},
+    )
     assert r.status_code == 200, r.text
     p = r.json()
     assert (p["entry_price"], p["risk"], p["risk_pct"], p["reward"], p["equity"]) == (
-        "1.1001", "100", "0.4", "200", "25000")
+        "1.1001",
+        "100",
+        "0.4",
+        "200",
+        "25000",
+    )
     assert p["max_risk_per_trade"] == {"pct": "2", "amount": "500", "require_stop_loss": True}
     assert p["gate"] is None
     big = alice.post(f"/accounts/{acc}/risk-preview", {"symbol": "EURUSD", "side": "buy", "quantity": "100"}).json()
@@ -169,8 +196,9 @@ def test_risk_preview_shows_the_risk_at_the_stop_in_money_and_percent_of_equity(
 def test_partial_close_modify_and_cancel(alice: Trader, platform: Any) -> None:
     acc = alice.buy("classic-2step", "10k")["account"]["id"]
     quote(platform, "EURUSD", "1.10000", "1.10010")
-    assert alice.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "0.5"}
-                      ).status_code == 201
+    assert (
+        alice.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "0.5"}).status_code == 201
+    )
     r = alice.post(f"/accounts/{acc}/positions/EURUSD/modify", {"stop_loss": "1.09500", "take_profit": "1.11000"})
     assert r.status_code == 200, r.text
     pos = alice.get(f"/accounts/{acc}/positions").json()["items"]
@@ -181,8 +209,10 @@ def test_partial_close_modify_and_cancel(alice: Trader, platform: Any) -> None:
     r = alice.post(f"/accounts/{acc}/positions/EURUSD/close", {"quantity": "0.2"})
     assert r.status_code == 201 and r.json()["fill"]["quantity"] == "0.2"
     assert alice.get(f"/accounts/{acc}/positions").json()["items"][0]["quantity"] == "0.3"
-    r = alice.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "0.1",
-                                               "order_type": "limit", "limit_price": "1.09000"})
+    r = alice.post(
+        f"/accounts/{acc}/orders",
+        {"symbol": "EURUSD", "side": "buy", "quantity": "0.1", "order_type": "limit", "limit_price": "1.09000"},
+    )
     assert r.status_code == 201 and r.json()["order"]["status"] == "open"
     oid = r.json()["order"]["id"]
     r = alice.post(f"/accounts/{acc}/orders/{oid}/cancel")
@@ -222,8 +252,10 @@ def test_a_trailing_max_loss_floor_is_drawn_as_it_climbed_day_by_day(alice: Trad
     floor it reached, and the line ends on the engine's current floor."""
     acc = alice.buy("futures-trailing", "50k")["account"]["id"]
     quote(platform, "EURUSD", "1.10000", "1.10010")
-    assert alice.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "2"}).status_code \
-        in (200, 201)
+    assert alice.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "2"}).status_code in (
+        200,
+        201,
+    )
     floors: list[Decimal] = []
     for bid in ("1.10200", "1.10400"):  # +400 then +800 of open profit: the floor trails the new equity highs
         quote(platform, "EURUSD", bid, str(D(bid) + D("0.0001")))
@@ -255,11 +287,9 @@ def test_journal_notes_on_closed_trades(alice: Trader, bob: Trader, platform: An
     assert alice.put(f"/accounts/{acc}/journal/{uuid.uuid4()}", {"note": "x"}).status_code == 404
     assert alice.put(f"/accounts/{acc}/journal/{fill}", {"note": "x" * 4001}).status_code == 422
     # Bob can neither read nor write it, and cannot tell it exists.
-    assert bob.put(f"/accounts/{acc}/journal/{fill}", {"note": "mine"}).json()["error"]["code"] == \
-        "account_not_found"
+    assert bob.put(f"/accounts/{acc}/journal/{fill}", {"note": "mine"}).json()["error"]["code"] == "account_not_found"
     bob_acc = bob.buy()["account"]["id"]
-    assert bob.put(f"/accounts/{bob_acc}/journal/{fill}", {"note": "mine"}).json()["error"]["code"] == \
-        "fill_not_found"
+    assert bob.put(f"/accounts/{bob_acc}/journal/{fill}", {"note": "mine"}).json()["error"]["code"] == "fill_not_found"
 
 
 def test_a_breach_shows_up_as_a_notification_with_its_evidence(alice: Trader, bob: Trader, platform: Any) -> None:
@@ -285,24 +315,36 @@ def test_a_breach_shows_up_as_a_notification_with_its_evidence(alice: Trader, bo
     assert bob.post(f"/notifications/{notes['items'][0]['id']}/read").status_code == 404
 
 
-def test_another_traders_account_is_a_404_on_every_route(alice: Trader, bob: Trader, app: Any,
-                                                         platform: Any) -> None:
+def test_another_traders_account_is_a_404_on_every_route(alice: Trader, bob: Trader, app: Any, platform: Any) -> None:
     acc = alice.buy()["account"]["id"]
     quote(platform, "EURUSD", "1.10000", "1.10010")
-    r = alice.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "0.1",
-                                               "order_type": "limit", "limit_price": "1.09"})
+    r = alice.post(
+        f"/accounts/{acc}/orders",
+        {"symbol": "EURUSD", "side": "buy", "quantity": "0.1", "order_type": "limit", "limit_price": "1.09"},
+    )
     oid = r.json()["order"]["id"]
     admin = Trader(app, platform, "boss@example.test", UserRole.ADMIN)
     for who in (bob, admin):
-        for path in ("", "/positions", "/orders", "/trades", "/violations", "/equity", "/rules", "/daily-stats",
-                     "/journal"):
+        for path in (
+            "",
+            "/positions",
+            "/orders",
+            "/trades",
+            "/violations",
+            "/equity",
+            "/rules",
+            "/daily-stats",
+            "/journal",
+        ):
             r = who.get(f"/accounts/{acc}{path}")
             assert r.status_code == 404 and r.json()["error"]["code"] == "account_not_found", path
-        for path, body in (("/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "0.1"}),
-                           (f"/orders/{oid}/cancel", None),
-                           ("/positions/EURUSD/close", None),
-                           ("/positions/EURUSD/modify", {"stop_loss": "1.05"}),
-                           ("/risk-preview", {"symbol": "EURUSD", "side": "buy", "quantity": "0.1"})):
+        for path, body in (
+            ("/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "0.1"}),
+            (f"/orders/{oid}/cancel", None),
+            ("/positions/EURUSD/close", None),
+            ("/positions/EURUSD/modify", {"stop_loss": "1.05"}),
+            ("/risk-preview", {"symbol": "EURUSD", "side": "buy", "quantity": "0.1"}),
+        ):
             r = who.post(f"/accounts/{acc}{path}", body)
             assert r.status_code == 404 and r.json()["error"]["code"] == "account_not_found", path
         # The same answer as for an account that does not exist at all.
@@ -331,8 +373,9 @@ def test_order_submission_is_rate_limited_per_user(db_url: str, clock: Any) -> N
         t = Trader(create_app(p), p, "fast@example.test")
         acc = t.buy()["account"]["id"]
         quote(p, "EURUSD", "1.10000", "1.10010")
-        codes = [t.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "0.01"})
-                 for _ in range(3)]
+        codes = [
+            t.post(f"/accounts/{acc}/orders", {"symbol": "EURUSD", "side": "buy", "quantity": "0.01"}) for _ in range(3)
+        ]
         assert [r.status_code for r in codes] == [201, 201, 429]
         assert int(codes[-1].headers["Retry-After"]) >= 1
     finally:

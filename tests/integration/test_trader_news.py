@@ -75,7 +75,8 @@ def add_events(platform: Any, *events: tuple[timedelta, str, str, str]) -> None:
     """Events ``(offset from now, currency, impact, title)`` through the calendar's own upsert."""
     now = platform.clock.now()
     EconomicCalendar(platform.db, platform.clock).upsert(
-        [EconomicEvent(now + off, cur, impact, title, source="csv") for off, cur, impact, title in events])
+        [EconomicEvent(now + off, cur, impact, title, source="csv") for off, cur, impact, title in events]
+    )
 
 
 def at(text: str) -> datetime:
@@ -86,18 +87,24 @@ def titles(body: dict[str, Any]) -> list[str]:
     return [e["title"] for e in body["events"]]
 
 
-def test_the_panel_lists_the_events_inside_the_window_with_the_plans_news_rule(alice: Trader,
-                                                                              platform: Any) -> None:
+def test_the_panel_lists_the_events_inside_the_window_with_the_plans_news_rule(alice: Trader, platform: Any) -> None:
     acc = alice.buy("strict-risk", "25k")  # news_trading: 30 min before / 30 min after, high, reject_order
-    add_events(platform,
-               (timedelta(minutes=-45), "USD", "high", "Gone: released 45 min ago"),
-               (timedelta(minutes=-20), "USD", "high", "Still in its blackout"),
-               (timedelta(hours=2), "USD", "high", "US CPI"),
-               (timedelta(hours=23, minutes=59), "EUR", "high", "ECB decision"),
-               (timedelta(hours=30), "GBP", "high", "BoE in 30 h"))
+    add_events(
+        platform,
+        (timedelta(minutes=-45), "USD", "high", "Gone: released 45 min ago"),
+        (timedelta(minutes=-20), "USD", "high", "Still in its blackout"),
+        (timedelta(hours=2), "USD", "high", "US CPI"),
+        (timedelta(hours=23, minutes=59), "EUR", "high", "ECB decision"),
+        (timedelta(hours=30), "GBP", "high", "BoE in 30 h"),
+    )
     body = alice.news(acc)
-    assert body["rule"] == {"minutes_before": 30, "minutes_after": 30, "impact": "high", "scope": "open_and_close",
-                            "action": "reject_order"}
+    assert body["rule"] == {
+        "minutes_before": 30,
+        "minutes_after": 30,
+        "impact": "high",
+        "scope": "open_and_close",
+        "action": "reject_order",
+    }
     # From now - minutes_after (a blackout that may still run) to now + 24 h, oldest first.
     assert titles(body) == ["Still in its blackout", "US CPI", "ECB decision"]
     assert body["hours"] == 24
@@ -113,18 +120,24 @@ def test_the_panel_lists_the_events_inside_the_window_with_the_plans_news_rule(a
 
 def test_only_events_at_least_as_important_as_the_rule_are_shown(alice: Trader, platform: Any) -> None:
     acc = alice.buy("strict-risk", "25k")  # impact: high
-    add_events(platform, (timedelta(hours=1), "USD", "high", "NFP"), (timedelta(hours=1), "USD", "medium", "ISM"),
-               (timedelta(hours=1), "USD", "low", "Redbook"))
+    add_events(
+        platform,
+        (timedelta(hours=1), "USD", "high", "NFP"),
+        (timedelta(hours=1), "USD", "medium", "ISM"),
+        (timedelta(hours=1), "USD", "low", "Redbook"),
+    )
     assert titles(alice.news(acc)) == ["NFP"]
     assert alice.news(acc)["impact"] == "high"
 
 
-def test_an_event_affects_the_symbols_whose_base_or_quote_currency_it_concerns(alice: Trader,
-                                                                               platform: Any) -> None:
+def test_an_event_affects_the_symbols_whose_base_or_quote_currency_it_concerns(alice: Trader, platform: Any) -> None:
     acc = alice.buy("strict-risk", "25k")
-    add_events(platform, (timedelta(hours=1), "JPY", "high", "BoJ rate decision"),
-               (timedelta(hours=2), "USD", "high", "FOMC"),
-               (timedelta(hours=3), "CNY", "high", "China CPI"))  # no tradeable symbol quotes CNY
+    add_events(
+        platform,
+        (timedelta(hours=1), "JPY", "high", "BoJ rate decision"),
+        (timedelta(hours=2), "USD", "high", "FOMC"),
+        (timedelta(hours=3), "CNY", "high", "China CPI"),
+    )  # no tradeable symbol quotes CNY
     body = alice.news(acc)
     boj, fomc = body["events"]
     assert boj["title"] == "BoJ rate decision" and boj["symbols"] == ["EURJPY", "GBPJPY", "USDJPY"]
@@ -157,23 +170,27 @@ def test_a_symbol_the_panel_shows_as_blocked_now_is_refused_by_the_news_rule(ali
     assert q is not None
     platform.execution.on_quote(q)
     platform.clock.advance(1)
-    r = alice.client.post(f"{API}/accounts/{acc}/orders", json={"symbol": "EURUSD", "side": "buy", "quantity": "1",
-                                                                 "stop_loss": "1.09900"})
+    r = alice.client.post(
+        f"{API}/accounts/{acc}/orders",
+        json={"symbol": "EURUSD", "side": "buy", "quantity": "1", "stop_loss": "1.09900"},
+    )
     assert r.status_code == 422, r.text
     assert r.json()["error"]["details"]["rule"] == "news_trading"
 
 
-def test_a_plan_without_a_news_rule_shows_high_impact_events_without_a_blackout(alice: Trader,
-                                                                                platform: Any) -> None:
+def test_a_plan_without_a_news_rule_shows_high_impact_events_without_a_blackout(alice: Trader, platform: Any) -> None:
     acc = alice.buy("one-step-eod", "25k")
-    add_events(platform, (timedelta(minutes=-90), "USD", "high", "An hour and a half ago"),
-               (timedelta(minutes=-30), "USD", "high", "Half an hour ago"),
-               (timedelta(minutes=5), "USD", "high", "Retail sales"), (timedelta(minutes=5), "USD", "medium", "PMI"))
+    add_events(
+        platform,
+        (timedelta(minutes=-90), "USD", "high", "An hour and a half ago"),
+        (timedelta(minutes=-30), "USD", "high", "Half an hour ago"),
+        (timedelta(minutes=5), "USD", "high", "Retail sales"),
+        (timedelta(minutes=5), "USD", "medium", "PMI"),
+    )
     body = alice.news(acc)
     assert body["rule"] is None and body["impact"] == "high"
     assert titles(body) == ["Half an hour ago", "Retail sales"]  # 1 h back without a rule; high only
-    assert all(e["blackout_from"] is None and e["blackout_to"] is None and e["active"] is False
-               for e in body["events"])
+    assert all(e["blackout_from"] is None and e["blackout_to"] is None and e["active"] is False for e in body["events"])
     assert body["blackout_now"] == []
 
 
@@ -191,11 +208,15 @@ def test_hours_outside_1_to_168_is_a_422(alice: Trader, platform: Any, hours: st
     assert r.status_code == 422, r.text
 
 
-def test_the_dashboard_shows_the_news_panel_with_local_and_utc_times_and_the_countdown(alice: Trader,
-                                                                                       platform: Any) -> None:
+def test_the_dashboard_shows_the_news_panel_with_local_and_utc_times_and_the_countdown(
+    alice: Trader, platform: Any
+) -> None:
     acc = alice.buy("strict-risk", "25k")
-    add_events(platform, (timedelta(minutes=12, seconds=4), "USD", "high", "Non-Farm Payrolls"),
-               (timedelta(hours=3), "EUR", "high", "ECB rate decision <b>"))
+    add_events(
+        platform,
+        (timedelta(minutes=12, seconds=4), "USD", "high", "Non-Farm Payrolls"),
+        (timedelta(hours=3), "EUR", "high", "ECB rate decision <b>"),
+    )
     html = alice.client.get(f"/app/accounts/{acc}").text
     assert 'id="news-panel"' in html and ">News<" in html
     assert "Non-Farm Payrolls" in html and "ECB rate decision &lt;b&gt;" in html  # autoescaped
@@ -209,8 +230,9 @@ def test_the_dashboard_shows_the_news_panel_with_local_and_utc_times_and_the_cou
     assert "30 min before to 30 min after each high-impact event" in html and "orders are refused" in html
 
 
-def test_the_dashboard_says_when_nothing_is_coming_and_when_the_plan_has_no_news_rule(alice: Trader,
-                                                                                     platform: Any) -> None:
+def test_the_dashboard_says_when_nothing_is_coming_and_when_the_plan_has_no_news_rule(
+    alice: Trader, platform: Any
+) -> None:
     strict = alice.buy("strict-risk", "25k")
     html = alice.client.get(f"/app/accounts/{strict}").text
     assert "No high-impact events in the next 24 h." in html and "no news rule" not in html

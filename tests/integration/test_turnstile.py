@@ -23,8 +23,13 @@ def fake() -> Iterator[FakeTurnstile]:
 
 @pytest.fixture
 def web(db_url: str, clock: Any, fake: FakeTurnstile) -> Iterator[Any]:
-    p = open_test_platform(db_url, clock, turnstile_secret="test-secret", turnstile_sitekey="1x00000000000000000000AA",
-                           turnstile_verify_url=fake.url)
+    p = open_test_platform(
+        db_url,
+        clock,
+        turnstile_secret="test-secret",
+        turnstile_sitekey="1x00000000000000000000AA",
+        turnstile_verify_url=fake.url,
+    )
     try:
         with web_client(p, headers=csrf_headers(p)) as c:
             yield c

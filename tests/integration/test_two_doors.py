@@ -89,8 +89,13 @@ def platform(db_url: str, clock: Any) -> Iterator[Any]:
     from propdesk.bootstrap import open_platform
     from propdesk.settings import Settings
 
-    settings = Settings(database_url=db_url, db_role_prefix="pdtest", service_token=SERVICE_TOKEN,
-                        admin_token=ADMIN_TOKEN, db_pool_size=12)
+    settings = Settings(
+        database_url=db_url,
+        db_role_prefix="pdtest",
+        service_token=SERVICE_TOKEN,
+        admin_token=ADMIN_TOKEN,
+        db_pool_size=12,
+    )
     p = open_platform(settings, clock=clock, migrate=False, admin_url=db_url, configure_logs=False)
     yield p
     p.close()
@@ -128,10 +133,12 @@ def reference(case: Case, door: str) -> dict[str, Any]:
         return offline
     for lt in case.trades:
         assert lt.profit_given is None or lt.profit_given == case.price_profit(lt), (
-            f"#{lt.trade.ticket}: the profit override {lt.profit_given} is not the P&L of its prices")
+            f"#{lt.trade.ticket}: the profit override {lt.profit_given} is not the P&L of its prices"
+        )
     twin = case.offline(fees=False)
     assert (twin["verdict"], twin["breaches"]) == (offline["verdict"], offline["breaches"]), (
-        "the verdict depends on the commission: the order door cannot replay this case")
+        "the verdict depends on the commission: the order door cannot replay this case"
+    )
     return twin
 
 

@@ -26,9 +26,23 @@ EXPECTED = {
     "permissions-policy": None,
 }
 UNSAFE = ("post", "put", "patch", "delete")
-PAGES = ("/", "/login", "/signup", "/reset", "/reset?token=abc", "/app", "/admin", "/static/app.css",
-         "/static/auth.js", "/static/favicon.svg", "/nowhere", "/static/nothing.js", "/openapi.json", "/healthz",
-         "/metrics")
+PAGES = (
+    "/",
+    "/login",
+    "/signup",
+    "/reset",
+    "/reset?token=abc",
+    "/app",
+    "/admin",
+    "/static/app.css",
+    "/static/auth.js",
+    "/static/favicon.svg",
+    "/nowhere",
+    "/static/nothing.js",
+    "/openapi.json",
+    "/healthz",
+    "/metrics",
+)
 
 
 @pytest.fixture
@@ -84,10 +98,17 @@ def test_pages_static_files_and_errors_carry_the_security_headers(web: Any, plat
     assert web.get("/admin", follow_redirects=False).status_code == 403
     # 405, 413, 415, 422 and 401 answers
     assert_secure_headers(web.put("/api/v1/auth/login", headers=csrf_headers(platform)), "405")
-    assert_secure_headers(web.post("/api/v1/auth/login", content=b"x" * 2_000_000, headers=csrf_headers(platform)),
-                          "413")
-    assert_secure_headers(web.post("/api/v1/auth/login", content=b"a=b", headers={
-        **csrf_headers(platform), "Content-Type": "application/x-www-form-urlencoded"}), "415")
+    assert_secure_headers(
+        web.post("/api/v1/auth/login", content=b"x" * 2_000_000, headers=csrf_headers(platform)), "413"
+    )
+    assert_secure_headers(
+        web.post(
+            "/api/v1/auth/login",
+            content=b"a=b",
+            headers={**csrf_headers(platform), "Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        "415",
+    )
     assert_secure_headers(web.post("/api/v1/auth/login", json={"x": 1}, headers=csrf_headers(platform)), "422")
 
 
@@ -120,8 +141,9 @@ def _unsafe_routes(web: Any) -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.parametrize("origin", ["https://evil.example.com", "http://127.0.0.1:8001", "null", None])
-def test_every_unsafe_route_refuses_a_cookie_request_from_another_origin(web: Any, platform: Any,
-                                                                         origin: str | None) -> None:
+def test_every_unsafe_route_refuses_a_cookie_request_from_another_origin(
+    web: Any, platform: Any, origin: str | None
+) -> None:
     boss = make_user(platform, "boss@example.com", role=UserRole.ADMIN)
     web.cookies.update(login_cookie(platform, boss))
     headers = {"Origin": origin} if origin else {}
@@ -138,8 +160,7 @@ def test_every_unsafe_route_refuses_a_cookie_request_from_another_origin(web: An
     assert platform.identity.resolve(web.cookies.get("pd_session")) is not None  # logout was refused too
 
 
-def test_a_cross_site_fetch_without_origin_is_refused_and_a_same_origin_one_allowed(web: Any,
-                                                                                     platform: Any) -> None:
+def test_a_cross_site_fetch_without_origin_is_refused_and_a_same_origin_one_allowed(web: Any, platform: Any) -> None:
     web.cookies.update(login_cookie(platform, make_user(platform, "t@example.com")))
     r = web.post("/api/v1/auth/logout", headers={"Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_failed"
@@ -167,17 +188,24 @@ def test_the_trusted_origin_is_the_public_url(db_url: str, clock: Any) -> None:
         with web_client(p, base_url="https://desk.example.com") as c:
             assert c.post("/api/v1/auth/logout", headers={"Origin": "https://desk.example.com"}).status_code == 200
             assert c.post("/api/v1/auth/logout", headers={"Origin": "http://desk.example.com"}).status_code == 403
-            assert c.post("/api/v1/auth/logout",
-                          headers={"Origin": "https://desk.example.com.evil.com"}).status_code == 403
+            assert (
+                c.post("/api/v1/auth/logout", headers={"Origin": "https://desk.example.com.evil.com"}).status_code
+                == 403
+            )
     finally:
         p.close()
 
 
-@pytest.mark.parametrize(("url", "origin"), [
-    ("https://Desk.Example.com/", "https://desk.example.com"), ("https://desk.example.com:443", "https://desk.example.com"),
-    ("http://127.0.0.1:8000/x", "http://127.0.0.1:8000"), ("http://[::1]:80", "http://[::1]"),
-    ("https://x:bad", "invalid:"),
-])
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://Desk.Example.com/", "https://desk.example.com"),
+        ("https://desk.example.com:443", "https://desk.example.com"),
+        ("http://127.0.0.1:8000/x", "http://127.0.0.1:8000"),
+        ("http://[::1]:80", "http://[::1]"),
+        ("https://x:bad", "invalid:"),
+    ],
+)
 def test_origins_are_compared_the_way_browsers_write_them(url: str, origin: str) -> None:
     assert origin_of(url) == origin
 
@@ -197,8 +225,9 @@ def test_sessions_against_every_route_follow_the_path_policy(web: Any, platform:
         for who, jar in (("trader", trader), ("admin", boss), ("expired", stale)):
             web.cookies.clear()
             web.cookies.update(jar)
-            allowed = who != "expired" and (rule in (Access.SESSION, Access.ANY) or
-                                            (rule is Access.ADMIN and who == "admin"))
+            allowed = who != "expired" and (
+                rule in (Access.SESSION, Access.ANY) or (rule is Access.ADMIN and who == "admin")
+            )
             if allowed and "/stream" in path:
                 continue
             r = web.request(method, url, json={}, headers=csrf_headers(platform))
@@ -207,7 +236,10 @@ def test_sessions_against_every_route_follow_the_path_policy(web: Any, platform:
                 assert r.status_code == 401, (who, method, path)
             elif allowed:
                 assert r.status_code not in (401, 403) or r.json()["error"]["code"] not in (
-                    "unauthorized", "forbidden", "csrf_failed"), (who, method, path, r.text[:200])
+                    "unauthorized",
+                    "forbidden",
+                    "csrf_failed",
+                ), (who, method, path, r.text[:200])
                 assert r.status_code < 500, (who, method, path, r.text[:300])
             else:
                 assert r.status_code == 403, (who, method, path)

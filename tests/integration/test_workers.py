@@ -35,8 +35,13 @@ def platform(db_url: str, clock: Any) -> Iterator[Any]:
     from propdesk.bootstrap import open_platform
     from propdesk.settings import Settings
 
-    p = open_platform(Settings(db_role_prefix=ROLE_PREFIX, mtm_interval_seconds=0.05), admin_url=db_url,
-                      migrate=False, configure_logs=False, clock=clock)
+    p = open_platform(
+        Settings(db_role_prefix=ROLE_PREFIX, mtm_interval_seconds=0.05),
+        admin_url=db_url,
+        migrate=False,
+        configure_logs=False,
+        clock=clock,
+    )
     yield p
     p.close()
 
@@ -64,14 +69,16 @@ def heartbeat(db_url: str) -> tuple[Any, dict[str, Any]] | None:
 
 def mtm_events(db_url: str) -> dict[str, int]:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        rows = conn.execute("SELECT account_id, count(*) FROM ledger WHERE kind = 'mark_to_market'"
-                            " GROUP BY account_id").fetchall()
+        rows = conn.execute(
+            "SELECT account_id, count(*) FROM ledger WHERE kind = 'mark_to_market' GROUP BY account_id"
+        ).fetchall()
     return {str(r[0]): r[1] for r in rows}
 
 
 # ------------------------------------------------------------------------------------------ the command
-def test_worker_once_marks_every_open_position_and_writes_a_heartbeat(db_url: str, platform: Any,
-                                                                      tmp_path: Path) -> None:
+def test_worker_once_marks_every_open_position_and_writes_a_heartbeat(
+    db_url: str, platform: Any, tmp_path: Path
+) -> None:
     from propdesk.domain.quotes import Quote
 
     ids = open_positions(platform, n=3)
@@ -79,8 +86,14 @@ def test_worker_once_marks_every_open_position_and_writes_a_heartbeat(db_url: st
     platform.clock.advance(5)
     platform.quotes.put(Quote("EURUSD", Decimal("1.08500"), Decimal("1.08502"), platform.clock.now()))
 
-    proc = subprocess.run([sys.executable, "-m", "propdesk", "worker", "mark-to-market", "--once", "--json"],
-                          env=cli_env(db_url, tmp_path), capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "propdesk", "worker", "mark-to-market", "--once", "--json"],
+        env=cli_env(db_url, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 1
@@ -92,8 +105,10 @@ def test_worker_once_marks_every_open_position_and_writes_a_heartbeat(db_url: st
     assert beat is not None
     assert beat[1]["marked"] == 3 and beat[1]["ok"] is True and beat[1]["pid"] != os.getpid()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute("SELECT min(unrealized_pnl), max(unrealized_pnl), min(marked_at) FROM balances"
-                           " WHERE account_id = ANY(%s)", (ids,)).fetchone()
+        row = conn.execute(
+            "SELECT min(unrealized_pnl), max(unrealized_pnl), min(marked_at) FROM balances WHERE account_id = ANY(%s)",
+            (ids,),
+        ).fetchone()
     assert row is not None
     # 0.10 lot bought at the 1.08001 mid, marked at the 1.08500 bid: +499 x 0.1 x 100000 x 1e-5 = 49.90 USD.
     assert row[0] == row[1] == Decimal("49.90")
@@ -102,8 +117,13 @@ def test_worker_once_marks_every_open_position_and_writes_a_heartbeat(db_url: st
 
 def test_worker_stops_cleanly_on_sigterm(db_url: str, platform: Any, tmp_path: Path) -> None:
     open_positions(platform, n=1)
-    proc = subprocess.Popen([sys.executable, "-m", "propdesk", "worker", "mark-to-market", "--interval", "0.2"],
-                            env=cli_env(db_url, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "propdesk", "worker", "mark-to-market", "--interval", "0.2"],
+        env=cli_env(db_url, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -125,8 +145,9 @@ def test_worker_stops_cleanly_on_sigterm(db_url: str, platform: Any, tmp_path: P
 
 
 # ------------------------------------------------------------------------------------------ in process
-def test_a_failing_cycle_is_logged_counted_heartbeated_and_the_loop_goes_on(platform: Any, db_url: str,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_cycle_is_logged_counted_heartbeated_and_the_loop_goes_on(
+    platform: Any, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from propdesk.workers.mark_to_market import MarkToMarketWorker
 
     open_positions(platform, n=2)
@@ -159,8 +180,9 @@ def test_a_failing_cycle_is_logged_counted_heartbeated_and_the_loop_goes_on(plat
     assert "propdesk_mtm_cycle_seconds_count" in platform.metrics.render().decode()
 
 
-def test_one_account_failing_is_counted_and_the_others_are_marked(platform: Any, db_url: str,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_account_failing_is_counted_and_the_others_are_marked(
+    platform: Any, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from propdesk.workers.mark_to_market import MarkToMarketWorker
 
     ids = open_positions(platform, n=3)

@@ -55,8 +55,13 @@ PREFIX = "/api/v1/prop"
 
 OPEN, PRICE, CLOSE = 0, 1, 2  # the offline driver's event kinds, in its tie-break order
 TERMINAL = {"passed", "failed", "expired", "liquidated", "completed"}
-VERDICT = {"passed": "passed", "failed": "failed", "expired": "failed", "active": "in_progress",
-           "day_paused": "in_progress"}
+VERDICT = {
+    "passed": "passed",
+    "failed": "failed",
+    "expired": "failed",
+    "active": "in_progress",
+    "day_paused": "in_progress",
+}
 
 # Execution policy generous enough that no policy gate ever decides: the rulebook alone does. No fees, fills at
 # the mid (bid = ask = the log's price), quotes never too old for the replay's jumps in time, and a safety net
@@ -197,8 +202,10 @@ class Replay:
                 self._price(t, payload)
         self.clock.set(start)
         for ev in case.calendar or []:
-            r = self.admin.post("/api/v1/admin/calendar/events", json={
-                "at": iso(ev.at), "currency": ev.currency, "impact": ev.impact, "title": ev.title})
+            r = self.admin.post(
+                "/api/v1/admin/calendar/events",
+                json={"at": iso(ev.at), "currency": ev.currency, "impact": ev.impact, "title": ev.title},
+            )
             assert r.status_code == 201, r.text
         self._create(start)
         last = start
@@ -234,8 +241,13 @@ class Replay:
                 held.pop(lt.trade.symbol)
 
     def _create(self, start: datetime) -> None:
-        body: dict[str, Any] = {"owner_id": f"replay-{self.case.name}", "mode": "challenge",
-                                "plan_id": self.case.plan_id, "start": True, "policy": POLICY}
+        body: dict[str, Any] = {
+            "owner_id": f"replay-{self.case.name}",
+            "mode": "challenge",
+            "plan_id": self.case.plan_id,
+            "start": True,
+            "policy": POLICY,
+        }
         if self.case.offer_id:
             body["offer_id"] = self.case.offer_id
         if self.case.phase:
@@ -246,8 +258,9 @@ class Replay:
         assert acc["status"] == "active", acc
         self.account = acc["id"]
         with self.platform.db.read() as c:
-            row = c.execute("SELECT rulebook, phase_started_at FROM accounts WHERE id=%s",
-                            (uuid.UUID(acc["id"]),)).fetchone()
+            row = c.execute(
+                "SELECT rulebook, phase_started_at FROM accounts WHERE id=%s", (uuid.UUID(acc["id"]),)
+            ).fetchone()
         # The same rulebook in both doors, and the same phase start.
         assert row["rulebook"] == self.case.book.to_json()
         assert row["phase_started_at"] == start
@@ -259,8 +272,9 @@ class Replay:
 
     def _post(self, symbol: str, bid: Decimal, ask: Decimal, t: datetime) -> None:
         """A price point: through the API, so the service marks and judges every account holding ``symbol``."""
-        r = self.client.post(f"{PREFIX}/quotes", json={"symbol": symbol, "bid": fmt(bid), "ask": fmt(ask),
-                                                       "ts": iso(t)})
+        r = self.client.post(
+            f"{PREFIX}/quotes", json={"symbol": symbol, "bid": fmt(bid), "ask": fmt(ask), "ts": iso(t)}
+        )
         assert r.status_code == 200, r.text
 
     def _held_side(self, symbol: str) -> bool | None:
@@ -349,17 +363,29 @@ class Replay:
 
     def _check(self, lt: LogTrade, *, closing: bool) -> None:
         tr = lt.trade
-        body: dict[str, Any] = {"account_id": self.account, "ticket": tr.ticket, "symbol": tr.symbol,
-                                "side": tr.side, "lots": fmt(tr.lots), "open_time": iso(tr.open_time),
-                                "open_price": fmt(tr.open_price)}
+        body: dict[str, Any] = {
+            "account_id": self.account,
+            "ticket": tr.ticket,
+            "symbol": tr.symbol,
+            "side": tr.side,
+            "lots": fmt(tr.lots),
+            "open_time": iso(tr.open_time),
+            "open_price": fmt(tr.open_price),
+        }
         if tr.sl is not None:
             body["sl"] = fmt(tr.sl)
         if tr.tp is not None:
             body["tp"] = fmt(tr.tp)
         if closing:
             assert tr.close_time is not None and tr.close_price is not None
-            body.update({"close_time": iso(tr.close_time), "close_price": fmt(tr.close_price),
-                         "commission": fmt(lt.commission), "swap": fmt(lt.swap)})
+            body.update(
+                {
+                    "close_time": iso(tr.close_time),
+                    "close_price": fmt(tr.close_price),
+                    "commission": fmt(lt.commission),
+                    "swap": fmt(lt.swap),
+                }
+            )
             if lt.profit_given is not None:
                 body["profit"] = fmt(lt.profit_given)
         r = self.client.post("/api/v1/risk/check-trade", json=body)
@@ -377,8 +403,9 @@ class Replay:
 
     def _engine_state(self) -> EngineState:
         with self.platform.db.read() as c:
-            row = c.execute("SELECT state FROM rule_states WHERE account_id=%s",
-                            (uuid.UUID(self.account or ""),)).fetchone()
+            row = c.execute(
+                "SELECT state FROM rule_states WHERE account_id=%s", (uuid.UUID(self.account or ""),)
+            ).fetchone()
         return EngineState.from_json(row["state"]["engine"])
 
     def result(self) -> dict[str, Any]:
@@ -392,19 +419,35 @@ class Replay:
         assert recompute["ok"], recompute
         status = self.status()
         ev = Evaluator(self.case.book, self.case.phase, EngineState.from_json(state["engine"]))
-        engine_verdict = {"passed": "passed", "failed": "failed", "expired": "failed"}.get(ev.s.verdict or "",
-                                                                                            "in_progress")
+        engine_verdict = {"passed": "passed", "failed": "failed", "expired": "failed"}.get(
+            ev.s.verdict or "", "in_progress"
+        )
         assert VERDICT[status] == engine_verdict, (status, ev.s.verdict)
         return {
             "status": status,
             "verdict": VERDICT[status],
-            "breaches": [{"rule": r["rule"], "at": _at(r["at"]), "value": _num(r["value"]),
-                          "limit": _num(r["limit_value"]), "action": r["action"], "evidence": r["evidence"]}
-                         for r in rows if r["kind"] == "breach"],
-            "warnings": [{"rule": r["rule"], "at": _at(r["at"]), "evidence": r["evidence"]}
-                         for r in rows if r["kind"] == "warning"],
-            "flags": [{"rule": r["rule"], "at": _at(r["at"]), "evidence": r["evidence"]}
-                      for r in rows if r["kind"] in ("flag", "reject")],
+            "breaches": [
+                {
+                    "rule": r["rule"],
+                    "at": _at(r["at"]),
+                    "value": _num(r["value"]),
+                    "limit": _num(r["limit_value"]),
+                    "action": r["action"],
+                    "evidence": r["evidence"],
+                }
+                for r in rows
+                if r["kind"] == "breach"
+            ],
+            "warnings": [
+                {"rule": r["rule"], "at": _at(r["at"]), "evidence": r["evidence"]}
+                for r in rows
+                if r["kind"] == "warning"
+            ],
+            "flags": [
+                {"rule": r["rule"], "at": _at(r["at"]), "evidence": r["evidence"]}
+                for r in rows
+                if r["kind"] in ("flag", "reject")
+            ],
             "passes": [r for r in rows if r["kind"] == "pass"],
             "progress": ev.progress(),
             "trades": self.opened,

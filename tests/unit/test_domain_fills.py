@@ -53,10 +53,16 @@ def test_random_bps_has_a_fixed_value_for_a_known_seed_and_key() -> None:
     assert random_bps(0, "k", D(2), D(2)) == D(2)
 
 
-@given(st.integers(min_value=0, max_value=2**31), st.text(min_size=1, max_size=40), st.sampled_from(list(Side)),
-       st.integers(min_value=1, max_value=10**7), st.integers(min_value=0, max_value=10**4))
-def test_random_bps_slippage_is_between_1_and_3_bps_against_the_order(seed: int, key: str, side: Side, bid_units: int,
-                                                                      spread_units: int) -> None:
+@given(
+    st.integers(min_value=0, max_value=2**31),
+    st.text(min_size=1, max_size=40),
+    st.sampled_from(list(Side)),
+    st.integers(min_value=1, max_value=10**7),
+    st.integers(min_value=0, max_value=10**4),
+)
+def test_random_bps_slippage_is_between_1_and_3_bps_against_the_order(
+    seed: int, key: str, side: Side, bid_units: int, spread_units: int
+) -> None:
     bid = D(bid_units).scaleb(-5)
     q = Quote("X", bid, bid + D(spread_units).scaleb(-5), T0)
     policy = ExecutionPolicy(slippage_model=SlippageModel.RANDOM_BPS, slippage_seed=seed)

@@ -33,9 +33,15 @@ def inst(symbol: str) -> Instrument:
     return i
 
 
-def account(*, status: Status = Status.ACTIVE, policy: ExecutionPolicy = POLICY, equity: str = "100000",
-            positions: Mapping[str, Position] | None = None, notional: Mapping[str, Decimal] | None = None,
-            resting: tuple[RestingOrder, ...] = ()) -> AccountState:
+def account(
+    *,
+    status: Status = Status.ACTIVE,
+    policy: ExecutionPolicy = POLICY,
+    equity: str = "100000",
+    positions: Mapping[str, Position] | None = None,
+    notional: Mapping[str, Decimal] | None = None,
+    resting: tuple[RestingOrder, ...] = (),
+) -> AccountState:
     return AccountState(status, policy, D(equity), D(equity), positions or {}, notional or {}, resting)
 
 
@@ -114,16 +120,27 @@ def test_equities_trade_in_whole_shares() -> None:
     assert rej.details["min_lot"] == "1"
 
 
-@pytest.mark.parametrize(("req", "details"), [
-    (buy(order_type=OrderType.LIMIT), {}),
-    (buy(order_type=OrderType.STOP), {}),
-    (buy(order_type=OrderType.LIMIT, limit_price=D("-1.1")), {"limit_price": "-1.1"}),
-    (buy(order_type=OrderType.LIMIT, limit_price=D("1.100001")), {"limit_price": "1.100001", "price_precision": 5}),
-    (buy(stop_loss=D("1.090001")), {"stop_loss": "1.090001", "price_precision": 5}),
-    (sell(take_profit=D("1.0900000")), {"take_profit": "1.0900000", "price_precision": 5}),
-    (buy(order_type=OrderType.STOP, stop_price=D(0)), {"stop_price": "0"}),
-], ids=["limit-without-price", "stop-without-price", "negative", "too-many-decimals", "sl-too-many-decimals",
-        "tp-trailing-zeros-beyond-precision", "zero"])
+@pytest.mark.parametrize(
+    ("req", "details"),
+    [
+        (buy(order_type=OrderType.LIMIT), {}),
+        (buy(order_type=OrderType.STOP), {}),
+        (buy(order_type=OrderType.LIMIT, limit_price=D("-1.1")), {"limit_price": "-1.1"}),
+        (buy(order_type=OrderType.LIMIT, limit_price=D("1.100001")), {"limit_price": "1.100001", "price_precision": 5}),
+        (buy(stop_loss=D("1.090001")), {"stop_loss": "1.090001", "price_precision": 5}),
+        (sell(take_profit=D("1.0900000")), {"take_profit": "1.0900000", "price_precision": 5}),
+        (buy(order_type=OrderType.STOP, stop_price=D(0)), {"stop_price": "0"}),
+    ],
+    ids=[
+        "limit-without-price",
+        "stop-without-price",
+        "negative",
+        "too-many-decimals",
+        "sl-too-many-decimals",
+        "tp-trailing-zeros-beyond-precision",
+        "zero",
+    ],
+)
 def test_invalid_price_says_which_price_and_why(req: OrderRequest, details: dict[str, Any]) -> None:
     rej = check_order(req, account(), EURUSD, MKT)
 
@@ -144,8 +161,12 @@ def test_stale_price_reports_the_quote_its_age_and_the_limit() -> None:
     rej = check_order(buy(), account(), EURUSD, MarketContext(QUOTE, D(1), now))
 
     assert rej is not None and rej.code == Code.STALE_PRICE
-    assert rej.details == {"symbol": "EURUSD", "quote": QUOTE.evidence(), "age_seconds": 61.0,
-                           "max_quote_age_seconds": 60}
+    assert rej.details == {
+        "symbol": "EURUSD",
+        "quote": QUOTE.evidence(),
+        "age_seconds": 61.0,
+        "max_quote_age_seconds": 60,
+    }
 
 
 def test_a_quote_exactly_at_the_age_limit_is_still_fresh() -> None:
@@ -174,31 +195,61 @@ def test_direction_not_allowed_for_shorts_and_longs() -> None:
 
 
 def test_selling_out_of_a_long_is_allowed_when_shorts_are_not_but_flipping_is_not() -> None:
-    state = account(policy=ExecutionPolicy(allow_short=False),
-                    positions={"EURUSD": Position("EURUSD", D("0.2"), D("1.1"))})
+    state = account(
+        policy=ExecutionPolicy(allow_short=False), positions={"EURUSD": Position("EURUSD", D("0.2"), D("1.1"))}
+    )
 
     assert check_order(sell("0.2"), state, EURUSD, MKT) is None
     rej = check_order(sell("0.3"), state, EURUSD, MKT)
     assert rej is not None and rej.code == Code.DIRECTION_NOT_ALLOWED
 
 
-@pytest.mark.parametrize(("req", "code", "details"), [
-    (buy(stop_loss=D("1.10020")), Code.INVALID_STOP_LOSS,
-     {"stop_loss": "1.10020", "reference_price": "1.10020", "side": "buy"}),
-    (buy(take_profit=D("1.10010")), Code.INVALID_TAKE_PROFIT,
-     {"take_profit": "1.10010", "reference_price": "1.10020", "side": "buy"}),
-    (sell(stop_loss=D("1.09990")), Code.INVALID_STOP_LOSS,
-     {"stop_loss": "1.09990", "reference_price": "1.10000", "side": "sell"}),
-    (sell(take_profit=D("1.10000")), Code.INVALID_TAKE_PROFIT,
-     {"take_profit": "1.10000", "reference_price": "1.10000", "side": "sell"}),
-    (buy(order_type=OrderType.LIMIT, limit_price=D("1.09000"), stop_loss=D("1.09500")), Code.INVALID_STOP_LOSS,
-     {"stop_loss": "1.09500", "reference_price": "1.09000", "side": "buy"}),
-    (sell(order_type=OrderType.STOP, stop_price=D("1.09000"), take_profit=D("1.09500")), Code.INVALID_TAKE_PROFIT,
-     {"take_profit": "1.09500", "reference_price": "1.09000", "side": "sell"}),
-], ids=["buy-sl-at-ask", "buy-tp-below-ask", "sell-sl-below-bid", "sell-tp-at-bid", "buy-limit-sl-above-limit",
-        "sell-stop-tp-above-stop"])
+@pytest.mark.parametrize(
+    ("req", "code", "details"),
+    [
+        (
+            buy(stop_loss=D("1.10020")),
+            Code.INVALID_STOP_LOSS,
+            {"stop_loss": "1.10020", "reference_price": "1.10020", "side": "buy"},
+        ),
+        (
+            buy(take_profit=D("1.10010")),
+            Code.INVALID_TAKE_PROFIT,
+            {"take_profit": "1.10010", "reference_price": "1.10020", "side": "buy"},
+        ),
+        (
+            sell(stop_loss=D("1.09990")),
+            Code.INVALID_STOP_LOSS,
+            {"stop_loss": "1.09990", "reference_price": "1.10000", "side": "sell"},
+        ),
+        (
+            sell(take_profit=D("1.10000")),
+            Code.INVALID_TAKE_PROFIT,
+            {"take_profit": "1.10000", "reference_price": "1.10000", "side": "sell"},
+        ),
+        (
+            buy(order_type=OrderType.LIMIT, limit_price=D("1.09000"), stop_loss=D("1.09500")),
+            Code.INVALID_STOP_LOSS,
+            {"stop_loss": "1.09500", "reference_price": "1.09000", "side": "buy"},
+        ),
+        (
+            sell(order_type=OrderType.STOP, stop_price=D("1.09000"), take_profit=D("1.09500")),
+            Code.INVALID_TAKE_PROFIT,
+            {"take_profit": "1.09500", "reference_price": "1.09000", "side": "sell"},
+        ),
+    ],
+    ids=[
+        "buy-sl-at-ask",
+        "buy-tp-below-ask",
+        "sell-sl-below-bid",
+        "sell-tp-at-bid",
+        "buy-limit-sl-above-limit",
+        "sell-stop-tp-above-stop",
+    ],
+)
 def test_stop_loss_and_take_profit_on_the_wrong_side_are_refused_with_the_reference_price(
-        req: OrderRequest, code: str, details: dict[str, Any]) -> None:
+    req: OrderRequest, code: str, details: dict[str, Any]
+) -> None:
     rej = check_order(req, account(), EURUSD, MKT)
 
     assert rej is not None and rej.code == code
@@ -229,8 +280,9 @@ def test_notional_is_converted_into_the_account_currency() -> None:
 
 def test_aggregate_notional_exceeded_adds_the_other_open_positions() -> None:
     policy = ExecutionPolicy(max_aggregate_notional=D(20000))
-    state = account(policy=policy, positions={"GBPUSD": Position("GBPUSD", D("0.1"), D("1.3"))},
-                    notional={"GBPUSD": D(15000)})
+    state = account(
+        policy=policy, positions={"GBPUSD": Position("GBPUSD", D("0.1"), D("1.3"))}, notional={"GBPUSD": D(15000)}
+    )
 
     rej = check_order(buy(), state, EURUSD, MKT)
 
@@ -244,16 +296,19 @@ def test_leverage_exceeded_gives_leverage_equity_and_aggregate() -> None:
     rej = check_order(buy("0.4"), state, EURUSD, MKT)
 
     assert rej is not None and rej.code == Code.LEVERAGE_EXCEEDED
-    assert rej.details == {"leverage": "5.5010", "limit": "5", "aggregate_notional": "44008.00",
-                           "equity": "8000.00"}
+    assert rej.details == {"leverage": "5.5010", "limit": "5", "aggregate_notional": "44008.00", "equity": "8000.00"}
 
 
 def test_position_equity_exceeded_gives_the_share_of_equity() -> None:
     rej = check_order(buy(), account(equity="20000"), EURUSD, MKT)
 
     assert rej is not None and rej.code == Code.POSITION_EQUITY_EXCEEDED
-    assert rej.details == {"position_notional": "11002.00", "equity": "20000.00", "position_equity_pct": "55.0100",
-                           "limit_pct": "50"}
+    assert rej.details == {
+        "position_notional": "11002.00",
+        "equity": "20000.00",
+        "position_equity_pct": "55.0100",
+        "limit_pct": "50",
+    }
 
 
 def test_insufficient_margin_counts_margin_reserved_by_resting_orders() -> None:
@@ -263,8 +318,12 @@ def test_insufficient_margin_counts_margin_reserved_by_resting_orders() -> None:
     rej = check_order(buy(), state, EURUSD, MKT)
 
     assert rej is not None and rej.code == Code.INSUFFICIENT_MARGIN
-    assert rej.details == {"required_margin": "2200.40", "free_margin": "2000.00", "used_margin": "8000.00",
-                           "equity": "10000.00"}
+    assert rej.details == {
+        "required_margin": "2200.40",
+        "free_margin": "2000.00",
+        "used_margin": "8000.00",
+        "equity": "10000.00",
+    }
 
 
 def test_insufficient_margin_when_equity_is_not_positive() -> None:
@@ -337,7 +396,7 @@ def test_reduce_only_larger_than_the_position_is_refused() -> None:
 def test_reducing_a_position_passes_every_exposure_gate_even_when_all_limits_are_blown(reduce_only: bool) -> None:
     positions, notional = others(7)  # above max_open_positions
     positions["EURUSD"] = Position("EURUSD", D("5"), D("1.1"))
-    notional["EURUSD"] = D(550000)   # above max_notional, leverage and position share
+    notional["EURUSD"] = D(550000)  # above max_notional, leverage and position share
     policy = ExecutionPolicy(max_aggregate_notional=D(1000), max_open_positions=1, max_open_orders=0)
     resting = (RestingOrder("GBPUSD", Side.BUY, D(1), D("1.2"), D(10**6)),)
     state = account(policy=policy, equity="-5000", positions=positions, notional=notional, resting=resting)
@@ -359,12 +418,28 @@ def test_a_flip_is_gated_on_the_far_side_only() -> None:
 def test_every_code_check_order_can_return_is_covered_here() -> None:
     """The codes above are all of ``Code`` except those produced outside ``check_order``."""
     produced_elsewhere = {Code.UNSUPPORTED_ACTION, Code.RULE_VIOLATION}
-    tested = {Code.ACCOUNT_NOT_ACTIVE, Code.UNKNOWN_SYMBOL, Code.ASSET_NOT_ALLOWED, Code.INVALID_QUANTITY,
-              Code.INVALID_PRICE, Code.MISSING_PRICE, Code.STALE_PRICE, Code.MISSING_CONVERSION_PRICE,
-              Code.MARKET_CLOSED,  # covered in tests/integration/test_market_hours_gates.py
-              Code.DIRECTION_NOT_ALLOWED, Code.INVALID_STOP_LOSS, Code.INVALID_TAKE_PROFIT, Code.NOTIONAL_EXCEEDED,
-              Code.AGGREGATE_NOTIONAL_EXCEEDED, Code.LEVERAGE_EXCEEDED, Code.POSITION_EQUITY_EXCEEDED,
-              Code.INSUFFICIENT_MARGIN, Code.MAX_OPEN_POSITIONS, Code.MAX_OPEN_ORDERS, Code.NO_POSITION}
+    tested = {
+        Code.ACCOUNT_NOT_ACTIVE,
+        Code.UNKNOWN_SYMBOL,
+        Code.ASSET_NOT_ALLOWED,
+        Code.INVALID_QUANTITY,
+        Code.INVALID_PRICE,
+        Code.MISSING_PRICE,
+        Code.STALE_PRICE,
+        Code.MISSING_CONVERSION_PRICE,
+        Code.MARKET_CLOSED,  # covered in tests/integration/test_market_hours_gates.py
+        Code.DIRECTION_NOT_ALLOWED,
+        Code.INVALID_STOP_LOSS,
+        Code.INVALID_TAKE_PROFIT,
+        Code.NOTIONAL_EXCEEDED,
+        Code.AGGREGATE_NOTIONAL_EXCEEDED,
+        Code.LEVERAGE_EXCEEDED,
+        Code.POSITION_EQUITY_EXCEEDED,
+        Code.INSUFFICIENT_MARGIN,
+        Code.MAX_OPEN_POSITIONS,
+        Code.MAX_OPEN_ORDERS,
+        Code.NO_POSITION,
+    }
     all_codes = {v for k, v in vars(Code).items() if k.isupper()}
 
     assert tested | produced_elsewhere == all_codes

@@ -18,9 +18,15 @@ def test_an_empty_ledger_folds_to_zero() -> None:
 
 
 def test_cash_is_the_sum_and_each_category_has_its_running_total() -> None:
-    entries = [(D(100000), "deposit", D(100000)), (D("-11.00"), "fee", None), (D("250.50"), "pnl", D("100239.50")),
-               (D("-80.25"), "pnl", None), (D("-5.00"), "fee", None), (D(0), "none", None),
-               (D("10.00"), "adjustment", None)]
+    entries = [
+        (D(100000), "deposit", D(100000)),
+        (D("-11.00"), "fee", None),
+        (D("250.50"), "pnl", D("100239.50")),
+        (D("-80.25"), "pnl", None),
+        (D("-5.00"), "fee", None),
+        (D(0), "none", None),
+        (D("10.00"), "adjustment", None),
+    ]
 
     totals = fold(entries)
 
@@ -34,8 +40,14 @@ def test_cash_is_the_sum_and_each_category_has_its_running_total() -> None:
 
 
 def test_the_high_watermark_follows_cash_and_recorded_equity() -> None:
-    totals = fold([(D(1000), Category.DEPOSIT, None), (D(0), Category.NONE, D(1500)), (D(-600), Category.PNL, D(400)),
-                   (D(700), Category.PNL, None)])
+    totals = fold(
+        [
+            (D(1000), Category.DEPOSIT, None),
+            (D(0), Category.NONE, D(1500)),
+            (D(-600), Category.PNL, D(400)),
+            (D(700), Category.PNL, None),
+        ]
+    )
 
     assert totals.high_watermark == D(1500)
     assert fold([(D(1000), "deposit", None), (D(600), "pnl", None)]).high_watermark == D(1600)
@@ -54,9 +66,10 @@ def test_ledger_amounts_are_whole_cents() -> None:
     assert Entry(EntryKind.FEE, D("-0.01"), Category.FEE).amount == D("-0.01")
 
 
-cents = st.integers(min_value=-10**9, max_value=10**9).map(lambda n: D(n).scaleb(-2))
-entries = st.lists(st.tuples(cents, st.sampled_from(["deposit", "pnl", "fee", "adjustment"]),
-                             st.one_of(st.none(), cents)), max_size=60)
+cents = st.integers(min_value=-(10**9), max_value=10**9).map(lambda n: D(n).scaleb(-2))
+entries = st.lists(
+    st.tuples(cents, st.sampled_from(["deposit", "pnl", "fee", "adjustment"]), st.one_of(st.none(), cents)), max_size=60
+)
 
 
 @given(entries)
@@ -74,8 +87,9 @@ def test_the_fold_conserves_money(rows: list[tuple[Decimal, str, Decimal | None]
 
 
 @given(entries, entries)
-def test_folding_is_incremental(a: list[tuple[Decimal, str, Decimal | None]],
-                                b: list[tuple[Decimal, str, Decimal | None]]) -> None:
+def test_folding_is_incremental(
+    a: list[tuple[Decimal, str, Decimal | None]], b: list[tuple[Decimal, str, Decimal | None]]
+) -> None:
     whole, left, right = fold(a + b), fold(a), fold(b)
 
     assert whole.cash == left.cash + right.cash

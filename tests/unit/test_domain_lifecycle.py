@@ -66,7 +66,8 @@ def test_each_table_entry_moves_the_account_to_its_target(pair: tuple[Status, Tr
 
 @pytest.mark.parametrize("pair", ILLEGAL_PAIRS, ids=[_id(p) for p in ILLEGAL_PAIRS])
 def test_every_move_outside_the_table_raises_illegal_transition_with_the_allowed_triggers(
-        pair: tuple[Status, Trigger]) -> None:
+    pair: tuple[Status, Trigger],
+) -> None:
     status, trigger = pair
 
     with pytest.raises(IllegalTransition) as excinfo:

@@ -18,8 +18,8 @@ from propdesk.domain.quotes import Quote
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 D = Decimal
 
-lots = st.integers(min_value=1, max_value=50_000).map(lambda n: D(n).scaleb(-2))          # 0.01 .. 500.00
-prices = st.integers(min_value=1, max_value=20_000_000).map(lambda n: D(n).scaleb(-4))   # 0.0001 .. 2000.0000
+lots = st.integers(min_value=1, max_value=50_000).map(lambda n: D(n).scaleb(-2))  # 0.01 .. 500.00
+prices = st.integers(min_value=1, max_value=20_000_000).map(lambda n: D(n).scaleb(-4))  # 0.0001 .. 2000.0000
 contracts = st.sampled_from([D(1), D(100), D(1000), D(100000)])
 sides = st.sampled_from([Side.BUY, Side.SELL])
 fills = st.lists(st.tuples(sides, lots, prices), min_size=1, max_size=25)
@@ -100,8 +100,13 @@ def test_valuation_converts_into_the_account_currency_and_lists_symbols_without_
     jpy = Quote("USDJPY", D("150.000"), D("150.000"), T0)
     positions = [Position("USDJPY", D(1), D("149.000")), Position("AAPL", D(10), D(200))]
 
-    val = valuate(D(1000), positions, insts, lambda s: jpy if s == "USDJPY" else None,
-                  lambda ccy: D(1) / D(150) if ccy == "JPY" else D(1))
+    val = valuate(
+        D(1000),
+        positions,
+        insts,
+        lambda s: jpy if s == "USDJPY" else None,
+        lambda ccy: D(1) / D(150) if ccy == "JPY" else D(1),
+    )
 
     assert val.missing == ("AAPL",)
     # 1 yen x 100,000 = 100,000 JPY = 666.67 USD
@@ -111,8 +116,9 @@ def test_valuation_converts_into_the_account_currency_and_lists_symbols_without_
 
 # ---------------------------------------------------------------- properties
 @given(fills, contracts)
-def test_position_quantity_is_the_signed_sum_of_its_fills(seq: list[tuple[Side, Decimal, Decimal]],
-                                                          contract: Decimal) -> None:
+def test_position_quantity_is_the_signed_sum_of_its_fills(
+    seq: list[tuple[Side, Decimal, Decimal]], contract: Decimal
+) -> None:
     pos: Position | None = None
     for side, qty, px in seq:
         pos = apply_fill(pos, "X", side, qty, px, contract).position
@@ -124,7 +130,8 @@ def test_position_quantity_is_the_signed_sum_of_its_fills(seq: list[tuple[Side, 
 
 @given(sides, lots, prices, prices, contracts)
 def test_a_round_trip_realizes_exit_minus_entry_times_signed_quantity_times_contract(
-        side: Side, qty: Decimal, entry: Decimal, exit_: Decimal, contract: Decimal) -> None:
+    side: Side, qty: Decimal, entry: Decimal, exit_: Decimal, contract: Decimal
+) -> None:
     opened = apply_fill(None, "X", side, qty, entry, contract)
 
     closed = apply_fill(opened.position, "X", side.opposite, qty, exit_, contract)
@@ -135,8 +142,9 @@ def test_a_round_trip_realizes_exit_minus_entry_times_signed_quantity_times_cont
 
 
 @given(sides, lots, lots, prices, prices, contracts)
-def test_a_flip_opens_the_remainder_at_the_fill_price(side: Side, first: Decimal, second: Decimal, entry: Decimal,
-                                                     px: Decimal, contract: Decimal) -> None:
+def test_a_flip_opens_the_remainder_at_the_fill_price(
+    side: Side, first: Decimal, second: Decimal, entry: Decimal, px: Decimal, contract: Decimal
+) -> None:
     opened = apply_fill(None, "X", side, first, entry, contract).position
     assert opened is not None
 
@@ -150,8 +158,9 @@ def test_a_flip_opens_the_remainder_at_the_fill_price(side: Side, first: Decimal
 
 
 @given(fills, contracts)
-def test_replaying_fills_equals_applying_them_one_by_one(seq: list[tuple[Side, Decimal, Decimal]],
-                                                        contract: Decimal) -> None:
+def test_replaying_fills_equals_applying_them_one_by_one(
+    seq: list[tuple[Side, Decimal, Decimal]], contract: Decimal
+) -> None:
     pos: Position | None = None
     for side, qty, px in seq:
         pos = apply_fill(pos, "X", side, qty, px, contract).position
@@ -160,8 +169,9 @@ def test_replaying_fills_equals_applying_them_one_by_one(seq: list[tuple[Side, D
 
 
 @given(fills, contracts)
-def test_realized_plus_open_cost_matches_the_cash_flow_of_the_fills(seq: list[tuple[Side, Decimal, Decimal]],
-                                                                   contract: Decimal) -> None:
+def test_realized_plus_open_cost_matches_the_cash_flow_of_the_fills(
+    seq: list[tuple[Side, Decimal, Decimal]], contract: Decimal
+) -> None:
     """Money is conserved by the position math: realized P&L plus the open position valued at its entry equals
     what the fills paid and received (up to the 10-dp rounding of average prices)."""
     pos: Position | None = None

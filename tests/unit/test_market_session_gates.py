@@ -26,11 +26,16 @@ def closed() -> MarketSession:
 
 
 def test_a_closed_market_is_refused_before_asking_for_a_price() -> None:
-    rej = check_order(OrderRequest("EURUSD", Side.BUY, D("0.1")), ACCOUNT, EURUSD,
-                      MarketContext(None, None, T0, closed()))
+    rej = check_order(
+        OrderRequest("EURUSD", Side.BUY, D("0.1")), ACCOUNT, EURUSD, MarketContext(None, None, T0, closed())
+    )
     assert rej is not None and rej.code == Code.MARKET_CLOSED
-    assert rej.details == {"symbol": "EURUSD", "asset_class": "forex", "reason": "closed: weekend",
-                           "next_open": "2026-03-08T22:00:00Z"}
+    assert rej.details == {
+        "symbol": "EURUSD",
+        "asset_class": "forex",
+        "reason": "closed: weekend",
+        "next_open": "2026-03-08T22:00:00Z",
+    }
     assert rej.message == "the EURUSD market is closed (weekend); it opens at 2026-03-08T22:00:00Z"
 
 
@@ -42,5 +47,8 @@ def test_freshness_uses_the_asset_class_threshold_not_the_policy_when_the_sessio
     rej = check_order(req, ACCOUNT, BTCUSD, MarketContext(quote, D(1), T0 + timedelta(seconds=31), session))
     assert rej is not None and rej.code == Code.STALE_PRICE
     assert (rej.details["threshold_seconds"], rej.details["asset_class"], rej.details["age_seconds"]) == (
-        30.0, "crypto", 31.0)
+        30.0,
+        "crypto",
+        31.0,
+    )
     assert rej.message == "the last quote for BTCUSD is 31.0s old (limit 30s for crypto)"

@@ -20,12 +20,24 @@ def q(sec: float, bid: str, ask: str, sym: str = "EURUSD") -> Quote:
 def test_minute_bars_on_mid_with_tick_counts() -> None:
     closed = []
     agg = CandleAggregator(on_close=closed.append)
-    for x in (q(1, "1.0", "1.2"), q(20, "1.3", "1.5"), q(40, "0.9", "0.9"), q(59.9, "1.0", "1.0"),
-              q(61, "2.0", "2.0"), q(5, "1.0", "1.0", "GBPUSD")):
+    for x in (
+        q(1, "1.0", "1.2"),
+        q(20, "1.3", "1.5"),
+        q(40, "0.9", "0.9"),
+        q(59.9, "1.0", "1.0"),
+        q(61, "2.0", "2.0"),
+        q(5, "1.0", "1.0", "GBPUSD"),
+    ):
         agg.add(x)
     a, b = agg.candles("EURUSD")
     assert (a.minute, a.open, a.high, a.low, a.close, a.ticks) == (
-        T0, Decimal("1.1"), Decimal("1.4"), Decimal("0.9"), Decimal("1.0"), 4)
+        T0,
+        Decimal("1.1"),
+        Decimal("1.4"),
+        Decimal("0.9"),
+        Decimal("1.0"),
+        4,
+    )
     assert (b.minute, b.open, b.ticks, b.synthetic) == (T0 + timedelta(minutes=1), Decimal("2.0"), 1, False)
     assert closed == [a]
     assert agg.symbols() == ["EURUSD", "GBPUSD"]

@@ -92,8 +92,10 @@ def test_files_merge_in_time_order() -> None:
 
 def test_out_of_order_and_duplicate_ticks_are_dropped(tmp_path: Path) -> None:
     f = tmp_path / "eurusd-ticks.csv"
-    f.write_text("timestamp,bid,ask\n2024-01-02 10:00:01,1.1,1.2\n2024-01-02 10:00:00,1.0,1.3\n"
-                 "2024-01-02 10:00:01,1.1,1.2\n2024-01-02 10:00:02,1.15,1.25\n")
+    f.write_text(
+        "timestamp,bid,ask\n2024-01-02 10:00:01,1.1,1.2\n2024-01-02 10:00:00,1.0,1.3\n"
+        "2024-01-02 10:00:01,1.1,1.2\n2024-01-02 10:00:02,1.15,1.25\n"
+    )
     store, candles = QuoteStore(), CandleAggregator()
     for q in ReplayProvider([f]).quotes():
         if (s := store.put(q)) is not None:
@@ -143,19 +145,22 @@ def _shared() -> Path | None:
     return None
 
 
-@pytest.mark.parametrize(("rel", "symbol", "at_least"), [
-    ("nautilus_trader/quote_tick_data.csv", "EURUSD", 9000),
-    ("nautilus_trader/truefx/usdjpy-ticks.csv", None, 1000),
-    ("nautilus_trader/fxcm/gbpusd-m1-bid-2012.csv", None, 30000),
-    ("nautilus_trader/fxcm/usdjpy-m1-ask-2013.csv", None, 28000),
-    ("nautilus_trader/btc-perp-20211231-20220201_1m.csv", None, 45000),
-    ("backtrader/bidask.csv", "AUDUSD", 10),
-    ("backtrader/2006-min-005.txt", "US500", 2000),
-    ("backtrader/2006-01-02-volume-min-001.txt", "US500", 30000),
-    ("backtrader/nvda-1999-2014.txt", None, 4000),
-    ("snowguru/EURUSD_H4.csv", None, 25000),
-    ("snowguru/USA500.IDXUSD_Ticks_04.09.2023-04.09.2023.csv", None, 10000),
-])
+@pytest.mark.parametrize(
+    ("rel", "symbol", "at_least"),
+    [
+        ("nautilus_trader/quote_tick_data.csv", "EURUSD", 9000),
+        ("nautilus_trader/truefx/usdjpy-ticks.csv", None, 1000),
+        ("nautilus_trader/fxcm/gbpusd-m1-bid-2012.csv", None, 30000),
+        ("nautilus_trader/fxcm/usdjpy-m1-ask-2013.csv", None, 28000),
+        ("nautilus_trader/btc-perp-20211231-20220201_1m.csv", None, 45000),
+        ("backtrader/bidask.csv", "AUDUSD", 10),
+        ("backtrader/2006-min-005.txt", "US500", 2000),
+        ("backtrader/2006-01-02-volume-min-001.txt", "US500", 30000),
+        ("backtrader/nvda-1999-2014.txt", None, 4000),
+        ("snowguru/EURUSD_H4.csv", None, 25000),
+        ("snowguru/USA500.IDXUSD_Ticks_04.09.2023-04.09.2023.csv", None, 10000),
+    ],
+)
 def test_real_shared_files(rel: str, symbol: str | None, at_least: int) -> None:
     base = _shared()
     if base is None:

@@ -51,8 +51,12 @@ def cal() -> SessionCalendar:
     ],
 )
 def test_fx_weekend_closes_friday_17_and_reopens_sunday_17_new_york_across_dst(
-    cal: SessionCalendar, friday: tuple[int, int, int], sunday: tuple[int, int, int],
-    friday_close_utc: datetime, sunday_open_utc: datetime, next_friday_close_utc: datetime,
+    cal: SessionCalendar,
+    friday: tuple[int, int, int],
+    sunday: tuple[int, int, int],
+    friday_close_utc: datetime,
+    sunday_open_utc: datetime,
+    next_friday_close_utc: datetime,
 ) -> None:
     before = cal.status("EURUSD", ny(*friday, 16, 59, 59))
     assert before.open
@@ -283,8 +287,10 @@ def test_import_is_lazy_and_warning_free() -> None:
 KINDS = [SessionKind.FX_24_5, SessionKind.CME_GLOBEX, SessionKind.XNYS]
 
 
-@given(steps=st.lists(st.integers(min_value=-3 * 86400, max_value=3 * 86400), min_size=1, max_size=60),
-       start=st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)))
+@given(
+    steps=st.lists(st.integers(min_value=-3 * 86400, max_value=3 * 86400), min_size=1, max_size=60),
+    start=st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)),
+)
 def test_a_remembered_answer_equals_a_fresh_computation_at_every_moment(steps: list[int], start: datetime) -> None:
     """The per-kind answer window never serves a status that a cold calendar would not give, whichever way the
     clock walks (forward, backward, across weekends, holidays, early closes and midnights)."""

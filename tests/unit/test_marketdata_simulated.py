@@ -83,8 +83,7 @@ def test_seq_increases_and_a_repeated_time_emits_nothing() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(sym=st.sampled_from(DEFAULT_CATALOGUE.symbols()), mid=st.floats(1e-3, 1e6),
-       spread_bps=st.floats(0.0, 500.0))
+@given(sym=st.sampled_from(DEFAULT_CATALOGUE.symbols()), mid=st.floats(1e-3, 1e6), spread_bps=st.floats(0.0, 500.0))
 def test_quantized_quotes_have_precision_and_positive_spread(sym: str, mid: float, spread_bps: float) -> None:
     inst = DEFAULT_CATALOGUE.get(sym)
     assert inst is not None
@@ -120,49 +119,56 @@ def test_median_spread_matches_the_calibration() -> None:
 
 # --------------------------------------------------------------------------------------------- sessions
 
-@pytest.mark.parametrize(("when", "cls", "is_open"), [
-    # FX week: Sunday 17:00 New York (open, inclusive) to Friday 17:00 (closed, exclusive)
-    (ny(2024, 7, 7, 16, 59, 59), AssetClass.FOREX, False),
-    (ny(2024, 7, 7, 17, 0, 0), AssetClass.FOREX, True),
-    (ny(2024, 7, 12, 16, 59, 59), AssetClass.FOREX, True),
-    (ny(2024, 7, 12, 17, 0, 0), AssetClass.FOREX, False),
-    (ny(2024, 7, 13, 12, 0), AssetClass.METAL, False),
-    (ny(2024, 7, 10, 2, 0), AssetClass.ENERGY, True),
-    # US cash session 09:30-16:00 New York
-    (ny(2024, 7, 8, 9, 29, 59), AssetClass.EQUITY, False),
-    (ny(2024, 7, 8, 9, 30, 0), AssetClass.EQUITY, True),
-    (ny(2024, 7, 8, 15, 59, 59), AssetClass.EQUITY, True),
-    (ny(2024, 7, 8, 16, 0, 0), AssetClass.EQUITY, False),
-    # index CFDs follow the CME futures (24/5 here), not the cash session
-    (ny(2024, 7, 8, 16, 0, 0), AssetClass.INDEX, True),
-    (ny(2024, 7, 8, 5, 0, 0), AssetClass.INDEX, True),
-    (ny(2024, 7, 13, 12, 0), AssetClass.INDEX, False),
-    (ny(2024, 7, 13, 11, 0), AssetClass.EQUITY, False),
-    (ny(2024, 7, 7, 3, 0), AssetClass.CRYPTO, True),
-])
+
+@pytest.mark.parametrize(
+    ("when", "cls", "is_open"),
+    [
+        # FX week: Sunday 17:00 New York (open, inclusive) to Friday 17:00 (closed, exclusive)
+        (ny(2024, 7, 7, 16, 59, 59), AssetClass.FOREX, False),
+        (ny(2024, 7, 7, 17, 0, 0), AssetClass.FOREX, True),
+        (ny(2024, 7, 12, 16, 59, 59), AssetClass.FOREX, True),
+        (ny(2024, 7, 12, 17, 0, 0), AssetClass.FOREX, False),
+        (ny(2024, 7, 13, 12, 0), AssetClass.METAL, False),
+        (ny(2024, 7, 10, 2, 0), AssetClass.ENERGY, True),
+        # US cash session 09:30-16:00 New York
+        (ny(2024, 7, 8, 9, 29, 59), AssetClass.EQUITY, False),
+        (ny(2024, 7, 8, 9, 30, 0), AssetClass.EQUITY, True),
+        (ny(2024, 7, 8, 15, 59, 59), AssetClass.EQUITY, True),
+        (ny(2024, 7, 8, 16, 0, 0), AssetClass.EQUITY, False),
+        # index CFDs follow the CME futures (24/5 here), not the cash session
+        (ny(2024, 7, 8, 16, 0, 0), AssetClass.INDEX, True),
+        (ny(2024, 7, 8, 5, 0, 0), AssetClass.INDEX, True),
+        (ny(2024, 7, 13, 12, 0), AssetClass.INDEX, False),
+        (ny(2024, 7, 13, 11, 0), AssetClass.EQUITY, False),
+        (ny(2024, 7, 7, 3, 0), AssetClass.CRYPTO, True),
+    ],
+)
 def test_session_boundaries(when: datetime, cls: AssetClass, is_open: bool) -> None:
     assert in_session(cls, when) is is_open
 
 
-@pytest.mark.parametrize(("utc", "cls", "is_open"), [
-    # summer (EDT, UTC-4): the cash open is 13:30 UTC
-    (datetime(2024, 7, 8, 13, 29, 59, tzinfo=UTC), AssetClass.EQUITY, False),
-    (datetime(2024, 7, 8, 13, 30, tzinfo=UTC), AssetClass.EQUITY, True),
-    (datetime(2024, 7, 8, 20, 0, tzinfo=UTC), AssetClass.EQUITY, False),
-    # winter (EST, UTC-5): the cash open is 14:30 UTC
-    (datetime(2024, 1, 8, 13, 30, tzinfo=UTC), AssetClass.EQUITY, False),
-    (datetime(2024, 1, 8, 14, 30, tzinfo=UTC), AssetClass.EQUITY, True),
-    (datetime(2024, 1, 8, 20, 59, 59, tzinfo=UTC), AssetClass.EQUITY, True),
-    # DST starts on Sunday 2024-03-10: FX opens at 17:00 EDT = 21:00 UTC
-    (datetime(2024, 3, 10, 20, 59, 59, tzinfo=UTC), AssetClass.FOREX, False),
-    (datetime(2024, 3, 10, 21, 0, tzinfo=UTC), AssetClass.FOREX, True),
-    # DST ends on Sunday 2024-11-03: FX opens at 17:00 EST = 22:00 UTC
-    (datetime(2024, 11, 3, 21, 59, 59, tzinfo=UTC), AssetClass.FOREX, False),
-    (datetime(2024, 11, 3, 22, 0, tzinfo=UTC), AssetClass.FOREX, True),
-    # Friday close in winter: 22:00 UTC
-    (datetime(2024, 11, 8, 21, 59, 59, tzinfo=UTC), AssetClass.FOREX, True),
-    (datetime(2024, 11, 8, 22, 0, tzinfo=UTC), AssetClass.FOREX, False),
-])
+@pytest.mark.parametrize(
+    ("utc", "cls", "is_open"),
+    [
+        # summer (EDT, UTC-4): the cash open is 13:30 UTC
+        (datetime(2024, 7, 8, 13, 29, 59, tzinfo=UTC), AssetClass.EQUITY, False),
+        (datetime(2024, 7, 8, 13, 30, tzinfo=UTC), AssetClass.EQUITY, True),
+        (datetime(2024, 7, 8, 20, 0, tzinfo=UTC), AssetClass.EQUITY, False),
+        # winter (EST, UTC-5): the cash open is 14:30 UTC
+        (datetime(2024, 1, 8, 13, 30, tzinfo=UTC), AssetClass.EQUITY, False),
+        (datetime(2024, 1, 8, 14, 30, tzinfo=UTC), AssetClass.EQUITY, True),
+        (datetime(2024, 1, 8, 20, 59, 59, tzinfo=UTC), AssetClass.EQUITY, True),
+        # DST starts on Sunday 2024-03-10: FX opens at 17:00 EDT = 21:00 UTC
+        (datetime(2024, 3, 10, 20, 59, 59, tzinfo=UTC), AssetClass.FOREX, False),
+        (datetime(2024, 3, 10, 21, 0, tzinfo=UTC), AssetClass.FOREX, True),
+        # DST ends on Sunday 2024-11-03: FX opens at 17:00 EST = 22:00 UTC
+        (datetime(2024, 11, 3, 21, 59, 59, tzinfo=UTC), AssetClass.FOREX, False),
+        (datetime(2024, 11, 3, 22, 0, tzinfo=UTC), AssetClass.FOREX, True),
+        # Friday close in winter: 22:00 UTC
+        (datetime(2024, 11, 8, 21, 59, 59, tzinfo=UTC), AssetClass.FOREX, True),
+        (datetime(2024, 11, 8, 22, 0, tzinfo=UTC), AssetClass.FOREX, False),
+    ],
+)
 def test_session_boundaries_across_dst(utc: datetime, cls: AssetClass, is_open: bool) -> None:
     assert in_session(cls, utc) is is_open
 
@@ -212,6 +218,7 @@ def test_unknown_symbol_is_refused() -> None:
 
 
 # ------------------------------------------------------------------------------------- volatility, jumps
+
 
 @pytest.mark.parametrize("sym", ["EURUSD", "BTCUSD", "AAPL"])
 def test_realized_volatility_matches_the_calibration(sym: str) -> None:
@@ -264,6 +271,7 @@ def test_jumps_occur_at_the_seeded_rate_and_are_large() -> None:
 
 
 # ------------------------------------------------------------------------------------------ calibration
+
 
 def test_the_committed_calibration_covers_the_catalogue() -> None:
     cal = load_calibration()

@@ -94,8 +94,13 @@ def decode_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BodyError("the body is not valid UTF-8") from exc
     try:
-        value = json.loads(text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_reject_constant,
-                           object_pairs_hook=_pairs)
+        value = json.loads(
+            text,
+            parse_float=_parse_float,
+            parse_int=_parse_int,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_pairs,
+        )
     except BodyError:
         raise
     except json.JSONDecodeError as exc:
@@ -170,17 +175,25 @@ class StrictJSONRoute(APIRoute):
                 decoded: Any = None
                 if raw.strip():
                     if not is_json_media_type(request.headers.get("content-type")):
-                        raise ApiError(415, "unsupported_media_type", "the body must be application/json (UTF-8)",
-                                       {"content_type": (request.headers.get("content-type") or "")[:100]})
+                        raise ApiError(
+                            415,
+                            "unsupported_media_type",
+                            "the body must be application/json (UTF-8)",
+                            {"content_type": (request.headers.get("content-type") or "")[:100]},
+                        )
                     try:
                         decoded = decode_json(raw)
                     except BodyError as exc:
-                        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": str(exc),
-                                                       "input": None}]) from None
+                        raise RequestValidationError(
+                            [{"type": "json_invalid", "loc": ("body",), "msg": str(exc), "input": None}]
+                        ) from None
                 request.state.body = decoded
-                request.state.body_hash = request_hash(request.method, request.scope["path"],
-                                                       request.scope.get("query_string", b"").decode("latin-1"),
-                                                       decoded)
+                request.state.body_hash = request_hash(
+                    request.method,
+                    request.scope["path"],
+                    request.scope.get("query_string", b"").decode("latin-1"),
+                    decoded,
+                )
                 request = _DecodedRequest(request, raw, decoded)
             return await handler(request)
 

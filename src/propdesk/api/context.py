@@ -19,9 +19,13 @@ if TYPE_CHECKING:
 # Shared OpenAPI documentation of the error envelope.
 ERROR_SCHEMA = {
     "type": "object",
-    "properties": {"error": {"type": "object", "properties": {
-        "code": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}},
-        "required": ["code", "message", "details"]}},
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}},
+            "required": ["code", "message", "details"],
+        }
+    },
     "required": ["error"],
 }
 
@@ -31,12 +35,16 @@ def _err(description: str) -> dict[str, Any]:
 
 
 READ_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: _err("Missing or invalid bearer token"), 403: _err("Wrong role"), 404: _err("Not found"),
+    401: _err("Missing or invalid bearer token"),
+    403: _err("Wrong role"),
+    404: _err("Not found"),
     422: _err("Invalid path or query parameter"),
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **READ_ERRORS, 409: _err("Conflict (state, or an Idempotency-Key reused / in flight)"),
-    413: _err("Body too large"), 415: _err("Body is not application/json"),
+    **READ_ERRORS,
+    409: _err("Conflict (state, or an Idempotency-Key reused / in flight)"),
+    413: _err("Body too large"),
+    415: _err("Body is not application/json"),
     422: _err("Validation error, or a gate rejection (the rejected order is recorded)"),
 }
 
@@ -54,8 +62,7 @@ class Api:
 
 
 def require_account(conn: Any, account_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any]:
-    row = conn.execute("SELECT * FROM accounts WHERE id=%s" + (" FOR UPDATE" if lock else ""),
-                       (account_id,)).fetchone()
+    row = conn.execute("SELECT * FROM accounts WHERE id=%s" + (" FOR UPDATE" if lock else ""), (account_id,)).fetchone()
     if row is None:
         raise NotFound(f"account {account_id} not found", code="account_not_found")
     return row  # type: ignore[no-any-return]

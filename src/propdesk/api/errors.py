@@ -41,8 +41,14 @@ STATUS_CODES: dict[int, str] = {
 class ApiError(Exception):
     """A refusal decided by the web layer (not the core). Rendered like a DomainError."""
 
-    def __init__(self, status: int, code: str, message: str, details: Mapping[str, Any] | None = None,
-                 headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.http_status = status
         self.code = code
@@ -63,8 +69,13 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None = None
     return {"error": {"code": code, "message": message, "details": dict(details or {})}}
 
 
-def error_response(status: int, code: str, message: str, details: Mapping[str, Any] | None = None,
-                   headers: Mapping[str, str] | None = None) -> Response:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     return json_response(error_body(code, message, details), status, headers)
 
 
@@ -98,8 +109,11 @@ def validation_details(errors: Sequence[Any]) -> dict[str, Any]:
         if not isinstance(e, Mapping):
             out.append({"loc": [], "msg": str(e), "type": "value_error"})
             continue
-        item: dict[str, Any] = {"loc": [x if isinstance(x, int) else str(x) for x in e.get("loc", ())],
-                                "msg": str(e.get("msg", ""))[:500], "type": str(e.get("type", "value_error"))}
+        item: dict[str, Any] = {
+            "loc": [x if isinstance(x, int) else str(x) for x in e.get("loc", ())],
+            "msg": str(e.get("msg", ""))[:500],
+            "type": str(e.get("type", "value_error")),
+        }
         ctx = e.get("ctx")
         if isinstance(ctx, Mapping) and ctx:
             item["ctx"] = {str(k): v if isinstance(v, bool | int) else str(v)[:500] for k, v in ctx.items()}

@@ -79,8 +79,12 @@ def parse_key(request: Request) -> str | None:
 
 
 def _bad_key(message: str) -> ApiError:
-    return ApiError(422, "validation_error", message,
-                    {"errors": [{"loc": ["header", "Idempotency-Key"], "msg": message, "type": "value_error"}]})
+    return ApiError(
+        422,
+        "validation_error",
+        message,
+        {"errors": [{"loc": ["header", "Idempotency-Key"], "msg": message, "type": "value_error"}]},
+    )
 
 
 def principal_of(request: Request) -> Principal:
@@ -96,8 +100,13 @@ class Commands:
     def __init__(self, conninfo: str, clock: Clock, *, pool_size: int = 10):
         self.clock = clock
         self.pool: ConnectionPool[Conn] = ConnectionPool(
-            conninfo, min_size=1, max_size=pool_size, open=True, name="api-commands",
-            kwargs={"row_factory": dict_row, "autocommit": False})
+            conninfo,
+            min_size=1,
+            max_size=pool_size,
+            open=True,
+            name="api-commands",
+            kwargs={"row_factory": dict_row, "autocommit": False},
+        )
 
     def close(self) -> None:
         self.pool.close()
@@ -109,7 +118,8 @@ class Commands:
         method = request.method
         path = request.scope["path"]
         rhash = getattr(request.state, "body_hash", None) or request_hash(
-            method, path, request.scope.get("query_string", b"").decode("latin-1"), None)
+            method, path, request.scope.get("query_string", b"").decode("latin-1"), None
+        )
         with self.pool.connection() as conn, conn.transaction():
             if key is not None:
                 replay = self._claim(conn, principal.id, key, method, path, rhash)
@@ -118,8 +128,10 @@ class Commands:
             status, body, headers = self._apply(conn, effect)
             text = dumps(body)
             if key is not None and status < 500:
-                conn.execute("UPDATE idempotency_keys SET status_code=%s, response=%s WHERE principal=%s AND key=%s",
-                             (status, Jsonb({"body": text.decode()}), principal.id, key))
+                conn.execute(
+                    "UPDATE idempotency_keys SET status_code=%s, response=%s WHERE principal=%s AND key=%s",
+                    (status, Jsonb({"body": text.decode()}), principal.id, key),
+                )
         return Response(text, status_code=status, headers=headers, media_type=JSON_MEDIA_TYPE)
 
     def _claim(self, conn: Conn, principal: str, key: str, method: str, path: str, rhash: str) -> Response | None:
@@ -133,27 +145,41 @@ class Commands:
                 cur = conn.execute(
                     "INSERT INTO idempotency_keys (principal, key, method, path, request_hash, created_at)"
                     " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (principal, key) DO NOTHING RETURNING key",
-                    (principal, key, method, path, rhash, self.clock.now()))
+                    (principal, key, method, path, rhash, self.clock.now()),
+                )
                 conn.execute("RESET lock_timeout")
             mine = cur.fetchone()
         except psycopg.errors.LockNotAvailable:
-            raise ApiError(409, "idempotency_key_in_flight",
-                           "a request with this Idempotency-Key is still being processed; retry shortly",
-                           headers={"Retry-After": "1"}) from None
+            raise ApiError(
+                409,
+                "idempotency_key_in_flight",
+                "a request with this Idempotency-Key is still being processed; retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
         if mine is not None:
             return None
-        row = conn.execute("SELECT method, path, request_hash, status_code, response FROM idempotency_keys"
-                           " WHERE principal=%s AND key=%s", (principal, key)).fetchone()
+        row = conn.execute(
+            "SELECT method, path, request_hash, status_code, response FROM idempotency_keys"
+            " WHERE principal=%s AND key=%s",
+            (principal, key),
+        ).fetchone()
         if row is None:  # pragma: no cover - a conflict means the row exists and rows are never deleted here
             raise ApiError(409, "idempotency_key_in_flight", "retry shortly", headers={"Retry-After": "1"})
         if (row["method"], row["path"], row["request_hash"]) != (method, path, rhash):
-            raise ApiError(409, "idempotency_key_reused",
-                           "this Idempotency-Key was already used with a different request",
-                           {"original_method": row["method"], "original_path": row["path"]})
+            raise ApiError(
+                409,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request",
+                {"original_method": row["method"], "original_path": row["path"]},
+            )
         if row["status_code"] is None or not isinstance(row["response"], dict):  # pragma: no cover - see module doc
             raise ApiError(409, "idempotency_key_in_flight", "retry shortly", headers={"Retry-After": "1"})
-        return Response(str(row["response"]["body"]).encode(), status_code=row["status_code"],
-                        headers={REPLAY_HEADER: "true"}, media_type=JSON_MEDIA_TYPE)
+        return Response(
+            str(row["response"]["body"]).encode(),
+            status_code=row["status_code"],
+            headers={REPLAY_HEADER: "true"},
+            media_type=JSON_MEDIA_TYPE,
+        )
 
     @staticmethod
     def _apply(conn: Conn, effect: Effect) -> tuple[int, Any, dict[str, str]]:

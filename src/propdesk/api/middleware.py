@@ -46,8 +46,11 @@ class Observability:
             return
         started_at = time.perf_counter()
         given = _header(scope, b"x-request-id")
-        request_id = given[0] if given and 0 < len(given[0]) <= 64 and given[0].isascii() and \
-            given[0].isprintable() else uuid.uuid4().hex
+        request_id = (
+            given[0]
+            if given and 0 < len(given[0]) <= 64 and given[0].isascii() and given[0].isprintable()
+            else uuid.uuid4().hex
+        )
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
@@ -66,11 +69,18 @@ class Observability:
         except ClientDisconnect:
             status = 499
         except Exception as exc:
-            self.log.error("unhandled_exception", method=scope.get("method"), path=scope.get("path"),
-                           request_id=request_id, error=f"{type(exc).__name__}: {exc}"[:500], exc_info=exc)
+            self.log.error(
+                "unhandled_exception",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                request_id=request_id,
+                error=f"{type(exc).__name__}: {exc}"[:500],
+                exc_info=exc,
+            )
             if not response_started:
-                response = error_response(500, "internal_error", "internal error; the request id identifies it",
-                                          {"request_id": request_id})
+                response = error_response(
+                    500, "internal_error", "internal error; the request id identifies it", {"request_id": request_id}
+                )
                 await response(scope, receive, send_wrapper)
         finally:
             duration = time.perf_counter() - started_at
@@ -80,21 +90,28 @@ class Observability:
             self.metrics.requests.labels(method=method, route=label, status=str(status)).inc()
             self.metrics.request_seconds.labels(route=label).observe(duration)
             principal = state.get("principal")
-            self.log.info("request", method=method, route=label, path=scope.get("path", "")[:300], status=status,
-                          duration_ms=round(duration * 1000, 3), request_id=request_id,
-                          principal=principal.id if isinstance(principal, Principal) else None)
+            self.log.info(
+                "request",
+                method=method,
+                route=label,
+                path=scope.get("path", "")[:300],
+                status=status,
+                duration_ms=round(duration * 1000, 3),
+                request_id=request_id,
+                principal=principal.id if isinstance(principal, Principal) else None,
+            )
 
 
 class Access(StrEnum):
     """What a path asks of the caller (the path policy of the web contract, docs/SECURITY in docs/DEPLOY.md)."""
 
-    PUBLIC = "public"          # anyone; a session cookie is still resolved (pages show who is logged in)
-    PAGE = "page"              # /app: a session (trader or admin), else 303 to /login?next=
+    PUBLIC = "public"  # anyone; a session cookie is still resolved (pages show who is logged in)
+    PAGE = "page"  # /app: a session (trader or admin), else 303 to /login?next=
     ADMIN_PAGE = "admin_page"  # /admin: an admin session; anonymous 303 to login, a trader 403
-    SERVICE = "service"        # /api/v1/prop, /api/v1/risk: a service or admin bearer token
-    ADMIN = "admin"            # /api/v1/admin: an admin bearer token or an admin session
-    ANY = "any"                # /api/v1/market: any authenticated principal (session or token)
-    SESSION = "session"        # every other /api route (the trader API): a session; a bearer token is 403
+    SERVICE = "service"  # /api/v1/prop, /api/v1/risk: a service or admin bearer token
+    ADMIN = "admin"  # /api/v1/admin: an admin bearer token or an admin session
+    ANY = "any"  # /api/v1/market: any authenticated principal (session or token)
+    SESSION = "session"  # every other /api route (the trader API): a session; a bearer token is 403
 
 
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -219,10 +236,14 @@ class Authentication:
                 challenge, message = 'Session realm="propdesk"', "log in first (a web session is required)"
             else:
                 challenge = 'Bearer realm="propdesk"' + (', error="invalid_token"' if bearer_failed else "")
-                message = "a valid bearer token is required" if rule is Access.SERVICE else \
-                    "a valid bearer token or session is required"
+                message = (
+                    "a valid bearer token is required"
+                    if rule is Access.SERVICE
+                    else "a valid bearer token or session is required"
+                )
             await error_response(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})(
-                scope, receive, send)
+                scope, receive, send
+            )
             return
 
         refusal = self._refusal(rule, principal, path)
@@ -248,16 +269,30 @@ class Authentication:
             return None if principal.user is not None else "this route is for logged-in users, not bearer tokens"
         return "forbidden"
 
-    async def _forbidden(self, scope: Scope, receive: Receive, send: Send, principal: Principal, message: str,
-                         *, page: bool = False) -> None:
+    async def _forbidden(
+        self, scope: Scope, receive: Receive, send: Send, principal: Principal, message: str, *, page: bool = False
+    ) -> None:
         path = scope["path"]
-        self.log.warning("auth_forbidden", path=path[:300], principal=principal.id, role=principal.role.value,
-                         request_id=scope.get("state", {}).get("request_id"))
+        self.log.warning(
+            "auth_forbidden",
+            path=path[:300],
+            principal=principal.id,
+            role=principal.role.value,
+            request_id=scope.get("state", {}).get("request_id"),
+        )
         if self.identity is not None:
             await run_in_threadpool(
-                self.identity.audit, "authz_failed", principal.user.id if principal.user else None, client_ip(scope),
-                {"path": path[:300], "method": scope.get("method", ""), "principal": principal.id,
-                 "role": principal.role.value})
+                self.identity.audit,
+                "authz_failed",
+                principal.user.id if principal.user else None,
+                client_ip(scope),
+                {
+                    "path": path[:300],
+                    "method": scope.get("method", ""),
+                    "principal": principal.id,
+                    "role": principal.role.value,
+                },
+            )
         if page:
             await HTMLResponse(_FORBIDDEN_PAGE, status_code=403)(scope, receive, send)
             return
@@ -317,6 +352,11 @@ class BodyLimit:
             await self._too_large(scope, receive, send_wrapper)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "body_too_large", f"request body exceeds {self.max_bytes} bytes",
-                                  {"limit_bytes": self.max_bytes}, headers={"Connection": "close"})
+        response = error_response(
+            413,
+            "body_too_large",
+            f"request body exceeds {self.max_bytes} bytes",
+            {"limit_bytes": self.max_bytes},
+            headers={"Connection": "close"},
+        )
         await response(scope, receive, send)

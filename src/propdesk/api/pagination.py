@@ -39,9 +39,13 @@ def decode_cursor(kind: str, cursor: str | None, arity: int) -> list[Any] | None
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
     except (ValueError, binascii.Error, UnicodeError):
         raise ApiError(422, "invalid_cursor", "the cursor is not valid") from None
-    if not isinstance(data, dict) or data.get("k") != kind or not isinstance(data.get("v"), list) \
-            or len(data["v"]) != arity or not all(isinstance(x, str | int) and not isinstance(x, bool)
-                                                  for x in data["v"]):
+    if (
+        not isinstance(data, dict)
+        or data.get("k") != kind
+        or not isinstance(data.get("v"), list)
+        or len(data["v"]) != arity
+        or not all(isinstance(x, str | int) and not isinstance(x, bool) for x in data["v"])
+    ):
         raise ApiError(422, "invalid_cursor", "the cursor does not belong to this list")
     return list(data["v"])
 
@@ -56,10 +60,17 @@ def decode_int_cursor(kind: str, cursor: str | None) -> int:
     return values[0]
 
 
-def page(kind: str, rows: Sequence[Any], limit: int, key: Callable[[Any], Sequence[Any]],
-         present: Callable[[Any], Any] = lambda r: r) -> dict[str, Any]:
+def page(
+    kind: str,
+    rows: Sequence[Any],
+    limit: int,
+    key: Callable[[Any], Sequence[Any]],
+    present: Callable[[Any], Any] = lambda r: r,
+) -> dict[str, Any]:
     """Build a page from up to ``limit + 1`` rows fetched in key order."""
     more = len(rows) > limit
     items = list(rows[:limit])
-    return {"items": [present(r) for r in items],
-            "next_cursor": encode_cursor(kind, key(items[-1])) if more and items else None}
+    return {
+        "items": [present(r) for r in items],
+        "next_cursor": encode_cursor(kind, key(items[-1])) if more and items else None,
+    }

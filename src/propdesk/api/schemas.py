@@ -84,10 +84,12 @@ def _iso_string(v: Any) -> Any:
     return v
 
 
-Price = Annotated[Decimal, BeforeValidator(_decimal), AfterValidator(_positive),
-                  AfterValidator(_places(PRICE_DECIMALS))]
-Quantity = Annotated[Decimal, BeforeValidator(_decimal), AfterValidator(_positive),
-                     AfterValidator(_places(QUANTITY_DECIMALS))]
+Price = Annotated[
+    Decimal, BeforeValidator(_decimal), AfterValidator(_positive), AfterValidator(_places(PRICE_DECIMALS))
+]
+Quantity = Annotated[
+    Decimal, BeforeValidator(_decimal), AfterValidator(_positive), AfterValidator(_places(QUANTITY_DECIMALS))
+]
 Amount = Price
 Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}$")]
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@+\-]{1,200}$")]
@@ -119,10 +121,12 @@ class CreateAccountBody(Strict):
     policy: dict[str, Any] | None = Field(default=None, description="Overrides of execution policy keys.")
     start: StrictBool = False
     idempotency_key: BodyKey | None = Field(default=None, description="Same key + same body returns the account.")
-    plan_id: PlanId | None = Field(default=None, description="A challenge plan: its rulebook is frozen onto the "
-                                   "account (mode must be challenge).")
+    plan_id: PlanId | None = Field(
+        default=None, description="A challenge plan: its rulebook is frozen onto the account (mode must be challenge)."
+    )
     plan_version: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = Field(
-        default=None, description="A plan version (default: the latest active one).")
+        default=None, description="A plan version (default: the latest active one)."
+    )
     offer_id: PlanId | None = Field(default=None, description="The plan's offer (size); sets the starting balance.")
 
     @field_validator("policy")
@@ -161,8 +165,17 @@ class OrderFields(Strict):
 
     def to_request(self, client_order_id: str | None = None) -> OrderRequest:
         """The execution core's order request for these fields."""
-        return OrderRequest(self.symbol, self.side, self.quantity, self.order_type, self.limit_price,
-                            self.stop_price, self.stop_loss, self.take_profit, client_order_id=client_order_id)
+        return OrderRequest(
+            self.symbol,
+            self.side,
+            self.quantity,
+            self.order_type,
+            self.limit_price,
+            self.stop_price,
+            self.stop_loss,
+            self.take_profit,
+            client_order_id=client_order_id,
+        )
 
 
 class OrderBody(OrderFields):
@@ -190,11 +203,11 @@ class ModifyPositionBody(Strict):
 
     @model_validator(mode="after")
     def _something(self) -> ModifyPositionBody:
-        if self.stop_loss is None and self.take_profit is None and not (self.clear_stop_loss or
-                                                                          self.clear_take_profit):
+        if self.stop_loss is None and self.take_profit is None and not (self.clear_stop_loss or self.clear_take_profit):
             raise ValueError("give stop_loss, take_profit, clear_stop_loss or clear_take_profit")
-        if (self.stop_loss is not None and self.clear_stop_loss) or (self.take_profit is not None and
-                                                                      self.clear_take_profit):
+        if (self.stop_loss is not None and self.clear_stop_loss) or (
+            self.take_profit is not None and self.clear_take_profit
+        ):
             raise ValueError("a level cannot be both set and cleared")
         return self
 

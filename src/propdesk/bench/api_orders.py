@@ -92,20 +92,34 @@ def server_env(admin_url: str, settings: Any, pool: int) -> dict[str, str]:
     """The server's environment: ours, pointed at the bench database, every market open, JSON logs at INFO (the
     ``serving`` line is how we learn its URL) and a pool with a connection per client."""
     env = {k: v for k, v in os.environ.items() if k != "PROPDESK_DATABASE_URL"}
-    env.update({"DATABASE_URL": admin_url, "PROPDESK_DB_ROLE_PREFIX": settings.db_role_prefix,
-                "PROPDESK_DEMO_ALWAYS_OPEN": "true", "PROPDESK_DB_POOL_SIZE": str(pool),
-                "PROPDESK_LOG_JSON": "true", "PROPDESK_LOG_LEVEL": "INFO"})
+    env.update(
+        {
+            "DATABASE_URL": admin_url,
+            "PROPDESK_DB_ROLE_PREFIX": settings.db_role_prefix,
+            "PROPDESK_DEMO_ALWAYS_OPEN": "true",
+            "PROPDESK_DB_POOL_SIZE": str(pool),
+            "PROPDESK_LOG_JSON": "true",
+            "PROPDESK_LOG_LEVEL": "INFO",
+        }
+    )
     return env
 
 
 @contextmanager
-def api_server(env: dict[str, str], command: list[str] | None = None,
-               start_timeout: float = SERVER_START_SECONDS) -> Iterator[ApiServer]:
+def api_server(
+    env: dict[str, str], command: list[str] | None = None, start_timeout: float = SERVER_START_SECONDS
+) -> Iterator[ApiServer]:
     """Start the server process, wait for its ``serving`` line, yield it; stop it (SIGTERM, then kill) after.
 
     A thread keeps draining its stderr (the API logs every request): a full pipe would stall the server."""
-    proc = subprocess.Popen(command or server_command(), env=env, stdin=subprocess.DEVNULL,  # noqa: S603 - our argv
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(  # noqa: S603 - our argv
+        command or server_command(),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     tail: collections.deque[str] = collections.deque(maxlen=200)
     found: list[str] = []
     ready, closed = threading.Event(), threading.Event()
@@ -138,8 +152,9 @@ def api_server(env: dict[str, str], command: list[str] | None = None,
             code = proc.poll()
             why = f"exited with code {code}" if code is not None else f"did not serve within {start_timeout:.0f} s"
             shown = " ".join(command or ["propdesk", *server_command()[3:]])
-            raise ServerError(f"the API server ({shown}) {why}; "
-                              f"its last log lines:\n{''.join(list(tail)[-20:])}".rstrip())
+            raise ServerError(
+                f"the API server ({shown}) {why}; its last log lines:\n{''.join(list(tail)[-20:])}".rstrip()
+            )
         yield ApiServer(proc, found[0], tail)
     finally:
         stop_process(proc)
@@ -196,8 +211,9 @@ class SentOrder:
     order_id: str
 
 
-def http_work(https: list[Any], owned: list[list[BenchAccount]], n: int, sent: Tally, errors: Tally,
-              record: list[SentOrder]) -> Any:
+def http_work(
+    https: list[Any], owned: list[list[BenchAccount]], n: int, sent: Tally, errors: Tally, record: list[SentOrder]
+) -> Any:
     """A client's work: ``n`` orders over its own keep-alive connection, each with a fresh idempotency key;
     anything but 201 with a fill is an HTTP error (and a problem)."""
 
@@ -238,14 +254,26 @@ def check_replays(http: Any, sample: list[SentOrder]) -> list[str]:
         r = http.post(ORDERS_PATH.format(id=s.account_id), json=s.body, headers={"Idempotency-Key": s.key})
         got = r.json().get("order", {}).get("id") if r.status_code == 201 else None
         if r.status_code != 201 or got != s.order_id or r.headers.get("idempotent-replayed") != "true":
-            problems.append(f"replay of key {s.key} answered {r.status_code} order {got} "
-                            f"(first: {s.order_id}; replayed header {r.headers.get('idempotent-replayed')!r})")
+            problems.append(
+                f"replay of key {s.key} answered {r.status_code} order {got} "
+                f"(first: {s.order_id}; replayed header {r.headers.get('idempotent-replayed')!r})"
+            )
     return problems
 
 
-def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: int = 42, trials: int = 5,
-        orders_per_client: int = 100, warmup_per_client: int = 4, replays: int = 20,
-        progress: ProgressFn = no_progress, command: list[str] | None = None) -> BenchResult:
+def run(
+    settings: Any,
+    *,
+    accounts: int | None = None,
+    clients: int = 8,
+    seed: int = 42,
+    trials: int = 5,
+    orders_per_client: int = 100,
+    warmup_per_client: int = 4,
+    replays: int = 20,
+    progress: ProgressFn = no_progress,
+    command: list[str] | None = None,
+) -> BenchResult:
     """Run the scenario end to end (database, server, accounts, trials, checks) and return the result."""
     import httpx
 
@@ -281,33 +309,46 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
                 progress("api-orders: server up", 0.05)
                 headers = {"Authorization": f"Bearer {token}"}
                 # One client per thread, plus one for quotes and replays (a connection is not shared).
-                https = [httpx.Client(base_url=server.url, headers=headers, timeout=REQUEST_TIMEOUT_SECONDS)
-                         for _ in range(clients + 1)]
+                https = [
+                    httpx.Client(base_url=server.url, headers=headers, timeout=REQUEST_TIMEOUT_SECONDS)
+                    for _ in range(clients + 1)
+                ]
                 control = https[-1]
                 post_quotes(control, platform)
                 sent, local_sent, http_errors = Tally(), Tally(), Tally()
                 record: list[SentOrder] = []
 
                 # Warm-up (not timed): connections open, pools filled, code paths hot on both sides.
-                _w, _l, warm = _run_clients(clients, http_work(https, http_owned, warmup_per_client, sent,
-                                                               http_errors, record))
+                _w, _l, warm = _run_clients(
+                    clients, http_work(https, http_owned, warmup_per_client, sent, http_errors, record)
+                )
                 problems.extend(warm)
                 _w, _l, warm = _run_clients(clients, submit_work(ex, local_owned, warmup_per_client, local_sent))
                 problems.extend(warm)
 
                 path_trials: list[dict[str, float]] = []
                 limit_trials: list[dict[str, float]] = []
-                with _QuoteRefresher(platform, problems=problems), _QuoteRefresher(
-                        platform, QUOTE_REFRESH_SECONDS, refresh=lambda: post_quotes(control, platform),
-                        problems=problems, name="bench-api-quotes"):
+                with (
+                    _QuoteRefresher(platform, problems=problems),
+                    _QuoteRefresher(
+                        platform,
+                        QUOTE_REFRESH_SECONDS,
+                        refresh=lambda: post_quotes(control, platform),
+                        problems=problems,
+                        name="bench-api-quotes",
+                    ),
+                ):
                     for t in range(trials):
                         _put_quotes(platform)
                         post_quotes(control, platform)
                         for name, work, sink in (
-                                ("path", http_work(https, http_owned, orders_per_client, sent, http_errors,
-                                                   record), path_trials),
-                                ("limit", submit_work(ex, local_owned, orders_per_client, local_sent),
-                                 limit_trials)):
+                            (
+                                "path",
+                                http_work(https, http_owned, orders_per_client, sent, http_errors, record),
+                                path_trials,
+                            ),
+                            ("limit", submit_work(ex, local_owned, orders_per_client, local_sent), limit_trials),
+                        ):
                             cpu0, server0 = time.process_time(), process_cpu_seconds(server.proc.pid)
                             wall, lat, probs = _run_clients(clients, work)
                             cpu1, server1 = time.process_time(), process_cpu_seconds(server.proc.pid)
@@ -328,8 +369,9 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
                 problems.extend(check_replays(control, sample))
                 params["replays_checked"] = len(sample)
                 if server.proc.poll() is not None:
-                    problems.append(f"the API server exited during the run (code {server.proc.returncode}):\n"
-                                    f"{server.log_tail()}")
+                    problems.append(
+                        f"the API server exited during the run (code {server.proc.returncode}):\n{server.log_tail()}"
+                    )
 
             # Correctness: every order filled once, and every account recomputes clean.
             http_ids = [a.id for a in http_accounts]
@@ -340,8 +382,9 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
             if fills_http != sent.n:
                 problems.append(f"fills on the HTTP accounts ({fills_http}) != orders sent over HTTP ({sent.n})")
             if fills_local != local_sent.n:
-                problems.append(f"fills on the in-process accounts ({fills_local}) != orders sent in process "
-                                f"({local_sent.n})")
+                problems.append(
+                    f"fills on the in-process accounts ({fills_local}) != orders sent in process ({local_sent.n})"
+                )
             problems.extend(recompute_problems(report))
             correct = http_errors.n == 0 and report.clean and not problems
         finally:
@@ -351,13 +394,30 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
 
     path_cost = statistics.median(t["us_per_unit"] for t in path_trials)
     limit_cost = statistics.median(t["us_per_unit"] for t in limit_trials)
-    metrics: dict[str, Any] = {**summary(path_trials), "orders_sent": sent.n, "fills_total": fills_http,
-                               "http_errors": http_errors.n, "accounts_verified": report.checked,
-                               "recompute_mismatches": len(report.mismatched),
-                               "client_cpu_us_per_order": round(median_of(path_trials, "cpu_us_per_order"), 1)}
+    metrics: dict[str, Any] = {
+        **summary(path_trials),
+        "orders_sent": sent.n,
+        "fills_total": fills_http,
+        "http_errors": http_errors.n,
+        "accounts_verified": report.checked,
+        "recompute_mismatches": len(report.mismatched),
+        "client_cpu_us_per_order": round(median_of(path_trials, "cpu_us_per_order"), 1),
+    }
     if all("server_cpu_us_per_order" in t for t in path_trials):
         metrics["server_cpu_us_per_order"] = round(median_of(path_trials, "server_cpu_us_per_order"), 1)
-    limit: dict[str, Any] = {**summary(limit_trials), "orders_sent": local_sent.n, "fills_total": fills_local,
-                             "cpu_us_per_order": round(median_of(limit_trials, "cpu_us_per_order"), 1)}
-    return BenchResult("api-orders", params, metrics, limit, round(path_cost / limit_cost, 3), correct,
-                       machine_info(postgres=facts, loadavg_at_start=load_at_start), problems)
+    limit: dict[str, Any] = {
+        **summary(limit_trials),
+        "orders_sent": local_sent.n,
+        "fills_total": fills_local,
+        "cpu_us_per_order": round(median_of(limit_trials, "cpu_us_per_order"), 1),
+    }
+    return BenchResult(
+        "api-orders",
+        params,
+        metrics,
+        limit,
+        round(path_cost / limit_cost, 3),
+        correct,
+        machine_info(postgres=facts, loadavg_at_start=load_at_start),
+        problems,
+    )

@@ -36,9 +36,11 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
 def latency_summary(samples_ns: Sequence[int]) -> dict[str, float]:
     """p50/p99/max in microseconds from per-call samples in nanoseconds."""
     s = sorted(samples_ns)
-    return {"latency_us_p50": round(percentile(s, 50) / 1000, 3),
-            "latency_us_p99": round(percentile(s, 99) / 1000, 3),
-            "latency_us_max": round((s[-1] if s else 0) / 1000, 3)}
+    return {
+        "latency_us_p50": round(percentile(s, 50) / 1000, 3),
+        "latency_us_p99": round(percentile(s, 99) / 1000, 3),
+        "latency_us_max": round((s[-1] if s else 0) / 1000, 3),
+    }
 
 
 def median_of(trials: Sequence[dict[str, float]], key: str) -> float:
@@ -59,8 +61,15 @@ class BenchResult:
     problems: list[str] = field(default_factory=list)  # why ``correct`` is false (stderr only)
 
     def to_json(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "params": self.params, "metrics": self.metrics, "limit": self.limit,
-                "ratio_to_limit": self.ratio_to_limit, "correct": self.correct, "machine": self.machine}
+        return {
+            "scenario": self.scenario,
+            "params": self.params,
+            "metrics": self.metrics,
+            "limit": self.limit,
+            "ratio_to_limit": self.ratio_to_limit,
+            "correct": self.correct,
+            "machine": self.machine,
+        }
 
 
 def _cpu_model() -> str:
@@ -80,6 +89,12 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = []
-    return {"python": platform.python_version(), "implementation": sys.implementation.name,
-            "platform": platform.platform(), "cpu": _cpu_model(), "cpus": os.cpu_count(),
-            "loadavg": load, **extra}
+    return {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "loadavg": load,
+        **extra,
+    }

@@ -39,8 +39,12 @@ from .common import BenchResult, ProgressFn, latency_summary, machine_info, medi
 LIMIT_TABLE = "bench_limit_ledger"
 # (symbol, minimum lot, mid): every order is one minimum lot, a few hundred to a few thousand USD of notional.
 INSTRUMENTS: tuple[tuple[str, str, str], ...] = (
-    ("EURUSD", "0.01", "1.08000"), ("GBPUSD", "0.01", "1.27000"), ("XAUUSD", "0.01", "2350.00"),
-    ("US500", "0.1", "5200.00"), ("AAPL", "1", "190.00"), ("BTCUSD", "0.001", "65000.00"),
+    ("EURUSD", "0.01", "1.08000"),
+    ("GBPUSD", "0.01", "1.27000"),
+    ("XAUUSD", "0.01", "2350.00"),
+    ("US500", "0.1", "5200.00"),
+    ("AAPL", "1", "190.00"),
+    ("BTCUSD", "0.001", "65000.00"),
 )
 
 
@@ -58,8 +62,10 @@ def bench_database(settings: Any) -> Iterator[tuple[str, str]]:
             with psycopg.connect(server_url, autocommit=True) as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise PermissionError(f"the order benchmarks run in a scratch database on DATABASE_URL's server and needs "
-                                  f"CREATEDB there (or unset DATABASE_URL to use an embedded server): {exc}") from exc
+            raise PermissionError(
+                f"the order benchmarks run in a scratch database on DATABASE_URL's server and needs "
+                f"CREATEDB there (or unset DATABASE_URL to use an embedded server): {exc}"
+            ) from exc
         params = conninfo_to_dict(server_url)
         params["dbname"] = name
         try:
@@ -120,8 +126,14 @@ def _server_facts(admin_url: str) -> dict[str, Any]:
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
         facts = {}
-        for name in ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_sync_method",
-                     "commit_delay"):
+        for name in (
+            "server_version",
+            "fsync",
+            "synchronous_commit",
+            "full_page_writes",
+            "wal_sync_method",
+            "commit_delay",
+        ):
             row = conn.execute(f"SHOW {name}").fetchone()
             facts[name] = row[0] if row else None
     return facts
@@ -142,8 +154,15 @@ class _QuoteRefresher:
     every ``every_s`` seconds (default: put them into this process's quote store). A failed refresh is recorded in
     ``problems`` (the orders would then be refused as stale, and the run is not correct)."""
 
-    def __init__(self, platform: Any, every_s: float = 5.0, *, refresh: Any = None,
-                 problems: list[str] | None = None, name: str = "bench-quotes"):
+    def __init__(
+        self,
+        platform: Any,
+        every_s: float = 5.0,
+        *,
+        refresh: Any = None,
+        problems: list[str] | None = None,
+        name: str = "bench-quotes",
+    ):
         self.refresh = refresh or (lambda: _put_quotes(platform))
         self.every_s = every_s
         self.problems = problems if problems is not None else []
@@ -219,8 +238,9 @@ def create_accounts(ex: Any, rng: random.Random, n: int, owner_prefix: str = "be
     out: list[BenchAccount] = []
     for i in range(n):
         symbol, lot, _mid = INSTRUMENTS[rng.randrange(len(INSTRUMENTS))]
-        row, _ = ex.create_account(CreateAccount(owner_id=f"{owner_prefix}-{i:05d}", mode=Mode.AUDITION,
-                                                 phase="bench", start=True))
+        row, _ = ex.create_account(
+            CreateAccount(owner_id=f"{owner_prefix}-{i:05d}", mode=Mode.AUDITION, phase="bench", start=True)
+        )
         out.append(BenchAccount(row["id"], symbol, Decimal(lot)))
     return out
 
@@ -241,25 +261,33 @@ def submit_work(ex: Any, owned: list[list[BenchAccount]], n: int, sent: Tally) -
             lat.append(ns() - t0)
             sent.add()
             if out.fill is None:
-                problems.append(f"order on {acc.id} not filled: "
-                                f"{out.rejection.code if out.rejection else out.order['status']}")
+                problems.append(
+                    f"order on {acc.id} not filled: {out.rejection.code if out.rejection else out.order['status']}"
+                )
             else:
                 acc.long = not acc.long
+
     return work
 
 
 def trial_figures(wall: float, lat: list[int]) -> dict[str, float]:
     """One trial's latency percentiles, throughput and cost per unit (microseconds of wall time)."""
     count = len(lat)
-    return {**latency_summary(lat), "throughput_per_s": count / wall if wall else 0.0,
-            "us_per_unit": wall / count * 1e6 if count else 0.0}
+    return {
+        **latency_summary(lat),
+        "throughput_per_s": count / wall if wall else 0.0,
+        "us_per_unit": wall / count * 1e6 if count else 0.0,
+    }
 
 
 def summary(ts: list[dict[str, float]]) -> dict[str, float]:
     """Medians over the trials of the contract's latency and throughput figures."""
-    return {"latency_us_p50": median_of(ts, "latency_us_p50"), "latency_us_p99": median_of(ts, "latency_us_p99"),
-            "latency_us_max": median_of(ts, "latency_us_max"),
-            "throughput_per_s": round(median_of(ts, "throughput_per_s"), 1)}
+    return {
+        "latency_us_p50": median_of(ts, "latency_us_p50"),
+        "latency_us_p99": median_of(ts, "latency_us_p99"),
+        "latency_us_max": median_of(ts, "latency_us_max"),
+        "throughput_per_s": round(median_of(ts, "throughput_per_s"), 1),
+    }
 
 
 def count_fills(platform: Any, ids: list[uuid.UUID]) -> int:
@@ -272,12 +300,15 @@ def recompute_problems(report: Any) -> list[str]:
     """Why ``verify`` was not clean (empty when it was)."""
     if report.clean:
         return []
-    return [f"recompute: {len(report.mismatched)} mismatched, {len(report.errors)} errors: "
-            f"{(report.mismatched + report.errors)[:3]}"]
+    return [
+        f"recompute: {len(report.mismatched)} mismatched, {len(report.errors)} errors: "
+        f"{(report.mismatched + report.errors)[:3]}"
+    ]
 
 
-def client_params(accounts: int | None, clients: int, trials: int, orders_per_client: int, seed: int,
-                  warmup_per_client: int) -> tuple[int, dict[str, Any]]:
+def client_params(
+    accounts: int | None, clients: int, trials: int, orders_per_client: int, seed: int, warmup_per_client: int
+) -> tuple[int, dict[str, Any]]:
     """The number of accounts (default: one per client) and the result's ``params``; ValueError for sizes that
     cannot run (each client owns at least one account)."""
     n_accounts = accounts if accounts is not None else clients
@@ -285,12 +316,27 @@ def client_params(accounts: int | None, clients: int, trials: int, orders_per_cl
         raise ValueError("--clients, --trials and --orders must be at least 1")
     if n_accounts < clients:
         raise ValueError("--accounts must be at least --clients (each client owns its accounts)")
-    return n_accounts, {"accounts": n_accounts, "clients": clients, "orders_per_client": orders_per_client,
-                        "trials": trials, "seed": seed, "warmup_per_client": warmup_per_client}
+    return n_accounts, {
+        "accounts": n_accounts,
+        "clients": clients,
+        "orders_per_client": orders_per_client,
+        "trials": trials,
+        "seed": seed,
+        "warmup_per_client": warmup_per_client,
+    }
 
 
-def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: int = 42, trials: int = 5,
-        orders_per_client: int = 100, warmup_per_client: int = 4, progress: ProgressFn = no_progress) -> BenchResult:
+def run(
+    settings: Any,
+    *,
+    accounts: int | None = None,
+    clients: int = 8,
+    seed: int = 42,
+    trials: int = 5,
+    orders_per_client: int = 100,
+    warmup_per_client: int = 4,
+    progress: ProgressFn = no_progress,
+) -> BenchResult:
     """Run the scenario end to end (database, accounts, trials, checks) and return the result."""
     from ..bootstrap import open_platform
     from ..workers.reconcile import verify
@@ -320,9 +366,11 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
                 raise RuntimeError(f"warm-up produced no fill: {warm_problems[:3]}")
             from psycopg.types.json import Jsonb
 
-            insert = (f"INSERT INTO {LIMIT_TABLE} (account_id, seq, kind, category, amount, balance_after,"
-                      " equity_after, order_id, fill_id, evidence, created_at)"
-                      " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
+            insert = (
+                f"INSERT INTO {LIMIT_TABLE} (account_id, seq, kind, category, amount, balance_after,"
+                " equity_after, order_id, fill_id, evidence, created_at)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            )
             evidence = template["evidence"]
             db = platform.db
             limit_sent = Tally()
@@ -332,14 +380,25 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
                     ns = time.perf_counter_ns
                     acc = owned[ci][0].id
                     for k in range(n):
-                        args = (acc, k + 1, template["kind"], template["category"], template["amount"],
-                                template["balance_after"], template["equity_after"], uuid.uuid4(), uuid.uuid4(),
-                                Jsonb(evidence), template["created_at"])
+                        args = (
+                            acc,
+                            k + 1,
+                            template["kind"],
+                            template["category"],
+                            template["amount"],
+                            template["balance_after"],
+                            template["equity_after"],
+                            uuid.uuid4(),
+                            uuid.uuid4(),
+                            Jsonb(evidence),
+                            template["created_at"],
+                        )
                         t0 = ns()
                         with db.tx() as c:
                             c.execute(insert, args)
                         lat.append(ns() - t0)
                         limit_sent.add()
+
                 return work
 
             def path_work(n: int) -> Any:
@@ -375,8 +434,21 @@ def run(settings: Any, *, accounts: int | None = None, clients: int = 8, seed: i
 
     path_cost = statistics.median(t["us_per_unit"] for t in path_trials)
     limit_cost = statistics.median(t["us_per_unit"] for t in limit_trials)
-    metrics: dict[str, Any] = {**summary(path_trials), "orders_sent": sent.n, "fills_total": fills_total,
-                               "accounts_verified": report.checked, "recompute_mismatches": len(report.mismatched),
-                               "ledger_row_bytes": int(width["w"]) if width and width["w"] else 0}
-    return BenchResult("orders", params, metrics, summary(limit_trials), round(path_cost / limit_cost, 3),
-                       correct, machine_info(postgres=facts), problems)
+    metrics: dict[str, Any] = {
+        **summary(path_trials),
+        "orders_sent": sent.n,
+        "fills_total": fills_total,
+        "accounts_verified": report.checked,
+        "recompute_mismatches": len(report.mismatched),
+        "ledger_row_bytes": int(width["w"]) if width and width["w"] else 0,
+    }
+    return BenchResult(
+        "orders",
+        params,
+        metrics,
+        summary(limit_trials),
+        round(path_cost / limit_cost, 3),
+        correct,
+        machine_info(postgres=facts),
+        problems,
+    )

@@ -62,20 +62,53 @@ from .common import BenchResult, ProgressFn, latency_summary, machine_info, medi
 
 # Every gate check_order can run, in its order.
 GATES: tuple[str, ...] = (
-    "account_status", "symbol_enabled", "asset_class_allowed", "quantity_lots", "order_prices",
-    "quote_present", "quote_fresh", "conversion_rate", "reduce_only", "direction_allowed",
-    "stop_loss_side", "take_profit_side", "order_notional", "max_open_positions", "max_open_orders",
-    "equity_positive", "aggregate_notional", "leverage", "position_equity_pct", "margin",
+    "account_status",
+    "symbol_enabled",
+    "asset_class_allowed",
+    "quantity_lots",
+    "order_prices",
+    "quote_present",
+    "quote_fresh",
+    "conversion_rate",
+    "reduce_only",
+    "direction_allowed",
+    "stop_loss_side",
+    "take_profit_side",
+    "order_notional",
+    "max_open_positions",
+    "max_open_orders",
+    "equity_positive",
+    "aggregate_notional",
+    "leverage",
+    "position_equity_pct",
+    "margin",
 )
 # The strictest shipped preset (every pre-trade rule enabled), as a 100k account gets it.
 PRESET = "strict-risk@100k"
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, 10:00 in London (GMT)
 MIDS: dict[str, str] = {
-    "EURUSD": "1.08000", "GBPUSD": "1.27000", "USDJPY": "150.000", "AUDUSD": "0.66000", "USDCAD": "1.36000",
-    "USDCHF": "0.88000", "NZDUSD": "0.61000", "EURGBP": "0.85000", "EURJPY": "162.000", "GBPJPY": "190.500",
-    "XAUUSD": "2350.00", "XAGUSD": "28.000", "WTIUSD": "78.00", "US500": "5200.00", "US100": "18200.00",
-    "US30": "39000.00", "AAPL": "190.00", "MSFT": "420.00", "NVDA": "880.00", "AMZN": "180.00", "TSLA": "175.00",
+    "EURUSD": "1.08000",
+    "GBPUSD": "1.27000",
+    "USDJPY": "150.000",
+    "AUDUSD": "0.66000",
+    "USDCAD": "1.36000",
+    "USDCHF": "0.88000",
+    "NZDUSD": "0.61000",
+    "EURGBP": "0.85000",
+    "EURJPY": "162.000",
+    "GBPJPY": "190.500",
+    "XAUUSD": "2350.00",
+    "XAGUSD": "28.000",
+    "WTIUSD": "78.00",
+    "US500": "5200.00",
+    "US100": "18200.00",
+    "US30": "39000.00",
+    "AAPL": "190.00",
+    "MSFT": "420.00",
+    "NVDA": "880.00",
+    "AMZN": "180.00",
+    "TSLA": "175.00",
     "BTCUSD": "65000.00",
     # ETHUSD deliberately has no quote: orders on it meet the missing-price gate.
 }
@@ -88,16 +121,21 @@ def _utc(s: str) -> datetime:
 
 def calendar() -> tuple[CalendarEvent, ...]:
     """The economic calendar the news rule reads, sorted by time (the ``economic_events`` table, in memory)."""
-    return tuple(sorted((
-        CalendarEvent(_utc("2026-03-02 09:45"), "USD", "medium", "ISM services PMI", "US"),
-        CalendarEvent(_utc("2026-03-02 10:15"), "JPY", "high", "BoJ governor speech", "JP"),
-        CalendarEvent(_utc("2026-03-03 15:00"), "USD", "low", "Redbook index", "US"),
-        CalendarEvent(_utc("2026-03-04 07:30"), "GBP", "high", "BoE governor testimony", "GB"),
-        CalendarEvent(_utc("2026-03-05 13:15"), "EUR", "high", "ECB rate decision", "EU"),
-        CalendarEvent(_utc("2026-03-05 13:30"), "USD", "low", "Initial jobless claims", "US"),
-        CalendarEvent(_utc("2026-03-06 13:30"), "USD", "high", "Non-farm payrolls", "US"),
-        CalendarEvent(_utc("2026-04-06 06:15"), "CAD", "high", "BoC business outlook", "CA"),
-    ), key=lambda e: e.at))
+    return tuple(
+        sorted(
+            (
+                CalendarEvent(_utc("2026-03-02 09:45"), "USD", "medium", "ISM services PMI", "US"),
+                CalendarEvent(_utc("2026-03-02 10:15"), "JPY", "high", "BoJ governor speech", "JP"),
+                CalendarEvent(_utc("2026-03-03 15:00"), "USD", "low", "Redbook index", "US"),
+                CalendarEvent(_utc("2026-03-04 07:30"), "GBP", "high", "BoE governor testimony", "GB"),
+                CalendarEvent(_utc("2026-03-05 13:15"), "EUR", "high", "ECB rate decision", "EU"),
+                CalendarEvent(_utc("2026-03-05 13:30"), "USD", "low", "Initial jobless claims", "US"),
+                CalendarEvent(_utc("2026-03-06 13:30"), "USD", "high", "Non-farm payrolls", "US"),
+                CalendarEvent(_utc("2026-04-06 06:15"), "CAD", "high", "BoC business outlook", "CA"),
+            ),
+            key=lambda e: e.at,
+        )
+    )
 
 
 def moments() -> list[tuple[str, datetime]]:
@@ -127,12 +165,13 @@ def _quote(symbol: str, mid: str, inst: Instrument, now: datetime) -> Quote:
     return Quote(symbol, m - half, m + half, ts, 1, "bench")
 
 
-def market(catalogue: Catalogue = DEFAULT_CATALOGUE, now: datetime = NOW
-           ) -> tuple[dict[str, Quote], dict[str, Decimal | None]]:
+def market(
+    catalogue: Catalogue = DEFAULT_CATALOGUE, now: datetime = NOW
+) -> tuple[dict[str, Quote], dict[str, Decimal | None]]:
     """Quotes by symbol (as fresh as ``now``) and conversion rates into USD by quote currency."""
     quotes = {s: _quote(s, m, inst, now) for s, m in MIDS.items() if (inst := catalogue.get(s)) is not None}
     ccys = {i.quote_currency for i in catalogue}
-    rates = {c: conversion_rate(c, "USD", lambda s: (q.mid if (q := quotes.get(s)) else None)) for c in ccys}
+    rates = {c: conversion_rate(c, "USD", lambda s: q.mid if (q := quotes.get(s)) else None) for c in ccys}
     return quotes, rates
 
 
@@ -143,8 +182,13 @@ def strict_policy() -> ExecutionPolicy:
 
 def firm_policy() -> ExecutionPolicy:
     """A wide execution envelope (the demo plans' kind): the rulebook's limits bite before the gates'."""
-    return ExecutionPolicy(max_notional=Decimal(2000000), max_leverage=Decimal(50),
-                           max_position_equity_pct=Decimal(5000), max_open_positions=10, max_open_orders=20)
+    return ExecutionPolicy(
+        max_notional=Decimal(2000000),
+        max_leverage=Decimal(50),
+        max_position_equity_pct=Decimal(5000),
+        max_open_positions=10,
+        max_open_orders=20,
+    )
 
 
 def load_rules(preset: str = PRESET) -> tuple[dict[str, dict[str, Any]], TradingCalendar]:
@@ -154,9 +198,14 @@ def load_rules(preset: str = PRESET) -> tuple[dict[str, dict[str, Any]], Trading
     return ev.rules, ev.cal
 
 
-def account_state(quotes: Mapping[str, Quote], rates: Mapping[str, Decimal | None], *,
-                  policy: ExecutionPolicy | None = None, status: Status = Status.ACTIVE,
-                  catalogue: Catalogue = DEFAULT_CATALOGUE) -> G.AccountState:
+def account_state(
+    quotes: Mapping[str, Quote],
+    rates: Mapping[str, Decimal | None],
+    *,
+    policy: ExecutionPolicy | None = None,
+    status: Status = Status.ACTIVE,
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
+) -> G.AccountState:
     """An active 100k account with 4 open positions and 3 resting orders, valued at ``quotes``: a book the
     strict rulebook could have let through (every position within its lot, risk and leverage limits)."""
     policy = policy or strict_policy()
@@ -168,8 +217,13 @@ def account_state(quotes: Mapping[str, Quote], rates: Mapping[str, Decimal | Non
         "AAPL": Position("AAPL", d("4"), d("185.20"), d("170.00"), None, NOW),
     }
     insts = {s: catalogue.get(s) for s in positions}
-    val = valuate(d("100250.00"), positions.values(), insts,  # type: ignore[arg-type]
-                  quotes.get, lambda c: rates.get(c))
+    val = valuate(
+        d("100250.00"),
+        positions.values(),
+        insts,  # type: ignore[arg-type]
+        quotes.get,
+        lambda c: rates.get(c),
+    )
     notional = {m.symbol: m.notional for m in val.marks}
     resting = (
         G.RestingOrder("BTCUSD", Side.BUY, d("0.050"), d("62000.00"), d("3100.00")),
@@ -184,8 +238,15 @@ def timed_orders() -> list[OrderRequest]:
     d = Decimal
     return [
         OrderRequest("GBPUSD", Side.BUY, d("0.10"), stop_loss=d("1.25000"), take_profit=d("1.30000")),
-        OrderRequest("US100", Side.SELL, d("0.5"), OrderType.LIMIT, limit_price=d("18300.00"),
-                     stop_loss=d("18600.00"), take_profit=d("18000.00")),
+        OrderRequest(
+            "US100",
+            Side.SELL,
+            d("0.5"),
+            OrderType.LIMIT,
+            limit_price=d("18300.00"),
+            stop_loss=d("18600.00"),
+            take_profit=d("18000.00"),
+        ),
         OrderRequest("EURUSD", Side.BUY, d("0.05"), stop_loss=d("1.07000"), take_profit=d("1.09500")),
     ]
 
@@ -195,9 +256,15 @@ Verdict = Sequence[str]
 Check = Callable[[OrderRequest, G.AccountState], Verdict]
 
 
-def make_path(rules: dict[str, dict[str, Any]], cal: TradingCalendar, quotes: Mapping[str, Quote],
-              rates: Mapping[str, Decimal | None], events: Sequence[CalendarEvent], now: datetime,
-              catalogue: Catalogue = DEFAULT_CATALOGUE) -> Check:
+def make_path(
+    rules: dict[str, dict[str, Any]],
+    cal: TradingCalendar,
+    quotes: Mapping[str, Quote],
+    rates: Mapping[str, Decimal | None],
+    events: Sequence[CalendarEvent],
+    now: datetime,
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
+) -> Check:
     """Our path: ``ExecutionService._submit``'s checks: the gates, then ``RulesBridge.pretrade`` without I/O."""
     gate, market_ctx, pretrade = G.check_order, G.MarketContext, R.check_order
     get_inst, get_quote, get_rate = catalogue.get, quotes.get, rates.get
@@ -215,7 +282,7 @@ def make_path(rules: dict[str, dict[str, Any]], cal: TradingCalendar, quotes: Ma
         # the calendar in memory, by time
         if news is None:
             return ()
-        return events[bisect_left(event_ats, t - after):bisect_right(event_ats, t + before)]
+        return events[bisect_left(event_ats, t - after) : bisect_right(event_ats, t + before)]
 
     def path(req: OrderRequest, st: G.AccountState) -> Verdict:
         # ExecutionService._market + _submit
@@ -244,18 +311,38 @@ def make_path(rules: dict[str, dict[str, Any]], cal: TradingCalendar, quotes: Ma
             OpenPosition(s, "buy" if p.quantity > 0 else "sell", abs(p.quantity), marks.get(s, ZERO))
             for s, p in st.positions.items()
         )
-        check = OrderCheck(now, req.symbol, inst.asset_class.value, req.side.value, req.quantity, entry, notional,
-                           st.equity, req.stop_loss, risk, positions, len(st.resting_orders),
-                           req.order_type is not market_t, reduces, (inst.base_currency, inst.quote_currency),
-                           events_around(now))
+        check = OrderCheck(
+            now,
+            req.symbol,
+            inst.asset_class.value,
+            req.side.value,
+            req.quantity,
+            entry,
+            notional,
+            st.equity,
+            req.stop_loss,
+            risk,
+            positions,
+            len(st.resting_orders),
+            req.order_type is not market_t,
+            reduces,
+            (inst.base_currency, inst.quote_currency),
+            events_around(now),
+        )
         return tuple(d.rule for d in pretrade(rules, cal, check) if d.kind == "reject")
 
     return path
 
 
-def make_inline(rules: dict[str, dict[str, Any]], cal: TradingCalendar, quotes: Mapping[str, Quote],
-                rates: Mapping[str, Decimal | None], events: Sequence[CalendarEvent], now: datetime,
-                catalogue: Catalogue = DEFAULT_CATALOGUE) -> Check:
+def make_inline(
+    rules: dict[str, dict[str, Any]],
+    cal: TradingCalendar,
+    quotes: Mapping[str, Quote],
+    rates: Mapping[str, Decimal | None],
+    events: Sequence[CalendarEvent],
+    now: datetime,
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
+) -> Check:
     """The limit: the same gates and rules, hand-coded inline, returning just the violated codes / rule ids."""
     missing = [r for r in PRETRADE_RULES if r not in rules]
     if missing:
@@ -271,8 +358,9 @@ def make_inline(rules: dict[str, dict[str, Any]], cal: TradingCalendar, quotes: 
     news_rejects = news["action"] == "reject_order"  # otherwise the news rule only flags
     impacts = {"high": ("high",), "medium": ("high", "medium"), "low": ("high", "medium", "low")}[news["impact"]]
     before, after = timedelta(minutes=news["minutes_before"]), timedelta(minutes=news["minutes_after"])
-    hot = tuple((e.at - before, e.at + after, e.currency.upper(), e.country.upper())
-                for e in events if e.impact in impacts)
+    hot = tuple(
+        (e.at - before, e.at + after, e.currency.upper(), e.country.upper()) for e in events if e.impact in impacts
+    )
     lot = rules["max_lot_size"]
     per_order, per_symbol = lot.get("per_order"), lot.get("per_symbol")
     max_positions = rules["max_open_positions"]["count"]
@@ -430,8 +518,7 @@ def make_inline(rules: dict[str, dict[str, Any]], cal: TradingCalendar, quotes: 
         agg += notional
         if equity > 0 and agg / equity > max_ratio:
             out.append("max_leverage")
-        if (max_amount is not None and notional > max_amount) or (max_aggregate is not None
-                                                                  and agg > max_aggregate):
+        if (max_amount is not None and notional > max_amount) or (max_aggregate is not None and agg > max_aggregate):
             out.append("max_notional")
         if sl is None:
             if require_sl:
@@ -460,7 +547,7 @@ def _price_near(rng: random.Random, mid: Decimal, inst: Instrument, spread_pct: 
     """A price around ``mid``; usually at the instrument's precision, sometimes with one digit too many."""
     p = float(mid) * (1 + rng.uniform(-spread_pct, spread_pct))
     places = inst.price_precision + (1 if rng.random() < 0.05 else 0)
-    return Decimal(f"{max(p, 10 ** -places):.{places}f}")
+    return Decimal(f"{max(p, 10**-places):.{places}f}")
 
 
 def random_order(rng: random.Random, catalogue: Catalogue = DEFAULT_CATALOGUE) -> OrderRequest:
@@ -509,11 +596,16 @@ def state_variants(quotes: Mapping[str, Quote], rates: Mapping[str, Decimal | No
     pol = base.policy
     full = replace(base, resting_orders=base.resting_orders * 4)
     extra = {"GBPUSD": Position("GBPUSD", Decimal("0.10"), Decimal("1.26000"), None, None, NOW)}
-    many = replace(base, positions={**base.positions, **extra},
-                   position_notional={**base.position_notional, "GBPUSD": Decimal("12700")})
+    many = replace(
+        base,
+        positions={**base.positions, **extra},
+        position_notional={**base.position_notional, "GBPUSD": Decimal("12700")},
+    )
     firm = replace(base, policy=firm_policy())
     return [
-        base, base, base,
+        base,
+        base,
+        base,
         replace(base, status=Status.PAUSED),
         replace(base, policy=replace(pol, allow_short=False)),
         replace(base, policy=replace(pol, allow_long=False)),
@@ -523,8 +615,14 @@ def state_variants(quotes: Mapping[str, Quote], rates: Mapping[str, Decimal | No
         replace(base, policy=replace(pol, max_position_equity_pct=Decimal(5))),
         replace(base, equity=Decimal("30000")),
         replace(base, equity=Decimal("-10")),
-        full, many,
-        firm, firm, firm, firm, firm, firm,
+        full,
+        many,
+        firm,
+        firm,
+        firm,
+        firm,
+        firm,
+        firm,
         replace(full, policy=firm.policy),
         replace(many, policy=firm.policy),
         replace(firm, equity=Decimal("30000")),
@@ -574,25 +672,37 @@ class Scene:
     inline: Check
 
 
-def scenes(rules: dict[str, dict[str, Any]], cal: TradingCalendar, events: Sequence[CalendarEvent],
-           catalogue: Catalogue = DEFAULT_CATALOGUE) -> list[Scene]:
+def scenes(
+    rules: dict[str, dict[str, Any]],
+    cal: TradingCalendar,
+    events: Sequence[CalendarEvent],
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
+) -> list[Scene]:
     out = []
     for label, now in moments():
         quotes, rates = market(catalogue, now)
-        out.append(Scene(label, now, make_path(rules, cal, quotes, rates, events, now, catalogue),
-                         make_inline(rules, cal, quotes, rates, events, now, catalogue)))
+        out.append(
+            Scene(
+                label,
+                now,
+                make_path(rules, cal, quotes, rates, events, now, catalogue),
+                make_inline(rules, cal, quotes, rates, events, now, catalogue),
+            )
+        )
     return out
 
 
-def run(*, calls: int = 20000, trials: int = 5, sample: int = 5000, seed: int = 42,
-        progress: ProgressFn = no_progress) -> BenchResult:
+def run(
+    *, calls: int = 20000, trials: int = 5, sample: int = 5000, seed: int = 42, progress: ProgressFn = no_progress
+) -> BenchResult:
     """Measure the path and the limit, interleaved over ``trials``; check verdicts on ``sample`` random orders."""
     rules, cal = load_rules()
     enabled = [r for r in PRETRADE_RULES if r in rules]
     problems: list[str] = []
     if len(enabled) != len(PRETRADE_RULES):
-        problems.append(f"setup: {PRESET} does not enable every pre-trade rule: "
-                        f"{sorted(set(PRETRADE_RULES) - set(enabled))}")
+        problems.append(
+            f"setup: {PRESET} does not enable every pre-trade rule: {sorted(set(PRETRADE_RULES) - set(enabled))}"
+        )
     events = calendar()
     quotes, rates = market()
     state = account_state(quotes, rates)
@@ -605,8 +715,10 @@ def run(*, calls: int = 20000, trials: int = 5, sample: int = 5000, seed: int = 
     for req, st in work:
         got, ref = path(req, st), inline(req, st)
         if got or ref:
-            problems.append(f"setup: timed order {req.symbol} {req.order_type.value} must pass every gate and rule: "
-                            f"path={list(got)}, inline={list(ref)}")
+            problems.append(
+                f"setup: timed order {req.symbol} {req.order_type.value} must pass every gate and rule: "
+                f"path={list(got)}, inline={list(ref)}"
+            )
 
     # Correctness on a random sample (also warms both up).
     rng = random.Random(seed)
@@ -626,8 +738,10 @@ def run(*, calls: int = 20000, trials: int = 5, sample: int = 5000, seed: int = 
         if got_set != frozenset(ref):
             mismatches += 1
             if len(problems) < 10:
-                problems.append(f"verdicts differ for {req} at {sc.label} ({sc.now.isoformat()}) on account "
-                                f"variant {vi}: path={sorted(got_set)}, inline={sorted(set(ref))}")
+                problems.append(
+                    f"verdicts differ for {req} at {sc.label} ({sc.now.isoformat()}) on account "
+                    f"variant {vi}: path={sorted(got_set)}, inline={sorted(set(ref))}"
+                )
         if not got_set:
             accepted += 1
         elif got_set <= by_rule.keys():
@@ -653,28 +767,56 @@ def run(*, calls: int = 20000, trials: int = 5, sample: int = 5000, seed: int = 
 
     def summary(ts: list[dict[str, float]]) -> dict[str, Any]:
         per_call = median_of(ts, "ns_per_call")
-        return {"latency_us_p50": median_of(ts, "latency_us_p50"), "latency_us_p99": median_of(ts, "latency_us_p99"),
-                "latency_us_max": median_of(ts, "latency_us_max"),
-                "throughput_per_s": round(1e9 / per_call, 1) if per_call else 0.0}
+        return {
+            "latency_us_p50": median_of(ts, "latency_us_p50"),
+            "latency_us_p99": median_of(ts, "latency_us_p99"),
+            "latency_us_max": median_of(ts, "latency_us_max"),
+            "throughput_per_s": round(1e9 / per_call, 1) if per_call else 0.0,
+        }
 
-    metrics = {**summary(path_trials), "rules_evaluated": len(GATES) + len(enabled),
-               "gates_evaluated": len(GATES), "pretrade_rules_evaluated": len(enabled),
-               "sample_orders": sample, "sample_accepted": accepted,
-               "sample_gate_rejections": sample - accepted - rule_rejected, "sample_rule_rejections": rule_rejected,
-               "sample_rejection_codes": len(by_gate) + sum(1 for n in by_rule.values() if n),
-               "sample_rules_violated": sum(1 for n in by_rule.values() if n),
-               "sample_violations_by_rule": by_rule,
-               "verdict_mismatches": mismatches, "timer_overhead_ns": overhead}
+    metrics = {
+        **summary(path_trials),
+        "rules_evaluated": len(GATES) + len(enabled),
+        "gates_evaluated": len(GATES),
+        "pretrade_rules_evaluated": len(enabled),
+        "sample_orders": sample,
+        "sample_accepted": accepted,
+        "sample_gate_rejections": sample - accepted - rule_rejected,
+        "sample_rule_rejections": rule_rejected,
+        "sample_rejection_codes": len(by_gate) + sum(1 for n in by_rule.values() if n),
+        "sample_rules_violated": sum(1 for n in by_rule.values() if n),
+        "sample_violations_by_rule": by_rule,
+        "verdict_mismatches": mismatches,
+        "timer_overhead_ns": overhead,
+    }
     limit = summary(limit_trials)
     ratio = median_of(path_trials, "ns_per_call") / median_of(limit_trials, "ns_per_call")
     correct = mismatches == 0 and not any(p.startswith("setup") for p in problems)
     return BenchResult(
         "pretrade",
-        {"calls": calls, "trials": trials, "sample": sample, "seed": seed, "preset": PRESET,
-         "phase": "phase_1", "timezone": cal.tz.key, "open_positions": len(state.positions),
-         "resting_orders": len(state.resting_orders), "calendar_events": len(events), "moments": len(all_scenes),
-         "account_variants": len(variants), "timed_orders": len(work),
-         "policy": "execution gates: default policy + max_aggregate_notional 200000 (timed); wider envelopes in "
-                   "the sample",
-         "gates": list(GATES), "pretrade_rules": enabled},
-        metrics, limit, round(ratio, 3), correct, machine_info(), problems)
+        {
+            "calls": calls,
+            "trials": trials,
+            "sample": sample,
+            "seed": seed,
+            "preset": PRESET,
+            "phase": "phase_1",
+            "timezone": cal.tz.key,
+            "open_positions": len(state.positions),
+            "resting_orders": len(state.resting_orders),
+            "calendar_events": len(events),
+            "moments": len(all_scenes),
+            "account_variants": len(variants),
+            "timed_orders": len(work),
+            "policy": "execution gates: default policy + max_aggregate_notional 200000 (timed); wider envelopes in "
+            "the sample",
+            "gates": list(GATES),
+            "pretrade_rules": enabled,
+        },
+        metrics,
+        limit,
+        round(ratio, 3),
+        correct,
+        machine_info(),
+        problems,
+    )

@@ -37,14 +37,23 @@ from .common import BenchResult, ProgressFn, latency_summary, machine_info, medi
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures" / "market"
-STALE_AFTER_S = {AssetClass.FOREX: 30.0, AssetClass.METAL: 30.0, AssetClass.ENERGY: 30.0, AssetClass.INDEX: 30.0,
-                 AssetClass.EQUITY: 60.0, AssetClass.CRYPTO: 30.0}
+STALE_AFTER_S = {
+    AssetClass.FOREX: 30.0,
+    AssetClass.METAL: 30.0,
+    AssetClass.ENERGY: 30.0,
+    AssetClass.INDEX: 30.0,
+    AssetClass.EQUITY: 60.0,
+    AssetClass.CRYPTO: 30.0,
+}
 
 
 def shared_market_dir() -> Path | None:
     """``/work/shared/data/market`` or ``../shared/data/market`` relative to the repository, if present."""
-    for d in (os.environ.get("PROPDESK_MARKET_DATA"), REPO.parent / "shared" / "data" / "market",
-              Path("/work/shared/data/market")):
+    for d in (
+        os.environ.get("PROPDESK_MARKET_DATA"),
+        REPO.parent / "shared" / "data" / "market",
+        Path("/work/shared/data/market"),
+    ):
         if d and Path(d).is_dir():
             return Path(d)
     return None
@@ -154,8 +163,9 @@ def reference_candles(parsed: list[Quote], minutes: set[datetime]) -> dict[tuple
     return {k: tuple(v) for k, v in ref.items()}
 
 
-def run(*, ticks: int = 9000, trials: int = 5, sample: int = 200, seed: int = 42,
-        progress: ProgressFn = no_progress) -> BenchResult:
+def run(
+    *, ticks: int = 9000, trials: int = 5, sample: int = 200, seed: int = 42, progress: ProgressFn = no_progress
+) -> BenchResult:
     files, symbol, label = sources(ticks)
     problems: list[str] = []
 
@@ -199,19 +209,35 @@ def run(*, ticks: int = 9000, trials: int = 5, sample: int = 200, seed: int = 42
         progress("quotes: timing", 0.9 / trials)
 
     p_ns, l_ns = median_of(path_trials, "ns_per_tick"), median_of(limit_trials, "ns_per_tick")
-    metrics = {"latency_us_p50": median_of(path_trials, "latency_us_p50"),
-               "latency_us_p99": median_of(path_trials, "latency_us_p99"),
-               "latency_us_max": median_of(path_trials, "latency_us_max"),
-               "throughput_per_s": round(1e9 / p_ns, 1) if p_ns else 0.0,
-               "ticks_per_s": round(1e9 / p_ns, 1) if p_ns else 0.0,
-               "ns_per_tick": p_ns, "ticks_parsed": len(parsed), "ticks_accepted": st.accepted,
-               "dropped_out_of_order": st.dropped_out_of_order, "dropped_duplicate": st.dropped_duplicate,
-               "stale_gaps": ing.stale_gaps, "candles": len(ing.candles.candles(symbol)),
-               "sample_minutes": len(ref), "candle_mismatches": mismatches}
-    limit = {"ticks_per_s": round(1e9 / l_ns, 1) if l_ns else 0.0,
-             "throughput_per_s": round(1e9 / l_ns, 1) if l_ns else 0.0, "ns_per_tick": l_ns}
+    metrics = {
+        "latency_us_p50": median_of(path_trials, "latency_us_p50"),
+        "latency_us_p99": median_of(path_trials, "latency_us_p99"),
+        "latency_us_max": median_of(path_trials, "latency_us_max"),
+        "throughput_per_s": round(1e9 / p_ns, 1) if p_ns else 0.0,
+        "ticks_per_s": round(1e9 / p_ns, 1) if p_ns else 0.0,
+        "ns_per_tick": p_ns,
+        "ticks_parsed": len(parsed),
+        "ticks_accepted": st.accepted,
+        "dropped_out_of_order": st.dropped_out_of_order,
+        "dropped_duplicate": st.dropped_duplicate,
+        "stale_gaps": ing.stale_gaps,
+        "candles": len(ing.candles.candles(symbol)),
+        "sample_minutes": len(ref),
+        "candle_mismatches": mismatches,
+    }
+    limit = {
+        "ticks_per_s": round(1e9 / l_ns, 1) if l_ns else 0.0,
+        "throughput_per_s": round(1e9 / l_ns, 1) if l_ns else 0.0,
+        "ns_per_tick": l_ns,
+    }
     correct = not problems and mismatches == 0 and len(parsed) > 0 and len(ref) > 0
-    return BenchResult("quotes", {"ticks": ticks, "trials": trials, "sample": sample, "seed": seed,
-                                  "data": label, "symbol": symbol},
-                       metrics, limit, round(p_ns / l_ns, 3) if l_ns else 0.0, correct,
-                       machine_info(), problems)
+    return BenchResult(
+        "quotes",
+        {"ticks": ticks, "trials": trials, "sample": sample, "seed": seed, "data": label, "symbol": symbol},
+        metrics,
+        limit,
+        round(p_ns / l_ns, 3) if l_ns else 0.0,
+        correct,
+        machine_info(),
+        problems,
+    )

@@ -29,8 +29,13 @@ import typer
 from . import admin, bench, calendar, db, feed, plans, server, tokens, worker
 from .common import _out
 
-app = typer.Typer(name="propdesk", help="PropDesk: a prop-trading challenge platform.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    name="propdesk",
+    help="PropDesk: a prop-trading challenge platform.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(db.db_app, name="db")
 app.add_typer(worker.worker_app, name="worker")
 app.add_typer(tokens.tokens_app, name="tokens")
@@ -54,8 +59,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                  help="Show the version and exit.")] = False) -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
     """PropDesk: a prop-trading challenge platform."""
 
 

@@ -23,11 +23,15 @@ admin_app = typer.Typer(help="Web users with admin rights (the admin panel).", n
 
 
 @admin_app.command("create")
-def admin_create(email: Annotated[str, typer.Option(help="The admin's email address (the login).")],
-                 password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from the "
-                                                              "first line of stdin instead of prompting.")] = False,
-                 display_name: Annotated[str, typer.Option(help="The name shown in the panel.")] = "",
-                 as_json: JsonOpt = False) -> None:
+def admin_create(
+    email: Annotated[str, typer.Option(help="The admin's email address (the login).")],
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read the password from the first line of stdin instead of prompting."),
+    ] = False,
+    display_name: Annotated[str, typer.Option(help="The name shown in the panel.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
     """Create a web user with the admin role (the first admin of a new install). The password must have 10..256
     characters mixing letters with digits or symbols; an address that already has an account is refused."""
 
@@ -50,15 +54,21 @@ def admin_create(email: Annotated[str, typer.Option(help="The admin's email addr
         settings = _settings()
         with open_platform(settings) as platform:
             try:
-                user = platform.identity.create_user(address, password, role=UserRole.ADMIN,
-                                                     display_name=display_name, audit_kind="user_created")
+                user = platform.identity.create_user(
+                    address, password, role=UserRole.ADMIN, display_name=display_name, audit_kind="user_created"
+                )
             except Conflict:
                 raise CliError(f"a user with the email {address} already exists") from None
             except InvalidInput as exc:
                 raise CliError(exc.message) from None
         _log().info("admin_created", user_id=str(user.id), email=user.email)
-        result = {"id": str(user.id), "email": user.email, "role": user.role.value,
-                  "display_name": user.display_name, "login_url": settings.public_url.rstrip("/") + "/login"}
+        result = {
+            "id": str(user.id),
+            "email": user.email,
+            "role": user.role.value,
+            "display_name": user.display_name,
+            "login_url": settings.public_url.rstrip("/") + "/login",
+        }
         if as_json:
             emit_json(result)
         else:

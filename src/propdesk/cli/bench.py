@@ -23,8 +23,9 @@ from .common import (
     emit_json,
 )
 
-bench_app = typer.Typer(help="Benchmarks (docs: PERFORMANCE.md). The last stdout line is JSON with --json.",
-                        no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks (docs: PERFORMANCE.md). The last stdout line is JSON with --json.", no_args_is_help=True
+)
 
 
 # ------------------------------------------------------------------------------------------------ bench
@@ -36,9 +37,11 @@ def _bench_output(result: Any, as_json: bool) -> int:
         emit_json(result.to_json())
     else:
         m, lim = result.metrics, result.limit
-        _out(f"{result.scenario}: p50 {m.get('latency_us_p50')} us, p99 {m.get('latency_us_p99')} us, "
-             f"{m.get('throughput_per_s')}/s; limit p50 {lim.get('latency_us_p50')} us, "
-             f"{lim.get('throughput_per_s')}/s; ratio to limit {result.ratio_to_limit}; correct {result.correct}")
+        _out(
+            f"{result.scenario}: p50 {m.get('latency_us_p50')} us, p99 {m.get('latency_us_p99')} us, "
+            f"{m.get('throughput_per_s')}/s; limit p50 {lim.get('latency_us_p50')} us, "
+            f"{lim.get('throughput_per_s')}/s; ratio to limit {result.ratio_to_limit}; correct {result.correct}"
+        )
         emit_json(result.to_json())
     return 0 if result.correct else 1
 
@@ -49,20 +52,27 @@ def _bench_progress() -> Iterator[Callable[[str, float], None]]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
         task = progress.add_task("bench", total=1.0)
         yield lambda desc, adv: progress.update(task, description=desc, advance=adv)
 
 
 @bench_app.command("orders")
-def bench_orders(accounts: Annotated[int | None, typer.Option(min=1, help="Accounts (default: one per client).")]
-                 = None,
-                 clients: Annotated[int, typer.Option(min=1, help="Concurrent client threads.")] = 8,
-                 seed: Annotated[int, typer.Option(help="Seed (symbol per account).")] = 42,
-                 trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
-                 orders: Annotated[int, typer.Option(min=1, help="Orders per client per trial.")] = 100,
-                 as_json: JsonOpt = False) -> None:
+def bench_orders(
+    accounts: Annotated[int | None, typer.Option(min=1, help="Accounts (default: one per client).")] = None,
+    clients: Annotated[int, typer.Option(min=1, help="Concurrent client threads.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed (symbol per account).")] = 42,
+    trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
+    orders: Annotated[int, typer.Option(min=1, help="Orders per client per trial.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
     """Durable order intake (gates + fill + position + ledger, one transaction) vs one-row INSERT+COMMIT."""
 
     def body() -> int:
@@ -70,22 +80,29 @@ def bench_orders(accounts: Annotated[int | None, typer.Option(min=1, help="Accou
 
         settings = _settings()
         with _bench_progress() as progress:
-            result = scenario.run(settings, accounts=accounts, clients=clients, seed=seed, trials=trials,
-                                  orders_per_client=orders, progress=progress)
+            result = scenario.run(
+                settings,
+                accounts=accounts,
+                clients=clients,
+                seed=seed,
+                trials=trials,
+                orders_per_client=orders,
+                progress=progress,
+            )
         return _bench_output(result, as_json)
 
     _run(body)
 
 
 @bench_app.command("api-orders")
-def bench_api_orders(accounts: Annotated[int | None, typer.Option(min=1, help="Accounts per path (default: one "
-                                                                              "per client).")] = None,
-                     clients: Annotated[int, typer.Option(min=1, help="Concurrent client threads.")] = 8,
-                     seed: Annotated[int, typer.Option(help="Seed (symbol per account, replayed keys).")] = 42,
-                     trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")]
-                     = 5,
-                     orders: Annotated[int, typer.Option(min=1, help="Orders per client per trial.")] = 100,
-                     as_json: JsonOpt = False) -> None:
+def bench_api_orders(
+    accounts: Annotated[int | None, typer.Option(min=1, help="Accounts per path (default: one per client).")] = None,
+    clients: Annotated[int, typer.Option(min=1, help="Concurrent client threads.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed (symbol per account, replayed keys).")] = 42,
+    trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
+    orders: Annotated[int, typer.Option(min=1, help="Orders per client per trial.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
     """Orders over HTTP (service token, idempotency keys, a `propdesk serve` process) vs `bench orders`'s path
     in process, on the same database in the same run."""
 
@@ -95,8 +112,15 @@ def bench_api_orders(accounts: Annotated[int | None, typer.Option(min=1, help="A
         settings = _settings()
         try:
             with _bench_progress() as progress:
-                result = scenario.run(settings, accounts=accounts, clients=clients, seed=seed, trials=trials,
-                                      orders_per_client=orders, progress=progress)
+                result = scenario.run(
+                    settings,
+                    accounts=accounts,
+                    clients=clients,
+                    seed=seed,
+                    trials=trials,
+                    orders_per_client=orders,
+                    progress=progress,
+                )
         except scenario.ServerError as exc:
             raise CliError(str(exc)) from exc
         return _bench_output(result, as_json)
@@ -105,14 +129,17 @@ def bench_api_orders(accounts: Annotated[int | None, typer.Option(min=1, help="A
 
 
 @bench_app.command("pretrade")
-def bench_pretrade(seed: Annotated[int, typer.Option(help="Seed of the random verdict sample.")] = 42,
-                   trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
-                   calls: Annotated[int, typer.Option(min=100, help="Timed calls per trial.")] = 20000,
-                   sample: Annotated[int, typer.Option(min=1, help="Random orders whose verdicts are compared "
-                                                                   "with the inline reference.")] = 5000,
-                   accounts: Annotated[int | None, typer.Option(hidden=True)] = None,
-                   clients: Annotated[int | None, typer.Option(hidden=True)] = None,
-                   as_json: JsonOpt = False) -> None:
+def bench_pretrade(
+    seed: Annotated[int, typer.Option(help="Seed of the random verdict sample.")] = 42,
+    trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
+    calls: Annotated[int, typer.Option(min=100, help="Timed calls per trial.")] = 20000,
+    sample: Annotated[
+        int, typer.Option(min=1, help="Random orders whose verdicts are compared with the inline reference.")
+    ] = 5000,
+    accounts: Annotated[int | None, typer.Option(hidden=True)] = None,
+    clients: Annotated[int | None, typer.Option(hidden=True)] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """The full pre-trade check of one order in process vs the same checks hand-coded inline.
 
     (--accounts/--clients are accepted for a uniform bench command line; this scenario is one account, one
@@ -138,13 +165,15 @@ def _run_in_process_bench(module: str, as_json: bool, **params: Any) -> None:
 
 # ------------------------------------------------------------------------------------------------ bench quotes
 @bench_app.command("quotes")
-def bench_quotes(ticks: Annotated[int, typer.Option(min=1, help="Ticks replayed per run.")] = 9000,
-                 trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
-                 sample: Annotated[int, typer.Option(min=1, help="Minutes whose candles are checked.")] = 200,
-                 seed: Annotated[int, typer.Option(help="Seed of the sampled minutes.")] = 42,
-                 accounts: Annotated[int | None, typer.Option(hidden=True)] = None,
-                 clients: Annotated[int | None, typer.Option(hidden=True)] = None,
-                 as_json: JsonOpt = False) -> None:
+def bench_quotes(
+    ticks: Annotated[int, typer.Option(min=1, help="Ticks replayed per run.")] = 9000,
+    trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
+    sample: Annotated[int, typer.Option(min=1, help="Minutes whose candles are checked.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled minutes.")] = 42,
+    accounts: Annotated[int | None, typer.Option(hidden=True)] = None,
+    clients: Annotated[int | None, typer.Option(hidden=True)] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Replayed ticks into the quote store and minute candles vs parsing the same file alone (in process)."""
 
     _run_in_process_bench("quotes", as_json, ticks=ticks, trials=trials, sample=sample, seed=seed)

@@ -21,9 +21,15 @@ calendar_app = typer.Typer(help="The economic calendar (the news rule reads it).
 
 # ------------------------------------------------------------------------------------------------ calendar
 @calendar_app.command("import")
-def calendar_import(file: Annotated[str, typer.Argument(help="A .csv (time,currency,impact,title[,country]) or "
-                                                        ".ics file (docs: propdesk.marketdata.calendar).")],
-                    as_json: JsonOpt = False) -> None:
+def calendar_import(
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="A .csv (time,currency,impact,title[,country]) or .ics file (docs: propdesk.marketdata.calendar)."
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
     """Import economic calendar events from a CSV or ICS file (idempotent: re-importing updates in place)."""
 
     def body() -> int:
@@ -44,9 +50,10 @@ def calendar_import(file: Annotated[str, typer.Argument(help="A .csv (time,curre
 
 
 @calendar_app.command("sync")
-def calendar_sync(days: Annotated[int, typer.Option("--days", min=1, max=366, help="Days ahead from today (UTC).")]
-                  = 7,
-                  as_json: JsonOpt = False) -> None:
+def calendar_sync(
+    days: Annotated[int, typer.Option("--days", min=1, max=366, help="Days ahead from today (UTC).")] = 7,
+    as_json: JsonOpt = False,
+) -> None:
     """Fetch the Finnhub economic calendar for today .. today + DAYS (needs PROPDESK_FINNHUB_API_KEY;
     PROPDESK_FINNHUB_BASE_URL overrides the API URL)."""
 
@@ -65,14 +72,16 @@ def calendar_sync(days: Annotated[int, typer.Option("--days", min=1, max=366, he
             end = start + timedelta(days=days)
             try:
                 result = EconomicCalendar(platform.db, platform.clock, platform.catalogue).sync_finnhub(
-                    key, start, end, base_url=base_url)
+                    key, start, end, base_url=base_url
+                )
             except CalendarError as exc:
                 raise CliError(str(exc)) from exc
         if as_json:
             emit_json({"from": start, "to": end, **result.to_json()})
         else:
-            _out(f"finnhub {start}..{end}: {result.inserted} new, {result.updated} updated, "
-                 f"{result.unchanged} unchanged")
+            _out(
+                f"finnhub {start}..{end}: {result.inserted} new, {result.updated} updated, {result.unchanged} unchanged"
+            )
         return 0
 
     _run(body)

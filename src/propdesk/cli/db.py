@@ -46,10 +46,16 @@ def db_upgrade(as_json: JsonOpt = False) -> None:
         finally:
             if embedded is not None:
                 embedded.__exit__(None, None, None)
-        result = {"database": redact(admin_url), "embedded": embedded is not None,
-                  "data_dir": str(settings.data_dir.resolve()) if embedded is not None else None,
-                  "role_prefix": settings.db_role_prefix, "revision_before": before, "revision": after,
-                  "head": HEAD, "changed": before != after}
+        result = {
+            "database": redact(admin_url),
+            "embedded": embedded is not None,
+            "data_dir": str(settings.data_dir.resolve()) if embedded is not None else None,
+            "role_prefix": settings.db_role_prefix,
+            "revision_before": before,
+            "revision": after,
+            "head": HEAD,
+            "changed": before != after,
+        }
         log.info("db_upgraded", **result)
         if as_json:
             emit_json(result)
@@ -62,8 +68,10 @@ def db_upgrade(as_json: JsonOpt = False) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ verify
-def verify(account: Annotated[str | None, typer.Argument(help="One account id (default: every account).")] = None,
-           as_json: JsonOpt = False) -> None:
+def verify(
+    account: Annotated[str | None, typer.Argument(help="One account id (default: every account).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Recompute balances and positions from the ledger and compare with the stored ones (exit 1 on mismatch)."""
 
     def body() -> int:
@@ -85,18 +93,31 @@ def verify(account: Annotated[str | None, typer.Argument(help="One account id (d
             if only is not None and not ids:
                 raise CliError(f"account {account} not found")
             console = Console(stderr=True)
-            with Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=True, disable=not console.is_terminal) as progress:
+            with Progress(
+                TextColumn("verify"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+                disable=not console.is_terminal,
+            ) as progress:
                 task = progress.add_task("verify", total=len(ids))
-                report = verify_accounts(platform.execution, ids,
-                                         on_account=lambda _a, _r: progress.advance(task))
-        _log().info("verify_done", accounts=report.checked, ok=report.ok, mismatched=len(report.mismatched),
-                    errors=len(report.errors))
+                report = verify_accounts(platform.execution, ids, on_account=lambda _a, _r: progress.advance(task))
+        _log().info(
+            "verify_done",
+            accounts=report.checked,
+            ok=report.ok,
+            mismatched=len(report.mismatched),
+            errors=len(report.errors),
+        )
         if as_json:
             emit_json(report.to_json())
         else:
-            _out(f"verified {report.checked} accounts: {report.ok} ok, {len(report.mismatched)} mismatched, "
-                 f"{len(report.errors)} could not be checked")
+            _out(
+                f"verified {report.checked} accounts: {report.ok} ok, {len(report.mismatched)} mismatched, "
+                f"{len(report.errors)} could not be checked"
+            )
             for m in report.mismatched:
                 for f in m["mismatches"]:
                     _out(f"  MISMATCH {m['account_id']} {f['field']}: ledger {f['ledger']} != stored {f['stored']}")

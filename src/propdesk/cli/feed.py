@@ -22,12 +22,14 @@ feed_app = typer.Typer(help="Price feeds into the quote store and the execution 
 
 
 @feed_app.command("replay")
-def feed_replay(files: Annotated[list[str], typer.Argument(help="Tick or bar files (formats: docs of "
-                                                                "propdesk.marketdata.providers.replay).")],
-                symbol: Annotated[str | None, typer.Option(help="Symbol (default: from each file name).")] = None,
-                speed: Annotated[float, typer.Option(min=0, help="Market seconds per second; 0 = as fast as "
-                                                                 "possible.")] = 1.0,
-                as_json: JsonOpt = False) -> None:
+def feed_replay(
+    files: Annotated[
+        list[str], typer.Argument(help="Tick or bar files (formats: docs of propdesk.marketdata.providers.replay).")
+    ],
+    symbol: Annotated[str | None, typer.Option(help="Symbol (default: from each file name).")] = None,
+    speed: Annotated[float, typer.Option(min=0, help="Market seconds per second; 0 = as fast as possible.")] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
     """Replay ticks/bars into the platform's quote store and execution triggers (needs a database)."""
 
     def body() -> int:
@@ -58,13 +60,19 @@ def feed_replay(files: Annotated[list[str], typer.Argument(help="Tick or bar fil
 
 @feed_app.command("simulate")
 def feed_simulate(
-        symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated symbols "
-                                                    "(default: every enabled instrument).")] = None,
-        seed: Annotated[int, typer.Option(help="Seed of the simulation (same seed, same paths).")] = 7,
-        interval: Annotated[float, typer.Option("--interval", min=0.01, help="Seconds between ticks.")] = 1.0,
-        weekend_demo: Annotated[bool, typer.Option("--weekend-demo", help="DEMO MODE: forex, metals and energy "
-                                                   "quote through the weekend; quotes say "
-                                                   "source=simulated-demo.")] = False) -> None:
+    symbols: Annotated[
+        str | None, typer.Option("--symbols", help="Comma-separated symbols (default: every enabled instrument).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulation (same seed, same paths).")] = 7,
+    interval: Annotated[float, typer.Option("--interval", min=0.01, help="Seconds between ticks.")] = 1.0,
+    weekend_demo: Annotated[
+        bool,
+        typer.Option(
+            "--weekend-demo",
+            help="DEMO MODE: forex, metals and energy quote through the weekend; quotes say source=simulated-demo.",
+        ),
+    ] = False,
+) -> None:
     """Simulated quotes (calibrated, session-aware; docs: MARKET_DATA.md) into the platform until Ctrl-C."""
 
     def body() -> int:
@@ -85,14 +93,24 @@ def feed_simulate(
                     raise CliError(f"unknown symbol(s): {', '.join(unknown)}")
             platform.quotes.refresh()
             start = {q.symbol: q.mid for q in platform.quotes.all()}  # continue from the last stored prices
-            provider = SimulatedProvider(platform.catalogue, platform.clock, seed=seed, interval_s=interval,
-                                         symbols=chosen, weekend_demo=weekend_demo, start_prices=start)
+            provider = SimulatedProvider(
+                platform.catalogue,
+                platform.clock,
+                seed=seed,
+                interval_s=interval,
+                symbols=chosen,
+                weekend_demo=weekend_demo,
+                start_prices=start,
+            )
             now = platform.clock.now()
             open_now = [s for s in provider.symbols if provider.is_open(s, now)]
-            sys.stderr.write(f"feed simulate ({provider.name}): {len(provider.symbols)} symbols, "
-                             f"{len(open_now)} in session now; Ctrl-C to stop\n")
+            sys.stderr.write(
+                f"feed simulate ({provider.name}): {len(provider.symbols)} symbols, "
+                f"{len(open_now)} in session now; Ctrl-C to stop\n"
+            )
             signal.signal(signal.SIGTERM, lambda *_: provider.stop())
             from ..marketdata.recorder import CandleRecorder
+
             recorder = CandleRecorder(platform.db, platform.clock, platform.ticks, log=log).start()
             stats = FeedStats()
             try:
@@ -114,18 +132,27 @@ def feed_simulate(
 
 @feed_app.command("massive")
 def feed_massive(
-        symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated symbols "
-                                                    "(default: every enabled instrument Massive can route).")] = None,
-        interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between polls "
-                                                "(with --rest-poll).")] = 1.0,
-        wti_proxy: Annotated[bool, typer.Option("--wti-proxy", help="Quote WTIUSD from the USO ETF (a proxy: "
-                                                "its moves, not a barrel price).")] = False,
-        rest_poll: Annotated[bool, typer.Option("--rest-poll", help="Poll the REST snapshots instead of "
-                                                "streaming over WebSocket.")] = False,
-        max_quotes: Annotated[int | None, typer.Option("--max-quotes", min=1, help="Stop after this many "
-                                                       "quotes (tests, smoke checks).")] = None,
-        seconds: Annotated[float | None, typer.Option("--seconds", min=0.1, help="Stop after this many "
-                                                      "seconds.")] = None) -> None:
+    symbols: Annotated[
+        str | None,
+        typer.Option(
+            "--symbols", help="Comma-separated symbols (default: every enabled instrument Massive can route)."
+        ),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, help="Seconds between polls (with --rest-poll).")
+    ] = 1.0,
+    wti_proxy: Annotated[
+        bool,
+        typer.Option("--wti-proxy", help="Quote WTIUSD from the USO ETF (a proxy: its moves, not a barrel price)."),
+    ] = False,
+    rest_poll: Annotated[
+        bool, typer.Option("--rest-poll", help="Poll the REST snapshots instead of streaming over WebSocket.")
+    ] = False,
+    max_quotes: Annotated[
+        int | None, typer.Option("--max-quotes", min=1, help="Stop after this many quotes (tests, smoke checks).")
+    ] = None,
+    seconds: Annotated[float | None, typer.Option("--seconds", min=0.1, help="Stop after this many seconds.")] = None,
+) -> None:
     """Massive (Polygon.io) quotes into the platform until Ctrl-C (needs PROPDESK_MASSIVE_API_KEY): the
     WebSocket streams by default (PROPDESK_MASSIVE_WS_URL overrides the host), REST polling with --rest-poll
     (PROPDESK_MASSIVE_BASE_URL overrides the API URL)."""
@@ -143,8 +170,10 @@ def feed_massive(
 
         key = os.environ.get(ENV_API_KEY, "").strip()
         if not key:
-            raise CliError(f"{ENV_API_KEY} is not set: the Massive feed needs an API key "
-                           "(or use `propdesk feed simulate`, which needs none)")
+            raise CliError(
+                f"{ENV_API_KEY} is not set: the Massive feed needs an API key "
+                "(or use `propdesk feed simulate`, which needs none)"
+            )
         settings = _settings()
         log = _log()
         with open_platform(settings) as platform:
@@ -158,20 +187,33 @@ def feed_massive(
             provider: MassiveProvider | MassiveStreamProvider
             try:
                 if rest_poll:
-                    provider = MassiveProvider(key, chosen, platform.clock, interval_s=interval,
-                                               base_url=os.environ.get("PROPDESK_MASSIVE_BASE_URL") or None,
-                                               catalogue=platform.catalogue, proxies=wti_proxy)
+                    provider = MassiveProvider(
+                        key,
+                        chosen,
+                        platform.clock,
+                        interval_s=interval,
+                        base_url=os.environ.get("PROPDESK_MASSIVE_BASE_URL") or None,
+                        catalogue=platform.catalogue,
+                        proxies=wti_proxy,
+                    )
                 else:
-                    provider = MassiveStreamProvider(key, chosen, platform.clock,
-                                                     url=os.environ.get(ENV_WS_URL, "").strip() or None,
-                                                     catalogue=platform.catalogue, proxies=wti_proxy,
-                                                     calendar=platform.sessions)
+                    provider = MassiveStreamProvider(
+                        key,
+                        chosen,
+                        platform.clock,
+                        url=os.environ.get(ENV_WS_URL, "").strip() or None,
+                        catalogue=platform.catalogue,
+                        proxies=wti_proxy,
+                        calendar=platform.sessions,
+                    )
             except (MassiveAuthError, ValueError) as exc:
                 raise CliError(str(exc)) from exc
-            sys.stderr.write(f"feed massive ({'REST polling' if rest_poll else 'WebSocket streams'}): "
-                             f"{len(provider.routes)} symbols routed"
-                             + (f", not routable: {', '.join(provider.unroutable)}" if provider.unroutable else "")
-                             + "; Ctrl-C to stop\n")
+            sys.stderr.write(
+                f"feed massive ({'REST polling' if rest_poll else 'WebSocket streams'}): "
+                f"{len(provider.routes)} symbols routed"
+                + (f", not routable: {', '.join(provider.unroutable)}" if provider.unroutable else "")
+                + "; Ctrl-C to stop\n"
+            )
             signal.signal(signal.SIGTERM, lambda *_: provider.stop())
             if seconds is not None:
                 timer = threading.Timer(seconds, provider.stop)
@@ -199,9 +241,12 @@ def feed_massive(
 
 
 @feed_app.command("calibrate")
-def feed_calibrate(data: Annotated[str | None, typer.Option("--data", help="The market data directory "
-                                                            "(default: ../shared/data/market).")] = None,
-                   as_json: JsonOpt = False) -> None:
+def feed_calibrate(
+    data: Annotated[
+        str | None, typer.Option("--data", help="The market data directory (default: ../shared/data/market).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Recompute marketdata/calibration.json (volatility and spreads) from the real data files."""
 
     def body() -> int:

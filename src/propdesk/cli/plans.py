@@ -20,14 +20,17 @@ from .common import (
 
 # ------------------------------------------------------------------------------------------------ evaluate
 def evaluate(
-        rulebook: Annotated[str, typer.Option("--rulebook", help="A plan file (YAML/JSON) or a preset id "
-                                                                  "(PRESET or PRESET@OFFER).")],
-        trades: Annotated[str, typer.Option("--trades", help="Trade log CSV (RULES.md format).")],
-        phase: Annotated[str | None, typer.Option("--phase", help="Phase to evaluate (default: the first).")] = None,
-        prices: Annotated[str | None, typer.Option("--prices", help="Bars or ticks CSV for floating P&L.")] = None,
-        calendar: Annotated[str | None, typer.Option("--calendar", help="Economic calendar CSV "
-                                                                         "(time,currency,impact,title).")] = None,
-        as_json: JsonOpt = False) -> None:
+    rulebook: Annotated[
+        str, typer.Option("--rulebook", help="A plan file (YAML/JSON) or a preset id (PRESET or PRESET@OFFER).")
+    ],
+    trades: Annotated[str, typer.Option("--trades", help="Trade log CSV (RULES.md format).")],
+    phase: Annotated[str | None, typer.Option("--phase", help="Phase to evaluate (default: the first).")] = None,
+    prices: Annotated[str | None, typer.Option("--prices", help="Bars or ticks CSV for floating P&L.")] = None,
+    calendar: Annotated[
+        str | None, typer.Option("--calendar", help="Economic calendar CSV (time,currency,impact,title).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Evaluate a trade log against a rulebook, offline (no database). Exit 0 whatever the verdict; 2 with a
     one-line message naming the row and column for bad input."""
     from pathlib import Path
@@ -39,8 +42,13 @@ def evaluate(
 
     try:
         book = load_rulebook(rulebook)
-        result = run_evaluation(book, Path(trades), phase=phase, prices_path=Path(prices) if prices else None,
-                                calendar_path=Path(calendar) if calendar else None)
+        result = run_evaluation(
+            book,
+            Path(trades),
+            phase=phase,
+            prices_path=Path(prices) if prices else None,
+            calendar_path=Path(calendar) if calendar else None,
+        )
     except (InputError, RulebookError) as exc:
         sys.stderr.write(f"propdesk evaluate: {exc}\n")
         raise typer.Exit(2) from None
@@ -55,8 +63,9 @@ plans_app = typer.Typer(help="Challenge plans (rulebook + offers).", no_args_is_
 
 
 @plans_app.command("validate")
-def plans_validate(files: Annotated[list[str], typer.Argument(help="Plan files (YAML or JSON).")],
-                   as_json: JsonOpt = False) -> None:
+def plans_validate(
+    files: Annotated[list[str], typer.Argument(help="Plan files (YAML or JSON).")], as_json: JsonOpt = False
+) -> None:
     """Validate plan files without a database; exit 2 on the first error (file, key, reason)."""
     from pathlib import Path
 
@@ -70,14 +79,23 @@ def plans_validate(files: Annotated[list[str], typer.Argument(help="Plan files (
         except RulebookError as exc:
             sys.stderr.write(f"propdesk plans validate: {exc}\n")
             raise typer.Exit(2) from None
-        ok.append({"file": f, "id": book.id, "version": book.version, "phases": [p.id for p in book.phases],
-                   "offers": [o.id for o in book.offers]})
+        ok.append(
+            {
+                "file": f,
+                "id": book.id,
+                "version": book.version,
+                "phases": [p.id for p in book.phases],
+                "offers": [o.id for o in book.offers],
+            }
+        )
     if as_json:
         emit_json({"valid": ok})
     else:
         for item in ok:
-            _out(f"{item['file']}: ok ({item['id']}, phases {', '.join(item['phases'])}, "
-                 f"offers {', '.join(item['offers']) or '-'})")
+            _out(
+                f"{item['file']}: ok ({item['id']}, phases {', '.join(item['phases'])}, "
+                f"offers {', '.join(item['offers']) or '-'})"
+            )
 
 
 @plans_app.command("list")
@@ -92,16 +110,19 @@ def plans_list(as_json: JsonOpt = False) -> None:
         else:
             for p in items:
                 offers = ", ".join(f"{o['id']} ({o['price']} {o['currency']})" for o in p["offers"])
-                _out(f"{p['id']} v{p['version']}: {p['name']} — phases {', '.join(x['id'] for x in p['phases'])};"
-                     f" offers {offers or '-'}")
+                _out(
+                    f"{p['id']} v{p['version']}: {p['name']} — phases {', '.join(x['id'] for x in p['phases'])};"
+                    f" offers {offers or '-'}"
+                )
         return 0
 
     _run(body)
 
 
 @plans_app.command("import")
-def plans_import(file: Annotated[str, typer.Argument(help="A plan file (YAML or JSON).")],
-                 as_json: JsonOpt = False) -> None:
+def plans_import(
+    file: Annotated[str, typer.Argument(help="A plan file (YAML or JSON).")], as_json: JsonOpt = False
+) -> None:
     """Store a plan file as the next version of its id (running accounts keep their frozen version)."""
 
     def body() -> int:

@@ -17,10 +17,13 @@ from .common import (
 
 
 # ------------------------------------------------------------------------------------------------ serve
-def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on (PROPDESK_HOST).")] = None,
-          port: Annotated[int | None, typer.Option(help="Port (PROPDESK_PORT); 0 picks a free one.")] = None,
-          no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not run the mark-to-market worker in "
-                                                                       "this process.")] = False) -> None:
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (PROPDESK_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (PROPDESK_PORT); 0 picks a free one.")] = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Do not run the mark-to-market worker in this process.")
+    ] = False,
+) -> None:
     """Run the API (and the mark-to-market worker, in a thread) in one process until SIGTERM/Ctrl-C."""
 
     def body() -> int:
@@ -45,23 +48,36 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
                 calendar_worker = start_calendar_sync(platform)
                 # Minute candles for the charts from this process's tick stream (quotes posted to the API).
                 from ..marketdata.recorder import CandleRecorder
+
                 platform.candles = CandleRecorder(platform.db, platform.clock, platform.ticks, log=_log()).start()
                 try:
                     # uvicorn handles SIGTERM/SIGINT while it runs, then restores the previous handlers and
                     # re-raises the signal: with the default handlers that would kill the process before the
                     # worker, the pools and an embedded PostgreSQL are stopped. These record it and let us finish.
                     for sig in (signal.SIGTERM, signal.SIGINT):
-                        signal.signal(sig, lambda signum, _frame: _log().info(
-                            "serve_stopping", signal=signal.Signals(signum).name))
-                    _log().info("serving", url=url_of(sock), worker=worker is not None,
-                                calendar_sync=calendar_worker is not None)
+                        signal.signal(
+                            sig,
+                            lambda signum, _frame: _log().info("serve_stopping", signal=signal.Signals(signum).name),
+                        )
+                    _log().info(
+                        "serving",
+                        url=url_of(sock),
+                        worker=worker is not None,
+                        calendar_sync=calendar_worker is not None,
+                    )
                     # access_log off: the API logs every request itself, as JSON.
                     # Live streams (SSE) never end by themselves: give them 5 s at shutdown, then cancel them.
                     # Behind a TLS-terminating proxy: the client address and scheme come from X-Forwarded-For
                     # / -Proto, trusted only from PROPDESK_FORWARDED_ALLOW_IPS (docs/DEPLOY.md).
-                    config = uvicorn.Config(api, log_config=None, lifespan="on", access_log=False,
-                                            timeout_graceful_shutdown=5, proxy_headers=True,
-                                            forwarded_allow_ips=settings.forwarded_allow_ips)
+                    config = uvicorn.Config(
+                        api,
+                        log_config=None,
+                        lifespan="on",
+                        access_log=False,
+                        timeout_graceful_shutdown=5,
+                        proxy_headers=True,
+                        forwarded_allow_ips=settings.forwarded_allow_ips,
+                    )
                     uvicorn.Server(config).run(sockets=[sock])
                 finally:
                     platform.candles.stop()
@@ -77,11 +93,15 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
 
 
 # ------------------------------------------------------------------------------------------------ demo
-def demo(host: Annotated[str | None, typer.Option(help="Interface to listen on (PROPDESK_HOST).")] = None,
-         port: Annotated[int | None, typer.Option(help="Port (PROPDESK_PORT); 0 picks a free one.")] = None,
-         check: Annotated[bool, typer.Option("--check", envvar="PROPDESK_DEMO_CHECK",
-                                             help="Set up, check the API and the ledger, then exit.")] = False,
-         seed: Annotated[int, typer.Option(help="Seed of the demo price driver.")] = 7) -> None:
+def demo(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (PROPDESK_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (PROPDESK_PORT); 0 picks a free one.")] = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", envvar="PROPDESK_DEMO_CHECK", help="Set up, check the API and the ledger, then exit."),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the demo price driver.")] = 7,
+) -> None:
     """Database, migrations, API, mark-to-market worker, moving demo prices and demo accounts; until Ctrl-C."""
 
     def body() -> int:
@@ -91,7 +111,14 @@ def demo(host: Annotated[str | None, typer.Option(help="Interface to listen on (
         settings = _settings().model_copy(update={"demo_always_open": True})
         create_app = _load_create_app()
         with open_platform(settings) as platform:
-            return run_demo(platform, create_app, host=host or settings.host,
-                            port=settings.port if port is None else port, check=check, seed=seed, out=_out)
+            return run_demo(
+                platform,
+                create_app,
+                host=host or settings.host,
+                port=settings.port if port is None else port,
+                check=check,
+                seed=seed,
+                out=_out,
+            )
 
     _run(body)

@@ -54,27 +54,35 @@ def _run_worker(make: Callable[[Any, Any], Any], once: bool, as_json: bool, summ
 
 @worker_app.command("mark-to-market")
 def worker_mark_to_market(
-        once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
-        interval: Annotated[float | None, typer.Option(min=0.01, help="Seconds between cycles "
-                                                                       "(PROPDESK_MTM_INTERVAL_SECONDS).")] = None,
-        as_json: JsonOpt = False) -> None:
+    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
+    interval: Annotated[
+        float | None, typer.Option(min=0.01, help="Seconds between cycles (PROPDESK_MTM_INTERVAL_SECONDS).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Reprice every open position on a cadence and write a heartbeat; SIGTERM/SIGINT stop it cleanly."""
 
     def body() -> int:
         from ..workers.mark_to_market import MarkToMarketWorker
 
-        return _run_worker(lambda platform, stop: MarkToMarketWorker(platform, interval_s=interval, stop=stop),
-                           once, as_json,
-                           lambda r: f"mark-to-market: {r.marked}/{r.accounts} accounts marked, {len(r.failed)} "
-                                     f"failed, {r.duration_s * 1000:.1f} ms")
+        return _run_worker(
+            lambda platform, stop: MarkToMarketWorker(platform, interval_s=interval, stop=stop),
+            once,
+            as_json,
+            lambda r: (
+                f"mark-to-market: {r.marked}/{r.accounts} accounts marked, {len(r.failed)} "
+                f"failed, {r.duration_s * 1000:.1f} ms"
+            ),
+        )
 
     _run(body)
 
 
 @worker_app.command("calendar-sync")
 def worker_calendar_sync(
-        once: Annotated[bool, typer.Option("--once", help="Sync once and exit (1 if the sync failed).")] = False,
-        as_json: JsonOpt = False) -> None:
+    once: Annotated[bool, typer.Option("--once", help="Sync once and exit (1 if the sync failed).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Keep the economic calendar current from Finnhub (yesterday .. two weeks ahead, every
     PROPDESK_CALENDAR_SYNC_HOURS; needs PROPDESK_FINNHUB_API_KEY) and write a heartbeat; SIGTERM/SIGINT stop it."""
 
@@ -83,18 +91,26 @@ def worker_calendar_sync(
 
         if not _settings().finnhub_api_key:
             raise CliError("worker calendar-sync needs a Finnhub API key: set PROPDESK_FINNHUB_API_KEY")
-        return _run_worker(lambda platform, stop: CalendarSyncWorker(platform, stop=stop), once, as_json,
-                           lambda r: f"calendar-sync {r.range_from}..{r.range_to}: {r.inserted} new, "
-                                     f"{r.updated} updated, {r.unchanged} unchanged")
+        return _run_worker(
+            lambda platform, stop: CalendarSyncWorker(platform, stop=stop),
+            once,
+            as_json,
+            lambda r: (
+                f"calendar-sync {r.range_from}..{r.range_to}: {r.inserted} new, "
+                f"{r.updated} updated, {r.unchanged} unchanged"
+            ),
+        )
 
     _run(body)
 
 
 # ------------------------------------------------------------------------------------------------ day roll
 @worker_app.command("eod")
-def worker_eod(once: Annotated[bool, typer.Option("--once", help="Roll once and exit.")] = False,
-               interval: Annotated[float, typer.Option(min=1, help="Seconds between checks.")] = 60.0,
-               as_json: JsonOpt = False) -> None:
+def worker_eod(
+    once: Annotated[bool, typer.Option("--once", help="Roll once and exit.")] = False,
+    interval: Annotated[float, typer.Option(min=1, help="Seconds between checks.")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
     """Roll every challenge account's trading day at its rulebook's day start (idempotent; DST-correct)."""
 
     def body() -> int:
@@ -109,10 +125,11 @@ def worker_eod(once: Annotated[bool, typer.Option("--once", help="Roll once and 
                 from psycopg.types.json import Jsonb
 
                 with platform.db.tx() as c:
-                    c.execute("INSERT INTO worker_heartbeats (name, beat_at, details) VALUES ('eod', %s, %s)"
-                              " ON CONFLICT (name) DO UPDATE SET beat_at=EXCLUDED.beat_at, details=EXCLUDED.details",
-                              (platform.clock.now(), Jsonb({"rolled": result["rolled"],
-                                                            "failed": len(result["failed"])})))
+                    c.execute(
+                        "INSERT INTO worker_heartbeats (name, beat_at, details) VALUES ('eod', %s, %s)"
+                        " ON CONFLICT (name) DO UPDATE SET beat_at=EXCLUDED.beat_at, details=EXCLUDED.details",
+                        (platform.clock.now(), Jsonb({"rolled": result["rolled"], "failed": len(result["failed"])})),
+                    )
 
             if once:
                 result = platform.execution.roll_all()
@@ -120,8 +137,10 @@ def worker_eod(once: Annotated[bool, typer.Option("--once", help="Roll once and 
                 if as_json:
                     emit_json(result)
                 else:
-                    sys.stderr.write(f"eod: {result['rolled']}/{result['accounts']} accounts rolled, "
-                                     f"{len(result['failed'])} failed\n")
+                    sys.stderr.write(
+                        f"eod: {result['rolled']}/{result['accounts']} accounts rolled, "
+                        f"{len(result['failed'])} failed\n"
+                    )
                 return 1 if result["failed"] else 0
 
             def on_signal(signum: int, _frame: Any) -> None:

@@ -27,20 +27,39 @@ def role_url(admin_url: str, role: str) -> str:
 class Database:
     """Engine and app connection pools for one PropDesk database."""
 
-    def __init__(self, admin_url: str, prefix: str, *, engine_url: str | None = None, app_url: str | None = None,
-                 pool_size: int = 10, open_app_pool: bool = False):
+    def __init__(
+        self,
+        admin_url: str,
+        prefix: str,
+        *,
+        engine_url: str | None = None,
+        app_url: str | None = None,
+        pool_size: int = 10,
+        open_app_pool: bool = False,
+    ):
         self.admin_url = admin_url
         self.prefix = prefix
         self.owner_role, self.engine_role, self.app_role = role_names(prefix)
         self.engine_url = engine_url or role_url(admin_url, self.engine_role)
         self.app_url = app_url or role_url(admin_url, self.app_role)
         self.engine_pool: ConnectionPool[Conn] = ConnectionPool(
-            self.engine_url, min_size=min(2, pool_size), max_size=pool_size, open=True,
-            kwargs={"row_factory": dict_row, "autocommit": False}, name="engine")
+            self.engine_url,
+            min_size=min(2, pool_size),
+            max_size=pool_size,
+            open=True,
+            kwargs={"row_factory": dict_row, "autocommit": False},
+            name="engine",
+        )
         self.app_pool: ConnectionPool[Conn] | None = None
         if open_app_pool:
-            self.app_pool = ConnectionPool(self.app_url, min_size=1, max_size=max(2, pool_size // 2), open=True,
-                                           kwargs={"row_factory": dict_row, "autocommit": False}, name="app")
+            self.app_pool = ConnectionPool(
+                self.app_url,
+                min_size=1,
+                max_size=max(2, pool_size // 2),
+                open=True,
+                kwargs={"row_factory": dict_row, "autocommit": False},
+                name="app",
+            )
 
     @contextmanager
     def tx(self) -> Iterator[Conn]:
@@ -82,13 +101,15 @@ def assert_security_posture(admin_url: str, prefix: str) -> list[str]:
             if row[1]:
                 problems.append(f"role {role} has BYPASSRLS")
             owned = conn.execute(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = %s", (role,)).fetchone()
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = %s", (role,)
+            ).fetchone()
             if owned and owned[0]:
                 problems.append(f"role {role} owns {owned[0]} tables")
         rows = conn.execute(
             "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' "
-            "AND c.relname <> 'alembic_version'").fetchall()
+            "AND c.relname <> 'alembic_version'"
+        ).fetchall()
         for name, rls, force in rows:
             if not (rls and force):
                 problems.append(f"table {name} lacks ENABLE/FORCE ROW LEVEL SECURITY")

@@ -32,8 +32,11 @@ def ensure_roles(admin_url: str, prefix: str) -> None:
             if exists:
                 continue
             try:
-                conn.execute(sql.SQL("CREATE ROLE {} {} NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE").format(
-                    sql.Identifier(name), sql.SQL("LOGIN" if login else "NOLOGIN")))
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} {} NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE").format(
+                        sql.Identifier(name), sql.SQL("LOGIN" if login else "NOLOGIN")
+                    )
+                )
             except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
                 pass  # created concurrently by another process: fine
         is_member = conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (owner,)).fetchone()
@@ -46,11 +49,15 @@ def _prepare_database(admin_url: str, prefix: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         db = conn.execute("SELECT current_database()").fetchone()
         assert db is not None
-        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(
-            sql.Identifier(db[0]), sql.Identifier(engine), sql.Identifier(app)))
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(
+                sql.Identifier(db[0]), sql.Identifier(engine), sql.Identifier(app)
+            )
+        )
         conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}, {}").format(
-            sql.Identifier(engine), sql.Identifier(app)))
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA public TO {}, {}").format(sql.Identifier(engine), sql.Identifier(app))
+        )
 
 
 def _alembic_config(prefix: str) -> Any:
@@ -73,8 +80,7 @@ def upgrade(admin_url: str, prefix: str, revision: str = "head") -> None:
     _prepare_database(admin_url, prefix)
     owner = role_names(prefix)[0]
     # A creator keeps any libpq form of the URL (URI or key=value) working unchanged.
-    engine = create_engine("postgresql+psycopg://", poolclass=NullPool,
-                           creator=lambda: psycopg.connect(admin_url))
+    engine = create_engine("postgresql+psycopg://", poolclass=NullPool, creator=lambda: psycopg.connect(admin_url))
     try:
         with engine.connect() as connection:
             connection.execute(text(f'SET ROLE "{owner}"'))

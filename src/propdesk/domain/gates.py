@@ -122,19 +122,30 @@ def _d(x: Decimal) -> str:
     return fmt(x.quantize(Decimal("0.01")) if abs(x) >= 1 else x)
 
 
-def check_order(req: OrderRequest, account: AccountState, inst: Instrument | None, mkt: MarketContext,
-                *, allowed_statuses: frozenset[Status] = TRADING) -> Rejection | None:
+def check_order(
+    req: OrderRequest,
+    account: AccountState,
+    inst: Instrument | None,
+    mkt: MarketContext,
+    *,
+    allowed_statuses: frozenset[Status] = TRADING,
+) -> Rejection | None:
     """Run every execution-policy gate for ``req``; ``None`` means it may execute."""
     policy = account.policy
     if account.status not in allowed_statuses:
-        return Rejection(Code.ACCOUNT_NOT_ACTIVE, f"account is {account.status.value}; orders need an active account",
-                         {"status": account.status.value})
+        return Rejection(
+            Code.ACCOUNT_NOT_ACTIVE,
+            f"account is {account.status.value}; orders need an active account",
+            {"status": account.status.value},
+        )
     if inst is None or not inst.enabled:
         return Rejection(Code.UNKNOWN_SYMBOL, f"unknown or disabled symbol {req.symbol!r}", {"symbol": req.symbol})
     if inst.asset_class not in policy.allowed_asset_classes:
-        return Rejection(Code.ASSET_NOT_ALLOWED, f"{inst.asset_class.value} is not allowed on this account",
-                         {"asset_class": inst.asset_class.value,
-                          "allowed": [a.value for a in policy.allowed_asset_classes]})
+        return Rejection(
+            Code.ASSET_NOT_ALLOWED,
+            f"{inst.asset_class.value} is not allowed on this account",
+            {"asset_class": inst.asset_class.value, "allowed": [a.value for a in policy.allowed_asset_classes]},
+        )
     rej = _check_size_and_prices(req, inst)
     if rej is not None:
         return rej
@@ -142,28 +153,41 @@ def check_order(req: OrderRequest, account: AccountState, inst: Instrument | Non
     if session is not None and not session.open:
         nxt = _iso(session.next_open)
         why = session.reason.removeprefix("closed: ")
-        return Rejection(Code.MARKET_CLOSED, f"the {req.symbol} market is closed ({why})"
-                         + (f"; it opens at {nxt}" if nxt else ""),
-                         {"symbol": req.symbol, "asset_class": session.asset_class, "reason": session.reason,
-                          "next_open": nxt})
+        return Rejection(
+            Code.MARKET_CLOSED,
+            f"the {req.symbol} market is closed ({why})" + (f"; it opens at {nxt}" if nxt else ""),
+            {"symbol": req.symbol, "asset_class": session.asset_class, "reason": session.reason, "next_open": nxt},
+        )
     quote = mkt.quote
     if quote is None:
-        return Rejection(Code.MISSING_PRICE, f"no quote for {req.symbol}; an order never fills on a guessed price",
-                         {"symbol": req.symbol})
+        return Rejection(
+            Code.MISSING_PRICE,
+            f"no quote for {req.symbol}; an order never fills on a guessed price",
+            {"symbol": req.symbol},
+        )
     age = quote.age_seconds(mkt.now)
     limit: float = session.stale_after_seconds if session is not None else policy.max_quote_age_seconds
     if age > limit:
-        details: dict[str, Any] = {"symbol": req.symbol, "quote": quote.evidence(), "age_seconds": round(age, 3),
-                                   "max_quote_age_seconds": limit}
+        details: dict[str, Any] = {
+            "symbol": req.symbol,
+            "quote": quote.evidence(),
+            "age_seconds": round(age, 3),
+            "max_quote_age_seconds": limit,
+        }
         if session is not None:
             details.update(threshold_seconds=limit, asset_class=session.asset_class)
-        return Rejection(Code.STALE_PRICE, f"the last quote for {req.symbol} is {age:.1f}s old "
-                         f"(limit {limit:g}s" + (f" for {session.asset_class}" if session is not None else "")
-                         + ")", details)
+        return Rejection(
+            Code.STALE_PRICE,
+            f"the last quote for {req.symbol} is {age:.1f}s old "
+            f"(limit {limit:g}s" + (f" for {session.asset_class}" if session is not None else "") + ")",
+            details,
+        )
     if mkt.rate is None:
-        return Rejection(Code.MISSING_CONVERSION_PRICE,
-                         f"no quote converts {inst.quote_currency} into {policy.currency}",
-                         {"from": inst.quote_currency, "to": policy.currency})
+        return Rejection(
+            Code.MISSING_CONVERSION_PRICE,
+            f"no quote converts {inst.quote_currency} into {policy.currency}",
+            {"from": inst.quote_currency, "to": policy.currency},
+        )
 
     current = account.positions.get(req.symbol)
     cur_q = current.quantity if current is not None else ZERO
@@ -173,19 +197,27 @@ def check_order(req: OrderRequest, account: AccountState, inst: Instrument | Non
     # Lots that add exposure: all of an increase, only the far side of a flip, nothing of a reduction.
     opening = abs(delta) if same_way else max(ZERO, abs(delta) - abs(cur_q))
     if req.reduce_only and (same_way or abs(delta) > abs(cur_q)):
-        return Rejection(Code.NO_POSITION, f"reduce-only order would not reduce the {req.symbol} position",
-                         {"symbol": req.symbol, "position": fmt(cur_q), "order": fmt(delta)})
+        return Rejection(
+            Code.NO_POSITION,
+            f"reduce-only order would not reduce the {req.symbol} position",
+            {"symbol": req.symbol, "position": fmt(cur_q), "order": fmt(delta)},
+        )
 
     if opening > 0:
         if req.side is Side.BUY and not policy.allow_long:
-            return Rejection(Code.DIRECTION_NOT_ALLOWED, "long positions are not allowed on this account",
-                             {"side": "buy"})
+            return Rejection(
+                Code.DIRECTION_NOT_ALLOWED, "long positions are not allowed on this account", {"side": "buy"}
+            )
         if req.side is Side.SELL and not policy.allow_short:
-            return Rejection(Code.DIRECTION_NOT_ALLOWED, "short positions are not allowed on this account",
-                             {"side": "sell"})
+            return Rejection(
+                Code.DIRECTION_NOT_ALLOWED, "short positions are not allowed on this account", {"side": "sell"}
+            )
 
-    ref = req.trigger_price if req.order_type is not OrderType.MARKET else (
-        quote.ask if req.side is Side.BUY else quote.bid)
+    ref = (
+        req.trigger_price
+        if req.order_type is not OrderType.MARKET
+        else (quote.ask if req.side is Side.BUY else quote.bid)
+    )
     assert ref is not None
     rej = _check_protective(req, ref)
     if rej is not None:
@@ -199,25 +231,37 @@ def check_order(req: OrderRequest, account: AccountState, inst: Instrument | Non
 def _check_size_and_prices(req: OrderRequest, inst: Instrument) -> Rejection | None:
     q = req.quantity
     if q <= 0 or q < inst.min_lot or q > inst.max_lot or not is_multiple(q, inst.lot_step):
-        return Rejection(Code.INVALID_QUANTITY,
-                         f"quantity {fmt(q)} must be between {fmt(inst.min_lot)} and {fmt(inst.max_lot)} lots "
-                         f"in steps of {fmt(inst.lot_step)}",
-                         {"quantity": fmt(q), "min_lot": fmt(inst.min_lot), "max_lot": fmt(inst.max_lot),
-                          "lot_step": fmt(inst.lot_step)})
+        return Rejection(
+            Code.INVALID_QUANTITY,
+            f"quantity {fmt(q)} must be between {fmt(inst.min_lot)} and {fmt(inst.max_lot)} lots "
+            f"in steps of {fmt(inst.lot_step)}",
+            {
+                "quantity": fmt(q),
+                "min_lot": fmt(inst.min_lot),
+                "max_lot": fmt(inst.max_lot),
+                "lot_step": fmt(inst.lot_step),
+            },
+        )
     if req.order_type is OrderType.LIMIT and req.limit_price is None:
         return Rejection(Code.INVALID_PRICE, "a limit order needs limit_price", {})
     if req.order_type is OrderType.STOP and req.stop_price is None:
         return Rejection(Code.INVALID_PRICE, "a stop order needs stop_price", {})
-    for name, value in (("limit_price", req.limit_price), ("stop_price", req.stop_price),
-                        ("stop_loss", req.stop_loss), ("take_profit", req.take_profit)):
+    for name, value in (
+        ("limit_price", req.limit_price),
+        ("stop_price", req.stop_price),
+        ("stop_loss", req.stop_loss),
+        ("take_profit", req.take_profit),
+    ):
         if value is None:
             continue
         if value <= 0:
             return Rejection(Code.INVALID_PRICE, f"{name} must be positive", {name: fmt(value)})
         if decimals_of(value) > inst.price_precision:
-            return Rejection(Code.INVALID_PRICE,
-                             f"{name} {fmt(value)} has more than {inst.price_precision} decimals for {inst.symbol}",
-                             {name: fmt(value), "price_precision": inst.price_precision})
+            return Rejection(
+                Code.INVALID_PRICE,
+                f"{name} {fmt(value)} has more than {inst.price_precision} decimals for {inst.symbol}",
+                {name: fmt(value), "price_precision": inst.price_precision},
+            )
     return None
 
 
@@ -226,48 +270,75 @@ def _check_protective(req: OrderRequest, ref: Decimal) -> Rejection | None:
     sl, tp = req.stop_loss, req.take_profit
     if req.side is Side.BUY:
         if sl is not None and sl >= ref:
-            return Rejection(Code.INVALID_STOP_LOSS, f"a buy's stop loss must be below the entry {fmt(ref)}",
-                             {"stop_loss": fmt(sl), "reference_price": fmt(ref), "side": "buy"})
+            return Rejection(
+                Code.INVALID_STOP_LOSS,
+                f"a buy's stop loss must be below the entry {fmt(ref)}",
+                {"stop_loss": fmt(sl), "reference_price": fmt(ref), "side": "buy"},
+            )
         if tp is not None and tp <= ref:
-            return Rejection(Code.INVALID_TAKE_PROFIT, f"a buy's take profit must be above the entry {fmt(ref)}",
-                             {"take_profit": fmt(tp), "reference_price": fmt(ref), "side": "buy"})
+            return Rejection(
+                Code.INVALID_TAKE_PROFIT,
+                f"a buy's take profit must be above the entry {fmt(ref)}",
+                {"take_profit": fmt(tp), "reference_price": fmt(ref), "side": "buy"},
+            )
     else:
         if sl is not None and sl <= ref:
-            return Rejection(Code.INVALID_STOP_LOSS, f"a sell's stop loss must be above the entry {fmt(ref)}",
-                             {"stop_loss": fmt(sl), "reference_price": fmt(ref), "side": "sell"})
+            return Rejection(
+                Code.INVALID_STOP_LOSS,
+                f"a sell's stop loss must be above the entry {fmt(ref)}",
+                {"stop_loss": fmt(sl), "reference_price": fmt(ref), "side": "sell"},
+            )
         if tp is not None and tp >= ref:
-            return Rejection(Code.INVALID_TAKE_PROFIT, f"a sell's take profit must be below the entry {fmt(ref)}",
-                             {"take_profit": fmt(tp), "reference_price": fmt(ref), "side": "sell"})
+            return Rejection(
+                Code.INVALID_TAKE_PROFIT,
+                f"a sell's take profit must be below the entry {fmt(ref)}",
+                {"take_profit": fmt(tp), "reference_price": fmt(ref), "side": "sell"},
+            )
     return None
 
 
-def _check_exposure(req: OrderRequest, account: AccountState, inst: Instrument, mkt: MarketContext,
-                    ref: Decimal, opening: Decimal, new_q: Decimal, cur_q: Decimal) -> Rejection | None:
+def _check_exposure(
+    req: OrderRequest,
+    account: AccountState,
+    inst: Instrument,
+    mkt: MarketContext,
+    ref: Decimal,
+    opening: Decimal,
+    new_q: Decimal,
+    cur_q: Decimal,
+) -> Rejection | None:
     policy = account.policy
     rate = mkt.rate
     assert rate is not None
     equity = account.equity
     order_notional = CTX.multiply(inst.contract_value(opening, ref), rate)
     if order_notional > policy.max_notional:
-        return Rejection(Code.NOTIONAL_EXCEEDED,
-                         f"order notional {_d(order_notional)} exceeds the per-order limit {_d(policy.max_notional)}",
-                         {"notional": _d(order_notional), "limit": _d(policy.max_notional)})
+        return Rejection(
+            Code.NOTIONAL_EXCEEDED,
+            f"order notional {_d(order_notional)} exceeds the per-order limit {_d(policy.max_notional)}",
+            {"notional": _d(order_notional), "limit": _d(policy.max_notional)},
+        )
     # A limit/stop order that the current quote already crosses executes now: it is gated as a market order
     # (it counts against max_open_positions, not max_open_orders).
     quote = mkt.quote
     assert quote is not None
-    is_resting = req.order_type is not OrderType.MARKET and not crosses(req.order_type, req.side, ref, quote.bid,
-                                                                        quote.ask)
+    is_resting = req.order_type is not OrderType.MARKET and not crosses(
+        req.order_type, req.side, ref, quote.bid, quote.ask
+    )
     if cur_q == 0 and not is_resting:
         open_count = sum(1 for p in account.positions.values() if p.quantity != 0)
         if open_count >= policy.max_open_positions:
-            return Rejection(Code.MAX_OPEN_POSITIONS,
-                             f"{open_count} positions are open; the limit is {policy.max_open_positions}",
-                             {"open_positions": open_count, "limit": policy.max_open_positions})
+            return Rejection(
+                Code.MAX_OPEN_POSITIONS,
+                f"{open_count} positions are open; the limit is {policy.max_open_positions}",
+                {"open_positions": open_count, "limit": policy.max_open_positions},
+            )
     if is_resting and len(account.resting_orders) >= policy.max_open_orders:
-        return Rejection(Code.MAX_OPEN_ORDERS,
-                         f"{len(account.resting_orders)} orders are open; the limit is {policy.max_open_orders}",
-                         {"open_orders": len(account.resting_orders), "limit": policy.max_open_orders})
+        return Rejection(
+            Code.MAX_OPEN_ORDERS,
+            f"{len(account.resting_orders)} orders are open; the limit is {policy.max_open_orders}",
+            {"open_orders": len(account.resting_orders), "limit": policy.max_open_orders},
+        )
     if equity <= 0:
         return Rejection(Code.INSUFFICIENT_MARGIN, "equity is not positive", {"equity": _d(equity)})
     # Exposure after the order: other symbols at their marks, this symbol at |new_q| valued at ref.
@@ -276,30 +347,47 @@ def _check_exposure(req: OrderRequest, account: AccountState, inst: Instrument, 
     aggregate = CTX.add(others, this_after)
     agg_limit = policy.max_aggregate_notional
     if agg_limit is not None and aggregate > agg_limit:
-        return Rejection(Code.AGGREGATE_NOTIONAL_EXCEEDED,
-                         f"open notional would be {_d(aggregate)}, above the aggregate limit {_d(agg_limit)}",
-                         {"aggregate_notional": _d(aggregate), "limit": _d(agg_limit)})
+        return Rejection(
+            Code.AGGREGATE_NOTIONAL_EXCEEDED,
+            f"open notional would be {_d(aggregate)}, above the aggregate limit {_d(agg_limit)}",
+            {"aggregate_notional": _d(aggregate), "limit": _d(agg_limit)},
+        )
     leverage = CTX.divide(aggregate, equity)
     if leverage > policy.max_leverage:
-        return Rejection(Code.LEVERAGE_EXCEEDED,
-                         f"leverage would be {leverage:.2f}x, above {fmt(policy.max_leverage)}x",
-                         {"leverage": f"{leverage:.4f}", "limit": fmt(policy.max_leverage),
-                          "aggregate_notional": _d(aggregate), "equity": _d(equity)})
+        return Rejection(
+            Code.LEVERAGE_EXCEEDED,
+            f"leverage would be {leverage:.2f}x, above {fmt(policy.max_leverage)}x",
+            {
+                "leverage": f"{leverage:.4f}",
+                "limit": fmt(policy.max_leverage),
+                "aggregate_notional": _d(aggregate),
+                "equity": _d(equity),
+            },
+        )
     pos_pct = CTX.divide(CTX.multiply(this_after, HUNDRED), equity)
     if pos_pct > policy.max_position_equity_pct:
-        return Rejection(Code.POSITION_EQUITY_EXCEEDED,
-                         f"the {req.symbol} position would be {pos_pct:.2f}% of equity, above "
-                         f"{fmt(policy.max_position_equity_pct)}%",
-                         {"position_notional": _d(this_after), "equity": _d(equity),
-                          "position_equity_pct": f"{pos_pct:.4f}", "limit_pct": fmt(policy.max_position_equity_pct)})
+        return Rejection(
+            Code.POSITION_EQUITY_EXCEEDED,
+            f"the {req.symbol} position would be {pos_pct:.2f}% of equity, above "
+            f"{fmt(policy.max_position_equity_pct)}%",
+            {
+                "position_notional": _d(this_after),
+                "equity": _d(equity),
+                "position_equity_pct": f"{pos_pct:.4f}",
+                "limit_pct": fmt(policy.max_position_equity_pct),
+            },
+        )
     # Margin: positions and resting orders each reserve notional / max_leverage.
-    used = CTX.divide(CTX.add(sum(account.position_notional.values(), ZERO),
-                              sum((o.notional for o in account.resting_orders), ZERO)), policy.max_leverage)
+    used = CTX.divide(
+        CTX.add(sum(account.position_notional.values(), ZERO), sum((o.notional for o in account.resting_orders), ZERO)),
+        policy.max_leverage,
+    )
     free = equity - used
     required = CTX.divide(order_notional, policy.max_leverage)
     if required > free:
-        return Rejection(Code.INSUFFICIENT_MARGIN,
-                         f"the order needs {_d(required)} margin; {_d(free)} is free",
-                         {"required_margin": _d(required), "free_margin": _d(free), "used_margin": _d(used),
-                          "equity": _d(equity)})
+        return Rejection(
+            Code.INSUFFICIENT_MARGIN,
+            f"the order needs {_d(required)} margin; {_d(free)} is free",
+            {"required_margin": _d(required), "free_margin": _d(free), "used_margin": _d(used), "equity": _d(equity)},
+        )
     return None

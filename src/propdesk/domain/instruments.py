@@ -44,19 +44,61 @@ class Instrument:
 
 def _fx(sym: str, precision: int = 5) -> Instrument:
     tick = Decimal(1).scaleb(-precision)
-    return Instrument(sym, AssetClass.FOREX, Decimal(100000), tick, precision, sym[3:], sym[:3],
-                      Decimal("0.01"), Decimal("0.01"), Decimal(100), True, f"{sym[:3]}/{sym[3:]}")
+    return Instrument(
+        sym,
+        AssetClass.FOREX,
+        Decimal(100000),
+        tick,
+        precision,
+        sym[3:],
+        sym[:3],
+        Decimal("0.01"),
+        Decimal("0.01"),
+        Decimal(100),
+        True,
+        f"{sym[:3]}/{sym[3:]}",
+    )
 
 
-def _make(sym: str, cls: AssetClass, contract: str, tick: str, prec: int, base: str, min_lot: str = "0.01",
-          step: str = "0.01", max_lot: str = "100", desc: str = "") -> Instrument:
-    return Instrument(sym, cls, Decimal(contract), Decimal(tick), prec, "USD", base, Decimal(min_lot),
-                      Decimal(step), Decimal(max_lot), True, desc)
+def _make(
+    sym: str,
+    cls: AssetClass,
+    contract: str,
+    tick: str,
+    prec: int,
+    base: str,
+    min_lot: str = "0.01",
+    step: str = "0.01",
+    max_lot: str = "100",
+    desc: str = "",
+) -> Instrument:
+    return Instrument(
+        sym,
+        cls,
+        Decimal(contract),
+        Decimal(tick),
+        prec,
+        "USD",
+        base,
+        Decimal(min_lot),
+        Decimal(step),
+        Decimal(max_lot),
+        True,
+        desc,
+    )
 
 
 DEFAULT_INSTRUMENTS: tuple[Instrument, ...] = (
-    _fx("EURUSD"), _fx("GBPUSD"), _fx("USDJPY", 3), _fx("AUDUSD"), _fx("USDCAD"), _fx("USDCHF"),
-    _fx("NZDUSD"), _fx("EURGBP"), _fx("EURJPY", 3), _fx("GBPJPY", 3),
+    _fx("EURUSD"),
+    _fx("GBPUSD"),
+    _fx("USDJPY", 3),
+    _fx("AUDUSD"),
+    _fx("USDCAD"),
+    _fx("USDCHF"),
+    _fx("NZDUSD"),
+    _fx("EURGBP"),
+    _fx("EURJPY", 3),
+    _fx("GBPJPY", 3),
     _make("XAUUSD", AssetClass.METAL, "100", "0.01", 2, "XAU", desc="Gold spot (100 oz per lot)"),
     _make("XAGUSD", AssetClass.METAL, "5000", "0.001", 3, "XAG", desc="Silver spot (5,000 oz per lot)"),
     _make("WTIUSD", AssetClass.ENERGY, "1000", "0.01", 2, "WTI", desc="WTI crude oil (1,000 bbl per lot)"),

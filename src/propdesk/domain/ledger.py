@@ -38,10 +38,10 @@ class EntryKind(StrEnum):
 
 
 class Category(StrEnum):
-    NONE = "none"          # no cash effect (amount must be 0)
-    DEPOSIT = "deposit"    # capital in (starting balance, scale-ups)
-    PNL = "pnl"            # realized trading P&L
-    FEE = "fee"            # commissions (negative amounts)
+    NONE = "none"  # no cash effect (amount must be 0)
+    DEPOSIT = "deposit"  # capital in (starting balance, scale-ups)
+    PNL = "pnl"  # realized trading P&L
+    FEE = "fee"  # commissions (negative amounts)
     ADJUSTMENT = "adjustment"
 
 
@@ -71,7 +71,7 @@ class Totals:
     cash: Decimal = ZERO
     deposits: Decimal = ZERO
     realized_pnl: Decimal = ZERO
-    fees: Decimal = ZERO          # positive number: total commissions paid
+    fees: Decimal = ZERO  # positive number: total commissions paid
     adjustments: Decimal = ZERO
     high_watermark: Decimal = ZERO
     entries: int = 0

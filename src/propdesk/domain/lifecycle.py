@@ -26,17 +26,17 @@ class Status(StrEnum):
 
 
 class Trigger(StrEnum):
-    START = "start"            # service: begin trading
-    PAUSE = "pause"            # admin hold
-    RESUME = "resume"          # admin release of a pause or a lock
-    LOCK = "lock"              # admin freeze
-    COMPLETE = "complete"      # service/admin: end without a verdict
-    LIQUIDATE = "liquidate"    # service/admin command or the policy safety net
-    DAY_PAUSE = "day_pause"    # rules: soft breach
-    DAY_START = "day_start"    # rules: next trading day begins
-    FAIL = "fail"              # rules: hard breach
-    EXPIRE = "expire"          # rules: time limit or inactivity
-    PASS = "pass"              # rules only
+    START = "start"  # service: begin trading
+    PAUSE = "pause"  # admin hold
+    RESUME = "resume"  # admin release of a pause or a lock
+    LOCK = "lock"  # admin freeze
+    COMPLETE = "complete"  # service/admin: end without a verdict
+    LIQUIDATE = "liquidate"  # service/admin command or the policy safety net
+    DAY_PAUSE = "day_pause"  # rules: soft breach
+    DAY_START = "day_start"  # rules: next trading day begins
+    FAIL = "fail"  # rules: hard breach
+    EXPIRE = "expire"  # rules: time limit or inactivity
+    PASS = "pass"  # rules only
 
 
 class Mode(StrEnum):
@@ -95,8 +95,11 @@ def transition(status: Status, trigger: Trigger) -> Status:
     except KeyError:
         raise IllegalTransition(
             f"cannot {trigger.value} an account that is {status.value}",
-            details={"status": status.value, "trigger": trigger.value,
-                     "allowed": sorted(t.value for (s, t) in TRANSITIONS if s == status)},
+            details={
+                "status": status.value,
+                "trigger": trigger.value,
+                "allowed": sorted(t.value for (s, t) in TRANSITIONS if s == status),
+            },
         ) from None
 
 

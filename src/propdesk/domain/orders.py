@@ -27,7 +27,7 @@ class OrderType(StrEnum):
 
 
 class OrderStatus(StrEnum):
-    OPEN = "open"            # resting limit/stop order
+    OPEN = "open"  # resting limit/stop order
     FILLED = "filled"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
@@ -85,8 +85,9 @@ def crosses(order_type: OrderType, side: Side, price: Decimal, bid: Decimal, ask
     return True
 
 
-def protective_trigger(quantity: Decimal, stop_loss: Decimal | None, take_profit: Decimal | None,
-                       bid: Decimal, ask: Decimal) -> OrderPurpose | None:
+def protective_trigger(
+    quantity: Decimal, stop_loss: Decimal | None, take_profit: Decimal | None, bid: Decimal, ask: Decimal
+) -> OrderPurpose | None:
     """Which protective level (if any) a quote hits for a position of signed ``quantity``.
 
     A long position closes at the bid: stop loss when bid <= SL, take profit when bid >= TP. A short closes

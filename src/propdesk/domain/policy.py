@@ -12,9 +12,9 @@ from .money import fmt, parse_decimal
 
 
 class SlippageModel(StrEnum):
-    MID_PRICE = "mid_price"      # fill at the mid
-    SPREAD = "spread"            # buy at the ask, sell at the bid
-    RANDOM_BPS = "random_bps"    # mid moved 1-3 bps against the order, seeded for reproducibility
+    MID_PRICE = "mid_price"  # fill at the mid
+    SPREAD = "spread"  # buy at the ask, sell at the bid
+    RANDOM_BPS = "random_bps"  # mid moved 1-3 bps against the order, seeded for reproducibility
 
 
 @dataclass(frozen=True, slots=True)

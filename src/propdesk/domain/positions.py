@@ -41,13 +41,20 @@ class FillEffect:
     """What one fill does to a position. ``realized_quote`` is in the instrument's quote currency."""
 
     position: Position | None  # None when the fill leaves the account flat in the symbol
-    closed_quantity: Decimal   # lots closed (>= 0)
-    opened_quantity: Decimal   # lots added to exposure (>= 0)
-    realized_quote: Decimal    # P&L realized on the closed part, quote currency, unrounded
+    closed_quantity: Decimal  # lots closed (>= 0)
+    opened_quantity: Decimal  # lots added to exposure (>= 0)
+    realized_quote: Decimal  # P&L realized on the closed part, quote currency, unrounded
 
 
-def apply_fill(position: Position | None, symbol: str, side: Side, quantity: Decimal, fill_price: Decimal,
-               contract_size: Decimal, at: datetime | None = None) -> FillEffect:
+def apply_fill(
+    position: Position | None,
+    symbol: str,
+    side: Side,
+    quantity: Decimal,
+    fill_price: Decimal,
+    contract_size: Decimal,
+    at: datetime | None = None,
+) -> FillEffect:
     """Apply a fill of ``quantity`` (> 0) lots on ``side`` at ``fill_price`` to ``position``."""
     if quantity <= 0:
         raise ValueError("fill quantity must be positive")
@@ -64,8 +71,9 @@ def apply_fill(position: Position | None, symbol: str, side: Side, quantity: Dec
         return FillEffect(replace(position, quantity=new_q, avg_price=avg), ZERO, quantity, ZERO)
     closed = min(abs(old_q), quantity)
     direction = Decimal(1) if old_q > 0 else Decimal(-1)
-    realized = CTX.multiply(CTX.multiply(CTX.multiply(fill_price - position.avg_price, closed), contract_size),
-                            direction)
+    realized = CTX.multiply(
+        CTX.multiply(CTX.multiply(fill_price - position.avg_price, closed), contract_size), direction
+    )
     if new_q == 0:
         return FillEffect(None, closed, ZERO, realized)
     if (new_q > 0) == (old_q > 0):
@@ -82,8 +90,9 @@ def mark_price(position: Position, quote: Quote) -> Decimal:
 
 def unrealized_quote(position: Position, quote: Quote, contract_size: Decimal) -> Decimal:
     """Floating P&L in the quote currency, unrounded."""
-    return CTX.multiply(CTX.multiply(mark_price(position, quote) - position.avg_price, position.quantity),
-                        contract_size)
+    return CTX.multiply(
+        CTX.multiply(mark_price(position, quote) - position.avg_price, position.quantity), contract_size
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +100,8 @@ class PositionMark:
     symbol: str
     quantity: Decimal
     mark: Decimal
-    unrealized: Decimal   # account currency, unrounded
-    notional: Decimal     # account currency, absolute
+    unrealized: Decimal  # account currency, unrounded
+    notional: Decimal  # account currency, absolute
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +120,13 @@ QuoteLookup = Callable[[str], Quote | None]
 RateLookup = Callable[[str], Decimal | None]  # quote currency -> rate into the account currency
 
 
-def valuate(cash: Decimal, positions: Iterable[Position], instruments: Mapping[str, Instrument],
-            quotes: QuoteLookup, rate: RateLookup) -> Valuation:
+def valuate(
+    cash: Decimal,
+    positions: Iterable[Position],
+    instruments: Mapping[str, Instrument],
+    quotes: QuoteLookup,
+    rate: RateLookup,
+) -> Valuation:
     """Mark every open position; a position without a quote or conversion rate is listed in ``missing``."""
     unreal = ZERO
     notional = ZERO

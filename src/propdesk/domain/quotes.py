@@ -30,8 +30,14 @@ class Quote:
 
     def evidence(self) -> dict[str, Any]:
         """The quote as JSON-ready evidence for a ledger event or a rejection."""
-        return {"symbol": self.symbol, "bid": fmt(self.bid), "ask": fmt(self.ask),
-                "ts": self.ts.isoformat().replace("+00:00", "Z"), "seq": self.seq, "source": self.source}
+        return {
+            "symbol": self.symbol,
+            "bid": fmt(self.bid),
+            "ask": fmt(self.ask),
+            "ts": self.ts.isoformat().replace("+00:00", "Z"),
+            "seq": self.seq,
+            "source": self.source,
+        }
 
 
 class PriceSource(Protocol):

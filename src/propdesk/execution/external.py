@@ -56,6 +56,7 @@ class ExternalTrade:
             if isinstance(x, datetime):
                 return x.isoformat()
             return x
+
         return {k: v(getattr(self, k)) for k in self.__dataclass_fields__}
 
     def open_part(self) -> dict[str, Any]:
@@ -89,27 +90,39 @@ class ExternalTrades:
         body = t.body()
         with svc._tx(conn) as c:
             ctx = svc._load(c, account_id)
-            stored = c.execute("SELECT * FROM external_trades WHERE account_id=%s AND ticket=%s",
-                               (account_id, t.ticket)).fetchone()
+            stored = c.execute(
+                "SELECT * FROM external_trades WHERE account_id=%s AND ticket=%s", (account_id, t.ticket)
+            ).fetchone()
             stage_open = stored is None
             if stored is not None:
                 if stored["request_hash"] == _hash(body):
                     return {**stored["result"], "replayed": True}
                 prev = stored["payload"]
-                if prev.get("close_time") is not None or t.close_time is None or \
-                        {k: prev.get(k) for k in OPEN_KEYS} != t.open_part():
-                    raise Conflict(f"ticket {t.ticket!r} was already reported with different data",
-                                   code="ticket_reused", details={"ticket": t.ticket})
+                if (
+                    prev.get("close_time") is not None
+                    or t.close_time is None
+                    or {k: prev.get(k) for k in OPEN_KEYS} != t.open_part()
+                ):
+                    raise Conflict(
+                        f"ticket {t.ticket!r} was already reported with different data",
+                        code="ticket_reused",
+                        details={"ticket": t.ticket},
+                    )
             ev = svc.rules.evaluator(c, ctx)
             if ev is None:
-                raise Conflict("the account has no running rulebook (create it on a plan and start it)",
-                               code="no_rulebook")
+                raise Conflict(
+                    "the account has no running rulebook (create it on a plan and start it)", code="no_rulebook"
+                )
             if ctx.status in TERMINAL:
                 raise Conflict(f"account is {ctx.status.value}", code="account_not_active")
             started = ctx.account.get("phase_started_at")
             if started is not None and t.open_time < started - MAX_SKEW:
-                raise InvalidInput("open_time is before the phase started", code="invalid_trade",
-                                   details={"field": "open_time", "phase_started_at": started.isoformat()})
+                raise InvalidInput(
+                    "open_time is before the phase started",
+                    code="invalid_trade",
+                    details={"field": "open_time", "phase_started_at": started.isoformat()},
+                )
+
             def at(ts: datetime) -> datetime:
                 """A trade's own time as the event time, never before what the engine has already seen nor after
                 now (a late report still counts on the trading day the trade happened)."""
@@ -118,11 +131,14 @@ class ExternalTrades:
                 return max(when, last) if last is not None else when
 
             decisions: list[Decision] = []
-            rate = svc._rate(inst.quote_currency, ctx.policy.currency) or (Decimal(1) if inst.quote_currency ==
-                                                                           ctx.policy.currency else None)
+            rate = svc._rate(inst.quote_currency, ctx.policy.currency) or (
+                Decimal(1) if inst.quote_currency == ctx.policy.currency else None
+            )
             if rate is None and (t.profit is None or stage_open):
-                raise Conflict(f"no quote converts {inst.quote_currency} into {ctx.policy.currency}",
-                               code="missing_conversion_price")
+                raise Conflict(
+                    f"no quote converts {inst.quote_currency} into {ctx.policy.currency}",
+                    code="missing_conversion_price",
+                )
             balance = ctx.balance["cash"]
             equity = balance
             if stage_open and not ev.ended:
@@ -131,19 +147,60 @@ class ExternalTrades:
                 svc.rules.sync(c, ctx, open_at)
                 notional = CTX.multiply(inst.contract_value(t.lots, t.open_price), rate)
                 risk = stop_loss_risk(t.open_price, t.sl, t.lots, inst.contract_size, rate) if t.sl else None
-                open_rows = c.execute("SELECT payload FROM external_trades WHERE account_id=%s AND"
-                                      " payload->>'close_time' IS NULL", (account_id,)).fetchall()
-                positions = tuple(OpenPosition(r["payload"]["symbol"], r["payload"]["side"],
-                                               Decimal(r["payload"]["lots"]), ZERO) for r in open_rows)
-                check = OrderCheck(t.open_time, t.symbol, inst.asset_class.value, t.side, t.lots, t.open_price,
-                                   notional, equity, t.sl, risk, positions, 0, False, False,
-                                   (inst.base_currency, inst.quote_currency),
-                                   tuple(svc.rules._events(c, ev.rules, t.open_time)))
+                open_rows = c.execute(
+                    "SELECT payload FROM external_trades WHERE account_id=%s AND payload->>'close_time' IS NULL",
+                    (account_id,),
+                ).fetchall()
+                positions = tuple(
+                    OpenPosition(r["payload"]["symbol"], r["payload"]["side"], Decimal(r["payload"]["lots"]), ZERO)
+                    for r in open_rows
+                )
+                check = OrderCheck(
+                    t.open_time,
+                    t.symbol,
+                    inst.asset_class.value,
+                    t.side,
+                    t.lots,
+                    t.open_price,
+                    notional,
+                    equity,
+                    t.sl,
+                    risk,
+                    positions,
+                    0,
+                    False,
+                    False,
+                    (inst.base_currency, inst.quote_currency),
+                    tuple(svc.rules._events(c, ev.rules, t.open_time)),
+                )
                 for d in check_order(ev.rules, ev.cal, check):
-                    decisions.append(Decision(d.rule, "flag", "flag" if d.kind == "reject" else d.action, d.at,
-                                              d.value, d.limit, {**d.evidence, "ticket": t.ticket}))
-                decisions += ev.on_open(open_at, Trade(t.ticket, t.symbol, t.side, t.lots, t.open_time, t.open_price,
-                                                   inst.asset_class.value, sl=t.sl, tp=t.tp), balance, equity)
+                    decisions.append(
+                        Decision(
+                            d.rule,
+                            "flag",
+                            "flag" if d.kind == "reject" else d.action,
+                            d.at,
+                            d.value,
+                            d.limit,
+                            {**d.evidence, "ticket": t.ticket},
+                        )
+                    )
+                decisions += ev.on_open(
+                    open_at,
+                    Trade(
+                        t.ticket,
+                        t.symbol,
+                        t.side,
+                        t.lots,
+                        t.open_time,
+                        t.open_price,
+                        inst.asset_class.value,
+                        sl=t.sl,
+                        tp=t.tp,
+                    ),
+                    balance,
+                    equity,
+                )
             if t.close_time is not None and t.close_price is not None and not ev.ended:
                 close_at = at(t.close_time)
                 svc.rules.sync(c, ctx, close_at)
@@ -156,17 +213,37 @@ class ExternalTrades:
                 pnl, fee = money(gross + t.swap), money(t.commission)
                 entries = [Entry(EntryKind.EXTERNAL_TRADE, pnl, Category.PNL, {"ticket": t.ticket, **body})]
                 if fee:
-                    entries.append(Entry(EntryKind.FEE, fee, Category.FEE, {"ticket": t.ticket,
-                                                                            "commission": fmt(fee)}))
+                    entries.append(
+                        Entry(EntryKind.FEE, fee, Category.FEE, {"ticket": t.ticket, "commission": fmt(fee)})
+                    )
                 svc._append(c, ctx, entries, now)
                 balance = ctx.balance["cash"]
                 net = pnl + fee
-                decisions += ev.on_close(close_at, Trade(t.ticket, t.symbol, t.side, t.lots, t.open_time, t.open_price,
-                                                    inst.asset_class.value, t.close_time, t.close_price, t.sl, t.tp,
-                                                    net), balance, balance)
+                decisions += ev.on_close(
+                    close_at,
+                    Trade(
+                        t.ticket,
+                        t.symbol,
+                        t.side,
+                        t.lots,
+                        t.open_time,
+                        t.open_price,
+                        inst.asset_class.value,
+                        t.close_time,
+                        t.close_price,
+                        t.sl,
+                        t.tp,
+                        net,
+                    ),
+                    balance,
+                    balance,
+                )
                 svc.rules.snapshot_winner(c, ctx, ev, t.ticket, net, close_at)
-                open_left = c.execute("SELECT count(*) AS n FROM external_trades WHERE account_id=%s AND ticket<>%s"
-                                      " AND payload->>'close_time' IS NULL", (account_id, t.ticket)).fetchone()["n"]
+                open_left = c.execute(
+                    "SELECT count(*) AS n FROM external_trades WHERE account_id=%s AND ticket<>%s"
+                    " AND payload->>'close_time' IS NULL",
+                    (account_id, t.ticket),
+                ).fetchone()["n"]
                 decisions += ev.check_pass(close_at, int(open_left))
             svc.rules._apply(c, ctx, ev, decisions, now)
             svc.rules.sync(c, ctx, now)
@@ -174,15 +251,27 @@ class ExternalTrades:
             breach = any(d.kind == "breach" for d in decisions)
             warn = any(d.kind in ("flag", "warning", "reject") for d in decisions)
             result = {
-                "ticket": t.ticket, "account_id": str(account_id), "stage": "open" if t.close_time is None else "close",
+                "ticket": t.ticket,
+                "account_id": str(account_id),
+                "stage": "open" if t.close_time is None else "close",
                 "result": "breach" if breach else ("warning" if warn else "pass"),
                 "violations": [{"kind": d.kind, **d.to_json(), "action": d.action} for d in decisions],
-                "account_status": status, "balance": fmt(money(ctx.balance["cash"])), "verdict": ev.s.verdict,
+                "account_status": status,
+                "balance": fmt(money(ctx.balance["cash"])),
+                "verdict": ev.s.verdict,
                 "replayed": False,
             }
-            c.execute("INSERT INTO external_trades (account_id, ticket, request_hash, payload, result, created_at)"
-                      " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (account_id, ticket) DO UPDATE SET"
-                      " request_hash=EXCLUDED.request_hash, payload=EXCLUDED.payload, result=EXCLUDED.result",
-                      (account_id, t.ticket, _hash(body), Jsonb(body), Jsonb(json.loads(json.dumps(result,
-                                                                                                 default=str))), now))
+            c.execute(
+                "INSERT INTO external_trades (account_id, ticket, request_hash, payload, result, created_at)"
+                " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (account_id, ticket) DO UPDATE SET"
+                " request_hash=EXCLUDED.request_hash, payload=EXCLUDED.payload, result=EXCLUDED.result",
+                (
+                    account_id,
+                    t.ticket,
+                    _hash(body),
+                    Jsonb(body),
+                    Jsonb(json.loads(json.dumps(result, default=str))),
+                    now,
+                ),
+            )
             return result

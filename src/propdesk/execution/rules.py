@@ -54,11 +54,14 @@ class RulesHost(Protocol):
     def _load(self, conn: Any, account_id: uuid.UUID, *, lock: bool = True) -> AccountCtx: ...
     def _valuate(self, ctx: AccountCtx) -> Valuation: ...
     def _append(self, conn: Any, ctx: AccountCtx, entries: Sequence[Entry], now: datetime) -> None: ...
-    def _set_status(self, conn: Any, ctx: AccountCtx, trigger: Trigger, now: datetime, evidence: dict[str, Any],
-                    *, actor: str) -> Status: ...
-    def _flatten(self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str,
-                 purpose: OrderPurpose = OrderPurpose.LIQUIDATION) -> list[str]: ...
+    def _set_status(
+        self, conn: Any, ctx: AccountCtx, trigger: Trigger, now: datetime, evidence: dict[str, Any], *, actor: str
+    ) -> Status: ...
+    def _flatten(
+        self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str, purpose: OrderPurpose = OrderPurpose.LIQUIDATION
+    ) -> list[str]: ...
     def create_account(self, cmd: CreateAccount, *, conn: Any | None = None) -> tuple[Row, bool]: ...
+
 
 SEVERITY = {"breach": "critical", "warning": "warning", "flag": "warning", "reject": "info", "pass": "info"}
 
@@ -563,16 +566,26 @@ class RulesBridge:
         self._save(c, ctx, fresh, now)
 
     # ------------------------------------------------------------------ read models
-    def snapshot_winner(self, c: Any, ctx: AccountCtx, ev: Evaluator, ref: str, profit: Decimal,
-                        now: datetime) -> None:
+    def snapshot_winner(self, c: Any, ctx: AccountCtx, ev: Evaluator, ref: str, profit: Decimal, now: datetime) -> None:
         """A per-trade consistency snapshot for every winning trade (share of all winning profit so far)."""
         snap = ev.per_trade_snapshot(ref, profit)
         if snap is None:
             return
-        c.execute("INSERT INTO consistency_snapshots (account_id, ref, profit, cumulative_profit, share_pct,"
-                  " max_share_pct, violated, at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (account_id, ref)"
-                  " DO NOTHING", (ctx.id, ref, Decimal(snap["profit"]), Decimal(snap["cumulative_winning_profit"]),
-                                  Decimal(snap["share_pct"]), Decimal(snap["max_share_pct"]), snap["violated"], now))
+        c.execute(
+            "INSERT INTO consistency_snapshots (account_id, ref, profit, cumulative_profit, share_pct,"
+            " max_share_pct, violated, at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (account_id, ref)"
+            " DO NOTHING",
+            (
+                ctx.id,
+                ref,
+                Decimal(snap["profit"]),
+                Decimal(snap["cumulative_winning_profit"]),
+                Decimal(snap["share_pct"]),
+                Decimal(snap["max_share_pct"]),
+                snap["violated"],
+                now,
+            ),
+        )
 
     def _daily_stats(self, c: Any, ctx: AccountCtx, ev: Evaluator, now: datetime) -> None:
         s = ev.s
@@ -623,20 +636,32 @@ class RulesBridge:
         with self.svc.db.read() as c:
             ctx = self.svc._load(c, account_id, lock=False)
             book = self.book(ctx)
-            base = {"account_id": str(account_id), "status": ctx.status.value, "phase": ctx.account["phase"],
-                    "rulebook": {"id": ctx.account.get("rulebook_id"), "version": ctx.account.get("rulebook_version"),
-                                 "offer_id": ctx.account.get("offer_id")} if book else None}
+            base = {
+                "account_id": str(account_id),
+                "status": ctx.status.value,
+                "phase": ctx.account["phase"],
+                "rulebook": {
+                    "id": ctx.account.get("rulebook_id"),
+                    "version": ctx.account.get("rulebook_version"),
+                    "offer_id": ctx.account.get("offer_id"),
+                }
+                if book
+                else None,
+            }
             ev = self.evaluator(c, ctx)
             if ev is None:
                 if book is not None:
                     ev = Evaluator(book, ctx.account["phase"], initial_balance=ctx.account["starting_balance"])
                     ev.begin(now, ctx.balance["cash"], ctx.balance["cash"])
-                    return {**base, "started": False, **rules_status(ev, ctx.balance["cash"], ctx.balance["cash"],
-                                                                     now)}
+                    return {**base, "started": False, **rules_status(ev, ctx.balance["cash"], ctx.balance["cash"], now)}
                 return {**base, "started": False, "limits": [], "progress": {}, "rules": {}}
             val = self.svc._valuate(ctx)
             # Roll an in-memory copy to now so a reader sees today's floor even before the day-roll worker ran.
             equity = money(val.equity)
             ev.advance(now, lambda _b: (ctx.balance["cash"], equity))
-            return {**base, "started": True, **rules_status(ev, ctx.balance["cash"], equity, now),
-                    "missing_prices": list(val.missing)}
+            return {
+                **base,
+                "started": True,
+                **rules_status(ev, ctx.balance["cash"], equity, now),
+                "missing_prices": list(val.missing),
+            }

@@ -89,9 +89,17 @@ class ExecutionService:
     ``max_quote_age_seconds`` is the only freshness check (as before).
     """
 
-    def __init__(self, db: Any, clock: Clock, catalogue: Catalogue, prices: PriceSource,
-                 metrics: Metrics | None = None, log: Callable[..., None] | None = None, *,
-                 sessions: SessionSource | None = None):
+    def __init__(
+        self,
+        db: Any,
+        clock: Clock,
+        catalogue: Catalogue,
+        prices: PriceSource,
+        metrics: Metrics | None = None,
+        log: Callable[..., None] | None = None,
+        *,
+        sessions: SessionSource | None = None,
+    ):
         self.db = db
         self.clock = clock
         self.catalogue = catalogue
@@ -131,8 +139,9 @@ class ExecutionService:
     def _valuate(self, ctx: AccountCtx) -> Valuation:
         insts = {s: self._inst(s) for s in ctx.positions}
         ccy = ctx.policy.currency
-        return valuate(ctx.balance["cash"], ctx.positions.values(), insts, self.prices.latest,
-                       lambda qc: self._rate(qc, ccy))
+        return valuate(
+            ctx.balance["cash"], ctx.positions.values(), insts, self.prices.latest, lambda qc: self._rate(qc, ccy)
+        )
 
     def _inst(self, symbol: str) -> Instrument:
         inst = self.catalogue.get(symbol)
@@ -143,11 +152,17 @@ class ExecutionService:
     def _gate_state(self, ctx: AccountCtx) -> G.AccountState:
         val = ctx.valuation or self._valuate(ctx)
         notional = {m.symbol: m.notional for m in val.marks}
-        resting = tuple(G.RestingOrder(o["symbol"], Side(o["side"]), o["quantity"],
-                                       o["limit_price"] or o["stop_price"] or ZERO, o["notional"] or ZERO)
-                        for o in ctx.resting)
-        return G.AccountState(ctx.status, ctx.policy, ctx.balance["cash"], val.equity, ctx.positions, notional,
-                              resting)
+        resting = tuple(
+            G.RestingOrder(
+                o["symbol"],
+                Side(o["side"]),
+                o["quantity"],
+                o["limit_price"] or o["stop_price"] or ZERO,
+                o["notional"] or ZERO,
+            )
+            for o in ctx.resting
+        )
+        return G.AccountState(ctx.status, ctx.policy, ctx.balance["cash"], val.equity, ctx.positions, notional, resting)
 
     def _append(self, conn: Any, ctx: AccountCtx, entries: Sequence[Entry], now: datetime) -> None:
         """Write ledger entries and fold them into the balances row (cash, totals, equity, watermark)."""
@@ -168,8 +183,21 @@ class ExecutionService:
             bal["high_watermark"] = max(bal["high_watermark"], bal["cash"])
             if e.equity_after is not None:
                 bal["high_watermark"] = max(bal["high_watermark"], e.equity_after)
-            rows.append((ctx.id, seq, e.kind.value, e.category.value, e.amount, bal["cash"], e.equity_after,
-                         e.order_id, e.fill_id, Jsonb(e.evidence), now))
+            rows.append(
+                (
+                    ctx.id,
+                    seq,
+                    e.kind.value,
+                    e.category.value,
+                    e.amount,
+                    bal["cash"],
+                    e.equity_after,
+                    e.order_id,
+                    e.fill_id,
+                    Jsonb(e.evidence),
+                    now,
+                )
+            )
         # One multi-row INSERT per command step rather than one statement per entry.
         self.repo.insert_ledger(conn, rows)
         bal["ledger_seq"] = seq
@@ -184,19 +212,37 @@ class ExecutionService:
         ctx.valuation = val
         bal = ctx.balance
         margin = CTX.divide(val.notional, ctx.policy.max_leverage) if val.notional else ZERO
-        self.repo.write_balances(conn, ctx.id, bal, equity=money(val.equity), unrealized=money(val.unrealized),
-                                 margin=money(margin), now=now, marked=marked)
+        self.repo.write_balances(
+            conn,
+            ctx.id,
+            bal,
+            equity=money(val.equity),
+            unrealized=money(val.unrealized),
+            margin=money(margin),
+            now=now,
+            marked=marked,
+        )
 
-    def _set_status(self, conn: Any, ctx: AccountCtx, trigger: Trigger, now: datetime, evidence: dict[str, Any],
-                    *, actor: str) -> Status:
+    def _set_status(
+        self, conn: Any, ctx: AccountCtx, trigger: Trigger, now: datetime, evidence: dict[str, Any], *, actor: str
+    ) -> Status:
         old = ctx.status
         new = transition(old, trigger)
         if new is old:
             return new
         self.repo.set_status(conn, ctx.id, new, now)
         ctx.account = {**ctx.account, "status": new.value}
-        self._append(conn, ctx, [Entry(EntryKind.STATUS_CHANGED, evidence={
-            "from": old.value, "to": new.value, "trigger": trigger.value, "actor": actor, **evidence})], now)
+        self._append(
+            conn,
+            ctx,
+            [
+                Entry(
+                    EntryKind.STATUS_CHANGED,
+                    evidence={"from": old.value, "to": new.value, "trigger": trigger.value, "actor": actor, **evidence},
+                )
+            ],
+            now,
+        )
         if old is Status.PENDING and new is Status.ACTIVE:
             self.rules.on_start(conn, ctx, now)  # a challenge phase starts when trading starts
         return new
@@ -211,8 +257,9 @@ class ExecutionService:
                 existing = self.repo.account_by_idempotency_key(c, cmd.idempotency_key)
                 if existing is not None:
                     if cmd.request_hash is not None and existing["request_hash"] != cmd.request_hash:
-                        raise Conflict("idempotency_key was already used with a different request",
-                                       code="idempotency_key_reused")
+                        raise Conflict(
+                            "idempotency_key was already used with a different request", code="idempotency_key_reused"
+                        )
                     return existing, False
             if cmd.parent_account_id is not None and not self.repo.account_exists(c, cmd.parent_account_id):
                 raise NotFound(f"parent account {cmd.parent_account_id} not found", code="account_not_found")
@@ -220,19 +267,37 @@ class ExecutionService:
             policy = cmd.policy
             self.repo.insert_account(c, acc_id, cmd, now)
             ctx = self._load(c, acc_id)
-            self._append(c, ctx, [
-                Entry(EntryKind.ACCOUNT_CREATED, evidence={
-                    "owner_id": cmd.owner_id, "mode": cmd.mode.value, "phase": cmd.phase,
-                    "policy": policy.to_json(), "parent_account_id": str(cmd.parent_account_id or "") or None}),
-                Entry(EntryKind.DEPOSIT, money(policy.starting_balance), Category.DEPOSIT,
-                      {"reason": "starting balance"}, equity_after=money(policy.starting_balance)),
-            ], now)
+            self._append(
+                c,
+                ctx,
+                [
+                    Entry(
+                        EntryKind.ACCOUNT_CREATED,
+                        evidence={
+                            "owner_id": cmd.owner_id,
+                            "mode": cmd.mode.value,
+                            "phase": cmd.phase,
+                            "policy": policy.to_json(),
+                            "parent_account_id": str(cmd.parent_account_id or "") or None,
+                        },
+                    ),
+                    Entry(
+                        EntryKind.DEPOSIT,
+                        money(policy.starting_balance),
+                        Category.DEPOSIT,
+                        {"reason": "starting balance"},
+                        equity_after=money(policy.starting_balance),
+                    ),
+                ],
+                now,
+            )
             if cmd.start:
                 self._set_status(c, ctx, Trigger.START, now, {}, actor="service")
             return self._account_row(c, acc_id), True
 
-    def apply_trigger(self, account_id: uuid.UUID, trigger: Trigger, *, actor: str, reason: str = "",
-                      conn: Any | None = None) -> Row:
+    def apply_trigger(
+        self, account_id: uuid.UUID, trigger: Trigger, *, actor: str, reason: str = "", conn: Any | None = None
+    ) -> Row:
         """Move an account through the lifecycle table (start, pause, resume, lock, complete, liquidate)."""
         now = self.clock.now()
         with self._tx(conn) as c:
@@ -253,8 +318,14 @@ class ExecutionService:
         return row
 
     # ------------------------------------------------------------------ orders
-    def submit_order(self, account_id: uuid.UUID, req: OrderRequest, *, conn: Any | None = None,
-                     decision_action_id: uuid.UUID | None = None) -> OrderOutcome:
+    def submit_order(
+        self,
+        account_id: uuid.UUID,
+        req: OrderRequest,
+        *,
+        conn: Any | None = None,
+        decision_action_id: uuid.UUID | None = None,
+    ) -> OrderOutcome:
         """Gate, then fill (market, or marketable limit/stop) or rest the order; always records the outcome."""
         started = time.perf_counter()
         with self._tx(conn) as c:
@@ -262,8 +333,11 @@ class ExecutionService:
             if req.client_order_id is not None:
                 dup = self.repo.order_by_client_id(c, account_id, req.client_order_id)
                 if dup is not None:
-                    raise Conflict(f"client_order_id {req.client_order_id!r} is already used on this account",
-                                   code="duplicate_client_order_id", details={"order_id": str(dup["id"])})
+                    raise Conflict(
+                        f"client_order_id {req.client_order_id!r} is already used on this account",
+                        code="duplicate_client_order_id",
+                        details={"order_id": str(dup["id"])},
+                    )
             now = self.clock.now()
             self.rules.sync(c, ctx, now)  # a day may have rolled (pause lifted, phase expired) since last seen
             out = self._submit(c, ctx, req, now, decision_action_id=decision_action_id)
@@ -279,8 +353,13 @@ class ExecutionService:
         if self.sessions is None or inst is None:
             return None
         st = self.sessions.status(inst.symbol, now)
-        return G.MarketSession(bool(st.open), str(st.reason), st.next_open, inst.asset_class.value,
-                               float(self.sessions.stale_after(inst.symbol)))
+        return G.MarketSession(
+            bool(st.open),
+            str(st.reason),
+            st.next_open,
+            inst.asset_class.value,
+            float(self.sessions.stale_after(inst.symbol)),
+        )
 
     def _tradeable_quote(self, symbol: str, now: datetime) -> Quote | None:
         """The quote a trigger (resting order, SL/TP) may fire on: None while the market is closed or the quote
@@ -296,9 +375,16 @@ class ExecutionService:
             return None
         return q
 
-    def _submit(self, c: Any, ctx: AccountCtx, req: OrderRequest, now: datetime, *,
-                decision_action_id: uuid.UUID | None = None,
-                allowed: frozenset[Status] = frozenset({Status.ACTIVE})) -> OrderOutcome:
+    def _submit(
+        self,
+        c: Any,
+        ctx: AccountCtx,
+        req: OrderRequest,
+        now: datetime,
+        *,
+        decision_action_id: uuid.UUID | None = None,
+        allowed: frozenset[Status] = frozenset({Status.ACTIVE}),
+    ) -> OrderOutcome:
         inst = self.catalogue.get(req.symbol)
         mkt = self._market(req.symbol, inst, ctx, now)
         rejection = G.check_order(req, self._gate_state(ctx), inst, mkt, allowed_statuses=allowed)
@@ -309,8 +395,17 @@ class ExecutionService:
         order_id = _uuid()
         if rejection is not None:
             self.metrics.rejection(rejection.code)
-            order = self._insert_order(c, ctx, order_id, req, OrderStatus.REJECTED, now, None,
-                                       rejection=rejection, decision_action_id=decision_action_id)
+            order = self._insert_order(
+                c,
+                ctx,
+                order_id,
+                req,
+                OrderStatus.REJECTED,
+                now,
+                None,
+                rejection=rejection,
+                decision_action_id=decision_action_id,
+            )
             evidence: dict[str, Any] = {"order": _order_evidence(req), "rejection": rejection.to_json()}
             if mkt.quote is not None:
                 evidence["quote"] = mkt.quote.evidence()
@@ -318,49 +413,110 @@ class ExecutionService:
             return OrderOutcome(order, None, rejection)
         assert inst is not None and mkt.quote is not None and mkt.rate is not None
         trigger_px = req.trigger_price
-        if req.order_type is not OrderType.MARKET and trigger_px is not None and not crosses(
-                req.order_type, req.side, trigger_px, mkt.quote.bid, mkt.quote.ask):
+        if (
+            req.order_type is not OrderType.MARKET
+            and trigger_px is not None
+            and not crosses(req.order_type, req.side, trigger_px, mkt.quote.bid, mkt.quote.ask)
+        ):
             notional = money(CTX.multiply(inst.contract_value(req.quantity, trigger_px), mkt.rate))
-            order = self._insert_order(c, ctx, order_id, req, OrderStatus.OPEN, now, notional,
-                                       decision_action_id=decision_action_id)
-            self._append(c, ctx, [Entry(EntryKind.ORDER_ACCEPTED, evidence={
-                "order": _order_evidence(req), "quote": mkt.quote.evidence()}, order_id=str(order_id))], now)
+            order = self._insert_order(
+                c, ctx, order_id, req, OrderStatus.OPEN, now, notional, decision_action_id=decision_action_id
+            )
+            self._append(
+                c,
+                ctx,
+                [
+                    Entry(
+                        EntryKind.ORDER_ACCEPTED,
+                        evidence={"order": _order_evidence(req), "quote": mkt.quote.evidence()},
+                        order_id=str(order_id),
+                    )
+                ],
+                now,
+            )
             ctx.resting.append(order)
             return OrderOutcome(order, None, None)
-        order, fill = self._fill_new_order(c, ctx, order_id, req, inst, mkt.quote, mkt.rate, now,
-                                           decision_action_id=decision_action_id)
+        order, fill = self._fill_new_order(
+            c, ctx, order_id, req, inst, mkt.quote, mkt.rate, now, decision_action_id=decision_action_id
+        )
         return OrderOutcome(order, fill, None)
 
-    def _insert_order(self, c: Any, ctx: AccountCtx, order_id: uuid.UUID, req: OrderRequest, status: OrderStatus,
-                      now: datetime, notional: Decimal | None, *, rejection: G.Rejection | None = None,
-                      decision_action_id: uuid.UUID | None = None) -> Row:
-        row: Row = self._queue_order(c, ctx, order_id, req, status, now, notional, rejection=rejection,
-                                     decision_action_id=decision_action_id).fetchone()
+    def _insert_order(
+        self,
+        c: Any,
+        ctx: AccountCtx,
+        order_id: uuid.UUID,
+        req: OrderRequest,
+        status: OrderStatus,
+        now: datetime,
+        notional: Decimal | None,
+        *,
+        rejection: G.Rejection | None = None,
+        decision_action_id: uuid.UUID | None = None,
+    ) -> Row:
+        row: Row = self._queue_order(
+            c, ctx, order_id, req, status, now, notional, rejection=rejection, decision_action_id=decision_action_id
+        ).fetchone()
         return row
 
-    def _queue_order(self, c: Any, ctx: AccountCtx, order_id: uuid.UUID, req: OrderRequest, status: OrderStatus,
-                     now: datetime, notional: Decimal | None, *, rejection: G.Rejection | None = None,
-                     decision_action_id: uuid.UUID | None = None) -> Any:
+    def _queue_order(
+        self,
+        c: Any,
+        ctx: AccountCtx,
+        order_id: uuid.UUID,
+        req: OrderRequest,
+        status: OrderStatus,
+        now: datetime,
+        notional: Decimal | None,
+        *,
+        rejection: G.Rejection | None = None,
+        decision_action_id: uuid.UUID | None = None,
+    ) -> Any:
         """Send the order's INSERT ... RETURNING and return its cursor (in a pipeline the row comes later)."""
-        return self.repo.queue_order(c, ctx.id, order_id, req, status, now, notional, rejection=rejection,
-                                     decision_action_id=decision_action_id)
+        return self.repo.queue_order(
+            c, ctx.id, order_id, req, status, now, notional, rejection=rejection, decision_action_id=decision_action_id
+        )
 
-    def _fill_new_order(self, c: Any, ctx: AccountCtx, order_id: uuid.UUID, req: OrderRequest, inst: Instrument,
-                        quote: Quote, rate: Decimal, now: datetime, *,
-                        decision_action_id: uuid.UUID | None = None) -> tuple[Row, Row]:
+    def _fill_new_order(
+        self,
+        c: Any,
+        ctx: AccountCtx,
+        order_id: uuid.UUID,
+        req: OrderRequest,
+        inst: Instrument,
+        quote: Quote,
+        rate: Decimal,
+        now: datetime,
+        *,
+        decision_action_id: uuid.UUID | None = None,
+    ) -> tuple[Row, Row]:
         """Record a new order as filled and fill it; the order's INSERT rides in the fill's pipeline (one round
         trip fewer per market order). Returns (order, fill)."""
         sent: list[Any] = []
 
         def queue_order() -> None:
-            sent.append(self._queue_order(c, ctx, order_id, req, OrderStatus.FILLED, now, None,
-                                          decision_action_id=decision_action_id))
+            sent.append(
+                self._queue_order(
+                    c, ctx, order_id, req, OrderStatus.FILLED, now, None, decision_action_id=decision_action_id
+                )
+            )
 
         fill = self._fill(c, ctx, order_id, req, inst, quote, rate, now, before_writes=queue_order)
         return sent[0].fetchone(), fill
 
-    def _fill(self, c: Any, ctx: AccountCtx, order_id: uuid.UUID, req: OrderRequest, inst: Instrument, quote: Quote,
-              rate: Decimal, now: datetime, *, before_writes: Callable[[], None] | None = None) -> Row:
+    def _fill(
+        self,
+        c: Any,
+        ctx: AccountCtx,
+        order_id: uuid.UUID,
+        req: OrderRequest,
+        inst: Instrument,
+        quote: Quote,
+        rate: Decimal,
+        now: datetime,
+        *,
+        before_writes: Callable[[], None] | None = None,
+    ) -> Row:
         """Execute order ``order_id`` against ``quote``: fill row, position, fee and P&L ledger entries, balances.
         ``before_writes`` sends statements of its own first, in the same pipeline."""
         fill_id = _uuid()
@@ -383,26 +539,55 @@ class ExecutionService:
             if before_writes is not None:
                 before_writes()
             self._write_position(c, ctx, req.symbol, after, now)
-            fill_cur = self.repo.queue_fill(c, fill_id, order_id, ctx.id, req, px, notional, fee, realized, slip_bps,
-                                            quote, now)
+            fill_cur = self.repo.queue_fill(
+                c, fill_id, order_id, ctx.id, req, px, notional, fee, realized, slip_bps, quote, now
+            )
             cash_after = ctx.balance["cash"] + realized - fee
             ctx.valuation = self._valuate(replace(ctx, balance={**ctx.balance, "cash": cash_after}))
             equity_after = money(ctx.valuation.equity)
-            evidence = {"order_id": oid, "symbol": req.symbol, "side": req.side.value,
-                        "quantity": fmt(req.quantity), "price": fmt(px),
-                        "slippage_model": ctx.policy.slippage_model.value,
-                        "slippage_bps": fmt(slip_bps), "quote": quote.evidence(), "purpose": req.purpose.value,
-                        "position_before": _pos_evidence(before), "position_after": _pos_evidence(after),
-                        "closed_quantity": fmt(eff.closed_quantity), "conversion_rate": fmt(rate)}
+            evidence = {
+                "order_id": oid,
+                "symbol": req.symbol,
+                "side": req.side.value,
+                "quantity": fmt(req.quantity),
+                "price": fmt(px),
+                "slippage_model": ctx.policy.slippage_model.value,
+                "slippage_bps": fmt(slip_bps),
+                "quote": quote.evidence(),
+                "purpose": req.purpose.value,
+                "position_before": _pos_evidence(before),
+                "position_after": _pos_evidence(after),
+                "closed_quantity": fmt(eff.closed_quantity),
+                "conversion_rate": fmt(rate),
+            }
             entries = [Entry(EntryKind.FILL, evidence=evidence, order_id=oid, fill_id=str(fill_id))]
             if fee:
-                entries.append(Entry(EntryKind.FEE, -fee, Category.FEE, {"fill_id": str(fill_id), "fee_bps":
-                                     fmt(ctx.policy.fee_bps), "notional": fmt(notional)}, order_id=oid))
+                entries.append(
+                    Entry(
+                        EntryKind.FEE,
+                        -fee,
+                        Category.FEE,
+                        {"fill_id": str(fill_id), "fee_bps": fmt(ctx.policy.fee_bps), "notional": fmt(notional)},
+                        order_id=oid,
+                    )
+                )
             if eff.closed_quantity:
-                entries.append(Entry(EntryKind.REALIZED_PNL, realized, Category.PNL, {
-                    "fill_id": str(fill_id), "closed_quantity": fmt(eff.closed_quantity),
-                    "entry_price": fmt(before.avg_price) if before else None, "exit_price": fmt(px),
-                    "conversion_rate": fmt(rate)}, equity_after=equity_after, order_id=oid))
+                entries.append(
+                    Entry(
+                        EntryKind.REALIZED_PNL,
+                        realized,
+                        Category.PNL,
+                        {
+                            "fill_id": str(fill_id),
+                            "closed_quantity": fmt(eff.closed_quantity),
+                            "entry_price": fmt(before.avg_price) if before else None,
+                            "exit_price": fmt(px),
+                            "conversion_rate": fmt(rate),
+                        },
+                        equity_after=equity_after,
+                        order_id=oid,
+                    )
+                )
             else:
                 entries[-1] = replace(entries[-1], equity_after=equity_after)
             self._append(c, ctx, entries, now)
@@ -419,8 +604,15 @@ class ExecutionService:
         self.repo.upsert_position(c, ctx.id, symbol, pos, now)
         ctx.positions[symbol] = replace(pos, opened_at=pos.opened_at or now)
 
-    def close_position(self, account_id: uuid.UUID, symbol: str, quantity: Decimal | None = None, *,
-                       conn: Any | None = None, decision_action_id: uuid.UUID | None = None) -> OrderOutcome:
+    def close_position(
+        self,
+        account_id: uuid.UUID,
+        symbol: str,
+        quantity: Decimal | None = None,
+        *,
+        conn: Any | None = None,
+        decision_action_id: uuid.UUID | None = None,
+    ) -> OrderOutcome:
         """Close all (or ``quantity`` lots) of the position in ``symbol`` at market."""
         with self._tx(conn) as c:
             ctx = self._load(c, account_id)
@@ -429,8 +621,9 @@ class ExecutionService:
                 raise Conflict(f"no open {symbol} position", code="no_position", details={"symbol": symbol})
             qty = abs(pos.quantity) if quantity is None else quantity
             if qty > abs(pos.quantity):
-                raise InvalidInput(f"cannot close {fmt(qty)} lots of a {fmt(abs(pos.quantity))} lot position",
-                                   code="invalid_quantity")
+                raise InvalidInput(
+                    f"cannot close {fmt(qty)} lots of a {fmt(abs(pos.quantity))} lot position", code="invalid_quantity"
+                )
             req = OrderRequest(symbol, pos.side.opposite, qty, reduce_only=True, purpose=OrderPurpose.CLOSE)
             now = self.clock.now()
             # As for an order: a day may have rolled (or the phase expired) since last seen. If that ends the
@@ -438,8 +631,16 @@ class ExecutionService:
             self.rules.sync(c, ctx, now)
             return self._submit(c, ctx, req, now, decision_action_id=decision_action_id)
 
-    def cancel_order(self, account_id: uuid.UUID, order_id: uuid.UUID, *, conn: Any | None = None,
-                     actor: str = "client", void: bool = False, reason: str = "") -> Row:
+    def cancel_order(
+        self,
+        account_id: uuid.UUID,
+        order_id: uuid.UUID,
+        *,
+        conn: Any | None = None,
+        actor: str = "client",
+        void: bool = False,
+        reason: str = "",
+    ) -> Row:
         """Cancel a resting order (or, with ``void``, mark it voided by an admin)."""
         now = self.clock.now()
         with self._tx(conn) as c:
@@ -448,18 +649,40 @@ class ExecutionService:
             if order is None:
                 raise NotFound(f"order {order_id} not found on this account", code="order_not_found")
             if order["status"] != OrderStatus.OPEN.value:
-                raise Conflict(f"order is {order['status']}; only open orders can be cancelled",
-                               code="order_not_open", details={"status": order["status"]})
+                raise Conflict(
+                    f"order is {order['status']}; only open orders can be cancelled",
+                    code="order_not_open",
+                    details={"status": order["status"]},
+                )
             status = OrderStatus.VOIDED if void else OrderStatus.CANCELLED
             row = self.repo.close_order(c, order_id, status, now)
             kind = EntryKind.VOID_ORDER if void else EntryKind.ORDER_CANCELLED
-            self._append(c, ctx, [Entry(kind, evidence={"order_id": str(order_id), "actor": actor,
-                                                        "reason": reason}, order_id=str(order_id))], now)
+            self._append(
+                c,
+                ctx,
+                [
+                    Entry(
+                        kind,
+                        evidence={"order_id": str(order_id), "actor": actor, "reason": reason},
+                        order_id=str(order_id),
+                    )
+                ],
+                now,
+            )
             return row
 
-    def modify(self, account_id: uuid.UUID, *, symbol: str | None = None, order_id: uuid.UUID | None = None,
-               stop_loss: Decimal | None = None, take_profit: Decimal | None = None,
-               clear_stop_loss: bool = False, clear_take_profit: bool = False, conn: Any | None = None) -> Row:
+    def modify(
+        self,
+        account_id: uuid.UUID,
+        *,
+        symbol: str | None = None,
+        order_id: uuid.UUID | None = None,
+        stop_loss: Decimal | None = None,
+        take_profit: Decimal | None = None,
+        clear_stop_loss: bool = False,
+        clear_take_profit: bool = False,
+        conn: Any | None = None,
+    ) -> Row:
         """Change SL/TP of an open position (by symbol) or of a resting order (by id)."""
         now = self.clock.now()
         with self._tx(conn) as c:
@@ -475,9 +698,18 @@ class ExecutionService:
                 ref = order["limit_price"] or order["stop_price"]
                 self._check_levels(order["symbol"], Side(order["side"]), ref, sl, tp)
                 row = self.repo.set_order_levels(c, order_id, sl, tp, now)
-                self._append(c, ctx, [Entry(EntryKind.ORDER_MODIFIED, evidence={
-                    "order_id": str(order_id), "stop_loss": _s(sl), "take_profit": _s(tp)},
-                    order_id=str(order_id))], now)
+                self._append(
+                    c,
+                    ctx,
+                    [
+                        Entry(
+                            EntryKind.ORDER_MODIFIED,
+                            evidence={"order_id": str(order_id), "stop_loss": _s(sl), "take_profit": _s(tp)},
+                            order_id=str(order_id),
+                        )
+                    ],
+                    now,
+                )
                 return row
             if symbol is None:
                 raise InvalidInput("modify needs a symbol (position) or an order_id", code="invalid_input")
@@ -492,17 +724,29 @@ class ExecutionService:
             self._check_levels(symbol, pos.side, quote.bid if pos.quantity > 0 else quote.ask, sl, tp)
             new = replace(pos, stop_loss=sl, take_profit=tp)
             self._write_position(c, ctx, symbol, new, now)
-            self._append(c, ctx, [Entry(EntryKind.POSITION_MODIFIED, evidence={
-                "symbol": symbol, "before": _pos_evidence(pos), "after": _pos_evidence(new),
-                "quote": quote.evidence()})], now)
+            self._append(
+                c,
+                ctx,
+                [
+                    Entry(
+                        EntryKind.POSITION_MODIFIED,
+                        evidence={
+                            "symbol": symbol,
+                            "before": _pos_evidence(pos),
+                            "after": _pos_evidence(new),
+                            "quote": quote.evidence(),
+                        },
+                    )
+                ],
+                now,
+            )
             return self.repo.position(c, account_id, symbol)
 
     def _check_levels(self, symbol: str, side: Side, ref: Decimal, sl: Decimal | None, tp: Decimal | None) -> None:
         inst = self._inst(symbol)
         # Levels read back from NUMERIC(28,10) columns carry trailing zeros; judge their value, not the padding.
         ref, sl, tp = ref.normalize(CTX), _plain(sl), _plain(tp)
-        probe = OrderRequest(symbol, side, inst.min_lot, OrderType.LIMIT, limit_price=ref, stop_loss=sl,
-                             take_profit=tp)
+        probe = OrderRequest(symbol, side, inst.min_lot, OrderType.LIMIT, limit_price=ref, stop_loss=sl, take_profit=tp)
         rej = G._check_size_and_prices(probe, inst) or G._check_protective(probe, ref)
         if rej is not None:
             raise InvalidInput(rej.message, code=rej.code, details=rej.details)
@@ -519,7 +763,8 @@ class ExecutionService:
                 "SELECT DISTINCT a.id FROM accounts a WHERE a.status = ANY(%s) AND (EXISTS (SELECT 1 FROM orders o"
                 " WHERE o.account_id = a.id AND o.status = 'open' AND o.symbol = %s) OR EXISTS (SELECT 1 FROM"
                 " positions p WHERE p.account_id = a.id AND p.symbol = %s))",
-                ([s.value for s in MARKED], quote.symbol, quote.symbol)).fetchall()
+                ([s.value for s in MARKED], quote.symbol, quote.symbol),
+            ).fetchall()
         fired = {"accounts": len(rows), "orders": 0, "protective": 0, "liquidations": 0}
         for r in rows:
             try:
@@ -576,9 +821,23 @@ class ExecutionService:
         if rejection is not None:
             self.metrics.rejection(rejection.code)
             self.repo.reject_order(c, order["id"], rejection, now)
-            self._append(c, ctx, [Entry(EntryKind.ORDER_REJECTED, evidence={
-                "order_id": str(order["id"]), "rejection": rejection.to_json(), "at_trigger": True,
-                "quote": mkt.quote.evidence() if mkt.quote else None}, order_id=str(order["id"]))], now)
+            self._append(
+                c,
+                ctx,
+                [
+                    Entry(
+                        EntryKind.ORDER_REJECTED,
+                        evidence={
+                            "order_id": str(order["id"]),
+                            "rejection": rejection.to_json(),
+                            "at_trigger": True,
+                            "quote": mkt.quote.evidence() if mkt.quote else None,
+                        },
+                        order_id=str(order["id"]),
+                    )
+                ],
+                now,
+            )
             return
         assert inst is not None and mkt.quote is not None and mkt.rate is not None
         row = self.repo.mark_order_filled(c, order["id"], now)
@@ -594,13 +853,23 @@ class ExecutionService:
         threshold = ctx.policy.liquidation_equity
         if val.equity > threshold:
             return False
-        self._liquidate(c, ctx, now, reason="auto-liquidation: equity at or below the policy threshold",
-                        actor="policy", evidence={"equity": fmt(money(val.equity)), "threshold": fmt(threshold),
-                                                  "drawdown_pct": fmt(ctx.policy.auto_liquidation_drawdown_pct)})
+        self._liquidate(
+            c,
+            ctx,
+            now,
+            reason="auto-liquidation: equity at or below the policy threshold",
+            actor="policy",
+            evidence={
+                "equity": fmt(money(val.equity)),
+                "threshold": fmt(threshold),
+                "drawdown_pct": fmt(ctx.policy.auto_liquidation_drawdown_pct),
+            },
+        )
         return True
 
-    def _flatten(self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str,
-                 purpose: OrderPurpose = OrderPurpose.LIQUIDATION) -> list[str]:
+    def _flatten(
+        self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str, purpose: OrderPurpose = OrderPurpose.LIQUIDATION
+    ) -> list[str]:
         """Cancel every resting order and close every position at market; returns the symbols closed.
 
         Rule decisions produced by these fills are recorded but take no effect here: the caller decides the
@@ -608,16 +877,32 @@ class ExecutionService:
         """
         missing = [s for s in ctx.positions if self.prices.latest(s) is None]
         if missing:
-            raise Conflict("cannot close positions without a price for every one of them",
-                           code="missing_price", details={"symbols": missing})
+            raise Conflict(
+                "cannot close positions without a price for every one of them",
+                code="missing_price",
+                details={"symbols": missing},
+            )
         stale = self._stale_symbols(list(ctx.positions), now)
         if stale:
-            raise Conflict("cannot close positions on a stale price (the market is open but its quote is old)",
-                           code="stale_price", details={"symbols": stale})
+            raise Conflict(
+                "cannot close positions on a stale price (the market is open but its quote is old)",
+                code="stale_price",
+                details={"symbols": stale},
+            )
         for order in list(ctx.resting):
             self.repo.cancel_order(c, order["id"], now)
-            self._append(c, ctx, [Entry(EntryKind.ORDER_CANCELLED, evidence={
-                "order_id": str(order["id"]), "reason": reason}, order_id=str(order["id"]))], now)
+            self._append(
+                c,
+                ctx,
+                [
+                    Entry(
+                        EntryKind.ORDER_CANCELLED,
+                        evidence={"order_id": str(order["id"]), "reason": reason},
+                        order_id=str(order["id"]),
+                    )
+                ],
+                now,
+            )
         ctx.resting = []
         closed: list[str] = []
         was_applying = ctx.rule_applying
@@ -651,13 +936,23 @@ class ExecutionService:
                 out.append(s)
         return out
 
-    def _liquidate(self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str, actor: str,
-                   evidence: dict[str, Any] | None = None) -> None:
+    def _liquidate(
+        self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str, actor: str, evidence: dict[str, Any] | None = None
+    ) -> None:
         """Close everything at market, then set status ``liquidated``."""
         closed = self._flatten(c, ctx, now, reason=reason)
-        self._append(c, ctx, [Entry(EntryKind.LIQUIDATION, evidence={
-            "reason": reason, "actor": actor, "closed": closed, **(evidence or {})},
-            equity_after=money(self._valuate(ctx).equity))], now)
+        self._append(
+            c,
+            ctx,
+            [
+                Entry(
+                    EntryKind.LIQUIDATION,
+                    evidence={"reason": reason, "actor": actor, "closed": closed, **(evidence or {})},
+                    equity_after=money(self._valuate(ctx).equity),
+                )
+            ],
+            now,
+        )
         self._set_status(c, ctx, Trigger.LIQUIDATE, now, {"reason": reason}, actor=actor)
 
     def mark_to_market(self, account_id: uuid.UUID, *, conn: Any | None = None) -> Row:
@@ -667,12 +962,32 @@ class ExecutionService:
             ctx = self._load(c, account_id)
             if ctx.status in MARKED:
                 val = self._valuate(ctx)
-                evidence = {"marks": [{"symbol": m.symbol, "quantity": fmt(m.quantity), "mark": fmt(m.mark),
-                                       "unrealized": fmt(money(m.unrealized))} for m in val.marks],
-                            "missing": list(val.missing), "equity": fmt(money(val.equity)),
-                            "unrealized": fmt(money(val.unrealized))}
-                self._append(c, ctx, [Entry(EntryKind.MARK_TO_MARKET, evidence=evidence,
-                                            equity_after=None if val.missing else money(val.equity))], now)
+                evidence = {
+                    "marks": [
+                        {
+                            "symbol": m.symbol,
+                            "quantity": fmt(m.quantity),
+                            "mark": fmt(m.mark),
+                            "unrealized": fmt(money(m.unrealized)),
+                        }
+                        for m in val.marks
+                    ],
+                    "missing": list(val.missing),
+                    "equity": fmt(money(val.equity)),
+                    "unrealized": fmt(money(val.unrealized)),
+                }
+                self._append(
+                    c,
+                    ctx,
+                    [
+                        Entry(
+                            EntryKind.MARK_TO_MARKET,
+                            evidence=evidence,
+                            equity_after=None if val.missing else money(val.equity),
+                        )
+                    ],
+                    now,
+                )
                 self._write_balances(c, ctx, now, marked=True)
                 if not self._safety_net(c, ctx, now):
                     self.rules.on_equity(c, ctx, now)
@@ -692,18 +1007,25 @@ class ExecutionService:
         """Roll the day for every live challenge account; one account's failure does not stop the rest."""
         ok, failed, n = self._each_account(
             "SELECT a.id FROM accounts a JOIN rule_states r ON r.account_id = a.id WHERE a.status = ANY(%s)"
-            " ORDER BY a.id", self.roll_day, "roll_day")
+            " ORDER BY a.id",
+            self.roll_day,
+            "roll_day",
+        )
         return {"rolled": ok, "failed": failed, "accounts": n}
 
     def mark_all(self) -> dict[str, Any]:
         """Mark every account that holds positions; one account's failure is recorded and the rest go on."""
         ok, failed, n = self._each_account(
             "SELECT DISTINCT a.id FROM accounts a JOIN positions p ON p.account_id = a.id"
-            " WHERE a.status = ANY(%s) ORDER BY a.id", self.mark_to_market, "mark_to_market")
+            " WHERE a.status = ANY(%s) ORDER BY a.id",
+            self.mark_to_market,
+            "mark_to_market",
+        )
         return {"marked": ok, "failed": failed, "accounts": n}
 
-    def _each_account(self, query: str, command: Callable[[uuid.UUID], Any], what: str
-                      ) -> tuple[int, list[dict[str, str]], int]:
+    def _each_account(
+        self, query: str, command: Callable[[uuid.UUID], Any], what: str
+    ) -> tuple[int, list[dict[str, str]], int]:
         """Run ``command`` on every live account ``query`` selects, each in its own transaction; a failure is
         logged and recorded in the audit log, and the others go on."""
         with self.db.read() as c:
@@ -722,16 +1044,24 @@ class ExecutionService:
     def _record_failure(self, account_id: uuid.UUID, what: str, exc: Exception) -> None:
         try:
             with self.db.tx() as c:
-                c.execute("INSERT INTO admin_audit (actor, action, account_id, reason, details, created_at)"
-                          " VALUES ('system', %s, %s, %s, %s, %s)",
-                          (f"{what}_failed", account_id, f"{type(exc).__name__}: {exc}"[:500],
-                           Jsonb({"error": repr(exc)[:2000]}), self.clock.now()))
+                c.execute(
+                    "INSERT INTO admin_audit (actor, action, account_id, reason, details, created_at)"
+                    " VALUES ('system', %s, %s, %s, %s, %s)",
+                    (
+                        f"{what}_failed",
+                        account_id,
+                        f"{type(exc).__name__}: {exc}"[:500],
+                        Jsonb({"error": repr(exc)[:2000]}),
+                        self.clock.now(),
+                    ),
+                )
         except Exception as inner:  # recording must never take the worker down
             self._log("failure_record_failed", account_id=str(account_id), error=repr(inner))
 
     # ------------------------------------------------------------------ admin corrections
-    def void_fill(self, account_id: uuid.UUID, fill_id: uuid.UUID, *, actor: str, reason: str,
-                  conn: Any | None = None) -> Row:
+    def void_fill(
+        self, account_id: uuid.UUID, fill_id: uuid.UUID, *, actor: str, reason: str, conn: Any | None = None
+    ) -> Row:
         """Void a fill by reversing entries (its fee and realized P&L) and re-deriving the position from the
         remaining fills. Nothing is deleted; the fill stays, with a ``fill_voids`` record beside it."""
         now = self.clock.now()
@@ -747,23 +1077,50 @@ class ExecutionService:
             before = ctx.positions.get(symbol)
             after = self._replay_position(c, account_id, symbol)
             if after is not None and before is not None:
-                after = replace(after, stop_loss=before.stop_loss, take_profit=before.take_profit,
-                                opened_at=before.opened_at)
+                after = replace(
+                    after, stop_loss=before.stop_loss, take_profit=before.take_profit, opened_at=before.opened_at
+                )
             self._write_position(c, ctx, symbol, after, now)
-            entries = [Entry(EntryKind.VOID_FILL, evidence={"fill_id": str(fill_id), "actor": actor, "reason": reason,
-                                                            "position_before": _pos_evidence(before),
-                                                            "position_after": _pos_evidence(after)})]
+            entries = [
+                Entry(
+                    EntryKind.VOID_FILL,
+                    evidence={
+                        "fill_id": str(fill_id),
+                        "actor": actor,
+                        "reason": reason,
+                        "position_before": _pos_evidence(before),
+                        "position_after": _pos_evidence(after),
+                    },
+                )
+            ]
             if fill["fee"]:
-                entries.append(Entry(EntryKind.REVERSAL, money(fill["fee"]), Category.FEE,
-                                     {"reverses": "fee", "fill_id": str(fill_id)}))
+                entries.append(
+                    Entry(
+                        EntryKind.REVERSAL,
+                        money(fill["fee"]),
+                        Category.FEE,
+                        {"reverses": "fee", "fill_id": str(fill_id)},
+                    )
+                )
             # Realized P&L is re-derived for the whole symbol: voiding an opening fill changes what every
             # later closing fill realized, not just the voided fill's own figure.
             expected = self._replayed_realized(c, account_id, symbol)
             booked = self._booked_realized(c, account_id, symbol)
             if expected != booked:
-                entries.append(Entry(EntryKind.REVERSAL, expected - booked, Category.PNL, {
-                    "reverses": "realized_pnl", "fill_id": str(fill_id), "symbol": symbol,
-                    "realized_before": fmt(booked), "realized_after": fmt(expected)}))
+                entries.append(
+                    Entry(
+                        EntryKind.REVERSAL,
+                        expected - booked,
+                        Category.PNL,
+                        {
+                            "reverses": "realized_pnl",
+                            "fill_id": str(fill_id),
+                            "symbol": symbol,
+                            "realized_before": fmt(booked),
+                            "realized_after": fmt(expected),
+                        },
+                    )
+                )
             self._append(c, ctx, entries, now)
             return fill
 
@@ -784,8 +1141,9 @@ class ExecutionService:
         """Realized P&L of ``symbol`` as the ledger has it (fills' P&L plus every correction)."""
         return money(self.repo.booked_realized(c, account_id, symbol))
 
-    def void_order(self, account_id: uuid.UUID, order_id: uuid.UUID, *, actor: str, reason: str,
-                   conn: Any | None = None) -> Row:
+    def void_order(
+        self, account_id: uuid.UUID, order_id: uuid.UUID, *, actor: str, reason: str, conn: Any | None = None
+    ) -> Row:
         """Void an order: a resting one is voided; a filled one has each of its fills voided."""
         with self._tx(conn) as c:
             order = self.repo.order(c, account_id, order_id)
@@ -819,13 +1177,15 @@ class ExecutionService:
             totals = fold((r["amount"], r["category"], r["equity_after"]) for r in rows)
             bal = ctx.balance
             mismatches: list[dict[str, str]] = []
-            for name, derived, stored in (("cash", totals.cash, bal["cash"]),
-                                          ("realized_pnl", totals.realized_pnl, bal["realized_pnl"]),
-                                          ("fees", totals.fees, bal["fees"]),
-                                          ("deposits", totals.deposits, bal["deposits"]),
-                                          ("adjustments", totals.adjustments, bal["adjustments"]),
-                                          ("high_watermark", totals.high_watermark, bal["high_watermark"]),
-                                          ("ledger_seq", Decimal(totals.entries), Decimal(bal["ledger_seq"]))):
+            for name, derived, stored in (
+                ("cash", totals.cash, bal["cash"]),
+                ("realized_pnl", totals.realized_pnl, bal["realized_pnl"]),
+                ("fees", totals.fees, bal["fees"]),
+                ("deposits", totals.deposits, bal["deposits"]),
+                ("adjustments", totals.adjustments, bal["adjustments"]),
+                ("high_watermark", totals.high_watermark, bal["high_watermark"]),
+                ("ledger_seq", Decimal(totals.entries), Decimal(bal["ledger_seq"])),
+            ):
                 if derived != stored:
                     mismatches.append({"field": name, "ledger": fmt(derived), "stored": fmt(stored)})
             symbols = self.repo.fill_symbols(c, account_id) | set(ctx.positions)
@@ -837,39 +1197,61 @@ class ExecutionService:
                 dp = derived_pos.avg_price if derived_pos else ZERO
                 sp = stored_pos.avg_price if stored_pos else ZERO
                 if dq != sq or dp != sp:
-                    mismatches.append({"field": f"position:{s}", "ledger": f"{fmt(dq)}@{fmt(dp)}",
-                                       "stored": f"{fmt(sq)}@{fmt(sp)}"})
+                    mismatches.append(
+                        {"field": f"position:{s}", "ledger": f"{fmt(dq)}@{fmt(dp)}", "stored": f"{fmt(sq)}@{fmt(sp)}"}
+                    )
                 replayed, booked = self._replayed_realized(c, account_id, s), self._booked_realized(c, account_id, s)
                 if replayed != booked:
                     mismatches.append({"field": f"realized_pnl:{s}", "ledger": fmt(booked), "stored": fmt(replayed)})
-            return {"account_id": str(account_id), "ok": not mismatches, "mismatches": mismatches,
-                    "entries": totals.entries, "cash": fmt(totals.cash), "realized_pnl": fmt(totals.realized_pnl),
-                    "fees": fmt(totals.fees), "deposits": fmt(totals.deposits)}
+            return {
+                "account_id": str(account_id),
+                "ok": not mismatches,
+                "mismatches": mismatches,
+                "entries": totals.entries,
+                "cash": fmt(totals.cash),
+                "realized_pnl": fmt(totals.realized_pnl),
+                "fees": fmt(totals.fees),
+                "deposits": fmt(totals.deposits),
+            }
 
     # ------------------------------------------------------------------ reads
     def snapshot(self, account_id: uuid.UUID, *, conn: Any | None = None) -> Row:
         """Account, balances (equity marked at the latest quotes), positions with marks, and open orders."""
-        with (self._tx(conn) if conn is not None else self.db.read()) as c:
+        with self._tx(conn) if conn is not None else self.db.read() as c:
             ctx = self._load(c, account_id, lock=False)
             val = ctx.valuation or self._valuate(ctx)
             marks = {m.symbol: m for m in val.marks}
             positions = []
             for s, p in sorted(ctx.positions.items()):
                 m = marks.get(s)
-                positions.append({**_pos_json(p), "mark_price": _s(m.mark) if m else None,
-                                  "unrealized_pnl": _s(money(m.unrealized)) if m else None,
-                                  "notional": _s(money(m.notional)) if m else None})
+                positions.append(
+                    {
+                        **_pos_json(p),
+                        "mark_price": _s(m.mark) if m else None,
+                        "unrealized_pnl": _s(money(m.unrealized)) if m else None,
+                        "notional": _s(money(m.notional)) if m else None,
+                    }
+                )
             bal = ctx.balance
             equity = money(val.equity)
             return {
-                "account": ctx.account, "status": ctx.status.value,
-                "balance": {"cash": bal["cash"], "equity": equity, "unrealized_pnl": money(val.unrealized),
-                            "realized_pnl": bal["realized_pnl"], "fees": bal["fees"], "deposits": bal["deposits"],
-                            "high_watermark": max(bal["high_watermark"], equity) if not val.missing else
-                            bal["high_watermark"], "margin_used": money(CTX.divide(val.notional,
-                                                                                  ctx.policy.max_leverage)),
-                            "ledger_seq": bal["ledger_seq"], "marked_at": bal["marked_at"]},
-                "positions": positions, "open_orders": ctx.resting, "missing_prices": list(val.missing),
+                "account": ctx.account,
+                "status": ctx.status.value,
+                "balance": {
+                    "cash": bal["cash"],
+                    "equity": equity,
+                    "unrealized_pnl": money(val.unrealized),
+                    "realized_pnl": bal["realized_pnl"],
+                    "fees": bal["fees"],
+                    "deposits": bal["deposits"],
+                    "high_watermark": max(bal["high_watermark"], equity) if not val.missing else bal["high_watermark"],
+                    "margin_used": money(CTX.divide(val.notional, ctx.policy.max_leverage)),
+                    "ledger_seq": bal["ledger_seq"],
+                    "marked_at": bal["marked_at"],
+                },
+                "positions": positions,
+                "open_orders": ctx.resting,
+                "missing_prices": list(val.missing),
                 "as_of": self.clock.now(),
             }
 
@@ -879,22 +1261,40 @@ def _s(d: Decimal | None) -> str | None:
 
 
 def _pos_json(p: Position) -> dict[str, Any]:
-    return {"symbol": p.symbol, "quantity": fmt(p.quantity), "side": "long" if p.quantity > 0 else "short",
-            "avg_price": fmt(p.avg_price), "stop_loss": _s(p.stop_loss), "take_profit": _s(p.take_profit),
-            "opened_at": p.opened_at}
+    return {
+        "symbol": p.symbol,
+        "quantity": fmt(p.quantity),
+        "side": "long" if p.quantity > 0 else "short",
+        "avg_price": fmt(p.avg_price),
+        "stop_loss": _s(p.stop_loss),
+        "take_profit": _s(p.take_profit),
+        "opened_at": p.opened_at,
+    }
 
 
 def _pos_evidence(p: Position | None) -> dict[str, Any] | None:
     if p is None:
         return None
-    return {"quantity": fmt(p.quantity), "avg_price": fmt(p.avg_price), "stop_loss": _s(p.stop_loss),
-            "take_profit": _s(p.take_profit)}
+    return {
+        "quantity": fmt(p.quantity),
+        "avg_price": fmt(p.avg_price),
+        "stop_loss": _s(p.stop_loss),
+        "take_profit": _s(p.take_profit),
+    }
 
 
 def _order_evidence(req: OrderRequest) -> dict[str, Any]:
-    return {"symbol": req.symbol, "side": req.side.value, "quantity": fmt(req.quantity),
-            "order_type": req.order_type.value, "limit_price": _s(req.limit_price), "stop_price": _s(req.stop_price),
-            "stop_loss": _s(req.stop_loss), "take_profit": _s(req.take_profit), "purpose": req.purpose.value}
+    return {
+        "symbol": req.symbol,
+        "side": req.side.value,
+        "quantity": fmt(req.quantity),
+        "order_type": req.order_type.value,
+        "limit_price": _s(req.limit_price),
+        "stop_price": _s(req.stop_price),
+        "stop_loss": _s(req.stop_loss),
+        "take_profit": _s(req.take_profit),
+        "purpose": req.purpose.value,
+    }
 
 
 def _plain(d: Decimal | None) -> Decimal | None:
@@ -904,9 +1304,19 @@ def _plain(d: Decimal | None) -> Decimal | None:
 
 
 def _request_from_row(o: Mapping[str, Any]) -> OrderRequest:
-    return OrderRequest(o["symbol"], Side(o["side"]), o["quantity"], OrderType(o["order_type"]),
-                        _plain(o["limit_price"]), _plain(o["stop_price"]), _plain(o["stop_loss"]),
-                        _plain(o["take_profit"]), o["reduce_only"], OrderPurpose(o["purpose"]), o["client_order_id"])
+    return OrderRequest(
+        o["symbol"],
+        Side(o["side"]),
+        o["quantity"],
+        OrderType(o["order_type"]),
+        _plain(o["limit_price"]),
+        _plain(o["stop_price"]),
+        _plain(o["stop_loss"]),
+        _plain(o["take_profit"]),
+        o["reduce_only"],
+        OrderPurpose(o["purpose"]),
+        o["client_order_id"],
+    )
 
 
 __all__ = ["AccountCtx", "CreateAccount", "ExecutionService", "Metrics", "OrderOutcome", "Row", "SessionSource"]

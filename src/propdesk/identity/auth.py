@@ -68,8 +68,15 @@ def hash_token(token: str) -> str:
 class TokenStore:
     """Creates and verifies API tokens (database-backed) plus the static ones from settings."""
 
-    def __init__(self, db: Any, clock: Clock, *, service_token: str | None = None, admin_token: str | None = None,
-                 cron_secret: str | None = None):
+    def __init__(
+        self,
+        db: Any,
+        clock: Clock,
+        *,
+        service_token: str | None = None,
+        admin_token: str | None = None,
+        cron_secret: str | None = None,
+    ):
         self.db = db
         self.clock = clock
         self._static: list[tuple[str, Role]] = []
@@ -88,15 +95,19 @@ class TokenStore:
         now = self.clock.now()
         expires = now + ttl if ttl is not None else None
         with self.db.tx() as c:
-            c.execute("INSERT INTO api_tokens (id, name, role, token_hash, created_at, expires_at)"
-                      " VALUES (%s,%s,%s,%s,%s,%s)", (tid, name or f"{role.value} token", role.value,
-                                                      hash_token(token), now, expires))
+            c.execute(
+                "INSERT INTO api_tokens (id, name, role, token_hash, created_at, expires_at)"
+                " VALUES (%s,%s,%s,%s,%s,%s)",
+                (tid, name or f"{role.value} token", role.value, hash_token(token), now, expires),
+            )
         return token, Principal(str(tid), role, name)
 
     def revoke(self, token_id: str) -> bool:
         with self.db.tx() as c:
-            row = c.execute("UPDATE api_tokens SET revoked_at=%s WHERE id=%s AND revoked_at IS NULL RETURNING id",
-                            (self.clock.now(), token_id)).fetchone()
+            row = c.execute(
+                "UPDATE api_tokens SET revoked_at=%s WHERE id=%s AND revoked_at IS NULL RETURNING id",
+                (self.clock.now(), token_id),
+            ).fetchone()
         self._cache.clear()
         return row is not None
 
@@ -113,8 +124,9 @@ class TokenStore:
         if hit is not None and (hit[1] is None or hit[1] > now):
             return hit[0]
         with self.db.read() as c:
-            row = c.execute("SELECT id, name, role, expires_at, revoked_at FROM api_tokens WHERE token_hash=%s",
-                            (h,)).fetchone()
+            row = c.execute(
+                "SELECT id, name, role, expires_at, revoked_at FROM api_tokens WHERE token_hash=%s", (h,)
+            ).fetchone()
         if row is None or row["revoked_at"] is not None or (row["expires_at"] is not None and row["expires_at"] <= now):
             return None
         principal = Principal(str(row["id"]), Role(row["role"]), row["name"])

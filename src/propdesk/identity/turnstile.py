@@ -48,6 +48,9 @@ class Turnstile:
             return False
         ok = isinstance(body, dict) and body.get("success") is True
         if not ok:
-            self.log.info("turnstile_refused", status=r.status_code,
-                          codes=body.get("error-codes") if isinstance(body, dict) else None)
+            self.log.info(
+                "turnstile_refused",
+                status=r.status_code,
+                codes=body.get("error-codes") if isinstance(body, dict) else None,
+            )
         return ok

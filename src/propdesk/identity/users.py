@@ -78,9 +78,17 @@ def normalize_email(email: object) -> str:
     value = email.strip().lower()
     local, at, domain = value.rpartition("@")
     labels = domain.split(".")
-    ok = (at == "@" and len(value) <= 254 and bool(_LOCAL.match(local)) and not local.startswith(".")
-          and not local.endswith(".") and ".." not in local and len(labels) >= 2
-          and all(_LABEL.match(label) for label in labels) and not labels[-1].isdigit())
+    ok = (
+        at == "@"
+        and len(value) <= 254
+        and bool(_LOCAL.match(local))
+        and not local.startswith(".")
+        and not local.endswith(".")
+        and ".." not in local
+        and len(labels) >= 2
+        and all(_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
     if not ok:
         raise InvalidInput("not a valid email address", code="invalid_email")
     return value
@@ -95,13 +103,21 @@ def check_password(password: object) -> str:
     if not isinstance(password, str):
         raise InvalidInput("password must be a string", code="weak_password")
     if len(password) < PASSWORD_MIN or len(password) > PASSWORD_MAX:
-        raise InvalidInput(f"a password has {PASSWORD_MIN} to {PASSWORD_MAX} characters", code="weak_password",
-                           details={"min_length": PASSWORD_MIN, "max_length": PASSWORD_MAX})
-    classes = {("lower" if ch.islower() else "upper" if ch.isupper() else "digit" if ch.isdigit() else "other")
-               for ch in password}
+        raise InvalidInput(
+            f"a password has {PASSWORD_MIN} to {PASSWORD_MAX} characters",
+            code="weak_password",
+            details={"min_length": PASSWORD_MIN, "max_length": PASSWORD_MAX},
+        )
+    classes = {
+        ("lower" if ch.islower() else "upper" if ch.isupper() else "digit" if ch.isdigit() else "other")
+        for ch in password
+    }
     if len(classes) < 2 or len(set(password)) < 4:
-        raise InvalidInput("a password mixes at least two kinds of characters (letters, digits, symbols)",
-                           code="weak_password", details={"min_length": PASSWORD_MIN})
+        raise InvalidInput(
+            "a password mixes at least two kinds of characters (letters, digits, symbols)",
+            code="weak_password",
+            details={"min_length": PASSWORD_MIN},
+        )
     return password
 
 
@@ -164,8 +180,17 @@ class IdentityStore:
         return SECURE_SESSION_COOKIE if self.settings.public_url.lower().startswith("https://") else SESSION_COOKIE
 
     # -- users
-    def create_user(self, email: str, password: str, *, role: UserRole = UserRole.TRADER, display_name: str = "",
-                    timezone: str = "UTC", ip: str | None = None, audit_kind: str = "user_created") -> WebUser:
+    def create_user(
+        self,
+        email: str,
+        password: str,
+        *,
+        role: UserRole = UserRole.TRADER,
+        display_name: str = "",
+        timezone: str = "UTC",
+        ip: str | None = None,
+        audit_kind: str = "user_created",
+    ) -> WebUser:
         """A new user; ``InvalidInput`` for a bad field, ``Conflict`` ``email_taken`` when the address exists."""
         email = normalize_email(email)
         check_password(password)
@@ -179,7 +204,8 @@ class IdentityStore:
             row = c.execute(
                 "INSERT INTO users (id, email, password_hash, role, display_name, timezone, created_at, updated_at)"
                 " VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (email) DO NOTHING RETURNING id",
-                (uid, email, password_hash, role.value, display_name, timezone, now, now)).fetchone()
+                (uid, email, password_hash, role.value, display_name, timezone, now, now),
+            ).fetchone()
             if row is None:
                 raise Conflict("a user with this email exists", code="email_taken")
             self._audit(c, audit_kind, uid, ip, {"role": role.value})
@@ -187,8 +213,9 @@ class IdentityStore:
 
     def get_user(self, user_id: uuid.UUID) -> WebUser | None:
         with self.db.read() as c:
-            row = c.execute(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id=%s AND u.disabled_at IS NULL",
-                            (user_id,)).fetchone()
+            row = c.execute(
+                f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id=%s AND u.disabled_at IS NULL", (user_id,)
+            ).fetchone()
         return _user(row) if row else None
 
     def find_user(self, email: str) -> WebUser | None:
@@ -197,8 +224,9 @@ class IdentityStore:
         except InvalidInput:
             return None
         with self.db.read() as c:
-            row = c.execute(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.email=%s AND u.disabled_at IS NULL",
-                            (email,)).fetchone()
+            row = c.execute(
+                f"SELECT {_USER_COLUMNS} FROM users u WHERE u.email=%s AND u.disabled_at IS NULL", (email,)
+            ).fetchone()
         return _user(row) if row else None
 
     def authenticate(self, email: str, password: str, *, ip: str | None = None) -> WebUser | None:
@@ -210,12 +238,17 @@ class IdentityStore:
         row = None
         if email:
             with self.db.read() as c:
-                row = c.execute(f"SELECT {_USER_COLUMNS}, u.password_hash, u.disabled_at FROM users u"
-                                " WHERE u.email=%s", (email,)).fetchone()
+                row = c.execute(
+                    f"SELECT {_USER_COLUMNS}, u.password_hash, u.disabled_at FROM users u WHERE u.email=%s", (email,)
+                ).fetchone()
         if row is None or row["disabled_at"] is not None or not isinstance(password, str):
             self._verify(self._dummy_hash(), password if isinstance(password, str) else "")
-            self.audit("login_failed", row["id"] if row else None, ip,
-                       {"reason": "disabled" if row else "unknown_email", "email": email[:254]})
+            self.audit(
+                "login_failed",
+                row["id"] if row else None,
+                ip,
+                {"reason": "disabled" if row else "unknown_email", "email": email[:254]},
+            )
             return None
         if not self._verify(row["password_hash"], password):
             self.audit("login_failed", row["id"], ip, {"reason": "wrong_password"})
@@ -224,8 +257,10 @@ class IdentityStore:
         if self.hasher.check_needs_rehash(row["password_hash"]):
             # Parameters changed since this hash was made: upgrade it now that we know the password.
             with self.db.tx() as c:
-                c.execute("UPDATE users SET password_hash=%s, updated_at=%s WHERE id=%s",
-                          (self.hasher.hash(password), self.clock.now(), user.id))
+                c.execute(
+                    "UPDATE users SET password_hash=%s, updated_at=%s WHERE id=%s",
+                    (self.hasher.hash(password), self.clock.now(), user.id),
+                )
         self.audit("login_ok", user.id, ip, {})
         return user
 
@@ -241,19 +276,32 @@ class IdentityStore:
         return self._dummy
 
     # -- sessions
-    def start_session(self, user: WebUser, *, ip: str | None = None, user_agent: str | None = None,
-                      replaces: str | None = None) -> str:
+    def start_session(
+        self, user: WebUser, *, ip: str | None = None, user_agent: str | None = None, replaces: str | None = None
+    ) -> str:
         """A new session token for ``user`` (shown once, to the cookie); ``replaces`` (a pre-login token) is revoked."""
         token = secrets.token_urlsafe(32)
         now = self.clock.now()
         with self.db.tx() as c:
             if replaces:
-                c.execute("UPDATE web_sessions SET revoked_at=%s WHERE token_hash=%s AND revoked_at IS NULL",
-                          (now, hash_secret(replaces)))
-            c.execute("INSERT INTO web_sessions (id, token_hash, user_id, created_at, last_seen_at, expires_at, ip,"
-                      " user_agent) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                      (uuid.uuid4(), hash_secret(token), user.id, now, now, now + self.absolute, _ip(ip),
-                       (user_agent or "")[:300] or None))
+                c.execute(
+                    "UPDATE web_sessions SET revoked_at=%s WHERE token_hash=%s AND revoked_at IS NULL",
+                    (now, hash_secret(replaces)),
+                )
+            c.execute(
+                "INSERT INTO web_sessions (id, token_hash, user_id, created_at, last_seen_at, expires_at, ip,"
+                " user_agent) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                (
+                    uuid.uuid4(),
+                    hash_secret(token),
+                    user.id,
+                    now,
+                    now,
+                    now + self.absolute,
+                    _ip(ip),
+                    (user_agent or "")[:300] or None,
+                ),
+            )
         return token
 
     def resolve(self, token: str | None) -> WebUser | None:
@@ -262,17 +310,22 @@ class IdentityStore:
             return None
         now = self.clock.now()
         with self.db.read() as c:
-            row = c.execute(f"SELECT s.id AS session_id, s.last_seen_at, s.expires_at, s.revoked_at, {_USER_COLUMNS},"
-                            " u.disabled_at FROM web_sessions s JOIN users u ON u.id = s.user_id"
-                            " WHERE s.token_hash=%s", (hash_secret(token),)).fetchone()
+            row = c.execute(
+                f"SELECT s.id AS session_id, s.last_seen_at, s.expires_at, s.revoked_at, {_USER_COLUMNS},"
+                " u.disabled_at FROM web_sessions s JOIN users u ON u.id = s.user_id"
+                " WHERE s.token_hash=%s",
+                (hash_secret(token),),
+            ).fetchone()
         if row is None or row["revoked_at"] is not None or row["disabled_at"] is not None:
             return None
         if now >= row["expires_at"] or now >= row["last_seen_at"] + self.idle:
             return None
         if now - row["last_seen_at"] >= TOUCH_EVERY:
             with self.db.tx() as c:
-                c.execute("UPDATE web_sessions SET last_seen_at=greatest(last_seen_at, %s) WHERE id=%s",
-                          (now, row["session_id"]))
+                c.execute(
+                    "UPDATE web_sessions SET last_seen_at=greatest(last_seen_at, %s) WHERE id=%s",
+                    (now, row["session_id"]),
+                )
         return _user(row)
 
     def end_session(self, token: str | None, *, ip: str | None = None) -> bool:
@@ -280,16 +333,20 @@ class IdentityStore:
         if not token or len(token) > 128:
             return False
         with self.db.tx() as c:
-            row = c.execute("UPDATE web_sessions SET revoked_at=%s WHERE token_hash=%s AND revoked_at IS NULL"
-                            " RETURNING user_id", (self.clock.now(), hash_secret(token))).fetchone()
+            row = c.execute(
+                "UPDATE web_sessions SET revoked_at=%s WHERE token_hash=%s AND revoked_at IS NULL RETURNING user_id",
+                (self.clock.now(), hash_secret(token)),
+            ).fetchone()
             if row is not None:
                 self._audit(c, "logout", row["user_id"], ip, {})
         return row is not None
 
     def end_all_sessions(self, user_id: uuid.UUID) -> int:
         with self.db.tx() as c:
-            rows = c.execute("UPDATE web_sessions SET revoked_at=%s WHERE user_id=%s AND revoked_at IS NULL"
-                             " RETURNING id", (self.clock.now(), user_id)).fetchall()
+            rows = c.execute(
+                "UPDATE web_sessions SET revoked_at=%s WHERE user_id=%s AND revoked_at IS NULL RETURNING id",
+                (self.clock.now(), user_id),
+            ).fetchall()
         return len(rows)
 
     # -- password reset
@@ -302,8 +359,10 @@ class IdentityStore:
         token = secrets.token_urlsafe(32)
         now = self.clock.now()
         with self.db.tx() as c:
-            c.execute("INSERT INTO password_resets (token_hash, user_id, created_at, expires_at)"
-                      " VALUES (%s,%s,%s,%s)", (hash_secret(token), user.id, now, now + self.reset_ttl))
+            c.execute(
+                "INSERT INTO password_resets (token_hash, user_id, created_at, expires_at) VALUES (%s,%s,%s,%s)",
+                (hash_secret(token), user.id, now, now + self.reset_ttl),
+            )
             self._audit(c, "reset_requested", user.id, ip, {"known": True})
         return user, token
 
@@ -318,19 +377,25 @@ class IdentityStore:
         now = self.clock.now()
         password_hash = self.hasher.hash(password)
         with self.db.tx() as c:
-            row = c.execute(f"SELECT r.user_id, r.expires_at, r.used_at, {_USER_COLUMNS}, u.disabled_at"
-                            " FROM password_resets r JOIN users u ON u.id = r.user_id WHERE r.token_hash=%s"
-                            " FOR UPDATE OF r", (hash_secret(token),)).fetchone()
+            row = c.execute(
+                f"SELECT r.user_id, r.expires_at, r.used_at, {_USER_COLUMNS}, u.disabled_at"
+                " FROM password_resets r JOIN users u ON u.id = r.user_id WHERE r.token_hash=%s"
+                " FOR UPDATE OF r",
+                (hash_secret(token),),
+            ).fetchone()
             if row is None or row["used_at"] is not None or now >= row["expires_at"] or row["disabled_at"]:
                 return None
             c.execute("UPDATE password_resets SET used_at=%s WHERE token_hash=%s", (now, hash_secret(token)))
             # Every other outstanding link of the user dies too: the newest password wins.
-            c.execute("UPDATE password_resets SET used_at=%s WHERE user_id=%s AND used_at IS NULL",
-                      (now, row["user_id"]))
-            c.execute("UPDATE users SET password_hash=%s, updated_at=%s WHERE id=%s",
-                      (password_hash, now, row["user_id"]))
-            c.execute("UPDATE web_sessions SET revoked_at=%s WHERE user_id=%s AND revoked_at IS NULL",
-                      (now, row["user_id"]))
+            c.execute(
+                "UPDATE password_resets SET used_at=%s WHERE user_id=%s AND used_at IS NULL", (now, row["user_id"])
+            )
+            c.execute(
+                "UPDATE users SET password_hash=%s, updated_at=%s WHERE id=%s", (password_hash, now, row["user_id"])
+            )
+            c.execute(
+                "UPDATE web_sessions SET revoked_at=%s WHERE user_id=%s AND revoked_at IS NULL", (now, row["user_id"])
+            )
             self._audit(c, "reset_done", row["user_id"], ip, {})
         return _user(row)
 
@@ -345,6 +410,7 @@ class IdentityStore:
             _log.error("auth_event_not_recorded", kind=kind, error=f"{type(exc).__name__}: {exc}"[:300])
 
     def _audit(self, c: Any, kind: str, user_id: uuid.UUID | None, ip: str | None, detail: dict[str, Any]) -> None:
-        c.execute("INSERT INTO auth_events (ts, kind, user_id, ip, detail) VALUES (%s,%s,%s,%s,%s)",
-                  (self.clock.now(), kind, user_id, _ip(ip), Jsonb(detail)))
-
+        c.execute(
+            "INSERT INTO auth_events (ts, kind, user_id, ip, detail) VALUES (%s,%s,%s,%s,%s)",
+            (self.clock.now(), kind, user_id, _ip(ip), Jsonb(detail)),
+        )

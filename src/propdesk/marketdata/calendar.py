@@ -53,22 +53,56 @@ def affected_symbols(catalogue: Iterable[Instrument], currency: str, country: st
     (``domain.rules.pretrade.news_hits``): the event's currency, or its country code, is the instrument's base or
     quote currency. A USD event therefore touches every USD-quoted index, stock and metal as well as the pairs."""
     keys = {k.upper() for k in (currency, country) if k}
-    return sorted(i.symbol for i in catalogue
-                  if i.enabled and keys & {i.base_currency.upper(), i.quote_currency.upper()})
+    return sorted(
+        i.symbol for i in catalogue if i.enabled and keys & {i.base_currency.upper(), i.quote_currency.upper()}
+    )
+
 
 COUNTRY_CURRENCY: dict[str, str] = {
     "US": "USD",
-    "EU": "EUR", "EA": "EUR", "EMU": "EUR", "DE": "EUR", "FR": "EUR", "IT": "EUR", "ES": "EUR", "NL": "EUR",
-    "BE": "EUR", "AT": "EUR", "PT": "EUR", "IE": "EUR", "FI": "EUR", "GR": "EUR",
-    "GB": "GBP", "UK": "GBP",
-    "JP": "JPY", "CA": "CAD", "AU": "AUD", "NZ": "NZD", "CH": "CHF", "CN": "CNY",
+    "EU": "EUR",
+    "EA": "EUR",
+    "EMU": "EUR",
+    "DE": "EUR",
+    "FR": "EUR",
+    "IT": "EUR",
+    "ES": "EUR",
+    "NL": "EUR",
+    "BE": "EUR",
+    "AT": "EUR",
+    "PT": "EUR",
+    "IE": "EUR",
+    "FI": "EUR",
+    "GR": "EUR",
+    "GB": "GBP",
+    "UK": "GBP",
+    "JP": "JPY",
+    "CA": "CAD",
+    "AU": "AUD",
+    "NZ": "NZD",
+    "CH": "CHF",
+    "CN": "CNY",
 }
 KNOWN_CURRENCIES = frozenset(COUNTRY_CURRENCY.values())
 
 _IMPACT_ALIASES = {
-    "high": "high", "h": "high", "3": "high", "red": "high",
-    "medium": "medium", "med": "medium", "moderate": "medium", "m": "medium", "2": "medium", "orange": "medium",
-    "low": "low", "l": "low", "1": "low", "yellow": "low", "none": "low", "holiday": "low", "": "low",
+    "high": "high",
+    "h": "high",
+    "3": "high",
+    "red": "high",
+    "medium": "medium",
+    "med": "medium",
+    "moderate": "medium",
+    "m": "medium",
+    "2": "medium",
+    "orange": "medium",
+    "low": "low",
+    "l": "low",
+    "1": "low",
+    "yellow": "low",
+    "none": "low",
+    "holiday": "low",
+    "": "low",
 }
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _COUNTRY = re.compile(r"^[A-Z]{0,3}$")
@@ -246,7 +280,7 @@ def _ics_event(props: dict[str, tuple[dict[str, str], str]], where: str) -> Econ
     impact = _ics_unescape(props.get("X-IMPACT", ({}, ""))[1]).strip().lower()
     tag = _ICS_TAG.search(summary)
     if tag is not None:
-        summary = (summary[:tag.start()] + summary[tag.end():]).strip()
+        summary = (summary[: tag.start()] + summary[tag.end() :]).strip()
         summary = re.sub(r"\s{2,}", " ", summary)
         impact = impact or tag.group(1).lower()
     if not impact:
@@ -339,8 +373,9 @@ class EconomicCalendar:
             return self.import_ics(path)
         raise CalendarError(f"{path}: unknown calendar format {suffix or '(no extension)'!r} (expected .csv or .ics)")
 
-    def sync_finnhub(self, client_or_key: Any, start: date | datetime, end: date | datetime,
-                     base_url: str | None = None) -> UpsertResult:
+    def sync_finnhub(
+        self, client_or_key: Any, start: date | datetime, end: date | datetime, base_url: str | None = None
+    ) -> UpsertResult:
         """Fetch ``[start, end]`` (whole days) from Finnhub and upsert it. ``client_or_key`` is a
         ``finnhub.Client`` or an API key; ``base_url`` (e.g. ``http://127.0.0.1:PORT/api/v1``) overrides the
         client's ``API_URL``."""
@@ -357,16 +392,16 @@ class EconomicCalendar:
         try:
             payload = client.calendar_economic(_from=day0.isoformat(), to=day1.isoformat())
         except finnhub.FinnhubAPIException as exc:
-            raise CalendarError(f"finnhub: HTTP {exc.status_code}: {exc.message}",
-                                status_code=exc.status_code) from exc
+            raise CalendarError(f"finnhub: HTTP {exc.status_code}: {exc.message}", status_code=exc.status_code) from exc
         except finnhub.FinnhubRequestException as exc:
             raise CalendarError(f"finnhub: {exc.message}") from exc
         except requests.RequestException as exc:
             raise CalendarError(f"finnhub: request failed: {type(exc).__name__}: {exc}") from exc
         return self.upsert(parse_finnhub(payload))
 
-    def affecting(self, symbol: str, at: datetime, before: timedelta, after: timedelta,
-                  impact: str = "high") -> list[EconomicEvent]:
+    def affecting(
+        self, symbol: str, at: datetime, before: timedelta, after: timedelta, impact: str = "high"
+    ) -> list[EconomicEvent]:
         """Events in ``[at - before, at + after]`` (both ends included) whose currency is the base or quote
         currency of ``symbol`` and whose impact is at least ``impact``, oldest first.
 
@@ -385,8 +420,10 @@ class EconomicCalendar:
                 " WHERE at BETWEEN %s AND %s AND currency = ANY(%s) AND impact = ANY(%s) ORDER BY at, id",
                 (at - before, at + after, currencies, levels),
             ).fetchall()
-        return [EconomicEvent(r["at"], r["currency"], r["impact"], r["title"], r["country"], r["source"],
-                              r["external_id"]) for r in rows]
+        return [
+            EconomicEvent(r["at"], r["currency"], r["impact"], r["title"], r["country"], r["source"], r["external_id"])
+            for r in rows
+        ]
 
 
 def _read(path: str | Path) -> str:
@@ -396,5 +433,15 @@ def _read(path: str | Path) -> str:
         raise CalendarError(f"{path}: cannot read: {exc}") from exc
 
 
-__all__ = ["COUNTRY_CURRENCY", "CalendarError", "EconomicCalendar", "EconomicEvent", "UpsertResult",
-           "currency_of", "normalize_impact", "parse_csv", "parse_finnhub", "parse_ics"]
+__all__ = [
+    "COUNTRY_CURRENCY",
+    "CalendarError",
+    "EconomicCalendar",
+    "EconomicEvent",
+    "UpsertResult",
+    "currency_of",
+    "normalize_impact",
+    "parse_csv",
+    "parse_finnhub",
+    "parse_ics",
+]

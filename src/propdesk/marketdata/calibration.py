@@ -101,6 +101,7 @@ def _spread_bps(pairs: Iterable[tuple[float, float]]) -> tuple[float, int]:
 
 # ------------------------------------------------------------------------------------------------ readers
 
+
 def _fxcm(data: Path, stem: str) -> tuple[Estimate, Estimate]:
     """FXCM m1 bid and ask files: mid close per minute (vol) and close spread (bps)."""
     bid = {r[0]: float(r[4]) for r in _rows(data / f"{stem.replace('{side}', 'bid')}")}
@@ -110,16 +111,25 @@ def _fxcm(data: Path, stem: str) -> tuple[Estimate, Estimate]:
     vol, n = _vol(mids, timedelta(minutes=1))
     spread, m = _spread_bps((bid[k], ask[k]) for k in keys)
     src = stem.replace("{side}", "bid|ask")
-    return (Estimate(vol, n, src, "m1 mid close, consecutive minutes"),
-            Estimate(spread, m, src, "median close spread"))
+    return (Estimate(vol, n, src, "m1 mid close, consecutive minutes"), Estimate(spread, m, src, "median close spread"))
 
 
-def _ohlc(data: Path, rel: str, step: timedelta, fmt: str, delimiter: str = ",", close_col: int = 4,
-          method: str = "", time_col: int | None = None) -> Estimate:
+def _ohlc(
+    data: Path,
+    rel: str,
+    step: timedelta,
+    fmt: str,
+    delimiter: str = ",",
+    close_col: int = 4,
+    method: str = "",
+    time_col: int | None = None,
+) -> Estimate:
     """Bar closes; ``time_col`` when the date and the time are separate columns (then close_col counts both)."""
     rows = _rows(data / rel, delimiter)
-    series = ((datetime.strptime(r[0].strip() if time_col is None else f"{r[0]} {r[time_col]}", fmt),
-               float(r[close_col])) for r in rows)
+    series = (
+        (datetime.strptime(r[0].strip() if time_col is None else f"{r[0]} {r[time_col]}", fmt), float(r[close_col]))
+        for r in rows
+    )
     vol, n = _vol(series, step)
     return Estimate(vol, n, rel, method or f"{int(step.total_seconds() // 60)}-minute closes, /sqrt(minutes)")
 
@@ -128,8 +138,12 @@ def _daily(data: Path, rel: str) -> Estimate:
     """Daily adjusted closes (Yahoo): consecutive trading days, scaled by sqrt(390) cash-session minutes."""
     closes = [float(r[5]) for r in _rows(data / rel)]
     rets = [math.log(b / a) for a, b in itertools.pairwise(closes) if a > 0 and b > 0]
-    return Estimate(statistics.stdev(rets) / math.sqrt(390), len(rets), rel,
-                    "daily adj. close returns / sqrt(390) (includes overnight moves)")
+    return Estimate(
+        statistics.stdev(rets) / math.sqrt(390),
+        len(rets),
+        rel,
+        "daily adj. close returns / sqrt(390) (includes overnight moves)",
+    )
 
 
 def _histdata_ticks(data: Path, rel: str) -> tuple[Estimate, Estimate]:
@@ -197,22 +211,36 @@ def calibrate(data_dir: Path = DEFAULT_DATA_DIR) -> dict[str, Any]:
 
     vols["GBPUSD"], spreads["GBPUSD"] = _fxcm(d, "nautilus_trader/fxcm/gbpusd-m1-{side}-2012.csv")
     vols["USDJPY"], spreads["USDJPY"] = _fxcm(d, "nautilus_trader/fxcm/usdjpy-m1-{side}-2013.csv")
-    vols["EURUSD"] = _ohlc(d, "nautilus_trader/xcme/6EH4.XCME_1min_bars_20240101_20240131.csv.gz",
-                           timedelta(minutes=1), "%Y-%m-%d %H:%M:%S",
-                           method="CME 6E future m1 closes (EUR/USD), consecutive minutes")
+    vols["EURUSD"] = _ohlc(
+        d,
+        "nautilus_trader/xcme/6EH4.XCME_1min_bars_20240101_20240131.csv.gz",
+        timedelta(minutes=1),
+        "%Y-%m-%d %H:%M:%S",
+        method="CME 6E future m1 closes (EUR/USD), consecutive minutes",
+    )
     _, spreads["EURUSD"] = _histdata_ticks(d, "nautilus_trader/quote_tick_data.csv")
-    us500_holiday_vol, spreads["US500"] = _dukascopy_ticks(
-        d, "snowguru/USA500.IDXUSD_Ticks_04.09.2023-04.09.2023.csv")
-    vols["US500"] = _ohlc(d, "backtrader/2006-min-005.txt", timedelta(minutes=5), "%Y-%m-%d %H:%M:%S",
-                          close_col=5, time_col=1,
-                          method="5-minute index closes (2006, Euro Stoxx 50-like), /sqrt(5); the only S&P 500 "
-                                 "file is one US holiday (Labor Day 2023, cash market shut) whose minute vol "
-                                 f"{us500_holiday_vol.value * 1e4:.2f} bps understates a normal session")
+    us500_holiday_vol, spreads["US500"] = _dukascopy_ticks(d, "snowguru/USA500.IDXUSD_Ticks_04.09.2023-04.09.2023.csv")
+    vols["US500"] = _ohlc(
+        d,
+        "backtrader/2006-min-005.txt",
+        timedelta(minutes=5),
+        "%Y-%m-%d %H:%M:%S",
+        close_col=5,
+        time_col=1,
+        method="5-minute index closes (2006, Euro Stoxx 50-like), /sqrt(5); the only S&P 500 "
+        "file is one US holiday (Labor Day 2023, cash market shut) whose minute vol "
+        f"{us500_holiday_vol.value * 1e4:.2f} bps understates a normal session",
+    )
     vols["XAUUSD"] = _ohlc(d, "snowguru/XAUUSD_H4.csv", timedelta(hours=4), "%Y-%m-%d %H:%M:%S", "\t")
     vols["AAPL"] = _ohlc(d, "snowguru/AAPLUSUSD_M15.csv", timedelta(minutes=15), "%Y-%m-%d %H:%M:%S", "\t")
     vols["NVDA"] = _daily(d, "backtrader/nvda-1999-2014.txt")
-    vols["BTCUSD"] = _ohlc(d, "nautilus_trader/btc-perp-20211231-20220201_1m.csv", timedelta(minutes=1),
-                           "%Y-%m-%d %H:%M:%S.%f", method="FTX BTC-PERP m1 closes, consecutive minutes")
+    vols["BTCUSD"] = _ohlc(
+        d,
+        "nautilus_trader/btc-perp-20211231-20220201_1m.csv",
+        timedelta(minutes=1),
+        "%Y-%m-%d %H:%M:%S.%f",
+        method="FTX BTC-PERP m1 closes, consecutive minutes",
+    )
 
     out: dict[str, dict[str, Any]] = {}
     for sym, v in vols.items():
@@ -223,17 +251,36 @@ def calibrate(data_dir: Path = DEFAULT_DATA_DIR) -> dict[str, Any]:
         else:
             spread_bps, spread_note = ASSUMED_SPREAD_BPS[sym]
             spread_src, spread_n = "assumed", 0
-        out[sym] = {"vol_per_min": _sig(v.value), "vol_source": v.source, "vol_n": v.n, "vol_method": v.method,
-                    "spread_bps": _sig(spread_bps, 4), "spread_source": spread_src, "spread_n": spread_n,
-                    "spread_method": spread_note, "proxy": None}
+        out[sym] = {
+            "vol_per_min": _sig(v.value),
+            "vol_source": v.source,
+            "vol_n": v.n,
+            "vol_method": v.method,
+            "spread_bps": _sig(spread_bps, 4),
+            "spread_source": spread_src,
+            "spread_n": spread_n,
+            "spread_method": spread_note,
+            "proxy": None,
+        }
     for sym, (proxy, vf, sf, why) in PROXIES.items():
         base = out[proxy]
-        out[sym] = {"vol_per_min": _sig(base["vol_per_min"] * vf), "vol_source": f"proxy {proxy} x{vf:g}",
-                    "vol_n": 0, "vol_method": why, "spread_bps": _sig(base["spread_bps"] * sf, 4),
-                    "spread_source": f"proxy {proxy} x{sf:g}", "spread_n": 0, "spread_method": why,
-                    "proxy": proxy}
-    return {"generated_by": "propdesk feed calibrate", "data": "../shared/data/market (see SOURCES.md)",
-            "jumps": JUMPS, "instruments": dict(sorted(out.items()))}
+        out[sym] = {
+            "vol_per_min": _sig(base["vol_per_min"] * vf),
+            "vol_source": f"proxy {proxy} x{vf:g}",
+            "vol_n": 0,
+            "vol_method": why,
+            "spread_bps": _sig(base["spread_bps"] * sf, 4),
+            "spread_source": f"proxy {proxy} x{sf:g}",
+            "spread_n": 0,
+            "spread_method": why,
+            "proxy": proxy,
+        }
+    return {
+        "generated_by": "propdesk feed calibrate",
+        "data": "../shared/data/market (see SOURCES.md)",
+        "jumps": JUMPS,
+        "instruments": dict(sorted(out.items())),
+    }
 
 
 def write_calibration(doc: dict[str, Any], path: Path = CALIBRATION_PATH) -> Path:
@@ -250,15 +297,19 @@ def load_calibration(path: Path | None = None) -> dict[str, Any]:
 
 def markdown_table(doc: dict[str, Any]) -> str:
     """The calibration as a Markdown table (for docs/MARKET_DATA.md)."""
-    lines = ["| Instrument | Volatility source | Returns (n) | Vol / minute | Vol / minute (bps) | Spread source "
-             "| Quotes (n) | Median spread (bps) | Proxy / note |",
-             "|---|---|---:|---:|---:|---|---:|---:|---|"]
+    lines = [
+        "| Instrument | Volatility source | Returns (n) | Vol / minute | Vol / minute (bps) | Spread source "
+        "| Quotes (n) | Median spread (bps) | Proxy / note |",
+        "|---|---|---:|---:|---:|---|---:|---:|---|",
+    ]
     for sym, c in doc["instruments"].items():
         notes = [c["vol_method"]] if c["proxy"] or "understates" in c["vol_method"] else []
         if c["spread_source"] == "assumed":
             notes.append("spread assumed: " + c["spread_method"])
         note = "; ".join(notes)
-        lines.append(f"| {sym} | {c['vol_source']} | {c['vol_n'] or '-'} | {c['vol_per_min']:.3g} "
-                     f"| {c['vol_per_min'] * 1e4:.2f} | {c['spread_source']} | {c['spread_n'] or '-'} "
-                     f"| {c['spread_bps']:.3g} | {note} |")
+        lines.append(
+            f"| {sym} | {c['vol_source']} | {c['vol_n'] or '-'} | {c['vol_per_min']:.3g} "
+            f"| {c['vol_per_min'] * 1e4:.2f} | {c['spread_source']} | {c['spread_n'] or '-'} "
+            f"| {c['spread_bps']:.3g} | {note} |"
+        )
     return "\n".join(lines)

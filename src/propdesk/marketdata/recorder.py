@@ -52,14 +52,30 @@ _UPSERT = (
 )
 
 
-def upsert_candles(conn: Any, candles: list[Candle], updated_at: datetime,
-                   timeframe: str = BASE_TIMEFRAME) -> None:
+def upsert_candles(conn: Any, candles: list[Candle], updated_at: datetime, timeframe: str = BASE_TIMEFRAME) -> None:
     """Write ``candles`` (merge on conflict, see the module docstring) on ``conn`` (an engine connection)."""
     if not candles:
         return
     with conn.cursor() as cur:
-        cur.executemany(_UPSERT, [(c.symbol, timeframe, c.minute, c.open, c.high, c.low, c.close, c.ticks,
-                                   c.synthetic, c.source, updated_at) for c in candles])
+        cur.executemany(
+            _UPSERT,
+            [
+                (
+                    c.symbol,
+                    timeframe,
+                    c.minute,
+                    c.open,
+                    c.high,
+                    c.low,
+                    c.close,
+                    c.ticks,
+                    c.synthetic,
+                    c.source,
+                    updated_at,
+                )
+                for c in candles
+            ],
+        )
 
 
 class CandleRecorder:
@@ -69,8 +85,16 @@ class CandleRecorder:
     be called directly (tests, or a feed without a stream).
     """
 
-    def __init__(self, db: Any, clock: Clock, ticks: TickStream | None = None, *, flush_interval_s: float = 1.0,
-                 retain: timedelta = timedelta(hours=2), log: Any | None = None):
+    def __init__(
+        self,
+        db: Any,
+        clock: Clock,
+        ticks: TickStream | None = None,
+        *,
+        flush_interval_s: float = 1.0,
+        retain: timedelta = timedelta(hours=2),
+        log: Any | None = None,
+    ):
         if flush_interval_s < 0:
             raise ValueError("flush_interval_s must not be negative")
         self.db = db
@@ -111,8 +135,11 @@ class CandleRecorder:
         with self._lock:
             self._agg.add(quote)
             self._dirty.add(quote.symbol)
-            due = bool(self._closed) or self._last_flush is None or (
-                (now - self._last_flush).total_seconds() >= self.flush_interval_s)
+            due = (
+                bool(self._closed)
+                or self._last_flush is None
+                or ((now - self._last_flush).total_seconds() >= self.flush_interval_s)
+            )
         if due:
             self.flush()
 
@@ -120,8 +147,11 @@ class CandleRecorder:
         """A copy of the symbol's newest bar in memory (fresher than the table), or None."""
         with self._lock:
             c = self._agg.current(symbol)
-            return None if c is None else Candle(c.symbol, c.minute, c.open, c.high, c.low, c.close, c.ticks,
-                                                 c.synthetic, c.source)
+            return (
+                None
+                if c is None
+                else Candle(c.symbol, c.minute, c.open, c.high, c.low, c.close, c.ticks, c.synthetic, c.source)
+            )
 
     def flush(self) -> int:
         """Write the closed bars and the dirty open bars; returns how many rows were written. A failed write is
@@ -133,8 +163,19 @@ class CandleRecorder:
                 for sym in sorted(self._dirty):
                     cur = self._agg.current(sym)
                     if cur is not None:
-                        batch.append(Candle(cur.symbol, cur.minute, cur.open, cur.high, cur.low, cur.close,
-                                            cur.ticks, cur.synthetic, cur.source))
+                        batch.append(
+                            Candle(
+                                cur.symbol,
+                                cur.minute,
+                                cur.open,
+                                cur.high,
+                                cur.low,
+                                cur.close,
+                                cur.ticks,
+                                cur.synthetic,
+                                cur.source,
+                            )
+                        )
                 self._closed.clear()
                 self._dirty.clear()
                 self._last_flush = now
@@ -159,8 +200,17 @@ class CandleRecorder:
 
 # ---------------------------------------------------------------------------------------------- reads
 def _row_candle(r: Any) -> Candle:
-    return Candle(r["symbol"], r["start"], r["open"], r["high"], r["low"], r["close"], r["tick_count"],
-                  r["synthetic"], r["source"])
+    return Candle(
+        r["symbol"],
+        r["start"],
+        r["open"],
+        r["high"],
+        r["low"],
+        r["close"],
+        r["tick_count"],
+        r["synthetic"],
+        r["source"],
+    )
 
 
 def open_minutes(calendar: SessionCalendar, symbol: str, start: datetime, end: datetime) -> Iterator[datetime]:
@@ -181,8 +231,9 @@ def open_minutes(calendar: SessionCalendar, symbol: str, start: datetime, end: d
             m = nxt if nxt > m else m + _MINUTE
 
 
-def fill_gaps(bars: list[Candle], calendar: SessionCalendar | None, end: datetime,
-              window: int | None = None) -> list[Candle]:
+def fill_gaps(
+    bars: list[Candle], calendar: SessionCalendar | None, end: datetime, window: int | None = None
+) -> list[Candle]:
     """``bars`` (1m, ascending) plus a synthetic carried-forward bar for every open-market minute without one,
     from the first bar up to (not including) ``end``'s minute (at most the last ``window`` minutes or 14 days)."""
     if not bars or calendar is None:
@@ -233,15 +284,25 @@ def resample(bars: list[Candle], minutes: int) -> list[Candle]:
     return out
 
 
-def load_candles(conn: Any, symbol: str, timeframe: str, limit: int, *, now: datetime,
-                 calendar: SessionCalendar | None = None, open_bar: Candle | None = None) -> list[Candle]:
+def load_candles(
+    conn: Any,
+    symbol: str,
+    timeframe: str,
+    limit: int,
+    *,
+    now: datetime,
+    calendar: SessionCalendar | None = None,
+    open_bar: Candle | None = None,
+) -> list[Candle]:
     """The newest ``limit`` bars of ``symbol`` at ``timeframe`` (ascending): persisted 1m bars, the recorder's
     open bar merged in, open-market gaps carried forward (synthetic), resampled."""
     per = TIMEFRAMES[timeframe]
     need = limit * per
-    rows = conn.execute("SELECT symbol, start, open, high, low, close, tick_count, synthetic, source FROM candles"
-                        " WHERE symbol = %s AND timeframe = %s AND start <= %s ORDER BY start DESC LIMIT %s",
-                        (symbol, BASE_TIMEFRAME, now, need)).fetchall()
+    rows = conn.execute(
+        "SELECT symbol, start, open, high, low, close, tick_count, synthetic, source FROM candles"
+        " WHERE symbol = %s AND timeframe = %s AND start <= %s ORDER BY start DESC LIMIT %s",
+        (symbol, BASE_TIMEFRAME, now, need),
+    ).fetchall()
     bars = [_row_candle(r) for r in reversed(rows)]
     if open_bar is not None and open_bar.minute <= now:
         if bars and bars[-1].minute == open_bar.minute:
@@ -252,5 +313,13 @@ def load_candles(conn: Any, symbol: str, timeframe: str, limit: int, *, now: dat
     return resample(bars, per)[-limit:]
 
 
-__all__ = ["BASE_TIMEFRAME", "TIMEFRAMES", "CandleRecorder", "fill_gaps", "load_candles", "open_minutes",
-           "resample", "upsert_candles"]
+__all__ = [
+    "BASE_TIMEFRAME",
+    "TIMEFRAMES",
+    "CandleRecorder",
+    "fill_gaps",
+    "load_candles",
+    "open_minutes",
+    "resample",
+    "upsert_candles",
+]

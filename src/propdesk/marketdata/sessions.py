@@ -56,31 +56,37 @@ class SessionKind(StrEnum):
     ALWAYS = "always"
 
 
-SESSION_BY_CLASS: Mapping[AssetClass, SessionKind] = MappingProxyType({
-    AssetClass.FOREX: SessionKind.FX_24_5,
-    AssetClass.METAL: SessionKind.CME_GLOBEX,
-    AssetClass.ENERGY: SessionKind.CME_GLOBEX,
-    AssetClass.INDEX: SessionKind.CME_GLOBEX,  # index CFDs follow the CME futures, not the cash session
-    AssetClass.EQUITY: SessionKind.XNYS,
-    AssetClass.CRYPTO: SessionKind.ALWAYS,
-})
+SESSION_BY_CLASS: Mapping[AssetClass, SessionKind] = MappingProxyType(
+    {
+        AssetClass.FOREX: SessionKind.FX_24_5,
+        AssetClass.METAL: SessionKind.CME_GLOBEX,
+        AssetClass.ENERGY: SessionKind.CME_GLOBEX,
+        AssetClass.INDEX: SessionKind.CME_GLOBEX,  # index CFDs follow the CME futures, not the cash session
+        AssetClass.EQUITY: SessionKind.XNYS,
+        AssetClass.CRYPTO: SessionKind.ALWAYS,
+    }
+)
 """The session of each asset class."""
 
-SESSION_BY_SYMBOL: Mapping[str, SessionKind] = MappingProxyType({
-    "XAUUSD": SessionKind.CME_GLOBEX,
-    "XAGUSD": SessionKind.CME_GLOBEX,
-    "WTIUSD": SessionKind.CME_GLOBEX,
-})
+SESSION_BY_SYMBOL: Mapping[str, SessionKind] = MappingProxyType(
+    {
+        "XAUUSD": SessionKind.CME_GLOBEX,
+        "XAGUSD": SessionKind.CME_GLOBEX,
+        "WTIUSD": SessionKind.CME_GLOBEX,
+    }
+)
 """Per-instrument overrides of ``SESSION_BY_CLASS`` (take precedence)."""
 
-STALE_AFTER_SECONDS: Mapping[AssetClass, float] = MappingProxyType({
-    AssetClass.FOREX: 60.0,
-    AssetClass.METAL: 60.0,
-    AssetClass.ENERGY: 60.0,
-    AssetClass.INDEX: 30.0,
-    AssetClass.EQUITY: 30.0,
-    AssetClass.CRYPTO: 30.0,
-})
+STALE_AFTER_SECONDS: Mapping[AssetClass, float] = MappingProxyType(
+    {
+        AssetClass.FOREX: 60.0,
+        AssetClass.METAL: 60.0,
+        AssetClass.ENERGY: 60.0,
+        AssetClass.INDEX: 30.0,
+        AssetClass.EQUITY: 30.0,
+        AssetClass.CRYPTO: 30.0,
+    }
+)
 """A quote older than this while its market is open counts as stale (missing)."""
 
 
@@ -142,8 +148,13 @@ def _ny(d: date, t: time) -> datetime:
 class SessionCalendar:
     """Session answers for the symbols of a catalogue. Cheap per call: boundaries are cached per (kind, day)."""
 
-    def __init__(self, catalogue: Catalogue = DEFAULT_CATALOGUE,
-                 overrides: Mapping[str, SessionKind] | None = None, *, always_open: bool = False):
+    def __init__(
+        self,
+        catalogue: Catalogue = DEFAULT_CATALOGUE,
+        overrides: Mapping[str, SessionKind] | None = None,
+        *,
+        always_open: bool = False,
+    ):
         self._catalogue = catalogue
         self.always_open = always_open
         self._overrides: Mapping[str, SessionKind] = SESSION_BY_SYMBOL if overrides is None else overrides
@@ -190,13 +201,18 @@ class SessionCalendar:
         if current is not None:
             opened, closes = current
             following = self._first_opening_after(kind, closes, inclusive=True)
-            status = SessionStatus(True, following[0] if following else None, closes,
-                                   self._open_reason(kind, opened, closes))
+            status = SessionStatus(
+                True, following[0] if following else None, closes, self._open_reason(kind, opened, closes)
+            )
             self._hot[kind] = (opened, closes, status)
             return status
         upcoming = self._first_opening_after(kind, at, inclusive=False)
-        status = SessionStatus(False, upcoming[0] if upcoming else None, upcoming[1] if upcoming else None,
-                               self._closed_reason(kind, at, upcoming))
+        status = SessionStatus(
+            False,
+            upcoming[0] if upcoming else None,
+            upcoming[1] if upcoming else None,
+            self._closed_reason(kind, at, upcoming),
+        )
         # A closed answer's reason names the local day ("before the open", "exchange holiday"), so it holds from
         # this moment to the next open or the next New York midnight, whichever comes first.
         midnight = datetime.combine(local_day + timedelta(days=1), time(0), tzinfo=NEW_YORK).astimezone(UTC)

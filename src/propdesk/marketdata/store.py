@@ -73,10 +73,12 @@ class QuoteStore:
         return stored
 
     def _persist(self, q: Quote, received_at: datetime, conn: Any | None) -> None:
-        stmt = ("INSERT INTO quotes (symbol, bid, ask, ts, seq, source, received_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (symbol) DO UPDATE SET bid = EXCLUDED.bid, "
-                "ask = EXCLUDED.ask, ts = EXCLUDED.ts, seq = EXCLUDED.seq, source = EXCLUDED.source, "
-                "received_at = EXCLUDED.received_at WHERE quotes.ts <= EXCLUDED.ts")
+        stmt = (
+            "INSERT INTO quotes (symbol, bid, ask, ts, seq, source, received_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (symbol) DO UPDATE SET bid = EXCLUDED.bid, "
+            "ask = EXCLUDED.ask, ts = EXCLUDED.ts, seq = EXCLUDED.seq, source = EXCLUDED.source, "
+            "received_at = EXCLUDED.received_at WHERE quotes.ts <= EXCLUDED.ts"
+        )
         args = (q.symbol, q.bid, q.ask, q.ts, q.seq, q.source, received_at)
         if conn is not None:
             conn.execute(stmt, args)
@@ -92,8 +94,9 @@ class QuoteStore:
             if symbols is None:
                 rows = conn.execute("SELECT symbol, bid, ask, ts, seq, source FROM quotes").fetchall()
             else:
-                rows = conn.execute("SELECT symbol, bid, ask, ts, seq, source FROM quotes WHERE symbol = ANY(%s)",
-                                    (symbols,)).fetchall()
+                rows = conn.execute(
+                    "SELECT symbol, bid, ask, ts, seq, source FROM quotes WHERE symbol = ANY(%s)", (symbols,)
+                ).fetchall()
         with self._lock:
             for r in rows:
                 cur = self._quotes.get(r["symbol"])

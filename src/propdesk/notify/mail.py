@@ -50,8 +50,14 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     use_tls = scheme == "smtps"
     start_tls = not use_tls and query.get("starttls", "false") in _TRUE
     port = parts.port or (465 if use_tls else 587 if start_tls else 25)
-    return SmtpTarget(parts.hostname, port, unquote(parts.username) if parts.username else None,
-                      unquote(parts.password) if parts.password else None, use_tls, start_tls)
+    return SmtpTarget(
+        parts.hostname,
+        port,
+        unquote(parts.username) if parts.username else None,
+        unquote(parts.password) if parts.password else None,
+        use_tls,
+        start_tls,
+    )
 
 
 class Mailer:
@@ -67,9 +73,11 @@ class Mailer:
     def queue(self, to: str, subject: str, body: str, kind: str) -> int:
         """Store a message; returns its outbox id (deliver it with ``deliver``)."""
         with self.db.tx() as c:
-            row = c.execute("INSERT INTO email_outbox (to_address, subject, body, kind, created_at)"
-                            " VALUES (%s,%s,%s,%s,%s) RETURNING id",
-                            (to, subject[:300], body, kind[:64], self.clock.now())).fetchone()
+            row = c.execute(
+                "INSERT INTO email_outbox (to_address, subject, body, kind, created_at)"
+                " VALUES (%s,%s,%s,%s,%s) RETURNING id",
+                (to, subject[:300], body, kind[:64], self.clock.now()),
+            ).fetchone()
         return int(row["id"])
 
     def send(self, to: str, subject: str, body: str, kind: str) -> bool:
@@ -79,8 +87,9 @@ class Mailer:
     def deliver(self, outbox_id: int) -> bool:
         """Try one stored message once; the outcome is written to its row. Never raises for a delivery failure."""
         with self.db.read() as c:
-            row = c.execute("SELECT id, to_address, subject, body, kind, sent_at FROM email_outbox WHERE id=%s",
-                            (outbox_id,)).fetchone()
+            row = c.execute(
+                "SELECT id, to_address, subject, body, kind, sent_at FROM email_outbox WHERE id=%s", (outbox_id,)
+            ).fetchone()
         if row is None or row["sent_at"] is not None:
             return row is not None
         transport = "smtp" if self.smtp else "console"
@@ -88,8 +97,9 @@ class Mailer:
         try:
             if self.smtp is None:
                 # No mail server configured: the console is the mailbox (reset links of a local install).
-                self.log.warning("email_console", to=row["to_address"], subject=row["subject"], kind=row["kind"],
-                                 body=row["body"])
+                self.log.warning(
+                    "email_console", to=row["to_address"], subject=row["subject"], kind=row["kind"], body=row["body"]
+                )
             else:
                 _run_coroutine(self._smtp_send(self._message(row)))
         except Exception as exc:
@@ -98,19 +108,27 @@ class Mailer:
         now = self.clock.now()
         with self.db.tx() as c:
             if error is None:
-                c.execute("UPDATE email_outbox SET attempts=attempts+1, sent_at=%s, transport=%s, error=NULL"
-                          " WHERE id=%s", (now, transport, outbox_id))
+                c.execute(
+                    "UPDATE email_outbox SET attempts=attempts+1, sent_at=%s, transport=%s, error=NULL WHERE id=%s",
+                    (now, transport, outbox_id),
+                )
             else:
-                c.execute("UPDATE email_outbox SET attempts=attempts+1, failed_at=%s, transport=%s, error=%s"
-                          " WHERE id=%s", (now, transport, error, outbox_id))
+                c.execute(
+                    "UPDATE email_outbox SET attempts=attempts+1, failed_at=%s, transport=%s, error=%s WHERE id=%s",
+                    (now, transport, error, outbox_id),
+                )
         return error is None
 
     def deliver_pending(self, limit: int = 100) -> tuple[int, int]:
         """Retry unsent messages under ``MAX_ATTEMPTS``; returns (sent, failed)."""
         with self.db.read() as c:
-            ids = [r["id"] for r in c.execute(
-                "SELECT id FROM email_outbox WHERE sent_at IS NULL AND attempts < %s ORDER BY id LIMIT %s",
-                (MAX_ATTEMPTS, limit)).fetchall()]
+            ids = [
+                r["id"]
+                for r in c.execute(
+                    "SELECT id FROM email_outbox WHERE sent_at IS NULL AND attempts < %s ORDER BY id LIMIT %s",
+                    (MAX_ATTEMPTS, limit),
+                ).fetchall()
+            ]
         sent = sum(1 for i in ids if self.deliver(i))
         return sent, len(ids) - sent
 
@@ -129,18 +147,27 @@ class Mailer:
 
         assert self.smtp is not None
         t = self.smtp
-        await aiosmtplib.send(msg, hostname=t.host, port=t.port, username=t.username, password=t.password,
-                              use_tls=t.use_tls, start_tls=t.start_tls if t.start_tls else False,
-                              timeout=SMTP_TIMEOUT_SECONDS)
+        await aiosmtplib.send(
+            msg,
+            hostname=t.host,
+            port=t.port,
+            username=t.username,
+            password=t.password,
+            use_tls=t.use_tls,
+            start_tls=t.start_tls if t.start_tls else False,
+            timeout=SMTP_TIMEOUT_SECONDS,
+        )
 
 
 def delivery_counts(conn: Any) -> dict[str, int]:
     """Outbox figures for the admin panel: queued (not yet tried), sent, failing (tried, not sent), total."""
-    row = conn.execute("SELECT count(*) AS total, count(sent_at) AS sent,"
-                       " count(*) FILTER (WHERE sent_at IS NULL AND attempts > 0) AS failing,"
-                       " count(*) FILTER (WHERE sent_at IS NULL AND attempts = 0) AS queued FROM email_outbox"
-                       ).fetchone()
+    row = conn.execute(
+        "SELECT count(*) AS total, count(sent_at) AS sent,"
+        " count(*) FILTER (WHERE sent_at IS NULL AND attempts > 0) AS failing,"
+        " count(*) FILTER (WHERE sent_at IS NULL AND attempts = 0) AS queued FROM email_outbox"
+    ).fetchone()
     return {k: int(row[k]) for k in ("total", "sent", "failing", "queued")}
+
 
 def _run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from synchronous code, also when this thread already runs an event loop

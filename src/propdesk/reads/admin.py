@@ -39,19 +39,19 @@ ENDED_STATUSES = ("passed", "failed", "expired", "liquidated", "completed")
 METRIC_DEFINITIONS: dict[str, str] = {
     "active_by_phase": "Live accounts (active, paused for the day, paused or locked) counted by their current phase.",
     "pass_rate": "Passed ÷ ended challenge accounts. A challenge account is one whose phase has a profit target; "
-                 "ended means passed, failed, expired, liquidated or completed. Each phase counts on its own.",
+    "ended means passed, failed, expired, liquidated or completed. Each phase counts on its own.",
     "breach_rate": "Failed ÷ ended challenge accounts (a hard breach ended the phase). Expiries are counted "
-                   "separately and are not breaches.",
+    "separately and are not breaches.",
     "funded": "Live accounts in a funded phase (a phase with no profit target).",
     "pending_payouts": "Payout requests awaiting payment. Payouts are not enabled yet, so this is 0 from the "
-                       "query; the accrued profit split is the traders' share of the closed profit above deposits "
-                       "on live funded accounts.",
+    "query; the accrued profit split is the traders' share of the closed profit above deposits "
+    "on live funded accounts.",
     "email": "Emails in the outbox: sent, failed (gave up) and pending (not yet sent).",
     "notifications": "In-app notifications to traders: total and still unread.",
     "daily_used_pct": "(daily anchor − equity) ÷ (daily anchor − daily floor), from the rules engine's stored "
-                      "anchor and floor (balance instead of equity when the rule ignores floating P&L).",
+    "anchor and floor (balance instead of equity when the rule ignores floating P&L).",
     "max_used_pct": "(highest allowed level − equity) ÷ the max-loss allowance, where the highest level is the "
-                    "current max-loss floor plus the allowance.",
+    "current max-loss floor plus the allowance.",
     "violations": "Breaches and flags recorded for the account.",
 }
 
@@ -141,33 +141,49 @@ def metrics(conn: Any) -> dict[str, Any]:
     base = "WITH " + _ACCOUNT_CTE
     by_phase = conn.execute(
         base + " SELECT phase, count(*) AS n, count(*) FILTER (WHERE status = 'active') AS trading,"
-               " count(*) FILTER (WHERE status = 'day_paused') AS day_paused,"
-               " count(*) FILTER (WHERE status = 'paused') AS paused,"
-               " count(*) FILTER (WHERE status = 'locked') AS locked"
-               " FROM arows WHERE status = ANY(%(live)s) GROUP BY phase ORDER BY phase",
-        {"live": list(LIVE_STATUSES)}).fetchall()
+        " count(*) FILTER (WHERE status = 'day_paused') AS day_paused,"
+        " count(*) FILTER (WHERE status = 'paused') AS paused,"
+        " count(*) FILTER (WHERE status = 'locked') AS locked"
+        " FROM arows WHERE status = ANY(%(live)s) GROUP BY phase ORDER BY phase",
+        {"live": list(LIVE_STATUSES)},
+    ).fetchall()
     agg = conn.execute(
         base + " SELECT"
-               " count(*) FILTER (WHERE evaluation AND status = ANY(%(ended)s)) AS ended,"
-               " count(*) FILTER (WHERE evaluation AND status = 'passed') AS passed,"
-               " count(*) FILTER (WHERE evaluation AND status = 'failed') AS failed,"
-               " count(*) FILTER (WHERE evaluation AND status = 'expired') AS expired,"
-               " count(*) FILTER (WHERE on_plan AND NOT evaluation AND status = ANY(%(live)s)) AS funded,"
-               " coalesce(sum(greatest(0, balance - deposits) * split_pct / 100)"
-               "   FILTER (WHERE on_plan AND NOT evaluation AND status = ANY(%(live)s)), 0) AS accrued_split,"
-               " count(*) FILTER (WHERE status = ANY(%(live)s)) AS live,"
-               " count(*) AS total"
-               " FROM arows",
-        {"live": list(LIVE_STATUSES), "ended": list(ENDED_STATUSES)}).fetchone()
+        " count(*) FILTER (WHERE evaluation AND status = ANY(%(ended)s)) AS ended,"
+        " count(*) FILTER (WHERE evaluation AND status = 'passed') AS passed,"
+        " count(*) FILTER (WHERE evaluation AND status = 'failed') AS failed,"
+        " count(*) FILTER (WHERE evaluation AND status = 'expired') AS expired,"
+        " count(*) FILTER (WHERE on_plan AND NOT evaluation AND status = ANY(%(live)s)) AS funded,"
+        " coalesce(sum(greatest(0, balance - deposits) * split_pct / 100)"
+        "   FILTER (WHERE on_plan AND NOT evaluation AND status = ANY(%(live)s)), 0) AS accrued_split,"
+        " count(*) FILTER (WHERE status = ANY(%(live)s)) AS live,"
+        " count(*) AS total"
+        " FROM arows",
+        {"live": list(LIVE_STATUSES), "ended": list(ENDED_STATUSES)},
+    ).fetchone()
     ended, passed, failed = int(agg["ended"]), int(agg["passed"]), int(agg["failed"])
     return {
         "live_accounts": int(agg["live"]),
         "total_accounts": int(agg["total"]),
-        "active_by_phase": [{"phase": r["phase"], "count": int(r["n"]), "active": int(r["trading"]),
-                             "day_paused": int(r["day_paused"]), "paused": int(r["paused"]),
-                             "locked": int(r["locked"])} for r in by_phase],
-        "challenges": {"ended": ended, "passed": passed, "failed": failed, "expired": int(agg["expired"]),
-                       "pass_rate_pct": _pct(passed, ended), "breach_rate_pct": _pct(failed, ended)},
+        "active_by_phase": [
+            {
+                "phase": r["phase"],
+                "count": int(r["n"]),
+                "active": int(r["trading"]),
+                "day_paused": int(r["day_paused"]),
+                "paused": int(r["paused"]),
+                "locked": int(r["locked"]),
+            }
+            for r in by_phase
+        ],
+        "challenges": {
+            "ended": ended,
+            "passed": passed,
+            "failed": failed,
+            "expired": int(agg["expired"]),
+            "pass_rate_pct": _pct(passed, ended),
+            "breach_rate_pct": _pct(failed, ended),
+        },
         "funded": int(agg["funded"]),
         "pending_payouts": _pending_payouts(conn, Decimal(agg["accrued_split"]).quantize(Decimal("0.01"))),
         "email": _email_delivery(conn),
@@ -178,12 +194,23 @@ def metrics(conn: Any) -> dict[str, Any]:
 
 def _pending_payouts(conn: Any, accrued: Decimal) -> dict[str, Any]:
     if _table_exists(conn, "payouts"):
-        row = conn.execute("SELECT count(*) AS n, coalesce(sum(amount), 0) AS amount FROM payouts"
-                           " WHERE status = 'pending'").fetchone()
-        return {"enabled": True, "count": int(row["n"]), "amount": Decimal(row["amount"]),
-                "accrued_profit_split": accrued, "note": ""}
-    return {"enabled": False, "count": 0, "amount": Decimal(0), "accrued_profit_split": accrued,
-            "note": "payouts not enabled"}
+        row = conn.execute(
+            "SELECT count(*) AS n, coalesce(sum(amount), 0) AS amount FROM payouts WHERE status = 'pending'"
+        ).fetchone()
+        return {
+            "enabled": True,
+            "count": int(row["n"]),
+            "amount": Decimal(row["amount"]),
+            "accrued_profit_split": accrued,
+            "note": "",
+        }
+    return {
+        "enabled": False,
+        "count": 0,
+        "amount": Decimal(0),
+        "accrued_profit_split": accrued,
+        "note": "payouts not enabled",
+    }
 
 
 def _email_delivery(conn: Any) -> dict[str, Any]:
@@ -192,15 +219,17 @@ def _email_delivery(conn: Any) -> dict[str, Any]:
     row = conn.execute(
         "SELECT count(*) FILTER (WHERE sent_at IS NOT NULL) AS sent,"
         " count(*) FILTER (WHERE sent_at IS NULL AND failed_at IS NOT NULL) AS failed,"
-        " count(*) FILTER (WHERE sent_at IS NULL AND failed_at IS NULL) AS pending FROM email_outbox").fetchone()
+        " count(*) FILTER (WHERE sent_at IS NULL AND failed_at IS NULL) AS pending FROM email_outbox"
+    ).fetchone()
     return {"enabled": True, "sent": int(row["sent"]), "failed": int(row["failed"]), "pending": int(row["pending"])}
 
 
 def _notification_delivery(conn: Any) -> dict[str, Any]:
     if not _table_exists(conn, "notifications"):
         return {"enabled": False, "total": 0, "unread": 0}
-    row = conn.execute("SELECT count(*) AS total, count(*) FILTER (WHERE read_at IS NULL) AS unread"
-                       " FROM notifications").fetchone()
+    row = conn.execute(
+        "SELECT count(*) AS total, count(*) FILTER (WHERE read_at IS NULL) AS unread FROM notifications"
+    ).fetchone()
     return {"enabled": True, "total": int(row["total"]), "unread": int(row["unread"])}
 
 
@@ -248,15 +277,23 @@ _ACTIVITY_BRANCHES = {
                           'outcome', x.details->>'outcome')
      FROM admin_audit x WHERE {cond} ORDER BY x.created_at {dir}, x.id {dir} LIMIT %(n)s""",
 }
-_ACTIVITY_COLS = {"order": ("o.created_at", "'order'::text", "o.id::text"),
-                  "fill": ("f.created_at", "'fill'::text", "f.id::text"),
-                  "violation": ("v.created_at", "v.kind", "lpad(v.id::text, 20, '0')"),
-                  "status": ("l.created_at", "'status'::text", "lpad(l.id::text, 20, '0')"),
-                  "admin": ("x.created_at", "'admin'::text", "lpad(x.id::text, 20, '0')")}
+_ACTIVITY_COLS = {
+    "order": ("o.created_at", "'order'::text", "o.id::text"),
+    "fill": ("f.created_at", "'fill'::text", "f.id::text"),
+    "violation": ("v.created_at", "v.kind", "lpad(v.id::text, 20, '0')"),
+    "status": ("l.created_at", "'status'::text", "lpad(l.id::text, 20, '0')"),
+    "admin": ("x.created_at", "'admin'::text", "lpad(x.id::text, 20, '0')"),
+}
 
 
-def activity(conn: Any, *, before: ActivityKey | None = None, after: ActivityKey | None = None,
-             limit: int = 50, account_id: uuid.UUID | None = None) -> tuple[list[dict[str, Any]], ActivityKey | None]:
+def activity(
+    conn: Any,
+    *,
+    before: ActivityKey | None = None,
+    after: ActivityKey | None = None,
+    limit: int = 50,
+    account_id: uuid.UUID | None = None,
+) -> tuple[list[dict[str, Any]], ActivityKey | None]:
     """The live activity feed: orders, fills, breaches/flags/passes, status changes and admin actions as one
     time-ordered list. Newest first with ``before`` (the next page is older than the cursor); with ``after``,
     the items newer than the cursor, oldest first (what a live stream sends next). Returns the items and the
@@ -276,11 +313,13 @@ def activity(conn: Any, *, before: ActivityKey | None = None, after: ActivityKey
             alias = at_col.split(".", 1)[0]
             conds.append(f"{alias}.account_id = %(account)s")
         branches.append("(" + sql.format(cond=" AND ".join(conds), dir=direction) + ")")
-    query = ("SELECT e.at, e.kind, e.ref, e.account_id, e.data, a.phase, a.status AS account_status,"
-             " a.owner_id, a.rulebook_id, u.email, u.display_name"
-             " FROM (" + " UNION ALL ".join(branches) + ") AS e (at, kind, ref, account_id, data)"
-             " LEFT JOIN accounts a ON a.id = e.account_id LEFT JOIN users u ON u.id::text = a.owner_id"
-             f" ORDER BY e.at {direction}, e.kind {direction}, e.ref {direction} LIMIT %(n)s")
+    query = (
+        "SELECT e.at, e.kind, e.ref, e.account_id, e.data, a.phase, a.status AS account_status,"
+        " a.owner_id, a.rulebook_id, u.email, u.display_name"
+        " FROM (" + " UNION ALL ".join(branches) + ") AS e (at, kind, ref, account_id, data)"
+        " LEFT JOIN accounts a ON a.id = e.account_id LEFT JOIN users u ON u.id::text = a.owner_id"
+        f" ORDER BY e.at {direction}, e.kind {direction}, e.ref {direction} LIMIT %(n)s"
+    )
     params: dict[str, Any] = {"n": limit + 1, "account": account_id}
     if key is not None:
         params.update(k_at=key.at, k_kind=key.kind, k_ref=key.ref)
@@ -302,10 +341,19 @@ def latest_activity_key(conn: Any) -> ActivityKey | None:
 
 def _present_activity(r: dict[str, Any]) -> dict[str, Any]:
     data = dict(r["data"] or {})
-    return {"at": r["at"], "kind": r["kind"], "ref": r["ref"], "account_id": r["account_id"],
-            "trader": r["email"] or r["owner_id"], "display_name": r["display_name"] or "",
-            "plan": r["rulebook_id"], "phase": r["phase"], "account_status": r["account_status"],
-            "summary": _summary(r["kind"], data), "data": data}
+    return {
+        "at": r["at"],
+        "kind": r["kind"],
+        "ref": r["ref"],
+        "account_id": r["account_id"],
+        "trader": r["email"] or r["owner_id"],
+        "display_name": r["display_name"] or "",
+        "plan": r["rulebook_id"],
+        "phase": r["phase"],
+        "account_status": r["account_status"],
+        "summary": _summary(r["kind"], data),
+        "data": data,
+    }
 
 
 def _summary(kind: str, d: dict[str, Any]) -> str:
@@ -327,8 +375,11 @@ def _summary(kind: str, d: dict[str, Any]) -> str:
         return f"status {d.get('from')} → {d.get('to')} by {who}" + (f": {d['reason']}" if d.get("reason") else "")
     if kind == "admin":
         outcome = d.get("outcome")
-        return f"admin {d.get('action')} by {d.get('actor')}" + (" (refused)" if outcome == "refused" else "") + \
-            (f": {d['reason']}" if d.get("reason") else "")
+        return (
+            f"admin {d.get('action')} by {d.get('actor')}"
+            + (" (refused)" if outcome == "refused" else "")
+            + (f": {d['reason']}" if d.get("reason") else "")
+        )
     return kind
 
 
@@ -370,9 +421,17 @@ def parse_sort(sort: str) -> tuple[str, bool]:
     return key, desc
 
 
-def traders(conn: Any, *, q: str | None = None, status: str | None = None, phase: str | None = None,
-            plan: str | None = None, sort: str = "-last_activity", limit: int = 50, offset: int = 0
-            ) -> tuple[list[dict[str, Any]], int]:
+def traders(
+    conn: Any,
+    *,
+    q: str | None = None,
+    status: str | None = None,
+    phase: str | None = None,
+    plan: str | None = None,
+    sort: str = "-last_activity",
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
     """The per-trader status table: one row per account with its trader, plan, phase, status, balance, equity,
     daily and max loss used %, violations and last activity. Search (trader email/name, owner id, account id,
     plan), filters and sort are SQL; ``sort`` must be a key of ``TRADER_SORTS`` (``-`` for descending).
@@ -382,8 +441,10 @@ def traders(conn: Any, *, q: str | None = None, status: str | None = None, phase
     params: dict[str, Any] = {"live": list(LIVE_STATUSES), "n": limit, "off": offset}
     if q:
         params["q"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where.append("(email ILIKE %(q)s OR display_name ILIKE %(q)s OR owner_id ILIKE %(q)s"
-                     " OR id::text ILIKE %(q)s OR coalesce(rulebook_id, '') ILIKE %(q)s)")
+        where.append(
+            "(email ILIKE %(q)s OR display_name ILIKE %(q)s OR owner_id ILIKE %(q)s"
+            " OR id::text ILIKE %(q)s OR coalesce(rulebook_id, '') ILIKE %(q)s)"
+        )
     if status:
         params["status"] = status
         where.append("status = %(status)s")
@@ -394,7 +455,10 @@ def traders(conn: Any, *, q: str | None = None, status: str | None = None, phase
         params["plan"] = plan
         where.append("rulebook_id = %(plan)s")
     direction = "DESC NULLS LAST" if desc else "ASC NULLS FIRST"
-    query = ("WITH " + _ACCOUNT_CTE + """,
+    query = (
+        "WITH "
+        + _ACCOUNT_CTE
+        + """,
 table_rows AS (
   SELECT arows.*, coalesce(vc.n, 0) AS violations,
          greatest(arows.updated_at, lo.last_order) AS last_activity
@@ -403,9 +467,11 @@ table_rows AS (
                      WHERE v.account_id = arows.id AND v.kind IN ('breach', 'flag')) vc ON true
   LEFT JOIN LATERAL (SELECT max(o.created_at) AS last_order FROM orders o WHERE o.account_id = arows.id) lo ON true
 )
-SELECT *, count(*) OVER () AS total FROM table_rows WHERE """ + " AND ".join(where)
-             + f" ORDER BY {TRADER_SORTS[key]} {direction}, id {'DESC' if desc else 'ASC'}"
-             " LIMIT %(n)s OFFSET %(off)s")
+SELECT *, count(*) OVER () AS total FROM table_rows WHERE """
+        + " AND ".join(where)
+        + f" ORDER BY {TRADER_SORTS[key]} {direction}, id {'DESC' if desc else 'ASC'}"
+        " LIMIT %(n)s OFFSET %(off)s"
+    )
     rows = conn.execute(query, params).fetchall()
     total = int(rows[0]["total"]) if rows else (_count_only(conn, query, params) if offset else 0)
     return [_present_trader_row(r) for r in rows], total
@@ -413,25 +479,44 @@ SELECT *, count(*) OVER () AS total FROM table_rows WHERE """ + " AND ".join(whe
 
 def _count_only(conn: Any, query: str, params: dict[str, Any]) -> int:
     """The total when the page is past the end (the window count is only on returned rows)."""
-    row = conn.execute("SELECT count(*) AS n FROM (" + query.replace("LIMIT %(n)s OFFSET %(off)s", "") + ") t",
-                       params).fetchone()
+    row = conn.execute(
+        "SELECT count(*) AS n FROM (" + query.replace("LIMIT %(n)s OFFSET %(off)s", "") + ") t", params
+    ).fetchone()
     return int(row["n"])
 
 
 def _present_trader_row(r: dict[str, Any]) -> dict[str, Any]:
-    return {"account_id": r["id"], "owner_id": r["owner_id"], "trader": r["email"] or r["owner_id"],
-            "display_name": r["display_name"] or "", "plan": r["rulebook_id"], "plan_version": r["rulebook_version"],
-            "offer": r["offer_id"], "mode": r["mode"], "phase": r["phase"], "status": r["status"],
-            "currency": r["currency"], "balance": r["balance"], "equity": r["equity"],
-            "daily_used_pct": r["daily_used_pct"], "max_used_pct": r["max_used_pct"],
-            "violations": int(r["violations"]), "last_activity": r["last_activity"], "created_at": r["created_at"]}
+    return {
+        "account_id": r["id"],
+        "owner_id": r["owner_id"],
+        "trader": r["email"] or r["owner_id"],
+        "display_name": r["display_name"] or "",
+        "plan": r["rulebook_id"],
+        "plan_version": r["rulebook_version"],
+        "offer": r["offer_id"],
+        "mode": r["mode"],
+        "phase": r["phase"],
+        "status": r["status"],
+        "currency": r["currency"],
+        "balance": r["balance"],
+        "equity": r["equity"],
+        "daily_used_pct": r["daily_used_pct"],
+        "max_used_pct": r["max_used_pct"],
+        "violations": int(r["violations"]),
+        "last_activity": r["last_activity"],
+        "created_at": r["created_at"],
+    }
 
 
 def filter_options(conn: Any) -> dict[str, list[str]]:
     """Distinct phases and plans present (the table's filter menus)."""
     phases = [r["phase"] for r in conn.execute("SELECT DISTINCT phase FROM accounts ORDER BY phase").fetchall()]
-    plans = [r["rulebook_id"] for r in conn.execute(
-        "SELECT DISTINCT rulebook_id FROM accounts WHERE rulebook_id IS NOT NULL ORDER BY rulebook_id").fetchall()]
+    plans = [
+        r["rulebook_id"]
+        for r in conn.execute(
+            "SELECT DISTINCT rulebook_id FROM accounts WHERE rulebook_id IS NOT NULL ORDER BY rulebook_id"
+        ).fetchall()
+    ]
     return {"statuses": list(TRADER_STATUSES), "phases": phases, "plans": plans}
 
 
@@ -439,9 +524,15 @@ def filter_options(conn: Any) -> dict[str, list[str]]:
 VIOLATION_KINDS = ("breach", "flag", "warning", "reject", "pass")
 
 
-def violations(conn: Any, *, kinds: Sequence[str] = ("breach", "flag"), rule: str | None = None,
-               account_id: uuid.UUID | None = None, before_id: int | None = None, limit: int = 50
-               ) -> tuple[list[dict[str, Any]], int | None]:
+def violations(
+    conn: Any,
+    *,
+    kinds: Sequence[str] = ("breach", "flag"),
+    rule: str | None = None,
+    account_id: uuid.UUID | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int | None]:
     """Flags & violations, newest first: every recorded decision of the given kinds with its rule, value and
     limit, evidence, and the action the core took automatically. Returns the page and the id to continue
     before (``None`` at the end)."""
@@ -459,8 +550,11 @@ def violations(conn: Any, *, kinds: Sequence[str] = ("breach", "flag"), rule: st
     rows = conn.execute(
         "SELECT v.*, a.owner_id, a.status AS account_status, a.rulebook_id, a.rulebook_version, u.email,"
         " u.display_name FROM violations v JOIN accounts a ON a.id = v.account_id"
-        " LEFT JOIN users u ON u.id::text = a.owner_id WHERE " + " AND ".join(where) +
-        " ORDER BY v.id DESC LIMIT %(n)s", params).fetchall()
+        " LEFT JOIN users u ON u.id::text = a.owner_id WHERE "
+        + " AND ".join(where)
+        + " ORDER BY v.id DESC LIMIT %(n)s",
+        params,
+    ).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     return [present_violation(r) for r in rows], (rows[-1]["id"] if more and rows else None)
@@ -468,13 +562,26 @@ def violations(conn: Any, *, kinds: Sequence[str] = ("breach", "flag"), rule: st
 
 def present_violation(r: dict[str, Any]) -> dict[str, Any]:
     """A violations row (optionally joined with its account and trader) for the panel."""
-    return {"id": r["id"], "account_id": r["account_id"], "trader": r.get("email") or r.get("owner_id"),
-            "display_name": r.get("display_name") or "", "plan": r.get("rulebook_id"),
-            "account_status": r.get("account_status"), "rule": r["rule"], "kind": r["kind"],
-            "severity": r["severity"], "action": r["action"],
-            "action_taken": ACTION_TAKEN.get(r["action"], r["action"]), "phase": r["phase"], "at": r["at"],
-            "value": r["value"], "limit": r["limit_value"], "evidence": r["evidence"], "order_id": r["order_id"],
-            "created_at": r["created_at"]}
+    return {
+        "id": r["id"],
+        "account_id": r["account_id"],
+        "trader": r.get("email") or r.get("owner_id"),
+        "display_name": r.get("display_name") or "",
+        "plan": r.get("rulebook_id"),
+        "account_status": r.get("account_status"),
+        "rule": r["rule"],
+        "kind": r["kind"],
+        "severity": r["severity"],
+        "action": r["action"],
+        "action_taken": ACTION_TAKEN.get(r["action"], r["action"]),
+        "phase": r["phase"],
+        "at": r["at"],
+        "value": r["value"],
+        "limit": r["limit_value"],
+        "evidence": r["evidence"],
+        "order_id": r["order_id"],
+        "created_at": r["created_at"],
+    }
 
 
 def violation_rules(conn: Any) -> list[str]:
@@ -485,34 +592,59 @@ def violation_rules(conn: Any) -> list[str]:
 # ------------------------------------------------------------------------------------------------ one account
 def account_row(conn: Any, account_id: uuid.UUID) -> dict[str, Any] | None:
     """The account with its balances, trader and computed loss usage (``None`` when not visible)."""
-    row = conn.execute("WITH " + _ACCOUNT_CTE + " SELECT * FROM arows WHERE id = %(id)s",
-                       {"live": list(LIVE_STATUSES), "id": account_id}).fetchone()
+    row = conn.execute(
+        "WITH " + _ACCOUNT_CTE + " SELECT * FROM arows WHERE id = %(id)s",
+        {"live": list(LIVE_STATUSES), "id": account_id},
+    ).fetchone()
     if row is None:
         return None
     bal = conn.execute("SELECT * FROM balances WHERE account_id = %s", (account_id,)).fetchone()
-    return {"id": row["id"], "owner_id": row["owner_id"], "trader": row["email"] or row["owner_id"],
-            "display_name": row["display_name"] or "", "mode": row["mode"], "phase": row["phase"],
-            "status": row["status"], "currency": row["currency"], "plan": row["rulebook_id"],
-            "plan_version": row["rulebook_version"], "offer": row["offer_id"],
-            "starting_balance": row["starting_balance"], "parent_account_id": row["parent_account_id"],
-            "created_at": row["created_at"], "updated_at": row["updated_at"], "ended_at": row["ended_at"],
-            "daily_used_pct": row["daily_used_pct"], "max_used_pct": row["max_used_pct"],
-            "balance": {k: v for k, v in (bal or {}).items() if k != "account_id"}}
+    return {
+        "id": row["id"],
+        "owner_id": row["owner_id"],
+        "trader": row["email"] or row["owner_id"],
+        "display_name": row["display_name"] or "",
+        "mode": row["mode"],
+        "phase": row["phase"],
+        "status": row["status"],
+        "currency": row["currency"],
+        "plan": row["rulebook_id"],
+        "plan_version": row["rulebook_version"],
+        "offer": row["offer_id"],
+        "starting_balance": row["starting_balance"],
+        "parent_account_id": row["parent_account_id"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "ended_at": row["ended_at"],
+        "daily_used_pct": row["daily_used_pct"],
+        "max_used_pct": row["max_used_pct"],
+        "balance": {k: v for k, v in (bal or {}).items() if k != "account_id"},
+    }
 
 
 def ledger(conn: Any, account_id: uuid.UUID, *, limit: int = 100) -> list[dict[str, Any]]:
     """The newest ledger entries, newest first."""
-    return [dict(r) for r in conn.execute(
-        "SELECT seq, kind, category, amount, balance_after, equity_after, order_id, fill_id, evidence, created_at"
-        " FROM ledger WHERE account_id = %s ORDER BY seq DESC LIMIT %s", (account_id, limit)).fetchall()]
+    return [
+        dict(r)
+        for r in conn.execute(
+            "SELECT seq, kind, category, amount, balance_after, equity_after, order_id, fill_id, evidence, created_at"
+            " FROM ledger WHERE account_id = %s ORDER BY seq DESC LIMIT %s",
+            (account_id, limit),
+        ).fetchall()
+    ]
 
 
 def positions(conn: Any, account_id: uuid.UUID) -> list[dict[str, Any]]:
     """Open positions with the latest stored quote (unrealized P&L is on the balances row)."""
-    return [dict(r) for r in conn.execute(
-        "SELECT p.symbol, p.quantity, p.avg_price, p.stop_loss, p.take_profit, p.opened_at, p.updated_at,"
-        " q.bid, q.ask, q.ts AS quote_ts FROM positions p LEFT JOIN quotes q ON q.symbol = p.symbol"
-        " WHERE p.account_id = %s ORDER BY p.symbol", (account_id,)).fetchall()]
+    return [
+        dict(r)
+        for r in conn.execute(
+            "SELECT p.symbol, p.quantity, p.avg_price, p.stop_loss, p.take_profit, p.opened_at, p.updated_at,"
+            " q.bid, q.ask, q.ts AS quote_ts FROM positions p LEFT JOIN quotes q ON q.symbol = p.symbol"
+            " WHERE p.account_id = %s ORDER BY p.symbol",
+            (account_id,),
+        ).fetchall()
+    ]
 
 
 def orders(conn: Any, account_id: uuid.UUID, *, limit: int = 100) -> list[dict[str, Any]]:
@@ -526,22 +658,31 @@ def orders(conn: Any, account_id: uuid.UUID, *, limit: int = 100) -> list[dict[s
         "   'fee', trim_scale(f.fee)::text, 'voided', fv.fill_id IS NOT NULL) ORDER BY f.created_at)"
         "   FROM fills f LEFT JOIN fill_voids fv ON fv.fill_id = f.id WHERE f.order_id = o.id), '[]'::jsonb) AS fills"
         " FROM orders o WHERE o.account_id = %s ORDER BY o.created_at DESC, o.id DESC LIMIT %s",
-        (account_id, limit)).fetchall()
+        (account_id, limit),
+    ).fetchall()
     return [dict(r) for r in rows]
 
 
 def daily_stats(conn: Any, account_id: uuid.UUID, *, limit: int = 60) -> list[dict[str, Any]]:
     """Per trading day figures, newest first."""
-    return [{k: v for k, v in r.items() if k != "account_id"} for r in conn.execute(
-        "SELECT * FROM daily_stats WHERE account_id = %s ORDER BY trading_day DESC LIMIT %s",
-        (account_id, limit)).fetchall()]
+    return [
+        {k: v for k, v in r.items() if k != "account_id"}
+        for r in conn.execute(
+            "SELECT * FROM daily_stats WHERE account_id = %s ORDER BY trading_day DESC LIMIT %s", (account_id, limit)
+        ).fetchall()
+    ]
 
 
 def audit_trail(conn: Any, account_id: uuid.UUID, *, limit: int = 100) -> list[dict[str, Any]]:
     """The account's admin audit entries, newest first."""
-    return [dict(r) for r in conn.execute(
-        "SELECT id, actor, action, reason, before, after, details, created_at FROM admin_audit"
-        " WHERE account_id = %s ORDER BY id DESC LIMIT %s", (account_id, limit)).fetchall()]
+    return [
+        dict(r)
+        for r in conn.execute(
+            "SELECT id, actor, action, reason, before, after, details, created_at FROM admin_audit"
+            " WHERE account_id = %s ORDER BY id DESC LIMIT %s",
+            (account_id, limit),
+        ).fetchall()
+    ]
 
 
 def plan_versions(conn: Any) -> list[dict[str, Any]]:
@@ -550,26 +691,37 @@ def plan_versions(conn: Any) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT r.id, r.version, r.name, r.digest, r.source, r.created_at, r.created_by, r.retired_at,"
         " (SELECT count(*) FROM accounts a WHERE a.rulebook_id = r.id AND a.rulebook_version = r.version) AS accounts"
-        " FROM rulebooks r ORDER BY r.id, r.version DESC").fetchall()
+        " FROM rulebooks r ORDER BY r.id, r.version DESC"
+    ).fetchall()
     return [dict(r) for r in rows]
 
 
 # ------------------------------------------------------------------------------------------------ calendar
 # A minimum impact and the impacts it admits (the news rule's ``impact`` parameter means the same:
 # domain/rules/pretrade.IMPACTS).
-CALENDAR_IMPACTS: dict[str, tuple[str, ...]] = {"high": ("high",), "medium": ("high", "medium"),
-                                                "low": ("high", "medium", "low")}
+CALENDAR_IMPACTS: dict[str, tuple[str, ...]] = {
+    "high": ("high",),
+    "medium": ("high", "medium"),
+    "low": ("high", "medium", "low"),
+}
 
 
-def calendar_events(conn: Any, catalogue: Iterable[Instrument], *, start: datetime, end: datetime,
-                    impact: str = "low", currency: str | None = None, after: tuple[datetime, int] | None = None,
-                    limit: int = 200) -> tuple[list[dict[str, Any]], tuple[datetime, int] | None]:
+def calendar_events(
+    conn: Any,
+    catalogue: Iterable[Instrument],
+    *,
+    start: datetime,
+    end: datetime,
+    impact: str = "low",
+    currency: str | None = None,
+    after: tuple[datetime, int] | None = None,
+    limit: int = 200,
+) -> tuple[list[dict[str, Any]], tuple[datetime, int] | None]:
     """Events with ``start <= at < end`` of at least ``impact``, optionally of one currency, oldest first (ties
     by id), after the keyset cursor ``after``. Returns the page and the key of its last row when more follow."""
     instruments = list(catalogue)
     conds = ["at >= %(start)s", "at < %(end)s", "impact = ANY(%(impacts)s)"]
-    params: dict[str, Any] = {"start": start, "end": end, "impacts": list(CALENDAR_IMPACTS[impact]),
-                              "n": limit + 1}
+    params: dict[str, Any] = {"start": start, "end": end, "impacts": list(CALENDAR_IMPACTS[impact]), "n": limit + 1}
     if currency:
         conds.append("currency = %(currency)s")
         params["currency"] = currency
@@ -578,7 +730,9 @@ def calendar_events(conn: Any, catalogue: Iterable[Instrument], *, start: dateti
         params.update(after_at=after[0], after_id=after[1])
     rows = conn.execute(
         "SELECT id, at, currency, country, impact, title, source, created_at FROM economic_events"
-        f" WHERE {' AND '.join(conds)} ORDER BY at, id LIMIT %(n)s", params).fetchall()
+        f" WHERE {' AND '.join(conds)} ORDER BY at, id LIMIT %(n)s",
+        params,
+    ).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     items = [{**dict(r), "symbols": affected_symbols(instruments, r["currency"], r["country"])} for r in rows]
@@ -591,14 +745,38 @@ def calendar_sources(conn: Any, *, start: datetime, end: datetime) -> list[dict[
     rows = conn.execute(
         "SELECT source, count(*) AS events, count(*) FILTER (WHERE at >= %s AND at < %s) AS in_window,"
         " max(created_at) AS newest_created_at FROM economic_events GROUP BY source ORDER BY source",
-        (start, end)).fetchall()
+        (start, end),
+    ).fetchall()
     return [dict(r) for r in rows]
 
 
 __all__ = [
-    "ACTION_TAKEN", "ACTIVITY_KINDS", "CALENDAR_IMPACTS", "ENDED_STATUSES", "LIVE_STATUSES", "METRIC_DEFINITIONS",
-    "TRADER_SORTS", "TRADER_STATUSES", "VIOLATION_KINDS", "ActivityKey", "account_row", "activity",
-    "audit_trail", "calendar_events", "calendar_sources", "daily_stats", "filter_options",
-    "latest_activity_key", "ledger", "metrics", "orders", "parse_sort", "plan_versions", "positions",
-    "present_violation", "traders", "violation_rules", "violations",
+    "ACTION_TAKEN",
+    "ACTIVITY_KINDS",
+    "CALENDAR_IMPACTS",
+    "ENDED_STATUSES",
+    "LIVE_STATUSES",
+    "METRIC_DEFINITIONS",
+    "TRADER_SORTS",
+    "TRADER_STATUSES",
+    "VIOLATION_KINDS",
+    "ActivityKey",
+    "account_row",
+    "activity",
+    "audit_trail",
+    "calendar_events",
+    "calendar_sources",
+    "daily_stats",
+    "filter_options",
+    "latest_activity_key",
+    "ledger",
+    "metrics",
+    "orders",
+    "parse_sort",
+    "plan_versions",
+    "positions",
+    "present_violation",
+    "traders",
+    "violation_rules",
+    "violations",
 ]

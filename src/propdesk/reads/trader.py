@@ -73,15 +73,25 @@ def require_account(conn: Any, account_id: uuid.UUID) -> Row:
 def list_accounts(platform: Platform, conn: Any) -> list[Row]:
     """The caller's accounts (every account for an admin), newest first, with their stored balances and plan."""
     rows = conn.execute("SELECT * FROM accounts ORDER BY created_at DESC, id").fetchall()
-    balances = {b["account_id"]: b for b in conn.execute(
-        "SELECT * FROM balances WHERE account_id = ANY(%s)", ([r["id"] for r in rows],)).fetchall()}
+    balances = {
+        b["account_id"]: b
+        for b in conn.execute(
+            "SELECT * FROM balances WHERE account_id = ANY(%s)", ([r["id"] for r in rows],)
+        ).fetchall()
+    }
     out = []
     for r in rows:
         bal = balances.get(r["id"])
         acc = present_account({k: v for k, v in r.items() if k not in ("rulebook", "policy")})
         acc["plan"] = _plan_ref(r)
-        acc["balance"] = ({k: bal.get(k) for k in ("cash", "equity", "unrealized_pnl", "realized_pnl",
-                                                    "high_watermark", "updated_at")} if bal else None)
+        acc["balance"] = (
+            {
+                k: bal.get(k)
+                for k in ("cash", "equity", "unrealized_pnl", "realized_pnl", "high_watermark", "updated_at")
+            }
+            if bal
+            else None
+        )
         out.append(acc)
     return out
 
@@ -90,12 +100,15 @@ def _plan_ref(acc: Mapping[str, Any]) -> dict[str, Any] | None:
     if not acc.get("rulebook_id"):
         return None
     book = acc.get("rulebook") or {}
-    return {"id": acc["rulebook_id"], "version": acc.get("rulebook_version"), "offer_id": acc.get("offer_id"),
-            "name": book.get("name") if isinstance(book, Mapping) else None}
+    return {
+        "id": acc["rulebook_id"],
+        "version": acc.get("rulebook_version"),
+        "offer_id": acc.get("offer_id"),
+        "name": book.get("name") if isinstance(book, Mapping) else None,
+    }
 
 
-def account_overview(platform: Platform, conn: Any, account_id: uuid.UUID, *, user_tz: str | None = None
-                     ) -> Row:
+def account_overview(platform: Platform, conn: Any, account_id: uuid.UUID, *, user_tz: str | None = None) -> Row:
     """One account for the dashboard: status, phase, plan, balances marked at the latest quotes, open P&L,
     open positions and orders, the rule panel, and counts for badges."""
     snap = platform.execution.snapshot(account_id, conn=conn)  # NotFound when RLS hides the account
@@ -103,13 +116,18 @@ def account_overview(platform: Platform, conn: Any, account_id: uuid.UUID, *, us
     rules = rules_panel(platform, conn, account_id, user_tz=user_tz, _snapshot=snap)
     counts = conn.execute(
         "SELECT (SELECT count(*) FROM violations WHERE account_id=%s AND kind IN ('breach','flag','warning'))"
-        " AS violations, (SELECT count(*) FROM fills WHERE account_id=%s) AS fills", (account_id, account_id)
+        " AS violations, (SELECT count(*) FROM fills WHERE account_id=%s) AS fills",
+        (account_id, account_id),
     ).fetchone()
-    children = conn.execute("SELECT id, phase, status FROM accounts WHERE parent_account_id=%s ORDER BY created_at",
-                            (account_id,)).fetchall()
+    children = conn.execute(
+        "SELECT id, phase, status FROM accounts WHERE parent_account_id=%s ORDER BY created_at", (account_id,)
+    ).fetchall()
     return {
         "account": present_account({k: v for k, v in acc.items() if k not in ("rulebook",)}),
-        "status": snap["status"], "phase": acc["phase"], "mode": acc["mode"], "currency": acc["currency"],
+        "status": snap["status"],
+        "phase": acc["phase"],
+        "mode": acc["mode"],
+        "currency": acc["currency"],
         "plan": _plan_ref(acc),
         "can_trade": snap["status"] == "active",
         "balance": snap["balance"],
@@ -124,20 +142,29 @@ def account_overview(platform: Platform, conn: Any, account_id: uuid.UUID, *, us
 
 
 # ---------------------------------------------------------------------------------------------- rules
-def rules_panel(platform: Platform, conn: Any, account_id: uuid.UUID, *, user_tz: str | None = None,
-                _snapshot: Row | None = None) -> Row:
+def rules_panel(
+    platform: Platform, conn: Any, account_id: uuid.UUID, *, user_tz: str | None = None, _snapshot: Row | None = None
+) -> Row:
     """The rule panel: ``rules_status`` (limits with floors, anchors and how they are computed, progress,
     deadlines, next reset) plus a ``panel`` summary the page draws directly."""
     ex = platform.execution
     now = platform.clock.now()
     ctx = ex._load(conn, account_id, lock=False)  # the core's own loader, on the caller's conn
     book = ex.rules.book(ctx)
-    base: Row = {"account_id": str(account_id), "status": ctx.status.value, "phase": ctx.account["phase"],
-                 "rulebook": {"id": ctx.account.get("rulebook_id"), "version": ctx.account.get("rulebook_version"),
-                              "offer_id": ctx.account.get("offer_id")} if book else None}
+    base: Row = {
+        "account_id": str(account_id),
+        "status": ctx.status.value,
+        "phase": ctx.account["phase"],
+        "rulebook": {
+            "id": ctx.account.get("rulebook_id"),
+            "version": ctx.account.get("rulebook_version"),
+            "offer_id": ctx.account.get("offer_id"),
+        }
+        if book
+        else None,
+    }
     if book is None:
-        return {**base, "started": False, "limits": [], "progress": {}, "deadlines": [], "rules": {},
-                "panel": None}
+        return {**base, "started": False, "limits": [], "progress": {}, "deadlines": [], "rules": {}, "panel": None}
     ev = ex.rules.evaluator(conn, ctx)
     cash = ctx.balance["cash"]
     if ev is None:
@@ -149,8 +176,7 @@ def rules_panel(platform: Platform, conn: Any, account_id: uuid.UUID, *, user_tz
         val = ex._valuate(ctx)  # the same valuation the rules judge by
         equity = money(val.equity)
         ev.advance(now, lambda _b: (cash, equity))  # in memory only: a reader never writes rule state
-        status = {**base, "started": True, **rules_status(ev, cash, equity, now),
-                  "missing_prices": list(val.missing)}
+        status = {**base, "started": True, **rules_status(ev, cash, equity, now), "missing_prices": list(val.missing)}
     status["panel"] = _panel(status, ev, now, user_tz)
     return status
 
@@ -169,38 +195,66 @@ def _panel(status: Row, ev: Evaluator, now: datetime, user_tz: str | None) -> Ro
     pt = progress.get("profit_target")
     if pt is not None:
         value, target = Decimal(pt["value"]), Decimal(pt["target"])
-        panel["profit_target"] = {**pt, "progress_pct": _pct(value, target),
-                                  "remaining": max(Decimal(0), target - value)}
+        panel["profit_target"] = {
+            **pt,
+            "progress_pct": _pct(value, target),
+            "remaining": max(Decimal(0), target - value),
+        }
     dl = limits.get("max_daily_loss")
     if dl is not None:
-        panel["daily_loss"] = {k: dl.get(k) for k in ("floor", "anchor", "anchor_value", "value", "room",
-                                                      "used_pct", "checked", "computation", "paused_today")}
+        panel["daily_loss"] = {
+            k: dl.get(k)
+            for k in (
+                "floor",
+                "anchor",
+                "anchor_value",
+                "value",
+                "room",
+                "used_pct",
+                "checked",
+                "computation",
+                "paused_today",
+            )
+        }
     ml = limits.get("max_loss")
     if ml is not None:
-        panel["max_loss"] = {k: ml.get(k) for k in ("floor", "initial_floor", "mode", "value", "room", "used_pct",
-                                                    "locked", "lock_at", "computation")}
+        panel["max_loss"] = {
+            k: ml.get(k)
+            for k in ("floor", "initial_floor", "mode", "value", "room", "used_pct", "locked", "lock_at", "computation")
+        }
     mtd = progress.get("min_trading_days")
-    panel["trading_days"] = {"done": len(ev.s.trading_days), "required": mtd["target"] if mtd else None,
-                             "met": mtd["met"] if mtd else True}
+    panel["trading_days"] = {
+        "done": len(ev.s.trading_days),
+        "required": mtd["target"] if mtd else None,
+        "met": mtd["met"] if mtd else True,
+    }
     deadline = next((d for d in status["deadlines"] if d["rule"] == "max_trading_days"), None)
     if deadline is not None:
         at = datetime.fromisoformat(deadline["deadline"].replace("Z", "+00:00"))
         # Whole calendar days until the phase's deadline in the firm's zone (0 on the last day).
         firm = _zone(ev.book.timezone)
-        panel["days_left"] = {"days": max(0, (at.astimezone(firm).date() - now.astimezone(firm).date()).days),
-                              "deadline": at, "seconds_left": deadline["seconds_left"]}
+        panel["days_left"] = {
+            "days": max(0, (at.astimezone(firm).date() - now.astimezone(firm).date()).days),
+            "deadline": at,
+            "seconds_left": deadline["seconds_left"],
+        }
     else:
         panel["days_left"] = None
     cons = progress.get("consistency")
     if cons is not None:
         panel["consistency"] = {"share_pct": cons["value"], "max_share_pct": cons["target"], "met": cons["met"]}
     elif "consistency" in ev.rules:
-        panel["consistency"] = {"share_pct": None, "max_share_pct": ev.rules["consistency"].get("max_share_pct"),
-                                "met": True, "mode": ev.rules["consistency"].get("mode")}
+        panel["consistency"] = {
+            "share_pct": None,
+            "max_share_pct": ev.rules["consistency"].get("max_share_pct"),
+            "met": True,
+            "mode": ev.rules["consistency"].get("mode"),
+        }
     reset = datetime.fromisoformat(status["next_day_reset"].replace("Z", "+00:00")).astimezone(UTC)
     firm_zone, trader_zone = _zone(ev.book.timezone), _zone(user_tz)
     panel["next_reset"] = {
-        "at": reset, "seconds": status["seconds_to_reset"],
+        "at": reset,
+        "seconds": status["seconds_to_reset"],
         "firm": {"timezone": firm_zone.key, "local": reset.astimezone(firm_zone).isoformat()},
         "trader": {"timezone": trader_zone.key, "local": reset.astimezone(trader_zone).isoformat()},
     }
@@ -254,19 +308,27 @@ def news_panel(platform: Platform, conn: Any, account_id: uuid.UUID, *, hours: i
     else:
         before = after = timedelta(0)
         impact, lookback = "high", NEWS_LOOKBACK_NO_RULE
-    levels = list(NEWS_IMPACTS[NEWS_IMPACTS.index(impact):])
+    levels = list(NEWS_IMPACTS[NEWS_IMPACTS.index(impact) :])
     rows = conn.execute(
         "SELECT id, at, currency, country, impact, title FROM economic_events"
         " WHERE at BETWEEN %s AND %s AND impact = ANY(%s) ORDER BY at, id LIMIT %s",
-        (now - lookback, now + timedelta(hours=hours), levels, NEWS_MAX_EVENTS)).fetchall()
+        (now - lookback, now + timedelta(hours=hours), levels, NEWS_MAX_EVENTS),
+    ).fetchall()
     events: list[Row] = []
     blocked: set[str] = set()
     for r in rows:
         symbols = affected_symbols(platform.catalogue, r["currency"], r["country"])
         if not symbols:
             continue  # touches nothing the account can trade: the news rule can never refuse an order for it
-        ev: Row = {"id": r["id"], "at": r["at"], "currency": r["currency"], "country": r["country"],
-                   "impact": r["impact"], "title": r["title"], "symbols": symbols}
+        ev: Row = {
+            "id": r["id"],
+            "at": r["at"],
+            "currency": r["currency"],
+            "country": r["country"],
+            "impact": r["impact"],
+            "title": r["title"],
+            "symbols": symbols,
+        }
         if rule is not None:
             ev["blackout_from"], ev["blackout_to"] = r["at"] - before, r["at"] + after
             ev["active"] = ev["blackout_from"] <= now <= ev["blackout_to"]
@@ -276,9 +338,16 @@ def news_panel(platform: Platform, conn: Any, account_id: uuid.UUID, *, hours: i
             ev["blackout_from"] = ev["blackout_to"] = None
             ev["active"] = False
         events.append(ev)
-    return {"account_id": account_id, "rule": rule, "impact": impact, "hours": hours,
-            "window": {"from": now - lookback, "to": now + timedelta(hours=hours)},
-            "events": events, "blackout_now": sorted(blocked), "as_of": now}
+    return {
+        "account_id": account_id,
+        "rule": rule,
+        "impact": impact,
+        "hours": hours,
+        "window": {"from": now - lookback, "to": now + timedelta(hours=hours)},
+        "events": events,
+        "blackout_now": sorted(blocked),
+        "as_of": now,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- positions, orders
@@ -298,28 +367,62 @@ def open_positions(platform: Platform, conn: Any, account_id: uuid.UUID) -> Row:
     items = []
     for p in snap["positions"]:
         q = platform.quotes.latest(p["symbol"])
-        items.append({**present_position(p), "mid": q.mid if q else None, "bid": q.bid if q else None,
-                      "ask": q.ask if q else None, "quote_ts": q.ts if q else None})
-    return {"items": items, "balance": snap["balance"], "missing_prices": snap["missing_prices"],
-            "as_of": snap["as_of"]}
+        items.append(
+            {
+                **present_position(p),
+                "mid": q.mid if q else None,
+                "bid": q.bid if q else None,
+                "ask": q.ask if q else None,
+                "quote_ts": q.ts if q else None,
+            }
+        )
+    return {
+        "items": items,
+        "balance": snap["balance"],
+        "missing_prices": snap["missing_prices"],
+        "as_of": snap["as_of"],
+    }
 
 
-_ORDER_COLUMNS = ("id", "account_id", "client_order_id", "symbol", "side", "order_type", "quantity", "limit_price",
-                  "stop_price", "stop_loss", "take_profit", "reduce_only", "purpose", "status", "reject_code",
-                  "reject_reason", "reject_details", "notional", "created_at", "updated_at", "closed_at")
+_ORDER_COLUMNS = (
+    "id",
+    "account_id",
+    "client_order_id",
+    "symbol",
+    "side",
+    "order_type",
+    "quantity",
+    "limit_price",
+    "stop_price",
+    "stop_loss",
+    "take_profit",
+    "reduce_only",
+    "purpose",
+    "status",
+    "reject_code",
+    "reject_reason",
+    "reject_details",
+    "notional",
+    "created_at",
+    "updated_at",
+    "closed_at",
+)
 
 
 def _order(r: Mapping[str, Any]) -> Row:
     return {k: r.get(k) for k in _ORDER_COLUMNS}
 
 
-def orders(platform: Platform, conn: Any, account_id: uuid.UUID, *, status: str | None = None,
-           limit: int = 100) -> list[Row]:
+def orders(
+    platform: Platform, conn: Any, account_id: uuid.UUID, *, status: str | None = None, limit: int = 100
+) -> list[Row]:
     """Orders of the account, newest first (optionally only one status: open, filled, cancelled, ...)."""
     require_account(conn, account_id)
     rows = conn.execute(
         "SELECT * FROM orders WHERE account_id=%s AND (%s::text IS NULL OR status=%s)"
-        " ORDER BY created_at DESC, id DESC LIMIT %s", (account_id, status, status, _limit(limit))).fetchall()
+        " ORDER BY created_at DESC, id DESC LIMIT %s",
+        (account_id, status, status, _limit(limit)),
+    ).fetchall()
     return [_order(r) for r in rows]
 
 
@@ -337,7 +440,8 @@ def trade_history(platform: Platform, conn: Any, account_id: uuid.UUID, *, limit
         " LEFT JOIN ledger l ON l.fill_id = f.id"
         " LEFT JOIN trade_notes n ON n.fill_id = f.id"
         " WHERE f.account_id=%s ORDER BY f.created_at DESC, l.seq DESC NULLS LAST, f.id DESC LIMIT %s",
-        (account_id, _limit(limit))).fetchall()
+        (account_id, _limit(limit)),
+    ).fetchall()
     out = []
     for r in rows:
         r["closes"] = r["closed_quantity"] > 0
@@ -347,26 +451,39 @@ def trade_history(platform: Platform, conn: Any, account_id: uuid.UUID, *, limit
 
 def journal(platform: Platform, conn: Any, account_id: uuid.UUID, *, limit: int = 200) -> list[Row]:
     """Closed trades (fills that closed some quantity) with their notes, newest first."""
-    return [r for r in trade_history(platform, conn, account_id, limit=MAX_LIMIT) if r["closes"]][:_limit(limit)]
+    return [r for r in trade_history(platform, conn, account_id, limit=MAX_LIMIT) if r["closes"]][: _limit(limit)]
 
 
 # ---------------------------------------------------------------------------------------------- rules history
 def present_violation(r: Mapping[str, Any]) -> Row:
-    return {"id": r["id"], "account_id": r["account_id"], "rule": r["rule"], "kind": r["kind"],
-            "severity": r["severity"], "action": r["action"], "at": r["at"], "value": r["value"],
-            "limit": r["limit_value"], "evidence": r["evidence"], "phase": r["phase"], "order_id": r["order_id"],
-            "created_at": r["created_at"]}
+    return {
+        "id": r["id"],
+        "account_id": r["account_id"],
+        "rule": r["rule"],
+        "kind": r["kind"],
+        "severity": r["severity"],
+        "action": r["action"],
+        "at": r["at"],
+        "value": r["value"],
+        "limit": r["limit_value"],
+        "evidence": r["evidence"],
+        "phase": r["phase"],
+        "order_id": r["order_id"],
+        "created_at": r["created_at"],
+    }
 
 
-def violations(platform: Platform, conn: Any, account_id: uuid.UUID, *, kinds: tuple[str, ...] | None = None,
-               limit: int = 100) -> list[Row]:
+def violations(
+    platform: Platform, conn: Any, account_id: uuid.UUID, *, kinds: tuple[str, ...] | None = None, limit: int = 100
+) -> list[Row]:
     """Rule decisions recorded for the account (breach, warning, flag, reject, pass), newest first, with their
     evidence."""
     require_account(conn, account_id)
     rows = conn.execute(
         "SELECT * FROM violations WHERE account_id=%s AND (%s::text[] IS NULL OR kind = ANY(%s))"
-        " ORDER BY id DESC LIMIT %s", (account_id, list(kinds) if kinds else None, list(kinds) if kinds else None,
-                                      _limit(limit))).fetchall()
+        " ORDER BY id DESC LIMIT %s",
+        (account_id, list(kinds) if kinds else None, list(kinds) if kinds else None, _limit(limit)),
+    ).fetchall()
     return [present_violation(r) for r in rows]
 
 
@@ -374,8 +491,9 @@ def daily_stats(platform: Platform, conn: Any, account_id: uuid.UUID, *, limit: 
     """Per trading day (the rulebook's zone): start balance/equity, high/low equity, close, P&L, the day's floor;
     newest first."""
     require_account(conn, account_id)
-    rows = conn.execute("SELECT * FROM daily_stats WHERE account_id=%s ORDER BY trading_day DESC LIMIT %s",
-                        (account_id, _limit(limit))).fetchall()
+    rows = conn.execute(
+        "SELECT * FROM daily_stats WHERE account_id=%s ORDER BY trading_day DESC LIMIT %s", (account_id, _limit(limit))
+    ).fetchall()
     return [{k: v for k, v in r.items() if k != "account_id"} for r in rows]
 
 
@@ -414,23 +532,34 @@ def equity_series(platform: Platform, conn: Any, account_id: uuid.UUID, *, user_
     rows = conn.execute(
         "SELECT created_at, balance_after, equity_after FROM (SELECT * FROM ledger WHERE account_id=%s"
         " AND (category <> 'none' OR equity_after IS NOT NULL) ORDER BY seq DESC LIMIT %s) x ORDER BY seq",
-        (account_id, MAX_SERIES_POINTS)).fetchall()
+        (account_id, MAX_SERIES_POINTS),
+    ).fetchall()
     by_second: dict[int, Row] = {}
     for r in rows:
         t = int(r["created_at"].timestamp())
-        by_second[t] = {"t": t, "at": r["created_at"], "balance": r["balance_after"],
-                        "equity": r["equity_after"] if r["equity_after"] is not None else r["balance_after"]}
+        by_second[t] = {
+            "t": t,
+            "at": r["created_at"],
+            "balance": r["balance_after"],
+            "equity": r["equity_after"] if r["equity_after"] is not None else r["balance_after"],
+        }
     rules = rules_panel(platform, conn, account_id, user_tz=user_tz)
     now = platform.clock.now()
     snap = platform.execution.snapshot(account_id, conn=conn)
     t_now = int(now.timestamp())
-    by_second[t_now] = {"t": t_now, "at": now, "balance": snap["balance"]["cash"], "equity": snap["balance"]["equity"],
-                        "live": True}
+    by_second[t_now] = {
+        "t": t_now,
+        "at": now,
+        "balance": snap["balance"]["cash"],
+        "equity": snap["balance"]["equity"],
+        "live": True,
+    }
     points = [by_second[t] for t in sorted(by_second)]
     days = conn.execute(
         "SELECT trading_day, day_start, start_equity, low_equity, high_equity, coalesce(end_equity, NULL) AS"
         " close_equity, daily_floor, max_floor, updated_at FROM daily_stats WHERE account_id=%s ORDER BY trading_day",
-        (account_id,)).fetchall()
+        (account_id,),
+    ).fetchall()
     daily_floor: list[Row] = []
     for d in days:
         if d["daily_floor"] is not None:
@@ -448,15 +577,24 @@ def equity_series(platform: Platform, conn: Any, account_id: uuid.UUID, *, user_
     if ml is not None and ml.get("floor") is not None:
         start = acc.get("phase_started_at") or acc.get("started_at") or acc["created_at"]
         current = Decimal(ml["floor"])
-        steps = [(int(d["updated_at"].timestamp()), d["max_floor"]) for d in days
-                 if d["max_floor"] is not None and d["updated_at"] >= start]
+        steps = [
+            (int(d["updated_at"].timestamp()), d["max_floor"])
+            for d in days
+            if d["max_floor"] is not None and d["updated_at"] >= start
+        ]
         t0 = min(int(start.timestamp()), points[0]["t"]) if points else int(start.timestamp())
         first = Decimal(ml["initial_floor"]) if ml.get("initial_floor") is not None else current
         max_floor = _step_series([(t0, first), *steps, (t_now, current)])
-    return {"account_id": account_id, "currency": acc["currency"], "points": points,
-            "days": [{k: v for k, v in d.items() if k not in ("max_floor", "updated_at")} for d in days],
-            "daily_floor": daily_floor,
-            "max_loss_floor": max_floor, "max_loss_mode": ml.get("mode") if ml else None, "as_of": now}
+    return {
+        "account_id": account_id,
+        "currency": acc["currency"],
+        "points": points,
+        "days": [{k: v for k, v in d.items() if k not in ("max_floor", "updated_at")} for d in days],
+        "daily_floor": daily_floor,
+        "max_loss_floor": max_floor,
+        "max_loss_mode": ml.get("mode") if ml else None,
+        "as_of": now,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- notifications
@@ -465,22 +603,42 @@ def notifications(platform: Platform, conn: Any, *, unread_only: bool = False, l
     rows = conn.execute(
         "SELECT id, account_id, kind, title, body, evidence, created_at, read_at FROM notifications"
         " WHERE user_id::text = current_setting('propdesk.user_id', true) AND (NOT %s OR read_at IS NULL)"
-        " ORDER BY id DESC LIMIT %s", (unread_only, _limit(limit))).fetchall()
-    unread = conn.execute("SELECT count(*) AS n FROM notifications WHERE read_at IS NULL"
-                          " AND user_id::text = current_setting('propdesk.user_id', true)").fetchone()
+        " ORDER BY id DESC LIMIT %s",
+        (unread_only, _limit(limit)),
+    ).fetchall()
+    unread = conn.execute(
+        "SELECT count(*) AS n FROM notifications WHERE read_at IS NULL"
+        " AND user_id::text = current_setting('propdesk.user_id', true)"
+    ).fetchone()
     return {"items": [dict(r) for r in rows], "unread": unread["n"] if unread else 0}
 
 
 # ---------------------------------------------------------------------------------------------- plans
 def plan_catalogue(platform: Platform, conn: Any) -> list[Row]:
     """Active plans (latest version each) with phases, key rules and offers (price, account size)."""
-    rows = conn.execute("SELECT DISTINCT ON (id) id, version, body FROM rulebooks WHERE retired_at IS NULL"
-                        " ORDER BY id, version DESC").fetchall()
+    rows = conn.execute(
+        "SELECT DISTINCT ON (id) id, version, body FROM rulebooks WHERE retired_at IS NULL ORDER BY id, version DESC"
+    ).fetchall()
     from ..domain.rules.rulebook import parse_rulebook
 
     return [summary(parse_rulebook(r["body"], where=r["id"])) for r in rows]
 
 
-__all__ = ["account_overview", "daily_stats", "equity_series", "journal", "list_accounts", "news_panel", "news_rule",
-           "notifications", "open_positions", "orders", "plan_catalogue", "present_violation", "require_account",
-           "rules_panel", "trade_history", "violations"]
+__all__ = [
+    "account_overview",
+    "daily_stats",
+    "equity_series",
+    "journal",
+    "list_accounts",
+    "news_panel",
+    "news_rule",
+    "notifications",
+    "open_positions",
+    "orders",
+    "plan_catalogue",
+    "present_violation",
+    "require_account",
+    "rules_panel",
+    "trade_history",
+    "violations",
+]

@@ -64,8 +64,9 @@ def presets() -> list[Rulebook]:
 @functools.cache
 def _parsed_presets() -> tuple[Rulebook, ...]:
     # The shipped files cannot change while the process runs, and rulebooks are immutable: parse them once.
-    return tuple(parse_text(f.read_text(encoding="utf-8"), f"preset:{pid}")
-                 for pid, f in sorted(_preset_files().items()))
+    return tuple(
+        parse_text(f.read_text(encoding="utf-8"), f"preset:{pid}") for pid, f in sorted(_preset_files().items())
+    )
 
 
 def load_rulebook(ref: str) -> Rulebook:

@@ -31,8 +31,9 @@ class PlanStore:
         for book in presets():
             with self.db.tx() as c:
                 c.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 11))", (book.id,))
-                latest = c.execute("SELECT version, digest FROM rulebooks WHERE id=%s ORDER BY version DESC LIMIT 1",
-                                   (book.id,)).fetchone()
+                latest = c.execute(
+                    "SELECT version, digest FROM rulebooks WHERE id=%s ORDER BY version DESC LIMIT 1", (book.id,)
+                ).fetchone()
                 if latest is not None and latest["digest"] == _digest_without_version(book):
                     continue
                 version = (latest["version"] + 1) if latest else book.version
@@ -41,10 +42,20 @@ class PlanStore:
         return added
 
     def _insert(self, c: Any, book: Rulebook, source: str, actor: str) -> None:
-        c.execute("INSERT INTO rulebooks (id, version, name, body, digest, source, created_at, created_by)"
-                  " VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                  (book.id, book.version, book.name, Jsonb(book.to_json()), _digest_without_version(book), source,
-                   self.clock.now(), actor))
+        c.execute(
+            "INSERT INTO rulebooks (id, version, name, body, digest, source, created_at, created_by)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+            (
+                book.id,
+                book.version,
+                book.name,
+                Jsonb(book.to_json()),
+                _digest_without_version(book),
+                source,
+                self.clock.now(),
+                actor,
+            ),
+        )
 
     def create_version(self, text: str, *, actor: str, where: str = "plan") -> Rulebook:
         """Validate a plan file's text and store it as the next version of its id (errors name the key)."""
@@ -54,8 +65,9 @@ class PlanStore:
             raise InvalidInput(str(exc), code="invalid_plan", details={"key": exc.key, "reason": exc.reason}) from None
         with self.db.tx() as c:
             c.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 11))", (book.id,))
-            latest = c.execute("SELECT version FROM rulebooks WHERE id=%s ORDER BY version DESC LIMIT 1",
-                               (book.id,)).fetchone()
+            latest = c.execute(
+                "SELECT version FROM rulebooks WHERE id=%s ORDER BY version DESC LIMIT 1", (book.id,)
+            ).fetchone()
             version = (latest["version"] + 1) if latest else 1
             book = book.with_version(version)
             self._insert(c, book, "admin", actor)
@@ -64,8 +76,10 @@ class PlanStore:
     def retire(self, plan_id: str) -> int:
         """Retire every version of ``plan_id``; returns how many were retired."""
         with self.db.tx() as c:
-            rows = c.execute("UPDATE rulebooks SET retired_at=%s WHERE id=%s AND retired_at IS NULL RETURNING version",
-                             (self.clock.now(), plan_id)).fetchall()
+            rows = c.execute(
+                "UPDATE rulebooks SET retired_at=%s WHERE id=%s AND retired_at IS NULL RETURNING version",
+                (self.clock.now(), plan_id),
+            ).fetchall()
         if not rows:
             raise NotFound(f"no active plan {plan_id!r}", code="plan_not_found")
         return len(rows)
@@ -93,14 +107,19 @@ class PlanStore:
     def catalogue(self) -> list[dict[str, Any]]:
         """The latest version of every active plan with its offers."""
         with self.db.read() as c:
-            rows = c.execute("SELECT DISTINCT ON (id) id, version, body, created_at FROM rulebooks"
-                             " WHERE retired_at IS NULL ORDER BY id, version DESC").fetchall()
+            rows = c.execute(
+                "SELECT DISTINCT ON (id) id, version, body, created_at FROM rulebooks"
+                " WHERE retired_at IS NULL ORDER BY id, version DESC"
+            ).fetchall()
         return [summary(parse_rulebook(r["body"], where=r["id"])) for r in rows]
 
     def versions(self, plan_id: str) -> list[dict[str, Any]]:
         with self.db.read() as c:
-            rows = c.execute("SELECT version, name, digest, source, created_at, created_by, retired_at FROM rulebooks"
-                             " WHERE id=%s ORDER BY version", (plan_id,)).fetchall()
+            rows = c.execute(
+                "SELECT version, name, digest, source, created_at, created_by, retired_at FROM rulebooks"
+                " WHERE id=%s ORDER BY version",
+                (plan_id,),
+            ).fetchall()
         if not rows:
             raise NotFound(f"no plan {plan_id!r}", code="plan_not_found")
         return [dict(r) for r in rows]
@@ -113,10 +132,25 @@ def _digest_without_version(book: Rulebook) -> str:
 def summary(book: Rulebook) -> dict[str, Any]:
     """A plan as the catalogue shows it: phases with their rules, offers with prices."""
     return {
-        "id": book.id, "version": book.version, "name": book.name, "description": book.description,
-        "currency": book.currency, "timezone": book.timezone, "day_starts_at": book.day_starts_at.strftime("%H:%M"),
-        "phases": [{"id": p.id, "name": p.name, "rules": p.rules, "profit_split_pct": p.profit_split_pct,
-                    "scaling": p.scaling} for p in book.phases],
-        "offers": [{"id": o.id, "name": o.name, "starting_balance": o.starting_balance, "price": o.price,
-                    "currency": o.currency} for o in book.offers],
+        "id": book.id,
+        "version": book.version,
+        "name": book.name,
+        "description": book.description,
+        "currency": book.currency,
+        "timezone": book.timezone,
+        "day_starts_at": book.day_starts_at.strftime("%H:%M"),
+        "phases": [
+            {"id": p.id, "name": p.name, "rules": p.rules, "profit_split_pct": p.profit_split_pct, "scaling": p.scaling}
+            for p in book.phases
+        ],
+        "offers": [
+            {
+                "id": o.id,
+                "name": o.name,
+                "starting_balance": o.starting_balance,
+                "price": o.price,
+                "currency": o.currency,
+            }
+            for o in book.offers
+        ],
     }

@@ -63,8 +63,15 @@ def create_app(platform: Platform) -> FastAPI:
         yield
         commands.close()
 
-    app = FastAPI(title="PropDesk", version=__version__, description=DESCRIPTION, openapi_url="/openapi.json",
-                  docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title="PropDesk",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
     app.state.platform = platform
     app.state.api = api
 

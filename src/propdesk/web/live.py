@@ -112,14 +112,22 @@ def build(api: Any) -> APIRouter:
     router = APIRouter(tags=["trader"])
     platform = api.platform
 
-    @router.get("/api/v1/stream/accounts/{account_id}", responses={
-        **READ_ERRORS, 200: {"description": "A text/event-stream of `account` and `quote` events",
-                             "content": {"text/event-stream": {}}}})
+    @router.get(
+        "/api/v1/stream/accounts/{account_id}",
+        responses={
+            **READ_ERRORS,
+            200: {
+                "description": "A text/event-stream of `account` and `quote` events",
+                "content": {"text/event-stream": {}},
+            },
+        },
+    )
     async def stream_account(
-            request: Request,
-            account_id: Annotated[uuid.UUID, Path(description="Account id (UUID).")],
-            symbol: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9]{1,16}$",
-                                                description="Chart symbol whose quotes to stream too.")] = None,
+        request: Request,
+        account_id: Annotated[uuid.UUID, Path(description="Account id (UUID).")],
+        symbol: Annotated[
+            str | None, Query(pattern=r"^[A-Za-z0-9]{1,16}$", description="Chart symbol whose quotes to stream too.")
+        ] = None,
     ) -> StreamingResponse:
         """Server-sent events for one account's dashboard: `account` (on connect and on every change: the
         dashboard's fragments and data), `quote` (held, working and chart symbols) and heartbeat comments."""
@@ -150,8 +158,11 @@ def build(api: Any) -> APIRouter:
                 token = request.cookies.get(platform.identity.cookie_name)
                 while True:
                     now = time.monotonic()
-                    wait = min(REFRESH_SECONDS - (now - last_read), HEARTBEAT_SECONDS - (now - last_beat),
-                               NEWS_SECONDS - (now - last_news))
+                    wait = min(
+                        REFRESH_SECONDS - (now - last_read),
+                        HEARTBEAT_SECONDS - (now - last_beat),
+                        NEWS_SECONDS - (now - last_news),
+                    )
                     if dirty:
                         wait = min(wait, MIN_REFRESH_GAP - (now - last_read))
                     try:
@@ -166,8 +177,9 @@ def build(api: Any) -> APIRouter:
                         if still is None or still.id != user.id:
                             yield sse("session_ended", {"reason": "the session ended; log in again"})
                             return
-                    held = {p["symbol"] for p in payload["data"].get("positions", [])} | \
-                        {o["symbol"] for o in payload["data"].get("orders", [])}
+                    held = {p["symbol"] for p in payload["data"].get("positions", [])} | {
+                        o["symbol"] for o in payload["data"].get("orders", [])
+                    }
                     for sym, q in sorted(feed.take().items()):
                         yield sse("quote", quote_json(q))
                         if sym in held:

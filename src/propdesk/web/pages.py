@@ -45,6 +45,7 @@ _hashes: dict[str, tuple[int, int, str]] = {}
 
 # ----- formatting filters (Decimal in, text out; never float arithmetic on money) --------------------------------
 
+
 def _dec(value: Any) -> Decimal | None:
     if value is None or value == "":
         return None
@@ -132,6 +133,7 @@ def to_json(value: Any) -> Markup:
 
 # ----- static files -------------------------------------------------------------------------------------------
 
+
 def static_url(path: str) -> str:
     """``/static/<path>?v=<content hash>``: browsers may cache it for a year; a changed file gets a new URL."""
     full = STATIC_DIR / path
@@ -151,8 +153,9 @@ class CachedStatic(StaticFiles):
     """Static files with cache headers: vendored libraries and versioned URLs (``?v=``) are immutable for a
     year; anything else is revalidated every time (ETag)."""
 
-    def file_response(self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope,
-                      status_code: int = 200) -> Response:
+    def file_response(
+        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
         path = scope.get("path", "")
         versioned = b"v=" in scope.get("query_string", b"")
@@ -164,22 +167,30 @@ def mount_static(app: FastAPI) -> None:
     """Serve ``web/static`` at ``/static``; log an error (once, at start-up) when the vendored files are missing."""
     gone = assets.missing()
     if gone:
-        log.error("web_assets_missing", missing=gone,
-                  hint="run ./start or python -m propdesk.web.assets build; pages show a banner until then")
+        log.error(
+            "web_assets_missing",
+            missing=gone,
+            hint="run ./start or python -m propdesk.web.assets build; pages show a banner until then",
+        )
     app.mount("/static", CachedStatic(directory=str(STATIC_DIR), check_dir=True), name="static")
 
 
 # ----- templates ----------------------------------------------------------------------------------------------
 
+
 def environment() -> Environment:
     """The one Jinja2 environment (autoescape on for every template), with the formatting filters."""
     global _env
     if _env is None:
-        env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)),
-                          autoescape=select_autoescape(default=True, default_for_string=True),
-                          trim_blocks=True, lstrip_blocks=True)
-        env.filters.update(money=fmt_money, num=fmt_num, pct=fmt_pct, dt=fmt_dt, pnl=pnl_class, tojson_safe=to_json,
-                           iso=fmt_iso)
+        env = Environment(
+            loader=FileSystemLoader(str(TEMPLATES_DIR)),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        env.filters.update(
+            money=fmt_money, num=fmt_num, pct=fmt_pct, dt=fmt_dt, pnl=pnl_class, tojson_safe=to_json, iso=fmt_iso
+        )
         env.globals.update(static_url=static_url, firm_name=FIRM_NAME)
         _env = env
     return _env
@@ -195,8 +206,9 @@ def current_user(request: Request) -> Any:
     return getattr(current_principal(request), "user", None)
 
 
-def render(request: Request, template: str, status_code: int = 200, headers: dict[str, str] | None = None,
-           **ctx: Any) -> HTMLResponse:
+def render(
+    request: Request, template: str, status_code: int = 200, headers: dict[str, str] | None = None, **ctx: Any
+) -> HTMLResponse:
     """Render ``template`` with the layout's context plus ``ctx``; pages are never cached by browsers or proxies
     (they carry per-user data)."""
     platform = getattr(request.app.state, "platform", None)
@@ -222,12 +234,18 @@ def redirect(url: str, status_code: int = 303) -> RedirectResponse:
 
 # ----- the plan catalogue in plain words ------------------------------------------------------------------------
 
-_ANCHORS = {"start_of_day_balance": "the day's starting balance", "start_of_day_equity": "the day's starting equity",
-            "start_of_day_max": "the higher of the day's starting balance and equity"}
+_ANCHORS = {
+    "start_of_day_balance": "the day's starting balance",
+    "start_of_day_equity": "the day's starting equity",
+    "start_of_day_max": "the higher of the day's starting balance and equity",
+}
 _BASES = {"initial_balance": "of the initial balance", "start_of_day": "of the day's starting value"}
-_MODES = {"static": "below the initial balance (static)", "trailing": "trailing the highest equity",
-          "trailing_lock": "trailing the highest equity, locking at the initial balance",
-          "eod_trailing": "trailing the highest end-of-day balance"}
+_MODES = {
+    "static": "below the initial balance (static)",
+    "trailing": "trailing the highest equity",
+    "trailing_lock": "trailing the highest equity, locking at the initial balance",
+    "eod_trailing": "trailing the highest end-of-day balance",
+}
 
 
 def rules_in_words(rules: dict[str, Any]) -> list[str]:
@@ -241,8 +259,9 @@ def rules_in_words(rules: dict[str, Any]) -> list[str]:
         anchor = _ANCHORS.get(str(mdl.get("anchor")), str(mdl.get("anchor", "")).replace("_", " "))
         base = _BASES.get(str(mdl.get("base")), "")
         floating = " (open P&L counts)" if mdl.get("include_floating") else ""
-        out.append(f"Daily loss limit {fmt_num(mdl.get('pct'))}% {base}, measured from {anchor}{floating}".replace(
-            "  ", " "))
+        out.append(
+            f"Daily loss limit {fmt_num(mdl.get('pct'))}% {base}, measured from {anchor}{floating}".replace("  ", " ")
+        )
     ml = rules.get("max_loss")
     if ml:
         mode = _MODES.get(str(ml.get("mode")), str(ml.get("mode", "")).replace("_", " "))
@@ -257,10 +276,23 @@ def rules_in_words(rules: dict[str, Any]) -> list[str]:
         out.append(f"Consistency: no single day above {fmt_num(share)}% of the profit" if share else "Consistency rule")
     if rules.get("news_trading"):
         nt = rules["news_trading"]
-        out.append(f"High-impact news: no trading {nt.get('minutes_before')} min before to {nt.get('minutes_after')}"
-                   f" min after ({nt.get('action', 'flag')})")
-    known = {"profit_target", "max_daily_loss", "max_loss", "min_trading_days", "max_trading_days", "consistency",
-             "best_day_consistency", "news_trading", "drawdown_warning", "ea_detection", "tick_scalping"}
+        out.append(
+            f"High-impact news: no trading {nt.get('minutes_before')} min before to {nt.get('minutes_after')}"
+            f" min after ({nt.get('action', 'flag')})"
+        )
+    known = {
+        "profit_target",
+        "max_daily_loss",
+        "max_loss",
+        "min_trading_days",
+        "max_trading_days",
+        "consistency",
+        "best_day_consistency",
+        "news_trading",
+        "drawdown_warning",
+        "ea_detection",
+        "tick_scalping",
+    }
     extra = sorted(k for k in rules if k not in known)
     if extra:
         out.append("Also: " + ", ".join(k.replace("_", " ") for k in extra))
@@ -271,14 +303,22 @@ def catalogue_view(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``PlanStore.catalogue()`` shaped for the templates: phases with their rules in words, offers sorted."""
     view = []
     for plan in sorted(plans, key=lambda p: p["name"]):
-        phases = [{"id": ph["id"], "name": ph["name"], "rules": rules_in_words(ph["rules"]),
-                   "profit_split_pct": ph.get("profit_split_pct")} for ph in plan["phases"]]
+        phases = [
+            {
+                "id": ph["id"],
+                "name": ph["name"],
+                "rules": rules_in_words(ph["rules"]),
+                "profit_split_pct": ph.get("profit_split_pct"),
+            }
+            for ph in plan["phases"]
+        ]
         offers = sorted(plan["offers"], key=lambda o: Decimal(str(o["starting_balance"])))
         view.append({**plan, "phase_views": phases, "offers": offers})
     return view
 
 
 # ----- routes ---------------------------------------------------------------------------------------------------
+
 
 def build(api: Any) -> APIRouter:
     """The public pages (landing). Trader pages are in ``trader_views.build``."""
@@ -289,9 +329,14 @@ def build(api: Any) -> APIRouter:
     def landing(request: Request) -> HTMLResponse:
         plans = catalogue_view(platform.plans.catalogue())
         sizes = [Decimal(str(o["starting_balance"])) for p in plans for o in p["offers"]]
-        splits = [Decimal(str(ph["profit_split_pct"])) for p in plans for ph in p["phase_views"]
-                  if ph["profit_split_pct"] is not None]
-        return render(request, "landing.html", plans=plans, sizes=sizes, max_split=max(splits, default=None),
-                      nav_active="home")
+        splits = [
+            Decimal(str(ph["profit_split_pct"]))
+            for p in plans
+            for ph in p["phase_views"]
+            if ph["profit_split_pct"] is not None
+        ]
+        return render(
+            request, "landing.html", plans=plans, sizes=sizes, max_split=max(splits, default=None), nav_active="home"
+        )
 
     return router

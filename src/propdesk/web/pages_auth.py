@@ -51,14 +51,20 @@ def build(api: Any) -> APIRouter:
         user = current_user(request)
         if user is not None:
             return redirect("/admin" if user.is_admin else "/app")
-        return render(request, "auth/signup.html", turnstile_sitekey=settings.turnstile_sitekey or "",
-                      nav_active="signup")
+        return render(
+            request, "auth/signup.html", turnstile_sitekey=settings.turnstile_sitekey or "", nav_active="signup"
+        )
 
     @router.get("/reset")
     def reset_page(request: Request, token: str | None = None) -> Response:
         # The token stays out of the Referer of anything this page loads (Referrer-Policy and no third parties).
-        return render(request, "auth/reset.html", token=(token or "")[:256], nav_active="login",
-                      headers={"Referrer-Policy": "no-referrer"})
+        return render(
+            request,
+            "auth/reset.html",
+            token=(token or "")[:256],
+            nav_active="login",
+            headers={"Referrer-Policy": "no-referrer"},
+        )
 
     @router.post("/logout")
     def logout_page(request: Request) -> Response:

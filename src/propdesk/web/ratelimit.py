@@ -200,16 +200,19 @@ class PgRateLimits:
         with self.db.tx() as c:
             # Held until commit: the next check of this key (any process) sees this one's insert.
             c.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 13))", (f"{bucket}:{key_hash.hex()}",))
-            c.execute("DELETE FROM rate_limit_hits WHERE bucket = %s AND key_hash = %s AND at <= %s",
-                      (bucket, key_hash, now - timedelta(seconds=limit.seconds)))
-            row = c.execute("SELECT count(*) AS n, min(at) AS oldest FROM rate_limit_hits"
-                            " WHERE bucket = %s AND key_hash = %s", (bucket, key_hash)).fetchone()
+            c.execute(
+                "DELETE FROM rate_limit_hits WHERE bucket = %s AND key_hash = %s AND at <= %s",
+                (bucket, key_hash, now - timedelta(seconds=limit.seconds)),
+            )
+            row = c.execute(
+                "SELECT count(*) AS n, min(at) AS oldest FROM rate_limit_hits WHERE bucket = %s AND key_hash = %s",
+                (bucket, key_hash),
+            ).fetchone()
             assert row is not None
             if row["n"] >= limit.count:
                 oldest: datetime = row["oldest"]
                 return max(1, math.ceil((oldest - now).total_seconds() + limit.seconds))
-            c.execute("INSERT INTO rate_limit_hits (bucket, key_hash, at) VALUES (%s, %s, %s)",
-                      (bucket, key_hash, now))
+            c.execute("INSERT INTO rate_limit_hits (bucket, key_hash, at) VALUES (%s, %s, %s)", (bucket, key_hash, now))
         return None
 
     def reset(self, bucket: str | None = None) -> None:
@@ -229,15 +232,17 @@ class PgRateLimits:
         role has no other use for."""
         longest = max((lim.seconds for lim in self.limits.values()), default=0.0)
         with self.db.tx() as c:
-            turn = c.execute("SELECT pg_try_advisory_xact_lock(hashtextextended('rate_limit_hits:sweep', 13)) AS ok"
-                             ).fetchone()
+            turn = c.execute(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended('rate_limit_hits:sweep', 13)) AS ok"
+            ).fetchone()
             if not (turn and turn["ok"]):
                 return 0
             # ``ctid = ANY(ARRAY(...))`` is a TID scan of just the chosen rows (``IN`` may scan the whole table).
             cur = c.execute(
                 "DELETE FROM rate_limit_hits WHERE ctid = ANY(ARRAY(SELECT ctid FROM rate_limit_hits WHERE at <= %s"
                 " LIMIT %s))",
-                (self.clock.now() - timedelta(seconds=longest), SWEEP_BATCH))
+                (self.clock.now() - timedelta(seconds=longest), SWEEP_BATCH),
+            )
             return cur.rowcount
 
     def _due_for_sweep(self) -> bool:
@@ -254,6 +259,10 @@ class PgRateLimits:
     @staticmethod
     def _unavailable(exc: Exception) -> ApiError:
         _log.warning("ratelimit_store_unreachable", error=f"{type(exc).__name__}: {exc}"[:300])
-        return ApiError(503, "unavailable", "the service is temporarily unavailable; try again shortly",
-                        {"retry_after_seconds": UNAVAILABLE_RETRY_SECONDS},
-                        headers={"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)})
+        return ApiError(
+            503,
+            "unavailable",
+            "the service is temporarily unavailable; try again shortly",
+            {"retry_after_seconds": UNAVAILABLE_RETRY_SECONDS},
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)},
+        )

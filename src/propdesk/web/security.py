@@ -24,12 +24,16 @@ from ..api.errors import error_response
 TURNSTILE_ORIGIN = "https://challenges.cloudflare.com"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
-CSP_WITH_TURNSTILE = (f"default-src 'self'; script-src 'self' {TURNSTILE_ORIGIN}; style-src 'self'; "
-                      f"img-src 'self' data:; connect-src 'self' {TURNSTILE_ORIGIN}; font-src 'self'; "
-                      f"frame-src {TURNSTILE_ORIGIN}; object-src 'none'; base-uri 'self'; form-action 'self'; "
-                      "frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+CSP_WITH_TURNSTILE = (
+    f"default-src 'self'; script-src 'self' {TURNSTILE_ORIGIN}; style-src 'self'; "
+    f"img-src 'self' data:; connect-src 'self' {TURNSTILE_ORIGIN}; font-src 'self'; "
+    f"frame-src {TURNSTILE_ORIGIN}; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 
 HEADERS: tuple[tuple[str, str], ...] = (
     ("Strict-Transport-Security", "max-age=63072000; includeSubDomains"),
@@ -38,8 +42,11 @@ HEADERS: tuple[tuple[str, str], ...] = (
     ("Referrer-Policy", "strict-origin-when-cross-origin"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("Cross-Origin-Resource-Policy", "same-origin"),
-    ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=(), magnetometer=(), "
-                           "gyroscope=(), accelerometer=(), interest-cohort=()"),
+    (
+        "Permissions-Policy",
+        "camera=(), microphone=(), geolocation=(), payment=(), usb=(), magnetometer=(), "
+        "gyroscope=(), accelerometer=(), interest-cohort=()",
+    ),
 )
 TURNSTILE_PAGES = frozenset({"/signup"})
 
@@ -95,8 +102,9 @@ class CsrfGuard:
         self.log = log
 
     def allowed(self, scope: Scope) -> bool:
-        headers: dict[str, str] = {k.decode("latin-1").lower(): v.decode("latin-1")
-                                   for k, v in scope.get("headers", [])}
+        headers: dict[str, str] = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         if "authorization" in headers:
             return True
         origin = headers.get("origin")
@@ -109,8 +117,13 @@ class CsrfGuard:
             await self.app(scope, receive, send)
             return
         if self.log is not None:
-            self.log.warning("csrf_refused", path=scope["path"][:300],  # type: ignore[attr-defined]
-                             request_id=scope.get("state", {}).get("request_id"))
-        response = error_response(403, "csrf_failed", "cross-site request refused: the Origin is not this site",
-                                  {"trusted_origin": self.trusted})
+            self.log.warning(  # type: ignore[attr-defined]
+                "csrf_refused", path=scope["path"][:300], request_id=scope.get("state", {}).get("request_id")
+            )
+        response = error_response(
+            403,
+            "csrf_failed",
+            "cross-site request refused: the Origin is not this site",
+            {"trusted_origin": self.trusted},
+        )
         await response(scope, receive, send)

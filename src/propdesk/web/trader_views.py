@@ -42,11 +42,24 @@ VIOLATION_ROWS = 50
 NEWS_HOURS = 24
 FRAGMENTS = ("summary", "alerts", "rules", "positions", "orders", "history")
 
-_STATUS_BADGE = {"active": "badge-ok", "passed": "badge-info", "funded": "badge-ok", "failed": "badge-bad",
-                 "breached": "badge-bad", "paused": "badge-warn", "locked": "badge-bad", "closed": "badge-muted",
-                 "pending": "badge-muted"}
-_KIND_BADGE = {"breach": "badge-bad", "warning": "badge-warn", "flag": "badge-warn", "reject": "badge-muted",
-               "pass": "badge-ok"}
+_STATUS_BADGE = {
+    "active": "badge-ok",
+    "passed": "badge-info",
+    "funded": "badge-ok",
+    "failed": "badge-bad",
+    "breached": "badge-bad",
+    "paused": "badge-warn",
+    "locked": "badge-bad",
+    "closed": "badge-muted",
+    "pending": "badge-muted",
+}
+_KIND_BADGE = {
+    "breach": "badge-bad",
+    "warning": "badge-warn",
+    "flag": "badge-warn",
+    "reject": "badge-muted",
+    "pass": "badge-ok",
+}
 
 
 def status_badge(status: str | None) -> str:
@@ -58,8 +71,11 @@ def kind_badge(kind: str | None) -> str:
 
 
 _IMPACT_BADGE = {"high": "badge-bad", "medium": "badge-warn", "low": "badge-muted"}
-_NEWS_ACTION_WORDS = {"reject_order": "orders are refused", "flag": "trades are flagged for review",
-                      "deduct_profit": "trades are flagged and their profit deducted"}
+_NEWS_ACTION_WORDS = {
+    "reject_order": "orders are refused",
+    "flag": "trades are flagged for review",
+    "deduct_profit": "trades are flagged and their profit deducted",
+}
 
 
 def impact_badge(impact: str | None) -> str:
@@ -98,8 +114,10 @@ def news_words(rule: dict[str, Any] | None) -> str:
     impact = "high-impact" if rule.get("impact") == "high" else f"{rule.get('impact')}-or-higher-impact"
     scope = "opening or closing" if rule.get("scope") == "open_and_close" else "opening"
     action = _NEWS_ACTION_WORDS.get(str(rule.get("action")), str(rule.get("action") or "").replace("_", " "))
-    return (f"From {rule.get('minutes_before')} min before to {rule.get('minutes_after')} min after each {impact}"
-            f" event, {scope} a position in an affected symbol: {action}.")
+    return (
+        f"From {rule.get('minutes_before')} min before to {rule.get('minutes_after')} min after each {impact}"
+        f" event, {scope} a position in an affected symbol: {action}."
+    )
 
 
 def news_boot(news: dict[str, Any], user_tz: str | None = None) -> dict[str, Any]:
@@ -109,12 +127,24 @@ def news_boot(news: dict[str, Any], user_tz: str | None = None) -> dict[str, Any
     from .pages import fmt_dt
 
     rule = news.get("rule")
-    return {"rule": {k: rule.get(k) for k in ("action", "scope", "minutes_before", "minutes_after", "impact")}
-            if rule else None,
-            "events": [{"id": e["id"], "title": e["title"], "currency": e["currency"], "at": e["at"],
-                        "blackout_from": e.get("blackout_from"), "blackout_to": e.get("blackout_to"),
-                        "ends_local": fmt_dt(e["blackout_to"], user_tz or "UTC", "%H:%M") if e.get("blackout_to")
-                        else None, "symbols": e["symbols"]} for e in news.get("events", [])]}
+    return {
+        "rule": {k: rule.get(k) for k in ("action", "scope", "minutes_before", "minutes_after", "impact")}
+        if rule
+        else None,
+        "events": [
+            {
+                "id": e["id"],
+                "title": e["title"],
+                "currency": e["currency"],
+                "at": e["at"],
+                "blackout_from": e.get("blackout_from"),
+                "blackout_to": e.get("blackout_to"),
+                "ends_local": fmt_dt(e["blackout_to"], user_tz or "UTC", "%H:%M") if e.get("blackout_to") else None,
+                "symbols": e["symbols"],
+            }
+            for e in news.get("events", [])
+        ],
+    }
 
 
 def _dec(v: Any) -> Decimal | None:
@@ -138,22 +168,45 @@ def build_alerts(overview: dict[str, Any], violations: list[dict[str, Any]]) -> 
         if v["kind"] not in ("breach", "warning", "flag"):
             continue
         level = "error" if v["kind"] == "breach" else "warn"
-        alerts.append({"level": level, "kind": v["kind"], "rule": v["rule"], "id": v["id"], "at": v["at"],
-                       "title": f"{v['kind'].capitalize()}: {rule_words(v['rule'])}",
-                       "value": v.get("value"), "limit": v.get("limit"), "action": v.get("action"),
-                       "evidence": v.get("evidence")})
+        alerts.append(
+            {
+                "level": level,
+                "kind": v["kind"],
+                "rule": v["rule"],
+                "id": v["id"],
+                "at": v["at"],
+                "title": f"{v['kind'].capitalize()}: {rule_words(v['rule'])}",
+                "value": v.get("value"),
+                "limit": v.get("limit"),
+                "action": v.get("action"),
+                "evidence": v.get("evidence"),
+            }
+        )
     panel = ((overview.get("rules") or {}).get("panel")) or {}
     if overview.get("status") == "active":
         for key, label in (("daily_loss", "daily loss limit"), ("max_loss", "maximum loss limit")):
             lim = panel.get(key)
             used = _dec(lim.get("used_pct")) if lim else None
             if lim and used is not None and used >= WARN_USED_PCT:
-                alerts.insert(0, {"level": "warn", "kind": "drawdown", "rule": key, "id": f"live-{key}",
-                                  "at": overview.get("as_of"),
-                                  "title": f"Drawdown warning: {used}% of the {label} used",
-                                  "value": lim.get("value"), "limit": lim.get("floor"), "action": None,
-                                  "evidence": {"room_left": lim.get("room"), "floor": lim.get("floor"),
-                                               "computation": lim.get("computation")}})
+                alerts.insert(
+                    0,
+                    {
+                        "level": "warn",
+                        "kind": "drawdown",
+                        "rule": key,
+                        "id": f"live-{key}",
+                        "at": overview.get("as_of"),
+                        "title": f"Drawdown warning: {used}% of the {label} used",
+                        "value": lim.get("value"),
+                        "limit": lim.get("floor"),
+                        "action": None,
+                        "evidence": {
+                            "room_left": lim.get("room"),
+                            "floor": lim.get("floor"),
+                            "computation": lim.get("computation"),
+                        },
+                    },
+                )
     # Breaches first, then the rest by recency (violations come newest first already).
     alerts.sort(key=lambda a: 0 if a["level"] == "error" else 1)
     return alerts
@@ -166,10 +219,17 @@ def account_state(platform: Any, user: Any, account_id: uuid.UUID) -> dict[str, 
     with user_conn(platform, user) as c:
         overview = reads.account_overview(platform, c, account_id, user_tz=tz)
         history = reads.trade_history(platform, c, account_id, limit=HISTORY_ROWS)
-        violations = reads.violations(platform, c, account_id, kinds=("breach", "warning", "flag"),
-                                      limit=VIOLATION_ROWS)
-    return {"account_id": account_id, "overview": overview, "history": history, "violations": violations,
-            "alerts": build_alerts(overview, violations), "user_tz": tz or "UTC"}
+        violations = reads.violations(
+            platform, c, account_id, kinds=("breach", "warning", "flag"), limit=VIOLATION_ROWS
+        )
+    return {
+        "account_id": account_id,
+        "overview": overview,
+        "history": history,
+        "violations": violations,
+        "alerts": build_alerts(overview, violations),
+        "user_tz": tz or "UTC",
+    }
 
 
 def chart_data(state: dict[str, Any]) -> dict[str, Any]:
@@ -178,23 +238,63 @@ def chart_data(state: dict[str, Any]) -> dict[str, Any]:
     bal = ov.get("balance") or {}
     panel = ((ov.get("rules") or {}).get("panel")) or {}
     return {
-        "status": ov.get("status"), "can_trade": bool(ov.get("can_trade")), "currency": ov.get("currency"),
+        "status": ov.get("status"),
+        "can_trade": bool(ov.get("can_trade")),
+        "currency": ov.get("currency"),
         "balance": {k: bal.get(k) for k in ("cash", "equity", "unrealized_pnl", "realized_pnl")},
-        "positions": [{k: p.get(k) for k in ("symbol", "side", "quantity", "avg_price", "stop_loss", "take_profit",
-                                              "unrealized_pnl", "mark_price")} for p in ov.get("positions", [])],
-        "orders": [{k: o.get(k) for k in ("id", "symbol", "side", "order_type", "quantity", "limit_price",
-                                           "stop_price", "stop_loss", "take_profit")}
-                   for o in ov.get("open_orders", [])],
-        "floors": {"daily": (panel.get("daily_loss") or {}).get("floor"),
-                   "max": (panel.get("max_loss") or {}).get("floor")},
+        "positions": [
+            {
+                k: p.get(k)
+                for k in (
+                    "symbol",
+                    "side",
+                    "quantity",
+                    "avg_price",
+                    "stop_loss",
+                    "take_profit",
+                    "unrealized_pnl",
+                    "mark_price",
+                )
+            }
+            for p in ov.get("positions", [])
+        ],
+        "orders": [
+            {
+                k: o.get(k)
+                for k in (
+                    "id",
+                    "symbol",
+                    "side",
+                    "order_type",
+                    "quantity",
+                    "limit_price",
+                    "stop_price",
+                    "stop_loss",
+                    "take_profit",
+                )
+            }
+            for o in ov.get("open_orders", [])
+        ],
+        "floors": {
+            "daily": (panel.get("daily_loss") or {}).get("floor"),
+            "max": (panel.get("max_loss") or {}).get("floor"),
+        },
         "last_alert": next((a["id"] for a in state["alerts"] if a["level"] == "error"), None),
     }
 
 
 def _ctx(state: dict[str, Any]) -> dict[str, Any]:
-    return {"s": state, "ov": state["overview"], "panel": ((state["overview"].get("rules") or {}).get("panel")) or {},
-            "rules": state["overview"].get("rules") or {}, "status_badge": status_badge, "kind_badge": kind_badge,
-            "rule_words": rule_words, "user_tz": state["user_tz"], "evidence_text": evidence_text}
+    return {
+        "s": state,
+        "ov": state["overview"],
+        "panel": ((state["overview"].get("rules") or {}).get("panel")) or {},
+        "rules": state["overview"].get("rules") or {},
+        "status_badge": status_badge,
+        "kind_badge": kind_badge,
+        "rule_words": rule_words,
+        "user_tz": state["user_tz"],
+        "evidence_text": evidence_text,
+    }
 
 
 def fragments(state: dict[str, Any]) -> dict[str, str]:
@@ -223,9 +323,18 @@ def news_payload(platform: Any, user: Any, account_id: uuid.UUID) -> dict[str, A
     with user_conn(platform, user) as c:
         news = reads.news_panel(platform, c, account_id, hours=NEWS_HOURS)
     data = news_boot(news, tz)
-    html = environment().get_template("app/_news.html").render(
-        news=news, news_now=news["as_of"], news_countdown=news_countdown, news_words=news_words(news["rule"]),
-        impact_badge=impact_badge, user_tz=tz or "UTC")
+    html = (
+        environment()
+        .get_template("app/_news.html")
+        .render(
+            news=news,
+            news_now=news["as_of"],
+            news_countdown=news_countdown,
+            news_words=news_words(news["rule"]),
+            impact_badge=impact_badge,
+            user_tz=tz or "UTC",
+        )
+    )
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     return {"html": html, "data": data, "digest": digest}
 
@@ -249,8 +358,16 @@ def _symbols(platform: Any) -> list[dict[str, Any]]:
     out = []
     for inst in platform.catalogue:
         if inst.enabled:
-            out.append({"symbol": inst.symbol, "asset_class": inst.asset_class.value, "precision": inst.price_precision,
-                        "min_lot": str(inst.min_lot), "lot_step": str(inst.lot_step), "description": inst.description})
+            out.append(
+                {
+                    "symbol": inst.symbol,
+                    "asset_class": inst.asset_class.value,
+                    "precision": inst.price_precision,
+                    "min_lot": str(inst.min_lot),
+                    "lot_step": str(inst.lot_step),
+                    "description": inst.description,
+                }
+            )
     return sorted(out, key=lambda s: (s["asset_class"], s["symbol"]))
 
 
@@ -277,10 +394,18 @@ def build(api: Any) -> APIRouter:
             accounts = [a for a in reads.list_accounts(platform, c) if a.get("owner_id") == str(user.id)]
         plans = catalogue_view(platform.plans.catalogue())
         chosen = plan if any(p["id"] == plan for p in plans) else (plans[0]["id"] if plans else None)
-        return render(request, "app/accounts.html", accounts=accounts, plans=plans, chosen_plan=chosen,
-                      plans_json=to_json([{"id": p["id"], "name": p["name"], "currency": p["currency"],
-                                           "offers": p["offers"]} for p in plans]),
-                      status_badge=status_badge, nav_active="app")
+        return render(
+            request,
+            "app/accounts.html",
+            accounts=accounts,
+            plans=plans,
+            chosen_plan=chosen,
+            plans_json=to_json(
+                [{"id": p["id"], "name": p["name"], "currency": p["currency"], "offers": p["offers"]} for p in plans]
+            ),
+            status_badge=status_badge,
+            nav_active="app",
+        )
 
     @router.get("/app/accounts/{account_id}", response_class=HTMLResponse)
     def account_page(request: Request, account_id: str, symbol: str | None = None) -> Response:
@@ -299,19 +424,40 @@ def build(api: Any) -> APIRouter:
         known = {s["symbol"] for s in symbols}
         held = [p["symbol"] for p in state["overview"].get("positions", [])]
         wanted = (symbol or "").upper()
-        chart_symbol = wanted if wanted in known else (held[0] if held else ("EURUSD" if "EURUSD" in known else
-                                                                             (symbols[0]["symbol"] if symbols else "")))
-        boot = {"account_id": str(aid), "symbol": chart_symbol, "symbols": symbols, "data": chart_data(state),
-                "equity": {"points": [{"t": p["t"], "equity": p["equity"], "balance": p["balance"]}
-                                      for p in series["points"]],
-                           "daily_floor": [{"t": p["t"], "value": p["value"]} for p in series["daily_floor"]],
-                           "max_loss_floor": [{"t": p["t"], "value": p["value"]} for p in series["max_loss_floor"]]},
-                "news": news_boot(news, getattr(user, "timezone", None)), "now": platform.clock.now()}
+        chart_symbol = (
+            wanted
+            if wanted in known
+            else (held[0] if held else ("EURUSD" if "EURUSD" in known else (symbols[0]["symbol"] if symbols else "")))
+        )
+        boot = {
+            "account_id": str(aid),
+            "symbol": chart_symbol,
+            "symbols": symbols,
+            "data": chart_data(state),
+            "equity": {
+                "points": [{"t": p["t"], "equity": p["equity"], "balance": p["balance"]} for p in series["points"]],
+                "daily_floor": [{"t": p["t"], "value": p["value"]} for p in series["daily_floor"]],
+                "max_loss_floor": [{"t": p["t"], "value": p["value"]} for p in series["max_loss_floor"]],
+            },
+            "news": news_boot(news, getattr(user, "timezone", None)),
+            "now": platform.clock.now(),
+        }
         ctx = _ctx(state)
-        return render(request, "app/account.html", boot=to_json(boot), symbols=symbols, chart_symbol=chart_symbol,
-                      server_now=platform.clock.now(), nav_active="app", news=news, news_now=news["as_of"],
-                      news_countdown=news_countdown, news_words=news_words(news["rule"]), impact_badge=impact_badge,
-                      **ctx)
+        return render(
+            request,
+            "app/account.html",
+            boot=to_json(boot),
+            symbols=symbols,
+            chart_symbol=chart_symbol,
+            server_now=platform.clock.now(),
+            nav_active="app",
+            news=news,
+            news_now=news["as_of"],
+            news_countdown=news_countdown,
+            news_words=news_words(news["rule"]),
+            impact_badge=impact_badge,
+            **ctx,
+        )
 
     @router.get("/app/accounts/{account_id}/journal", response_class=HTMLResponse)
     def journal_page(request: Request, account_id: str) -> Response:
@@ -328,10 +474,21 @@ def build(api: Any) -> APIRouter:
         except (ValueError, NotFound):
             return not_found(request)
         notifications = [n for n in notes["items"] if n.get("account_id") in (None, aid)]
-        return render(request, "app/journal.html", ov=overview, trades=trades, violations=violations,
-                      notifications=notifications, unread=notes["unread"], account_id=str(aid),
-                      status_badge=status_badge, kind_badge=kind_badge, rule_words=rule_words,
-                      evidence_text=evidence_text, user_tz=getattr(user, "timezone", None) or "UTC",
-                      nav_active="app")
+        return render(
+            request,
+            "app/journal.html",
+            ov=overview,
+            trades=trades,
+            violations=violations,
+            notifications=notifications,
+            unread=notes["unread"],
+            account_id=str(aid),
+            status_badge=status_badge,
+            kind_badge=kind_badge,
+            rule_words=rule_words,
+            evidence_text=evidence_text,
+            user_tz=getattr(user, "timezone", None) or "UTC",
+            nav_active="app",
+        )
 
     return router

@@ -53,8 +53,7 @@ def describe_error(exc: BaseException) -> tuple[str, int | None]:
     """The heartbeat's error text for a failed cycle, and the provider's HTTP status if there was one."""
     status = exc.status_code if isinstance(exc, CalendarError) else None
     if status in KEY_REFUSED_STATUSES:
-        text = (f"Finnhub refused the API key (HTTP {status}): check PROPDESK_FINNHUB_API_KEY; "
-                f"provider said: {exc}")
+        text = f"Finnhub refused the API key (HTTP {status}): check PROPDESK_FINNHUB_API_KEY; provider said: {exc}"
     elif status == 429:
         text = f"Finnhub rate limit reached (HTTP 429), retrying later: {exc}"
     elif isinstance(exc, CalendarError):
@@ -114,19 +113,32 @@ class CalendarSyncWorker(WorkerLoop):
     ``client`` (a ``finnhub.Client``) replaces the key from the settings; ``base_url`` replaces
     ``PROPDESK_FINNHUB_BASE_URL``. Without either a key or a client the worker cannot run (``ValueError``)."""
 
-    def __init__(self, platform: Platform, *, interval_s: float | None = None, days_back: int = 1,
-                 days_ahead: int = 14, stop: threading.Event | None = None, client: Any = None,
-                 base_url: str | None = None, name: str = HEARTBEAT_NAME):
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        interval_s: float | None = None,
+        days_back: int = 1,
+        days_ahead: int = 14,
+        stop: threading.Event | None = None,
+        client: Any = None,
+        base_url: str | None = None,
+        name: str = HEARTBEAT_NAME,
+    ):
         settings = platform.settings
         if days_back < 0 or days_ahead < 0:
             raise ValueError("days_back and days_ahead must not be negative")
         self.source: Any = client if client is not None else settings.finnhub_api_key
         if not self.source:
             raise ValueError("the calendar sync worker needs a Finnhub API key: set PROPDESK_FINNHUB_API_KEY")
-        super().__init__(platform, name=name, stop=stop, log=logs.get("propdesk.workers.calendar_sync"),
-                         interval_s=float(interval_s if interval_s is not None
-                                          else settings.calendar_sync_hours * 3600),
-                         identity={"days_back": days_back, "days_ahead": days_ahead})
+        super().__init__(
+            platform,
+            name=name,
+            stop=stop,
+            log=logs.get("propdesk.workers.calendar_sync"),
+            interval_s=float(interval_s if interval_s is not None else settings.calendar_sync_hours * 3600),
+            identity={"days_back": days_back, "days_ahead": days_ahead},
+        )
         self.base_url = base_url if base_url is not None else settings.finnhub_base_url
         self.days_back = days_back
         self.days_ahead = days_ahead
@@ -140,8 +152,9 @@ class CalendarSyncWorker(WorkerLoop):
         self.cycles += 1
         now = self.platform.clock.now()
         today = now.date()  # the clock is aware UTC, so this is the UTC day
-        result = CycleResult(self.cycles, now, today - timedelta(days=self.days_back),
-                             today + timedelta(days=self.days_ahead))
+        result = CycleResult(
+            self.cycles, now, today - timedelta(days=self.days_back), today + timedelta(days=self.days_ahead)
+        )
         started = time.perf_counter()
         try:
             counts = self._calendar.sync_finnhub(self.source, result.range_from, result.range_to, self.base_url)
@@ -150,8 +163,14 @@ class CalendarSyncWorker(WorkerLoop):
             result.error, result.status_code = describe_error(exc)
             # A provider answer is expected now and then; anything else (a bug, the database) gets its trace.
             unexpected = not isinstance(exc, CalendarError)
-            self._log.error("calendar_sync_failed", cycle=result.cycle, error=result.error,
-                            status_code=result.status_code, key_refused=result.key_refused, exc_info=unexpected)
+            self._log.error(
+                "calendar_sync_failed",
+                cycle=result.cycle,
+                error=result.error,
+                status_code=result.status_code,
+                key_refused=result.key_refused,
+                exc_info=unexpected,
+            )
         result.duration_s = time.perf_counter() - started
         self.failures = 0 if result.ok else self.failures + 1
         result.failures = self.failures
@@ -173,12 +192,19 @@ def start_if_configured(platform: Platform) -> CalendarSyncWorker | None:
     log = logs.get("propdesk.workers.calendar_sync")
     settings = platform.settings
     if not settings.finnhub_api_key:
-        log.info("calendar_sync_disabled", reason="PROPDESK_FINNHUB_API_KEY is not set: the economic calendar is "
-                 "not synced automatically (import it with `propdesk calendar import|sync`)")
+        log.info(
+            "calendar_sync_disabled",
+            reason="PROPDESK_FINNHUB_API_KEY is not set: the economic calendar is "
+            "not synced automatically (import it with `propdesk calendar import|sync`)",
+        )
         return None
     worker = CalendarSyncWorker(platform)
-    log.info("calendar_sync_enabled", interval_hours=settings.calendar_sync_hours,
-             days_back=worker.days_back, days_ahead=worker.days_ahead,
-             base_url=settings.finnhub_base_url or "https://finnhub.io/api/v1")
+    log.info(
+        "calendar_sync_enabled",
+        interval_hours=settings.calendar_sync_hours,
+        days_back=worker.days_back,
+        days_ahead=worker.days_ahead,
+        base_url=settings.finnhub_base_url or "https://finnhub.io/api/v1",
+    )
     worker.start()
     return worker

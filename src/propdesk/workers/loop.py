@@ -24,8 +24,16 @@ class Cycle(Protocol):
 class WorkerLoop:
     """The loop, the thread and the heartbeat of a worker; subclasses implement ``run_once``."""
 
-    def __init__(self, platform: Platform, *, name: str, interval_s: float, stop: threading.Event | None,
-                 log: Any, identity: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        name: str,
+        interval_s: float,
+        stop: threading.Event | None,
+        log: Any,
+        identity: dict[str, Any] | None = None,
+    ):
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self.platform = platform
@@ -35,8 +43,12 @@ class WorkerLoop:
         self.cycles = 0
         self._thread: threading.Thread | None = None
         self._log = log
-        self._identity = {"pid": os.getpid(), "host": socket.gethostname(), "interval_s": self.interval_s,
-                          **(identity or {})}
+        self._identity = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "interval_s": self.interval_s,
+            **(identity or {}),
+        }
 
     def run_once(self) -> Cycle:
         """One cycle. Must not raise for a failure inside the cycle: log it and heartbeat it."""
@@ -53,9 +65,11 @@ class WorkerLoop:
         details = {**result.details(), **self._identity}
         try:
             with self.platform.db.tx() as c:
-                c.execute("INSERT INTO worker_heartbeats (name, beat_at, details) VALUES (%s, %s, %s)"
-                          " ON CONFLICT (name) DO UPDATE SET beat_at = EXCLUDED.beat_at, details = EXCLUDED.details",
-                          (self.name, self.platform.clock.now(), Jsonb(details)))
+                c.execute(
+                    "INSERT INTO worker_heartbeats (name, beat_at, details) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (name) DO UPDATE SET beat_at = EXCLUDED.beat_at, details = EXCLUDED.details",
+                    (self.name, self.platform.clock.now(), Jsonb(details)),
+                )
         except Exception as exc:  # the database may be down; the next cycle tries again
             self._log.error("heartbeat_failed", worker=self.name, error=f"{type(exc).__name__}: {exc}")
 

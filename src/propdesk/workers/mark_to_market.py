@@ -62,11 +62,21 @@ class CycleResult:
 class MarkToMarketWorker(WorkerLoop):
     """Marks every open position every ``interval_s`` seconds until ``stop`` is set."""
 
-    def __init__(self, platform: Platform, *, interval_s: float | None = None,
-                 stop: threading.Event | None = None, name: str = HEARTBEAT_NAME):
-        super().__init__(platform, name=name, stop=stop, log=logs.get("propdesk.workers.mark_to_market"),
-                         interval_s=float(interval_s if interval_s is not None
-                                          else platform.settings.mtm_interval_seconds))
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        interval_s: float | None = None,
+        stop: threading.Event | None = None,
+        name: str = HEARTBEAT_NAME,
+    ):
+        super().__init__(
+            platform,
+            name=name,
+            stop=stop,
+            log=logs.get("propdesk.workers.mark_to_market"),
+            interval_s=float(interval_s if interval_s is not None else platform.settings.mtm_interval_seconds),
+        )
         self.last: CycleResult | None = None
 
     # ------------------------------------------------------------------ one cycle
@@ -98,8 +108,13 @@ class MarkToMarketWorker(WorkerLoop):
         if failures:
             m.mtm_failures.inc(failures)
         if result.failed:
-            self._log.warning("mark_to_market_account_failures", cycle=result.cycle, failed=len(result.failed),
-                              accounts=result.accounts, first=result.failed[0])
+            self._log.warning(
+                "mark_to_market_account_failures",
+                cycle=result.cycle,
+                failed=len(result.failed),
+                accounts=result.accounts,
+                first=result.failed[0],
+            )
         else:
             self._log.debug("mark_to_market_cycle", **result.details())
         self._beat(result)

@@ -28,9 +28,15 @@ class VerifyReport:
         return not self.mismatched and not self.errors
 
     def to_json(self) -> dict[str, Any]:
-        return {"accounts": self.checked, "ok": self.ok, "mismatched": len(self.mismatched),
-                "errors": len(self.errors), "clean": self.clean, "mismatches": self.mismatched,
-                "failures": self.errors}
+        return {
+            "accounts": self.checked,
+            "ok": self.ok,
+            "mismatched": len(self.mismatched),
+            "errors": len(self.errors),
+            "clean": self.clean,
+            "mismatches": self.mismatched,
+            "failures": self.errors,
+        }
 
 
 def recompute(execution: Any, account_id: uuid.UUID) -> dict[str, Any]:
@@ -46,13 +52,17 @@ def account_ids(db: Any, only: Iterable[uuid.UUID] | None = None) -> list[uuid.U
         if only is None:
             rows = c.execute("SELECT id FROM accounts ORDER BY created_at, id").fetchall()
         else:
-            rows = c.execute("SELECT id FROM accounts WHERE id = ANY(%s) ORDER BY created_at, id",
-                             (list(only),)).fetchall()
+            rows = c.execute(
+                "SELECT id FROM accounts WHERE id = ANY(%s) ORDER BY created_at, id", (list(only),)
+            ).fetchall()
     return [r["id"] for r in rows]
 
 
-def verify(execution: Any, ids: Iterable[uuid.UUID],
-           on_account: Callable[[uuid.UUID, dict[str, Any] | None], None] | None = None) -> VerifyReport:
+def verify(
+    execution: Any,
+    ids: Iterable[uuid.UUID],
+    on_account: Callable[[uuid.UUID, dict[str, Any] | None], None] | None = None,
+) -> VerifyReport:
     """Recompute every account in ``ids``; an account that cannot be recomputed is an error, not a pass."""
     report = VerifyReport()
     for acc in ids:

@@ -69,15 +69,28 @@ def test_the_fixtures_cover_a_pass_each_limit_and_both_price_kinds() -> None:
     rules = {(b["rule"], b["action"]) for v in verdicts.values() for b in v["breaches"]}
 
     assert {v["verdict"] for v in verdicts.values()} == {"passed", "failed", "in_progress"}
-    assert {("max_daily_loss", "fail"), ("max_daily_loss", "pause_day"), ("max_loss", "fail"),
-            ("max_trading_days", "expire"), ("inactivity", "expire")} <= rules
+    assert {
+        ("max_daily_loss", "fail"),
+        ("max_daily_loss", "pause_day"),
+        ("max_loss", "fail"),
+        ("max_trading_days", "expire"),
+        ("inactivity", "expire"),
+    } <= rules
     kinds = {(FIXTURES / c["prices"]).read_text().split("\n")[0] for c in CASES.values() if "prices" in c}
     assert kinds == {"symbol,timestamp,open,high,low,close", "symbol,timestamp,bid,ask"}
 
 
 def check_shape(out: dict[str, Any]) -> None:
-    assert list(out) == ["verdict", "phase", "breaches", "progress", "warnings", "flags", "metrics",
-                         "floating_evaluated"]
+    assert list(out) == [
+        "verdict",
+        "phase",
+        "breaches",
+        "progress",
+        "warnings",
+        "flags",
+        "metrics",
+        "floating_evaluated",
+    ]
     assert out["verdict"] in ("passed", "failed", "in_progress")
     for b in out["breaches"]:
         assert list(b) == ["rule", "at", "value", "limit", "action", "evidence"]
@@ -93,8 +106,15 @@ def check_shape(out: dict[str, Any]) -> None:
         assert list(w) == ["rule", "at", "evidence"]
         assert ISO_Z.match(w["at"])
     m = out["metrics"]
-    assert list(m) == ["trading_days", "net_profit", "net_profit_pct", "best_day_share_pct", "max_drawdown_pct",
-                       "win_rate_pct", "trades"]
+    assert list(m) == [
+        "trading_days",
+        "net_profit",
+        "net_profit_pct",
+        "best_day_share_pct",
+        "max_drawdown_pct",
+        "win_rate_pct",
+        "trades",
+    ]
     assert isinstance(m["trading_days"], int)
     assert isinstance(m["trades"], int)
     for k in ("net_profit", "net_profit_pct", "best_day_share_pct", "max_drawdown_pct", "win_rate_pct"):
@@ -129,10 +149,14 @@ def test_without_a_price_file_only_closed_balance_is_checked(tmp_path: Path) -> 
 
 def test_bars_mark_a_short_at_the_bar_high(tmp_path: Path) -> None:
     trades = log(tmp_path, "1,EURUSD,sell,1,2026-03-03T09:00:30Z,1.08000,2026-03-03T09:05:00Z,1.07980,,,,,")
-    prices = write(tmp_path, "bars.csv", "symbol,timestamp,open,high,low,close\n"
-                   "EURUSD,2026-03-03T09:00:00Z,1.08000,1.08010,1.07990,1.08000\n"
-                   "EURUSD,2026-03-03T09:01:00Z,1.08000,1.08520,1.07000,1.07990\n"
-                   "EURUSD,2026-03-03T09:02:00Z,1.07990,1.08000,1.07980,1.07990\n")
+    prices = write(
+        tmp_path,
+        "bars.csv",
+        "symbol,timestamp,open,high,low,close\n"
+        "EURUSD,2026-03-03T09:00:00Z,1.08000,1.08010,1.07990,1.08000\n"
+        "EURUSD,2026-03-03T09:01:00Z,1.08000,1.08520,1.07000,1.07990\n"
+        "EURUSD,2026-03-03T09:02:00Z,1.07990,1.08000,1.07980,1.07990\n",
+    )
 
     out = evaluate(load_rulebook(CLASSIC), trades, prices_path=prices)
 
@@ -154,10 +178,14 @@ def test_ticks_mark_a_long_at_the_bid(tmp_path: Path) -> None:
 def test_start_of_day_equity_uses_the_open_of_the_first_bar_at_or_after_the_boundary(tmp_path: Path) -> None:
     rb = book({"max_daily_loss": {"pct": 5, "anchor": "start_of_day_equity"}}, start="10000", tz="Europe/Prague")
     trades = log(tmp_path, "1,EURUSD,buy,1,2026-03-03T20:00:00Z,1.08000,2026-03-04T09:00:00Z,1.07000,,,,,")
-    prices = write(tmp_path, "bars.csv", "symbol,timestamp,open,high,low,close\n"
-                   "EURUSD,2026-03-03T20:00:00Z,1.08000,1.08000,1.07900,1.07900\n"
-                   "EURUSD,2026-03-03T23:30:00Z,1.07800,1.07800,1.07700,1.07700\n"
-                   "EURUSD,2026-03-04T08:00:00Z,1.07700,1.07700,1.07000,1.07000\n")
+    prices = write(
+        tmp_path,
+        "bars.csv",
+        "symbol,timestamp,open,high,low,close\n"
+        "EURUSD,2026-03-03T20:00:00Z,1.08000,1.08000,1.07900,1.07900\n"
+        "EURUSD,2026-03-03T23:30:00Z,1.07800,1.07800,1.07700,1.07700\n"
+        "EURUSD,2026-03-04T08:00:00Z,1.07700,1.07700,1.07000,1.07000\n",
+    )
 
     out = evaluate(rb, trades, prices_path=prices)
 
@@ -171,9 +199,13 @@ def test_start_of_day_equity_uses_the_open_of_the_first_bar_at_or_after_the_boun
 # ---------------------------------------------------------------- currencies
 def test_a_cross_quoted_in_jpy_converts_through_the_usdjpy_price_file(tmp_path: Path) -> None:
     trades = log(tmp_path, "1,EURJPY,buy,1,2026-03-03T09:00:00Z,162.000,2026-03-03T10:00:00Z,163.000,,,,,")
-    prices = write(tmp_path, "fx.csv", "symbol,timestamp,open,high,low,close\n"
-                   "USDJPY,2026-03-03T08:00:00Z,150.000,150.100,149.900,150.000\n"
-                   "USDJPY,2026-03-03T09:59:00Z,150.000,160.100,149.900,160.000\n")
+    prices = write(
+        tmp_path,
+        "fx.csv",
+        "symbol,timestamp,open,high,low,close\n"
+        "USDJPY,2026-03-03T08:00:00Z,150.000,150.100,149.900,150.000\n"
+        "USDJPY,2026-03-03T09:59:00Z,150.000,160.100,149.900,160.000\n",
+    )
 
     out = evaluate(load_rulebook(CLASSIC), trades, prices_path=prices)
 
@@ -206,10 +238,16 @@ OK = "1,EURUSD,buy,1,2026-03-03T09:00:00Z,1.08000,2026-03-03T10:00:00Z,1.08100,,
         ([OK.replace("1.08100", "")], HEADER, "row 2, column close_price"),
         ([OK.replace("1.08000", "abc")], HEADER, "row 2, column open_price"),
         ([OK, OK], HEADER, "row 3, column ticket"),  # a duplicate ticket
-        (["1,EURUSD,buy,1,2026-03-03T09:00:00Z,1.08,2026-03-03T10:00:00Z,1.081,,,abc,,"], HEADER,
-         "row 2, column commission"),
-        ([OK, "2,EURJPY,buy,1,2026-03-03T11:00:00Z,162.000,2026-03-03T12:00:00Z,163.000,,,,,"], HEADER,
-         "row 3, column profit"),
+        (
+            ["1,EURUSD,buy,1,2026-03-03T09:00:00Z,1.08,2026-03-03T10:00:00Z,1.081,,,abc,,"],
+            HEADER,
+            "row 2, column commission",
+        ),
+        (
+            [OK, "2,EURJPY,buy,1,2026-03-03T11:00:00Z,162.000,2026-03-03T12:00:00Z,163.000,,,,,"],
+            HEADER,
+            "row 3, column profit",
+        ),
     ],
 )
 def test_malformed_logs_are_refused_naming_the_row_and_column(
@@ -227,8 +265,11 @@ def test_malformed_logs_are_refused_naming_the_row_and_column(
 def test_a_non_usd_quote_without_conversion_is_refused_even_when_the_evaluation_would_end_first(
     tmp_path: Path,
 ) -> None:
-    trades = log(tmp_path, "1,EURUSD,buy,1,2026-03-03T09:00:00Z,1.08000,2026-03-03T10:00:00Z,1.07000,,,,,",
-                 "2,GBPJPY,buy,1,2026-03-05T09:00:00Z,190.000,2026-03-05T10:00:00Z,191.000,,,,,")
+    trades = log(
+        tmp_path,
+        "1,EURUSD,buy,1,2026-03-03T09:00:00Z,1.08000,2026-03-03T10:00:00Z,1.07000,,,,,",
+        "2,GBPJPY,buy,1,2026-03-05T09:00:00Z,190.000,2026-03-05T10:00:00Z,191.000,,,,,",
+    )
 
     with pytest.raises(InputError, match=r"row 3, column profit: GBPJPY is quoted in JPY"):
         evaluate(load_rulebook(CLASSIC), trades)  # the -1,000 of trade 1 fails the account before trade 3
@@ -236,8 +277,9 @@ def test_a_non_usd_quote_without_conversion_is_refused_even_when_the_evaluation_
 
 def test_bad_price_and_calendar_files_name_the_row_and_column(tmp_path: Path) -> None:
     trades = log(tmp_path, OK)
-    bars = write(tmp_path, "bars.csv", "symbol,timestamp,open,high,low,close\n"
-                 "EURUSD,2026-03-03T09:00:00Z,1.08,1.07,1.09,1.08\n")
+    bars = write(
+        tmp_path, "bars.csv", "symbol,timestamp,open,high,low,close\nEURUSD,2026-03-03T09:00:00Z,1.08,1.07,1.09,1.08\n"
+    )
     cal = write(tmp_path, "cal.csv", "time,currency,impact,title\n2026-03-03T09:00:00Z,USD,huge,NFP\n")
 
     with pytest.raises(InputError, match=r"bars.csv: row 2, column high"):
@@ -281,8 +323,11 @@ def test_risk_per_trade_flag_carries_the_computed_risk(tmp_path: Path) -> None:
 
 def test_news_deduct_profit_removes_the_profit_of_a_trade_opened_in_the_window(tmp_path: Path) -> None:
     rb = book({"news_trading": {"minutes_before": 5, "minutes_after": 5, "action": "deduct_profit"}}, start="10000")
-    trades = log(tmp_path, "1,EURUSD,buy,1,2026-03-06T13:25:00Z,1.08000,2026-03-06T14:00:00Z,1.08300,,,,,",
-                 "2,EURUSD,buy,1,2026-03-06T13:24:59Z,1.08000,2026-03-06T14:00:00Z,1.08100,,,,,")
+    trades = log(
+        tmp_path,
+        "1,EURUSD,buy,1,2026-03-06T13:25:00Z,1.08000,2026-03-06T14:00:00Z,1.08300,,,,,",
+        "2,EURUSD,buy,1,2026-03-06T13:24:59Z,1.08000,2026-03-06T14:00:00Z,1.08100,,,,,",
+    )
     cal = write(tmp_path, "cal.csv", "time,currency,impact,title\n2026-03-06T13:30:00Z,USD,high,NFP\n")
 
     out = evaluate(rb, trades, calendar_path=cal)

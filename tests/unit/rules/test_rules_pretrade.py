@@ -288,8 +288,7 @@ def test_news_scope_open_lets_a_close_through_and_open_and_close_does_not() -> N
     assert (r.rule, r.evidence["closing"], r.evidence["scope"]) == ("news_trading", True, "open_and_close")
 
 
-@pytest.mark.parametrize(("action", "kind"), [("reject_order", "reject"), ("flag", "flag"),
-                                              ("deduct_profit", "flag")])
+@pytest.mark.parametrize(("action", "kind"), [("reject_order", "reject"), ("flag", "flag"), ("deduct_profit", "flag")])
 def test_news_actions(action: str, kind: str) -> None:
     [r] = check({"news_trading": {"action": action}}, at=NFP.at, currencies=("EUR", "USD"), events=(NFP,))
 

@@ -224,8 +224,9 @@ def test_strict_best_day_consistency_needs_strictly_less_than_the_share() -> Non
     assert d.verdict == "passed"
 
 
-@pytest.mark.parametrize(("denominator", "share", "passed"), [("total_profit", "50.00", False),
-                                                             ("sum_of_positive_days", "45.45", True)])
+@pytest.mark.parametrize(
+    ("denominator", "share", "passed"), [("total_profit", "50.00", False), ("sum_of_positive_days", "45.45", True)]
+)
 def test_best_day_denominators(denominator: str, share: str, passed: bool) -> None:
     # Days +5,000, -1,000, +4,000, +2,000: net 10,000 (the target), positive days sum to 11,000.
     d = Drive(book(phase_rules=best_day(max_share_pct=48, denominator=denominator)))
@@ -311,8 +312,17 @@ def test_per_trade_consistency_fail_ends_the_phase_on_a_violation() -> None:
 
 
 def test_per_trade_consistency_strict_treats_an_equal_share_as_a_violation() -> None:
-    rb = book({"consistency": {"mode": "per_trade", "max_share_pct": 50, "action": "flag", "applies_to": "always",
-                               "strict": True}})
+    rb = book(
+        {
+            "consistency": {
+                "mode": "per_trade",
+                "max_share_pct": 50,
+                "action": "flag",
+                "applies_to": "always",
+                "strict": True,
+            }
+        }
+    )
     d = Drive(rb)
     d.trade(at(0, 9), at(0, 10), 1000)
     d.trade(at(0, 11), at(0, 12), 1000)  # exactly 50%
@@ -321,8 +331,10 @@ def test_per_trade_consistency_strict_treats_an_equal_share_as_a_violation() -> 
 
 
 def test_per_trade_snapshots_are_taken_even_where_the_rule_applies_only_to_payouts() -> None:
-    rb = book({"consistency": {"mode": "per_trade", "max_share_pct": 50, "action": "flag", "applies_to": "payout"}},
-              phase_rules=target())
+    rb = book(
+        {"consistency": {"mode": "per_trade", "max_share_pct": 50, "action": "flag", "applies_to": "payout"}},
+        phase_rules=target(),
+    )
     d = Drive(rb)
     d.trade(at(0, 9), at(0, 10), 1000)
 
@@ -430,8 +442,9 @@ def test_on_a_dst_day_the_daily_floor_resets_at_the_local_day_start(tz: str, sta
 
 
 @pytest.mark.parametrize(("tz", "start", "hours"), DST)
-def test_on_a_dst_day_a_loss_in_its_last_hour_still_counts_against_that_day(tz: str, start: datetime,
-                                                                            hours: int) -> None:
+def test_on_a_dst_day_a_loss_in_its_last_hour_still_counts_against_that_day(
+    tz: str, start: datetime, hours: int
+) -> None:
     h = timedelta(hours=1)
     d = Drive(book(FTMO, tz=tz), start=start)
     d.buy(start + h)
@@ -443,8 +456,10 @@ def test_on_a_dst_day_a_loss_in_its_last_hour_still_counts_against_that_day(tz: 
 
 def test_a_pass_that_only_waited_for_the_flatten_of_a_pause_day_comes_at_the_next_day_start() -> None:
     # The lifecycle has no day_paused -> passed move: the soft breach stands for the rest of the day.
-    rb = book({"max_daily_loss": {"pct": 5, "anchor": "start_of_day_balance", "action": "pause_day"}},
-              phase_rules={**target(), "min_trading_days": {"days": 2}})
+    rb = book(
+        {"max_daily_loss": {"pct": 5, "anchor": "start_of_day_balance", "action": "pause_day"}},
+        phase_rules={**target(), "min_trading_days": {"days": 2}},
+    )
     d = Drive(rb)
     d.trade(at(0, 9), at(0, 10), 20000)  # balance 120,000: target met, one trading day
     t = d.buy(at(1, 9))  # day 1 floor 115,000; two trading days; not flat
@@ -461,8 +476,9 @@ def test_a_pass_that_only_waited_for_the_flatten_of_a_pause_day_comes_at_the_nex
 def test_at_the_deadline_boundary_the_phase_expires_before_a_new_day_would_recheck_a_carried_position() -> None:
     # The deadline is a day start. The day that ends there is still judged (end_of_day rules), but the next day
     # is outside the phase: its floor must not turn an expiry into a failure.
-    rb = book({"max_daily_loss": {"pct": 5, "anchor": "start_of_day_balance"}},
-              phase_rules={"max_trading_days": {"days": 2}})
+    rb = book(
+        {"max_daily_loss": {"pct": 5, "anchor": "start_of_day_balance"}}, phase_rules={"max_trading_days": {"days": 2}}
+    )
     d = Drive(rb)
     d.trade(at(0, 9), at(0, 10), 3000)  # day 0 ends at 103,000
     d.buy(at(1, 9))  # day 1 floor 98,000
@@ -475,8 +491,10 @@ def test_at_the_deadline_boundary_the_phase_expires_before_a_new_day_would_reche
 
 
 def test_at_the_deadline_boundary_the_ending_day_is_still_judged_at_its_end() -> None:
-    rb = book({"max_daily_loss": {"pct": 5, "anchor": "start_of_day_balance", "evaluation": "end_of_day"}},
-              phase_rules={"max_trading_days": {"days": 2}})
+    rb = book(
+        {"max_daily_loss": {"pct": 5, "anchor": "start_of_day_balance", "evaluation": "end_of_day"}},
+        phase_rules={"max_trading_days": {"days": 2}},
+    )
     d = Drive(rb)
     d.buy(at(1, 9))
     d.mark(at(1, 23), 94000)

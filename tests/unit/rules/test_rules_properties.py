@@ -44,8 +44,12 @@ def rich_book(daily_action: str, daily_eval: str, mode: str, lock: bool, flat: b
         max_loss["lock_at_offset"] = "0"
     return book(
         {
-            "max_daily_loss": {"pct": 4, "anchor": "start_of_day_balance", "action": daily_action,
-                               "evaluation": daily_eval},
+            "max_daily_loss": {
+                "pct": 4,
+                "anchor": "start_of_day_balance",
+                "action": daily_action,
+                "evaluation": daily_eval,
+            },
             "max_loss": max_loss,
             "drawdown_warning": {},
             "tick_scalping": {"min_hold_seconds": 300, "max_closes_per_minute": 2},
@@ -166,8 +170,11 @@ def test_trailing_floors_never_fall_follow_their_formula_and_stick_at_the_lock(
             assert s.max_floor == max(lock, D(47000))  # exactly the lock (never below the initial floor)
             assert not floor > s.max_floor
         elif s.verdict is None:
-            peak = {"eod_trailing": s.peak_eod_balance, "intraday_trailing": s.peak_equity,
-                    "closed_balance_trailing": s.peak_closed_balance}[mode]
+            peak = {
+                "eod_trailing": s.peak_eod_balance,
+                "intraday_trailing": s.peak_equity,
+                "closed_balance_trailing": s.peak_closed_balance,
+            }[mode]
             assert s.max_floor == max(D(47000), peak - 3000)
             assert lock is None or s.max_floor < lock or s.max_floor == D(47000)  # no candidate seen yet
         floor = s.max_floor

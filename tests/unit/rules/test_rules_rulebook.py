@@ -48,8 +48,14 @@ def error_of(data: Any) -> RulebookError:
 
 # ---------------------------------------------------------------- presets and offers
 def test_the_shipped_presets_cover_the_five_families_and_an_express_plan() -> None:
-    assert preset_ids() == ["classic-2step", "daily-anchor-max", "express-2step", "futures-trailing", "one-step-eod",
-                            "strict-risk"]
+    assert preset_ids() == [
+        "classic-2step",
+        "daily-anchor-max",
+        "express-2step",
+        "futures-trailing",
+        "one-step-eod",
+        "strict-risk",
+    ]
 
 
 @pytest.mark.parametrize("preset_id", preset_ids())
@@ -112,23 +118,27 @@ def test_phase_rules_are_merged_over_the_defaults_key_by_key() -> None:
 
 
 def test_defaults_of_every_parameter_follow_rules_md() -> None:
-    rules = parse_rulebook(
-        with_(
-            "rules",
-            {
-                "profit_target": {"pct": 10},
-                "min_profitable_days": {"days": 3},
-                "max_daily_loss": {"pct": 5},
-                "max_loss": {"pct": 10},
-                "consistency": {"max_share_pct": 40},
-                "max_risk_per_trade": {},
-                "weekend_trading": {},
-                "hedging": {},
-                "ea_detection": {},
-                "drawdown_warning": {},
-            },
+    rules = (
+        parse_rulebook(
+            with_(
+                "rules",
+                {
+                    "profit_target": {"pct": 10},
+                    "min_profitable_days": {"days": 3},
+                    "max_daily_loss": {"pct": 5},
+                    "max_loss": {"pct": 10},
+                    "consistency": {"max_share_pct": 40},
+                    "max_risk_per_trade": {},
+                    "weekend_trading": {},
+                    "hedging": {},
+                    "ea_detection": {},
+                    "drawdown_warning": {},
+                },
+            )
         )
-    ).phase("funded").rules
+        .phase("funded")
+        .rules
+    )
 
     assert rules["profit_target"] == {"pct": D(10), "measure": "balance", "require_flat": True}
     assert rules["min_profitable_days"]["threshold_pct"] == D(0)

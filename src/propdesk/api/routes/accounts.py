@@ -35,10 +35,20 @@ PREFIX = "/api/v1/prop"
 
 
 def instrument_json(i: Instrument) -> dict[str, Any]:
-    return {"symbol": i.symbol, "asset_class": i.asset_class.value, "contract_size": i.contract_size,
-            "tick_size": i.tick_size, "price_precision": i.price_precision, "quote_currency": i.quote_currency,
-            "base_currency": i.base_currency, "min_lot": i.min_lot, "lot_step": i.lot_step, "max_lot": i.max_lot,
-            "enabled": i.enabled, "description": i.description}
+    return {
+        "symbol": i.symbol,
+        "asset_class": i.asset_class.value,
+        "contract_size": i.contract_size,
+        "tick_size": i.tick_size,
+        "price_precision": i.price_precision,
+        "quote_currency": i.quote_currency,
+        "base_currency": i.base_currency,
+        "min_lot": i.min_lot,
+        "lot_step": i.lot_step,
+        "max_lot": i.max_lot,
+        "enabled": i.enabled,
+        "description": i.description,
+    }
 
 
 _POSITION_NUMBERS = ("quantity", "avg_price", "stop_loss", "take_profit", "mark_price", "unrealized_pnl", "notional")
@@ -50,8 +60,11 @@ def present_position(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def present_snapshot(snap: dict[str, Any]) -> dict[str, Any]:
-    return {**snap, "account": present_account(snap["account"]),
-            "positions": [present_position(p) for p in snap["positions"]]}
+    return {
+        **snap,
+        "account": present_account(snap["account"]),
+        "positions": [present_position(p) for p in snap["positions"]],
+    }
 
 
 def build(api: Api) -> APIRouter:
@@ -60,8 +73,14 @@ def build(api: Api) -> APIRouter:
     ex = platform.execution
 
     # ------------------------------------------------------------------ create / read
-    @router.post(f"{PREFIX}/accounts", status_code=201, responses={200: {"description": "Replay of a body "
-                 "idempotency_key with the same body: the existing account"}, **WRITE_ERRORS})
+    @router.post(
+        f"{PREFIX}/accounts",
+        status_code=201,
+        responses={
+            200: {"description": "Replay of a body idempotency_key with the same body: the existing account"},
+            **WRITE_ERRORS,
+        },
+    )
     def create_account(request: Request, body: CreateAccountBody) -> Response:
         """Create an account. Idempotent by body ``idempotency_key``: the same key with the same body returns
         the existing account (200); with another body, 409 ``idempotency_key_reused``."""
@@ -88,8 +107,12 @@ def build(api: Api) -> APIRouter:
             if "phase" not in body.model_fields_set:
                 phase = book.phases[0].id
             elif phase not in [p.id for p in book.phases]:
-                raise ApiError(422, "invalid_phase", f"plan {book.id} has no phase {phase!r}",
-                               {"phases": [p.id for p in book.phases]})
+                raise ApiError(
+                    422,
+                    "invalid_phase",
+                    f"plan {book.id} has no phase {phase!r}",
+                    {"phases": [p.id for p in book.phases]},
+                )
             overrides["starting_balance"] = str(book.starting_balance)
             overrides["currency"] = book.currency
         elif body.offer_id is not None or body.plan_version is not None:
@@ -98,13 +121,21 @@ def build(api: Api) -> APIRouter:
             policy = ExecutionPolicy.from_json(overrides)
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise ApiError(422, "invalid_policy", str(exc)[:300]) from None
-        cmd = CreateAccount(owner_id=body.owner_id, mode=body.mode, phase=phase, clone_id=body.clone_id,
-                            parent_account_id=body.parent_account_id, policy=policy,
-                            idempotency_key=body.idempotency_key,
-                            request_hash=request.state.body_hash if body.idempotency_key else None,
-                            start=body.start, rulebook=book.to_json() if book else None,
-                            rulebook_id=book.id if book else None, rulebook_version=book.version if book else None,
-                            offer_id=body.offer_id)
+        cmd = CreateAccount(
+            owner_id=body.owner_id,
+            mode=body.mode,
+            phase=phase,
+            clone_id=body.clone_id,
+            parent_account_id=body.parent_account_id,
+            policy=policy,
+            idempotency_key=body.idempotency_key,
+            request_hash=request.state.body_hash if body.idempotency_key else None,
+            start=body.start,
+            rulebook=book.to_json() if book else None,
+            rulebook_id=book.id if book else None,
+            rulebook_version=book.version if book else None,
+            offer_id=body.offer_id,
+        )
 
         def effect(conn: Any) -> Outcome:
             row, created = ex.create_account(cmd, conn=conn)
@@ -127,17 +158,33 @@ def build(api: Api) -> APIRouter:
             rows = c.execute(
                 "SELECT * FROM accounts WHERE clone_id=%s AND (%s::timestamptz IS NULL OR"
                 " (created_at, id) > (%s::timestamptz, %s::uuid)) ORDER BY created_at, id LIMIT %s",
-                (clone_id, at, at, ident, limit + 1)).fetchall()
-            balances = {b["account_id"]: b for b in c.execute(
-                "SELECT * FROM balances WHERE account_id = ANY(%s)", ([r["id"] for r in rows],)).fetchall()}
-        return json_response(page("clone_accounts", rows, limit, lambda r: [ts(r["created_at"]), str(r["id"])],
-                                  lambda r: present_account(r, balances.get(r["id"]))))
+                (clone_id, at, at, ident, limit + 1),
+            ).fetchall()
+            balances = {
+                b["account_id"]: b
+                for b in c.execute(
+                    "SELECT * FROM balances WHERE account_id = ANY(%s)", ([r["id"] for r in rows],)
+                ).fetchall()
+            }
+        return json_response(
+            page(
+                "clone_accounts",
+                rows,
+                limit,
+                lambda r: [ts(r["created_at"]), str(r["id"])],
+                lambda r: present_account(r, balances.get(r["id"])),
+            )
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def lifecycle(trigger: Trigger, doc: str) -> None:
-        @router.post(f"{PREFIX}/accounts/{{account_id}}/{trigger.value}", responses=WRITE_ERRORS,
-                     name=f"{trigger.value}_account", summary=f"{trigger.value.capitalize()} an account",
-                     description=doc)
+        @router.post(
+            f"{PREFIX}/accounts/{{account_id}}/{trigger.value}",
+            responses=WRITE_ERRORS,
+            name=f"{trigger.value}_account",
+            summary=f"{trigger.value.capitalize()} an account",
+            description=doc,
+        )
         def move(request: Request, account_id: AccountId, body: ReasonBody | None = None) -> Response:
             principal = principal_of(request)
             reason = body.reason if body is not None and body.reason else ""
@@ -162,7 +209,8 @@ def build(api: Api) -> APIRouter:
             rows = c.execute(
                 "SELECT seq, kind, category, amount, balance_after, equity_after, order_id, fill_id, evidence,"
                 " created_at FROM ledger WHERE account_id=%s AND seq > %s ORDER BY seq LIMIT %s",
-                (account_id, after, limit + 1)).fetchall()
+                (account_id, after, limit + 1),
+            ).fetchall()
         return json_response(page("ledger", rows, limit, lambda r: [r["seq"]]))
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/snapshot", responses=READ_ERRORS)
@@ -171,9 +219,12 @@ def build(api: Api) -> APIRouter:
         return json_response(present_snapshot(ex.snapshot(account_id)))
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/orders", responses=READ_ERRORS)
-    def orders(account_id: AccountId, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
-               status: Annotated[OrderStatus | None, Query(description="Only orders in this status.")] = None
-               ) -> Response:
+    def orders(
+        account_id: AccountId,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        status: Annotated[OrderStatus | None, Query(description="Only orders in this status.")] = None,
+    ) -> Response:
         after = ts_id_key(decode_cursor("orders", cursor, 2))
         at, ident = after if after else (None, None)
         wanted = status.value if status else None
@@ -183,7 +234,8 @@ def build(api: Api) -> APIRouter:
                 "SELECT * FROM orders WHERE account_id=%s AND (%s::text IS NULL OR status=%s)"
                 " AND (%s::timestamptz IS NULL OR (created_at, id) > (%s::timestamptz, %s::uuid))"
                 " ORDER BY created_at, id LIMIT %s",
-                (account_id, wanted, wanted, at, at, ident, limit + 1)).fetchall()
+                (account_id, wanted, wanted, at, at, ident, limit + 1),
+            ).fetchall()
         return json_response(page("orders", rows, limit, lambda r: [ts(r["created_at"]), str(r["id"])]))
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/fills", responses=READ_ERRORS)
@@ -196,16 +248,16 @@ def build(api: Api) -> APIRouter:
                 "SELECT f.*, (v.fill_id IS NOT NULL) AS voided FROM fills f LEFT JOIN fill_voids v"
                 " ON v.fill_id = f.id WHERE f.account_id=%s AND (%s::timestamptz IS NULL OR (f.created_at, f.id)"
                 " > (%s::timestamptz, %s::uuid)) ORDER BY f.created_at, f.id LIMIT %s",
-                (account_id, at, at, ident, limit + 1)).fetchall()
-        return json_response(page("fills", rows, limit, lambda r: [ts(r["created_at"]), str(r["id"])],
-                                  present_fill))
+                (account_id, at, at, ident, limit + 1),
+            ).fetchall()
+        return json_response(page("fills", rows, limit, lambda r: [ts(r["created_at"]), str(r["id"])], present_fill))
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/positions", responses=READ_ERRORS)
     def positions(account_id: AccountId, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Response:
         """Open positions with marks, by symbol."""
         after = decode_cursor("positions", cursor, 1)
         snap = ex.snapshot(account_id)
-        rows = [p for p in snap["positions"] if after is None or p["symbol"] > str(after[0])][:limit + 1]
+        rows = [p for p in snap["positions"] if after is None or p["symbol"] > str(after[0])][: limit + 1]
         return json_response(page("positions", rows, limit, lambda r: [r["symbol"]], present_position))
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/decision-context", responses=READ_ERRORS)
@@ -215,29 +267,46 @@ def build(api: Api) -> APIRouter:
         snap = ex.snapshot(account_id)
         policy = ExecutionPolicy.from_json(snap["account"]["policy"])
         allowed = [i for i in platform.catalogue if i.enabled and i.asset_class in policy.allowed_asset_classes]
-        symbols = sorted({i.symbol for i in allowed} | {p["symbol"] for p in snap["positions"]}
-                         | {o["symbol"] for o in snap["open_orders"]})
+        symbols = sorted(
+            {i.symbol for i in allowed}
+            | {p["symbol"] for p in snap["positions"]}
+            | {o["symbol"] for o in snap["open_orders"]}
+        )
         now = platform.clock.now()
         quotes = []
         for q in _latest_quotes(api, symbols):
             age = q.age_seconds(now)
             # The same verdict the execution gate gives: the asset class's threshold while its market is open.
-            quotes.append({**q.evidence(), "mid": q.mid, "age_seconds": round(age, 3),
-                           "stale": platform.sessions.is_stale(q, now),
-                           "market_open": platform.sessions.is_open(q.symbol, now)})
-        return json_response({
-            "account_id": account_id, "as_of": now, "status": snap["status"],
-            "can_trade": snap["status"] == Status.ACTIVE.value, "supported_actions": list(SUPPORTED),
-            "snapshot": present_snapshot(snap), "policy": policy.to_json(),
-            "instruments": [instrument_json(i) for i in allowed], "quotes": quotes,
-            "missing_quotes": [s for s in symbols if s not in {q["symbol"] for q in quotes}],
-            "limits": _room(policy, snap),
-        })
+            quotes.append(
+                {
+                    **q.evidence(),
+                    "mid": q.mid,
+                    "age_seconds": round(age, 3),
+                    "stale": platform.sessions.is_stale(q, now),
+                    "market_open": platform.sessions.is_open(q.symbol, now),
+                }
+            )
+        return json_response(
+            {
+                "account_id": account_id,
+                "as_of": now,
+                "status": snap["status"],
+                "can_trade": snap["status"] == Status.ACTIVE.value,
+                "supported_actions": list(SUPPORTED),
+                "snapshot": present_snapshot(snap),
+                "policy": policy.to_json(),
+                "instruments": [instrument_json(i) for i in allowed],
+                "quotes": quotes,
+                "missing_quotes": [s for s in symbols if s not in {q["symbol"] for q in quotes}],
+                "limits": _room(policy, snap),
+            }
+        )
 
     # ------------------------------------------------------------------ marking
     @router.post(f"{PREFIX}/accounts/{{account_id}}/mark-to-market", responses=WRITE_ERRORS)
     def mark_to_market(request: Request, account_id: AccountId) -> Response:
         """Reprice open positions at the latest quotes, record the mark, apply the auto-liquidation net."""
+
         def effect(conn: Any) -> Outcome:
             return Outcome(200, present_snapshot(ex.mark_to_market(account_id, conn=conn)))
 
@@ -246,6 +315,7 @@ def build(api: Api) -> APIRouter:
     @router.post(f"{PREFIX}/mark-to-market-all", responses=WRITE_ERRORS)
     def mark_to_market_all(request: Request) -> Response:
         """Mark every account holding positions; one account's failure is recorded and the rest go on."""
+
         def effect(conn: Any) -> Outcome:
             started = time.perf_counter()
             result = ex.mark_all()
@@ -261,8 +331,9 @@ def build(api: Api) -> APIRouter:
     def instruments(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Response:
         """The instruments catalogue, by symbol."""
         after = decode_cursor("instruments", cursor, 1)
-        rows = [i for i in sorted(platform.catalogue, key=lambda i: i.symbol)
-                if after is None or i.symbol > str(after[0])][:limit + 1]
+        rows = [
+            i for i in sorted(platform.catalogue, key=lambda i: i.symbol) if after is None or i.symbol > str(after[0])
+        ][: limit + 1]
         return json_response(page("instruments", rows, limit, lambda i: [i.symbol], instrument_json))
 
     return router
@@ -272,8 +343,9 @@ def _latest_quotes(api: Api, symbols: list[str]) -> list[Quote]:
     """The newest quote per symbol from this process's store and the quotes table (other writers)."""
     best: dict[str, Quote] = {q.symbol: q for q in api.platform.quotes.all() if q.symbol in set(symbols)}
     with api.read() as c:
-        rows = c.execute("SELECT symbol, bid, ask, ts, seq, source FROM quotes WHERE symbol = ANY(%s)",
-                         (symbols,)).fetchall()
+        rows = c.execute(
+            "SELECT symbol, bid, ask, ts, seq, source FROM quotes WHERE symbol = ANY(%s)", (symbols,)
+        ).fetchall()
     for r in rows:
         cur = best.get(r["symbol"])
         if cur is None or (r["ts"], r["seq"]) > (cur.ts, cur.seq):
@@ -301,20 +373,33 @@ def _room(policy: ExecutionPolicy, snap: dict[str, Any]) -> dict[str, Any]:
     q = Decimal("0.01")
     new_position = max(ZERO, min(policy.max_notional, agg_limit - pos_notional, free_margin * lev, position_cap))
     return {
-        "open_positions": {"used": len(positions), "limit": policy.max_open_positions,
-                           "room": max(0, policy.max_open_positions - len(positions))},
-        "open_orders": {"used": len(resting), "limit": policy.max_open_orders,
-                        "room": max(0, policy.max_open_orders - len(resting))},
+        "open_positions": {
+            "used": len(positions),
+            "limit": policy.max_open_positions,
+            "room": max(0, policy.max_open_positions - len(positions)),
+        },
+        "open_orders": {
+            "used": len(resting),
+            "limit": policy.max_open_orders,
+            "room": max(0, policy.max_open_orders - len(resting)),
+        },
         "order_notional": {"limit": policy.max_notional},
-        "aggregate_notional": {"used": pos_notional.quantize(q), "limit": agg_limit.quantize(q),
-                               "room": max(ZERO, agg_limit - pos_notional).quantize(q)},
-        "leverage": {"used": (CTX.divide(pos_notional, equity) if equity > 0 else ZERO).quantize(Decimal("0.0001")),
-                     "limit": lev},
+        "aggregate_notional": {
+            "used": pos_notional.quantize(q),
+            "limit": agg_limit.quantize(q),
+            "room": max(ZERO, agg_limit - pos_notional).quantize(q),
+        },
+        "leverage": {
+            "used": (CTX.divide(pos_notional, equity) if equity > 0 else ZERO).quantize(Decimal("0.0001")),
+            "limit": lev,
+        },
         "margin": {"used": margin_used.quantize(q), "free": free_margin.quantize(q), "equity": equity},
-        "position_equity_pct": {"limit_pct": policy.max_position_equity_pct,
-                                "max_position_notional": position_cap.quantize(q)},
+        "position_equity_pct": {
+            "limit_pct": policy.max_position_equity_pct,
+            "max_position_notional": position_cap.quantize(q),
+        },
         "max_new_position_notional": new_position.quantize(q),
         "unpriced_positions": list(snap.get("missing_prices", [])),
-        "allow_long": policy.allow_long, "allow_short": policy.allow_short,
+        "allow_long": policy.allow_long,
+        "allow_short": policy.allow_short,
     }
-

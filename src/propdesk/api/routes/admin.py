@@ -31,25 +31,47 @@ from ..schemas import AdminBody, VoidFillBody, VoidOrderBody
 
 AccountId = Annotated[uuid.UUID, Path(description="Account id (UUID).")]
 PREFIX = "/api/v1/admin/prop/accounts"
-_BALANCE_FIELDS = ("cash", "equity", "unrealized_pnl", "realized_pnl", "fees", "deposits", "adjustments",
-                   "high_watermark", "margin_used", "ledger_seq")
+_BALANCE_FIELDS = (
+    "cash",
+    "equity",
+    "unrealized_pnl",
+    "realized_pnl",
+    "fees",
+    "deposits",
+    "adjustments",
+    "high_watermark",
+    "margin_used",
+    "ledger_seq",
+)
 
 
 def account_state(conn: Any, account_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any]:
     """Status and balances as JSON-ready data (the audit row's before/after)."""
     acc = require_account(conn, account_id, lock=lock)
     bal = balance_of(conn, account_id) or {}
-    return {"status": acc["status"],
-            "balance": {k: (dec(bal[k]) if k != "ledger_seq" else bal[k]) for k in _BALANCE_FIELDS if k in bal}}
+    return {
+        "status": acc["status"],
+        "balance": {k: (dec(bal[k]) if k != "ledger_seq" else bal[k]) for k in _BALANCE_FIELDS if k in bal},
+    }
 
 
-def write_audit(conn: Any, *, actor: str, action: str, account_id: uuid.UUID | None, reason: str,
-                before: dict[str, Any] | None, after: dict[str, Any] | None, details: dict[str, Any],
-                at: Any) -> dict[str, Any]:
+def write_audit(
+    conn: Any,
+    *,
+    actor: str,
+    action: str,
+    account_id: uuid.UUID | None,
+    reason: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    details: dict[str, Any],
+    at: Any,
+) -> dict[str, Any]:
     row = conn.execute(
         "INSERT INTO admin_audit (actor, action, account_id, reason, before, after, details, created_at)"
         " VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING *",
-        (actor, action, account_id, reason, Jsonb(before), Jsonb(after), Jsonb(details), at)).fetchone()
+        (actor, action, account_id, reason, Jsonb(before), Jsonb(after), Jsonb(details), at),
+    ).fetchone()
     return row  # type: ignore[no-any-return]
 
 
@@ -63,8 +85,14 @@ def build(api: Api) -> APIRouter:
     platform = api.platform
     ex = platform.execution
 
-    def audited(request: Request, action: str, account_id: uuid.UUID, reason: str,
-                apply: Callable[[Any, str], dict[str, Any]], extra: dict[str, Any] | None = None) -> Response:
+    def audited(
+        request: Request,
+        action: str,
+        account_id: uuid.UUID,
+        reason: str,
+        apply: Callable[[Any, str], dict[str, Any]],
+        extra: dict[str, Any] | None = None,
+    ) -> Response:
         principal = principal_of(request)
 
         def effect(conn: Any) -> Outcome:
@@ -75,23 +103,50 @@ def build(api: Api) -> APIRouter:
                     result = apply(conn, principal.id)
             except DomainError as exc:
                 status, err = describe(exc)
-                write_audit(conn, actor=principal.id, action=action, account_id=account_id, reason=reason,
-                            before=before, after=before, details={**(extra or {}), "outcome": "refused",
-                                                                  "error": err["error"]}, at=now)
+                write_audit(
+                    conn,
+                    actor=principal.id,
+                    action=action,
+                    account_id=account_id,
+                    reason=reason,
+                    before=before,
+                    after=before,
+                    details={**(extra or {}), "outcome": "refused", "error": err["error"]},
+                    at=now,
+                )
                 return Outcome(status, err)
             after = account_state(conn, account_id)
-            audit = write_audit(conn, actor=principal.id, action=action, account_id=account_id, reason=reason,
-                                before=before, after=after,
-                                details={**(extra or {}), "outcome": "applied", "result": _jsonable(result)}, at=now)
+            audit = write_audit(
+                conn,
+                actor=principal.id,
+                action=action,
+                account_id=account_id,
+                reason=reason,
+                before=before,
+                after=after,
+                details={**(extra or {}), "outcome": "applied", "result": _jsonable(result)},
+                at=now,
+            )
             account = require_account(conn, account_id)
-            return Outcome(200, {"action": action, "account": present_account(account, balance_of(conn, account_id)),
-                                 "result": result, "audit": present_audit(audit)})
+            return Outcome(
+                200,
+                {
+                    "action": action,
+                    "account": present_account(account, balance_of(conn, account_id)),
+                    "result": result,
+                    "audit": present_audit(audit),
+                },
+            )
 
         return api.commands.run(request, effect)
 
     def lifecycle(trigger: Trigger) -> None:
-        @router.post(f"{PREFIX}/{{account_id}}/{trigger.value}", responses=WRITE_ERRORS,
-                     name=f"admin_{trigger.value}", summary=f"Admin: {trigger.value} an account (audited)")
+        @router.post(
+            f"{PREFIX}/{{account_id}}/{trigger.value}",
+            responses=WRITE_ERRORS,
+            name=f"admin_{trigger.value}",
+            summary=f"Admin: {trigger.value} an account (audited)",
+        )
         def move(request: Request, account_id: AccountId, body: AdminBody) -> Response:
             def apply(conn: Any, actor: str) -> dict[str, Any]:
                 row = ex.apply_trigger(account_id, trigger, actor=actor, reason=body.reason, conn=conn)
@@ -106,6 +161,7 @@ def build(api: Api) -> APIRouter:
     def void_order(request: Request, account_id: AccountId, body: VoidOrderBody) -> Response:
         """Void an order: a resting one is voided; a filled one has each of its fills voided (reversing
         entries, never deletes)."""
+
         def apply(conn: Any, actor: str) -> dict[str, Any]:
             return {"order": ex.void_order(account_id, body.order_id, actor=actor, reason=body.reason, conn=conn)}
 
@@ -114,6 +170,7 @@ def build(api: Api) -> APIRouter:
     @router.post(f"{PREFIX}/{{account_id}}/void-fill", responses=WRITE_ERRORS)
     def void_fill(request: Request, account_id: AccountId, body: VoidFillBody) -> Response:
         """Void a fill by reversing its fee and realized P&L and re-deriving the position."""
+
         def apply(conn: Any, actor: str) -> dict[str, Any]:
             return {"fill": ex.void_fill(account_id, body.fill_id, actor=actor, reason=body.reason, conn=conn)}
 
@@ -122,6 +179,7 @@ def build(api: Api) -> APIRouter:
     @router.post(f"{PREFIX}/{{account_id}}/recompute", responses=WRITE_ERRORS)
     def recompute(request: Request, account_id: AccountId, body: AdminBody) -> Response:
         """Fold the ledger and fills back into balances and positions and compare with what is stored."""
+
         def apply(conn: Any, actor: str) -> dict[str, Any]:
             return ex.recompute(account_id, conn=conn)
 
@@ -133,8 +191,10 @@ def build(api: Api) -> APIRouter:
         after = decode_int_cursor("audit", cursor)
         with api.read() as c:
             require_account(c, account_id)
-            rows = c.execute("SELECT * FROM admin_audit WHERE account_id=%s AND id > %s ORDER BY id LIMIT %s",
-                             (account_id, after, limit + 1)).fetchall()
+            rows = c.execute(
+                "SELECT * FROM admin_audit WHERE account_id=%s AND id > %s ORDER BY id LIMIT %s",
+                (account_id, after, limit + 1),
+            ).fetchall()
         return json_response(page("audit", rows, limit, lambda r: [r["id"]], present_audit))
 
     return router

@@ -273,27 +273,43 @@ def check_sort(sort: str) -> str:
     try:
         reads.parse_sort(sort)
     except KeyError:
-        raise ApiError(422, "invalid_sort", f"cannot sort by {sort[:40]!r}",
-                       {"allowed": sorted(list(reads.TRADER_SORTS) + [f"-{k}" for k in reads.TRADER_SORTS])}
-                       ) from None
+        raise ApiError(
+            422,
+            "invalid_sort",
+            f"cannot sort by {sort[:40]!r}",
+            {"allowed": sorted(list(reads.TRADER_SORTS) + [f"-{k}" for k in reads.TRADER_SORTS])},
+        ) from None
     return sort
 
 
-def traders_page(conn: Any, *, q: str | None, status: str | None, phase: str | None, plan: str | None,
-                 sort: str, limit: int, offset: int) -> dict[str, Any]:
+def traders_page(
+    conn: Any,
+    *,
+    q: str | None,
+    status: str | None,
+    phase: str | None,
+    plan: str | None,
+    sort: str,
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
     """One page of the trader table with its total, the next cursor and the filter menus."""
-    items, total = reads.traders(conn, q=q, status=status, phase=phase, plan=plan, sort=sort, limit=limit,
-                                 offset=offset)
+    items, total = reads.traders(
+        conn, q=q, status=status, phase=phase, plan=plan, sort=sort, limit=limit, offset=offset
+    )
     nxt = encode_cursor("traders", [offset + limit]) if offset + limit < total else None
     return {"items": items, "total": total, "next_cursor": nxt, "filters": reads.filter_options(conn)}
 
 
-def violations_page(conn: Any, *, kinds: list[str], rule: str | None, account_id: uuid.UUID | None,
-                    before: int | None, limit: int) -> dict[str, Any]:
-    items, last = reads.violations(conn, kinds=kinds, rule=rule, account_id=account_id, before_id=before,
-                                   limit=limit)
-    return {"items": items, "next_cursor": encode_cursor("violations", [last]) if last is not None else None,
-            "rules": reads.violation_rules(conn)}
+def violations_page(
+    conn: Any, *, kinds: list[str], rule: str | None, account_id: uuid.UUID | None, before: int | None, limit: int
+) -> dict[str, Any]:
+    items, last = reads.violations(conn, kinds=kinds, rule=rule, account_id=account_id, before_id=before, limit=limit)
+    return {
+        "items": items,
+        "next_cursor": encode_cursor("violations", [last]) if last is not None else None,
+        "rules": reads.violation_rules(conn),
+    }
 
 
 def account_overview(api: Api, conn: Any, account_id: uuid.UUID) -> dict[str, Any]:
@@ -330,8 +346,9 @@ def calendar_window(now: datetime, start: datetime | None, end: datetime | None)
     panel shows a week or a month; a year of Finnhub rows is not a page)."""
     for name, value in (("from", start), ("to", end)):
         if value is not None and (value.tzinfo is None or value.utcoffset() is None):
-            raise ApiError(422, "invalid_window", f"'{name}' needs a UTC offset (e.g. 2026-03-02T13:30:00Z)",
-                           {"param": name})
+            raise ApiError(
+                422, "invalid_window", f"'{name}' needs a UTC offset (e.g. 2026-03-02T13:30:00Z)", {"param": name}
+            )
     if start is None and end is None:
         start, end = now - CALENDAR_DEFAULT_BACK, now + CALENDAR_DEFAULT_AHEAD
     elif start is None:
@@ -341,11 +358,16 @@ def calendar_window(now: datetime, start: datetime | None, end: datetime | None)
         end = start + CALENDAR_DEFAULT_AHEAD
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     if end <= start:
-        raise ApiError(422, "invalid_window", "'to' must be after 'from'",
-                       {"from": start.isoformat(), "to": end.isoformat()})
+        raise ApiError(
+            422, "invalid_window", "'to' must be after 'from'", {"from": start.isoformat(), "to": end.isoformat()}
+        )
     if end - start > CALENDAR_MAX_SPAN:
-        raise ApiError(422, "window_too_long", f"the window spans more than {CALENDAR_MAX_SPAN.days} days",
-                       {"from": start.isoformat(), "to": end.isoformat(), "max_days": CALENDAR_MAX_SPAN.days})
+        raise ApiError(
+            422,
+            "window_too_long",
+            f"the window spans more than {CALENDAR_MAX_SPAN.days} days",
+            {"from": start.isoformat(), "to": end.isoformat(), "max_days": CALENDAR_MAX_SPAN.days},
+        )
     return start, end
 
 
@@ -360,15 +382,30 @@ def decode_calendar_cursor(cursor: str | None) -> tuple[datetime, int] | None:
     return _cursor_time(at_text), event_id
 
 
-def calendar_page(api: Api, conn: Any, *, start: datetime, end: datetime, impact: str, currency: str | None,
-                  limit: int, after: tuple[datetime, int] | None = None) -> dict[str, Any]:
+def calendar_page(
+    api: Api,
+    conn: Any,
+    *,
+    start: datetime,
+    end: datetime,
+    impact: str,
+    currency: str | None,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+) -> dict[str, Any]:
     """One page of the calendar window (oldest first) with the affected symbols, and the per-source summary."""
-    items, last = reads.calendar_events(conn, api.platform.catalogue, start=start, end=end, impact=impact,
-                                        currency=currency, after=after, limit=limit)
-    return {"items": items,
-            "next_cursor": encode_cursor("calendar", [last[0].isoformat(), last[1]]) if last else None,
-            "limit": limit, "window": {"start": start, "end": end}, "impact": impact, "currency": currency,
-            "sources": reads.calendar_sources(conn, start=start, end=end)}
+    items, last = reads.calendar_events(
+        conn, api.platform.catalogue, start=start, end=end, impact=impact, currency=currency, after=after, limit=limit
+    )
+    return {
+        "items": items,
+        "next_cursor": encode_cursor("calendar", [last[0].isoformat(), last[1]]) if last else None,
+        "limit": limit,
+        "window": {"start": start, "end": end},
+        "impact": impact,
+        "currency": currency,
+        "sources": reads.calendar_sources(conn, start=start, end=end),
+    }
 
 
 def _kinds(kind: str | None) -> list[str]:
@@ -379,8 +416,12 @@ def _kinds(kind: str | None) -> list[str]:
     parts = [k.strip() for k in kind.split(",") if k.strip()]
     bad = [k for k in parts if k not in reads.VIOLATION_KINDS]
     if bad or not parts:
-        raise ApiError(422, "invalid_kind", f"unknown violation kind {bad[0] if bad else kind!r}",
-                       {"allowed": [*reads.VIOLATION_KINDS, "all"]})
+        raise ApiError(
+            422,
+            "invalid_kind",
+            f"unknown violation kind {bad[0] if bad else kind!r}",
+            {"allowed": [*reads.VIOLATION_KINDS, "all"]},
+        )
     return parts
 
 
@@ -396,48 +437,71 @@ def build(api: Api) -> APIRouter:
             return _out(MetricsOut, reads.metrics(c))
 
     @router.get("/api/v1/admin/activity", responses=READ_ERRORS, response_model=ActivityPage)
-    def activity(request: Request, limit: PanelLimit = 50, cursor: Cursor = None,
-                 account_id: Annotated[uuid.UUID | None, Query(description="Only this account.")] = None
-                 ) -> Response:
+    def activity(
+        request: Request,
+        limit: PanelLimit = 50,
+        cursor: Cursor = None,
+        account_id: Annotated[uuid.UUID | None, Query(description="Only this account.")] = None,
+    ) -> Response:
         """The activity feed, newest first: orders, fills, breaches, flags, passes, status changes, admin actions."""
         key = decode_activity_cursor(cursor)
         with admin_conn(api, request) as c:
             items, nxt = reads.activity(c, before=key, limit=limit, account_id=account_id)
-        return _out(ActivityPage, {"items": items,
-                                   "next_cursor": encode_cursor("activity", nxt.to_list()) if nxt else None})
+        return _out(
+            ActivityPage, {"items": items, "next_cursor": encode_cursor("activity", nxt.to_list()) if nxt else None}
+        )
 
     @router.get("/api/v1/admin/traders", responses=READ_ERRORS, response_model=TraderPage)
-    def traders(request: Request,
-                q: Annotated[str | None, Query(max_length=100, description="Search trader, account id, plan.")] = None,
-                status: Annotated[str | None, Query(pattern="^(" + "|".join(reads.TRADER_STATUSES) + ")?$")] = None,
-                phase: Annotated[str | None, Query(max_length=64)] = None,
-                plan: Annotated[str | None, Query(max_length=64)] = None,
-                sort: Annotated[str, Query(max_length=40, description=SORT_HELP)] = "-last_activity",
-                limit: PanelLimit = 50, cursor: Cursor = None) -> Response:
+    def traders(
+        request: Request,
+        q: Annotated[str | None, Query(max_length=100, description="Search trader, account id, plan.")] = None,
+        status: Annotated[str | None, Query(pattern="^(" + "|".join(reads.TRADER_STATUSES) + ")?$")] = None,
+        phase: Annotated[str | None, Query(max_length=64)] = None,
+        plan: Annotated[str | None, Query(max_length=64)] = None,
+        sort: Annotated[str, Query(max_length=40, description=SORT_HELP)] = "-last_activity",
+        limit: PanelLimit = 50,
+        cursor: Cursor = None,
+    ) -> Response:
         """The per-trader status table: search, filter (status, phase, plan), sort (whitelisted keys) and pages,
         all in SQL. An unknown sort key is a 422 ``invalid_sort``."""
         check_sort(sort)
         offset = decode_int_cursor("traders", cursor)
         with admin_conn(api, request) as c:
-            return _out(TraderPage, traders_page(c, q=q or None, status=status or None, phase=phase or None,
-                                                 plan=plan or None, sort=sort, limit=limit, offset=offset))
+            return _out(
+                TraderPage,
+                traders_page(
+                    c,
+                    q=q or None,
+                    status=status or None,
+                    phase=phase or None,
+                    plan=plan or None,
+                    sort=sort,
+                    limit=limit,
+                    offset=offset,
+                ),
+            )
 
     @router.get("/api/v1/admin/violations", responses=READ_ERRORS, response_model=ViolationPage)
-    def violations(request: Request,
-                   kind: Annotated[str | None, Query(max_length=60, description="breach,flag (default), "
-                                                     "warning, reject, pass, or all")] = None,
-                   rule: Annotated[str | None, Query(max_length=64)] = None,
-                   account_id: Annotated[uuid.UUID | None, Query()] = None,
-                   limit: PanelLimit = 50, cursor: Cursor = None) -> Response:
+    def violations(
+        request: Request,
+        kind: Annotated[
+            str | None, Query(max_length=60, description="breach,flag (default), warning, reject, pass, or all")
+        ] = None,
+        rule: Annotated[str | None, Query(max_length=64)] = None,
+        account_id: Annotated[uuid.UUID | None, Query()] = None,
+        limit: PanelLimit = 50,
+        cursor: Cursor = None,
+    ) -> Response:
         """Flags & violations, newest first: rule, value and limit, evidence, and the action taken automatically."""
         kinds = _kinds(kind)
         before = decode_int_cursor("violations", cursor) or None
         with admin_conn(api, request) as c:
-            return _out(ViolationPage, violations_page(c, kinds=kinds, rule=rule or None, account_id=account_id,
-                                                       before=before, limit=limit))
+            return _out(
+                ViolationPage,
+                violations_page(c, kinds=kinds, rule=rule or None, account_id=account_id, before=before, limit=limit),
+            )
 
-    @router.get("/api/v1/admin/accounts/{account_id}/overview", responses=READ_ERRORS,
-                response_model=AccountOverview)
+    @router.get("/api/v1/admin/accounts/{account_id}/overview", responses=READ_ERRORS, response_model=AccountOverview)
     def overview(request: Request, account_id: AccountId) -> Response:
         """One account for the admin page: balances, rule status, equity curve, positions, orders with fills,
         ledger, violations, daily statistics and the admin audit trail."""
@@ -446,24 +510,37 @@ def build(api: Api) -> APIRouter:
 
     @router.get("/api/v1/admin/calendar/events", responses=READ_ERRORS, response_model=CalendarPage)
     def calendar_events(
-            request: Request,
-            start: Annotated[datetime | None, Query(alias="from", description="Window start, ISO-8601 with a UTC "
-                                                    "offset (default: now - 1 day).")] = None,
-            end: Annotated[datetime | None, Query(alias="to", description="Window end, exclusive (default: now + "
-                                                  "7 days; at most 62 days after the start).")] = None,
-            impact: Annotated[str, Query(pattern="^(high|medium|low)$", description="Minimum impact.")] = "low",
-            currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$", description="Only this currency "
-                                                  "(ISO 4217, upper case).")] = None,
-            limit: Annotated[int, Query(ge=1, le=CALENDAR_LIMIT_MAX, description="Page size (1..500).")] = 200,
-            cursor: Cursor = None) -> Response:
+        request: Request,
+        start: Annotated[
+            datetime | None,
+            Query(alias="from", description="Window start, ISO-8601 with a UTC offset (default: now - 1 day)."),
+        ] = None,
+        end: Annotated[
+            datetime | None,
+            Query(
+                alias="to",
+                description="Window end, exclusive (default: now + 7 days; at most 62 days after the start).",
+            ),
+        ] = None,
+        impact: Annotated[str, Query(pattern="^(high|medium|low)$", description="Minimum impact.")] = "low",
+        currency: Annotated[
+            str | None, Query(pattern="^[A-Z]{3}$", description="Only this currency (ISO 4217, upper case).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=CALENDAR_LIMIT_MAX, description="Page size (1..500).")] = 200,
+        cursor: Cursor = None,
+    ) -> Response:
         """The economic calendar the news rule reads, in a window, oldest first: each event with the catalogue
         symbols it affects (its currency is the symbol's base or quote currency, as the news rule matches), and
         per source the number of events and when the newest arrived."""
         window = calendar_window(api.platform.clock.now(), start, end)
         after = decode_calendar_cursor(cursor)
         with admin_conn(api, request) as c:
-            return _out(CalendarPage, calendar_page(api, c, start=window[0], end=window[1], impact=impact,
-                                                    currency=currency, limit=limit, after=after))
+            return _out(
+                CalendarPage,
+                calendar_page(
+                    api, c, start=window[0], end=window[1], impact=impact, currency=currency, limit=limit, after=after
+                ),
+            )
 
     @router.post("/api/v1/admin/plans/{plan_id}/retirement", responses=WRITE_ERRORS)
     def retire_with_reason(request: Request, plan_id: PlanPath, body: AdminBody) -> Response:
@@ -473,16 +550,27 @@ def build(api: Api) -> APIRouter:
 
         def effect(conn: Any) -> Outcome:
             n = api.platform.plans.retire(plan_id)
-            write_audit(conn, actor=principal.id, action="plan_retire", account_id=None, reason=body.reason,
-                        before=None, after={"retired_versions": n}, details={"plan_id": plan_id},
-                        at=api.platform.clock.now())
+            write_audit(
+                conn,
+                actor=principal.id,
+                action="plan_retire",
+                account_id=None,
+                reason=body.reason,
+                before=None,
+                after={"retired_versions": n},
+                details={"plan_id": plan_id},
+                at=api.platform.clock.now(),
+            )
             return Outcome(200, {"plan_id": plan_id, "retired_versions": n})
 
         return api.commands.run(request, effect)
 
-    @router.get("/api/v1/admin/stream", responses=READ_ERRORS,
-                response_class=StreamingResponse,
-                description="Server-sent events: `activity` (new feed items) and `metrics`; heartbeat comments.")
+    @router.get(
+        "/api/v1/admin/stream",
+        responses=READ_ERRORS,
+        response_class=StreamingResponse,
+        description="Server-sent events: `activity` (new feed items) and `metrics`; heartbeat comments.",
+    )
     async def stream(request: Request) -> StreamingResponse:
         """Live activity and metrics for the admin panel (server-sent events)."""
         follower = ActivityFollower()
@@ -520,8 +608,9 @@ def build(api: Api) -> APIRouter:
                 # The server re-queries at most once a second; the browser just listens.
                 await asyncio.sleep(STREAM_INTERVAL_S)
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
 
     return router
 

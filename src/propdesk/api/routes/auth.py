@@ -34,7 +34,8 @@ from ..schemas import Strict
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     400: _err("Bad request (bot check failed, reset link invalid or expired)"),
     403: _err("Cross-site request refused (csrf_failed)"),
-    413: _err("Body too large"), 415: _err("Body is not application/json"),
+    413: _err("Body too large"),
+    415: _err("Body is not application/json"),
     422: _err("Validation error (invalid_email, weak_password, invalid_timezone, ...)"),
     429: _err("Too many attempts; see Retry-After"),
 }
@@ -63,8 +64,13 @@ class ResetConfirmBody(Strict):
 
 
 def present_user(user: WebUser) -> dict[str, Any]:
-    return {"id": str(user.id), "email": user.email, "role": user.role.value, "display_name": user.display_name,
-            "timezone": user.timezone}
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "role": user.role.value,
+        "display_name": user.display_name,
+        "timezone": user.timezone,
+    }
 
 
 def home_of(user: WebUser) -> str:
@@ -78,8 +84,15 @@ def client_ip(request: Request) -> str | None:
 def set_session_cookie(response: Response, identity: IdentityStore, token: str) -> None:
     secure = identity.cookie_name.startswith("__Host-")
     response.headers["Cache-Control"] = "no-store"  # a response that sets a session is never cached
-    response.set_cookie(identity.cookie_name, token, max_age=int(identity.absolute.total_seconds()), path="/",
-                        secure=secure, httponly=True, samesite="lax")
+    response.set_cookie(
+        identity.cookie_name,
+        token,
+        max_age=int(identity.absolute.total_seconds()),
+        path="/",
+        secure=secure,
+        httponly=True,
+        samesite="lax",
+    )
 
 
 def clear_session_cookie(response: Response, identity: IdentityStore) -> None:
@@ -91,8 +104,13 @@ def rate_limit(platform: Any, bucket: str, key: str) -> None:
     """429 ``rate_limited`` with ``Retry-After`` when ``key`` used up ``bucket``."""
     wait = platform.ratelimits.check(bucket, key)
     if wait is not None:
-        raise ApiError(429, "rate_limited", "too many attempts; try again later", {"retry_after_seconds": wait},
-                       headers={"Retry-After": str(wait)})
+        raise ApiError(
+            429,
+            "rate_limited",
+            "too many attempts; try again later",
+            {"retry_after_seconds": wait},
+            headers={"Retry-After": str(wait)},
+        )
 
 
 def _email_key(email: str) -> str:
@@ -114,9 +132,14 @@ def build(api: Api) -> APIRouter:
         outbox_id = platform.mailer.queue(to, subject, body, kind)
         return BackgroundTask(platform.mailer.deliver, outbox_id)
 
-    @router.post("/api/v1/auth/signup", status_code=201, responses={
-        202: {"description": "The address already has an account: nothing changed, its owner was emailed"},
-        **AUTH_ERRORS})
+    @router.post(
+        "/api/v1/auth/signup",
+        status_code=201,
+        responses={
+            202: {"description": "The address already has an account: nothing changed, its owner was emailed"},
+            **AUTH_ERRORS,
+        },
+    )
     def signup(request: Request, body: SignupBody) -> Response:
         """Create a trader account and log it in (201 + session cookie).
 
@@ -127,22 +150,35 @@ def build(api: Api) -> APIRouter:
         if not turnstile.verify(body.turnstile_token, ip):
             raise ApiError(400, "bot_check_failed", "the bot check failed; reload the page and try again")
         try:
-            user = identity.create_user(body.email, body.password, display_name=body.display_name,
-                                        timezone=body.timezone, ip=ip, audit_kind="signup")
+            user = identity.create_user(
+                body.email,
+                body.password,
+                display_name=body.display_name,
+                timezone=body.timezone,
+                ip=ip,
+                audit_kind="signup",
+            )
         except Conflict:
             email = normalize_email(body.email)
             identity.audit("signup_existing", None, ip, {})
             task = mail_in_background(
-                email, "Someone tried to sign up with your address",
+                email,
+                "Someone tried to sign up with your address",
                 "Someone (perhaps you) tried to open a new PropDesk account with this email address, which "
                 "already has one. Nothing was changed.\n\n"
                 f"Log in: {public_url}/login\nForgot your password? {public_url}/reset\n\n"
-                "If this was not you, you can ignore this message.\n", "signup_existing")
+                "If this was not you, you can ignore this message.\n",
+                "signup_existing",
+            )
             response = json_response(_check_email(), 202)
             response.background = task
             return response
-        token = identity.start_session(user, ip=ip, user_agent=request.headers.get("user-agent"),
-                                       replaces=request.cookies.get(identity.cookie_name))
+        token = identity.start_session(
+            user,
+            ip=ip,
+            user_agent=request.headers.get("user-agent"),
+            replaces=request.cookies.get(identity.cookie_name),
+        )
         response = json_response({"user": present_user(user), "redirect": home_of(user)}, 201)
         set_session_cookie(response, identity, token)
         return response
@@ -156,8 +192,12 @@ def build(api: Api) -> APIRouter:
         user = identity.authenticate(body.email, body.password, ip=ip)
         if user is None:
             raise ApiError(401, "invalid_credentials", "the email or password is wrong")
-        token = identity.start_session(user, ip=ip, user_agent=request.headers.get("user-agent"),
-                                       replaces=request.cookies.get(identity.cookie_name))
+        token = identity.start_session(
+            user,
+            ip=ip,
+            user_agent=request.headers.get("user-agent"),
+            replaces=request.cookies.get(identity.cookie_name),
+        )
         response = json_response({"user": present_user(user), "redirect": home_of(user)})
         set_session_cookie(response, identity, token)
         return response
@@ -182,11 +222,13 @@ def build(api: Api) -> APIRouter:
             user, token = found
             minutes = settings.password_reset_minutes
             response.background = mail_in_background(
-                user.email, "Reset your PropDesk password",
+                user.email,
+                "Reset your PropDesk password",
                 f"Open this link to choose a new password (it works once, for {minutes} minutes):\n\n"
                 f"{public_url}/reset?token={token}\n\n"
                 "If you did not ask for this, ignore this message: your password stays as it is.\n",
-                "password_reset")
+                "password_reset",
+            )
         return response
 
     @router.post("/api/v1/auth/password-reset/confirm", responses=AUTH_ERRORS)
@@ -204,13 +246,16 @@ def build(api: Api) -> APIRouter:
     def me(request: Request) -> Response:
         """The logged-in user."""
         principal = request.state.principal
-        return json_response({"user": present_user(principal.user), "home": home_of(principal.user)},
-                             headers={"Cache-Control": "no-store"})
+        return json_response(
+            {"user": present_user(principal.user), "home": home_of(principal.user)},
+            headers={"Cache-Control": "no-store"},
+        )
 
     return router
 
 
 def _check_email() -> dict[str, Any]:
-    return {"status": "check_email",
-            "message": "If this address can be used, we have sent an email with the next step."}
-
+    return {
+        "status": "check_email",
+        "message": "If this address can be used, we have sent an email with the next step.",
+    }

@@ -37,10 +37,14 @@ class SessionOut(BaseModel):
 
     open: bool
     reason: str = Field(examples=["open: FX 24/5 session", "closed: weekend"])
-    next_open: datetime | None = Field(description="While open: the start of the session after this one; while "
-                                       "closed: the next opening. Null for a market that never closes.")
-    next_close: datetime | None = Field(description="While open: the end of this session; while closed: the end "
-                                        "of the next session. Null for a market that never closes.")
+    next_open: datetime | None = Field(
+        description="While open: the start of the session after this one; while "
+        "closed: the next opening. Null for a market that never closes."
+    )
+    next_close: datetime | None = Field(
+        description="While open: the end of this session; while closed: the end "
+        "of the next session. Null for a market that never closes."
+    )
 
 
 class CandleOut(BaseModel):
@@ -50,8 +54,10 @@ class CandleOut(BaseModel):
     low: str
     close: str
     tick_count: int
-    synthetic: bool = Field(description="No tick of its own: the last close carried forward while the market "
-                            "was open (or a provider's empty minute rebuilt from recorded ticks).")
+    synthetic: bool = Field(
+        description="No tick of its own: the last close carried forward while the market "
+        "was open (or a provider's empty minute rebuilt from recorded ticks)."
+    )
 
 
 class CandlesOut(BaseModel):
@@ -72,8 +78,10 @@ class MarketQuoteOut(BaseModel):
     seq: int | None
     source: str | None
     age_seconds: float | None
-    stale: bool = Field(description="True when the quote is older than its asset class's threshold while the "
-                        "market is open (orders on it are refused with stale_price), or missing while open.")
+    stale: bool = Field(
+        description="True when the quote is older than its asset class's threshold while the "
+        "market is open (orders on it are refused with stale_price), or missing while open."
+    )
     stale_after_seconds: float
     session: SessionOut
 
@@ -117,9 +125,11 @@ def build(api: Api) -> APIRouter:
         return sym
 
     @router.get(f"{PREFIX}/candles", response_model=CandlesOut, responses=READ_ERRORS)
-    def candles(symbol: Annotated[str, Query(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9]+$")],
-                timeframe: Annotated[Literal["1m", "5m", "15m", "1h"], Query()] = "1m",
-                limit: Annotated[int, Query(ge=1, le=MAX_BARS)] = 300) -> Response:
+    def candles(
+        symbol: Annotated[str, Query(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9]+$")],
+        timeframe: Annotated[Literal["1m", "5m", "15m", "1h"], Query()] = "1m",
+        limit: Annotated[int, Query(ge=1, le=MAX_BARS)] = 300,
+    ) -> Response:
         """The newest ``limit`` bars of ``symbol`` (oldest first): persisted minute bars, the live open bar, and
         the minutes the market was open without a tick as synthetic carried-forward bars; 5m/15m/1h are
         resampled from the minute bars (aligned on UTC)."""
@@ -131,16 +141,38 @@ def build(api: Api) -> APIRouter:
         with read() as c:
             bars = load_candles(c, sym, timeframe, limit, now=now, calendar=cal, open_bar=open_bar)
         assert timeframe in TIMEFRAMES
-        return json_response({
-            "symbol": sym, "timeframe": timeframe, "price": "mid",
-            "bars": [{"start": b.minute, "open": b.open, "high": b.high, "low": b.low, "close": b.close,
-                      "tick_count": b.ticks, "synthetic": b.synthetic} for b in bars],
-            "session": session_json(cal.status(sym, now))})
+        return json_response(
+            {
+                "symbol": sym,
+                "timeframe": timeframe,
+                "price": "mid",
+                "bars": [
+                    {
+                        "start": b.minute,
+                        "open": b.open,
+                        "high": b.high,
+                        "low": b.low,
+                        "close": b.close,
+                        "tick_count": b.ticks,
+                        "synthetic": b.synthetic,
+                    }
+                    for b in bars
+                ],
+                "session": session_json(cal.status(sym, now)),
+            }
+        )
 
     @router.get(f"{PREFIX}/quotes", response_model=MarketQuotesOut, responses=READ_ERRORS)
-    def quotes(symbols: Annotated[str | None, Query(max_length=2000, pattern=r"^[A-Za-z0-9,]*$",
-                                                    description="Comma-separated symbols (default: every "
-                                                    "enabled instrument).")] = None) -> Response:
+    def quotes(
+        symbols: Annotated[
+            str | None,
+            Query(
+                max_length=2000,
+                pattern=r"^[A-Za-z0-9,]*$",
+                description="Comma-separated symbols (default: every enabled instrument).",
+            ),
+        ] = None,
+    ) -> Response:
         """The latest quote of each symbol with its market session and a stale flag (a missing quote while the
         market is open is stale too)."""
         if symbols:
@@ -150,8 +182,9 @@ def build(api: Api) -> APIRouter:
         now = platform.clock.now()
         cal = calendar_of(platform)
         with read() as c:
-            rows = c.execute("SELECT symbol, bid, ask, ts, seq, source FROM quotes WHERE symbol = ANY(%s)",
-                             (chosen,)).fetchall()
+            rows = c.execute(
+                "SELECT symbol, bid, ask, ts, seq, source FROM quotes WHERE symbol = ANY(%s)", (chosen,)
+            ).fetchall()
         stored = {r["symbol"]: Quote(r["symbol"], r["bid"], r["ask"], r["ts"], r["seq"], r["source"]) for r in rows}
         held = {q.symbol: q for q in platform.quotes.all()}  # this process's store may be ahead of the table
         items = []
@@ -164,13 +197,22 @@ def build(api: Api) -> APIRouter:
             age = q.age_seconds(now) if q is not None else None
             inst = platform.catalogue.get(sym)
             assert inst is not None
-            items.append({
-                "symbol": sym, "asset_class": inst.asset_class.value,
-                "bid": q.bid if q else None, "ask": q.ask if q else None, "mid": q.mid if q else None,
-                "ts": q.ts if q else None, "seq": q.seq if q else None, "source": q.source if q else None,
-                "age_seconds": round(age, 3) if age is not None else None,
-                "stale": st.open and (age is None or age > limit),
-                "stale_after_seconds": limit, "session": session_json(st)})
+            items.append(
+                {
+                    "symbol": sym,
+                    "asset_class": inst.asset_class.value,
+                    "bid": q.bid if q else None,
+                    "ask": q.ask if q else None,
+                    "mid": q.mid if q else None,
+                    "ts": q.ts if q else None,
+                    "seq": q.seq if q else None,
+                    "source": q.source if q else None,
+                    "age_seconds": round(age, 3) if age is not None else None,
+                    "stale": st.open and (age is None or age > limit),
+                    "stale_after_seconds": limit,
+                    "session": session_json(st),
+                }
+            )
         return json_response({"items": items, "time": now})
 
     return router

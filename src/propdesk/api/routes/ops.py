@@ -25,8 +25,13 @@ def calendar_check(beat: Any, now: Any, interval_s: float, margin_s: float) -> d
     recorded in its heartbeat (a ``--interval`` or a test may differ from the settings), else the settings'."""
     check: dict[str, Any] = {"name": CALENDAR_HEARTBEAT}
     if beat is None:
-        check.update(ok=False, reason="no heartbeat recorded", age_seconds=None, last_beat_at=None,
-                     stale_after_seconds=round(2 * interval_s + margin_s, 3))
+        check.update(
+            ok=False,
+            reason="no heartbeat recorded",
+            age_seconds=None,
+            last_beat_at=None,
+            stale_after_seconds=round(2 * interval_s + margin_s, 3),
+        )
         return check
     details = beat["details"] if isinstance(beat["details"], dict) else {}
     recorded = details.get("interval_s")
@@ -35,8 +40,13 @@ def calendar_check(beat: Any, now: Any, interval_s: float, margin_s: float) -> d
     stale_after = 2 * interval_s + margin_s
     age = (now - beat["beat_at"]).total_seconds()
     error = details.get("error")
-    check.update(ok=age <= stale_after and not error, age_seconds=round(age, 3), last_beat_at=beat["beat_at"],
-                 stale_after_seconds=round(stale_after, 3), details=details)
+    check.update(
+        ok=age <= stale_after and not error,
+        age_seconds=round(age, 3),
+        last_beat_at=beat["beat_at"],
+        stale_after_seconds=round(stale_after, 3),
+        details=details,
+    )
     if age > stale_after:
         check["reason"] = "heartbeat is stale"
     elif error:
@@ -61,16 +71,23 @@ def build(api: Api) -> APIRouter:
             with platform.db.engine_pool.connection(timeout=DB_TIMEOUT_SECONDS) as c:
                 c.execute("SELECT set_config('statement_timeout', '2000', true)")
                 version = c.execute("SELECT version_num FROM alembic_version").fetchone()
-                beat = c.execute("SELECT beat_at, details FROM worker_heartbeats WHERE name=%s",
-                                 (HEARTBEAT,)).fetchone()
+                beat = c.execute(
+                    "SELECT beat_at, details FROM worker_heartbeats WHERE name=%s", (HEARTBEAT,)
+                ).fetchone()
                 # The calendar worker runs wherever a Finnhub key is configured (serve, demo, or its command).
-                calendar_beat = None if not platform.settings.finnhub_api_key else c.execute(
-                    "SELECT beat_at, details FROM worker_heartbeats WHERE name=%s", (CALENDAR_HEARTBEAT,)).fetchone()
+                calendar_beat = (
+                    None
+                    if not platform.settings.finnhub_api_key
+                    else c.execute(
+                        "SELECT beat_at, details FROM worker_heartbeats WHERE name=%s", (CALENDAR_HEARTBEAT,)
+                    ).fetchone()
+                )
                 c.rollback()
         except Exception as exc:
             api.log.warning("healthz_database_unreachable", error=f"{type(exc).__name__}: {exc}"[:300])
-            return json_response({"status": "down", "time": now, "checks": {"database": {
-                "ok": False, "error": type(exc).__name__}}}, 503)
+            return json_response(
+                {"status": "down", "time": now, "checks": {"database": {"ok": False, "error": type(exc).__name__}}}, 503
+            )
         db_ms = round((time.perf_counter() - started) * 1000, 3)
         current = version["version_num"] if version else None
         stale_after = platform.settings.heartbeat_stale_seconds
@@ -79,18 +96,22 @@ def build(api: Api) -> APIRouter:
             worker.update(ok=False, reason="no heartbeat recorded", age_seconds=None, last_beat_at=None)
         else:
             age = (now - beat["beat_at"]).total_seconds()
-            worker.update(ok=age <= stale_after, age_seconds=round(age, 3), last_beat_at=beat["beat_at"],
-                          details=beat["details"])
+            worker.update(
+                ok=age <= stale_after, age_seconds=round(age, 3), last_beat_at=beat["beat_at"], details=beat["details"]
+            )
             if age > stale_after:
                 worker["reason"] = "heartbeat is stale"
-        checks: dict[str, dict[str, Any]] = {"database": {"ok": True, "latency_ms": db_ms},
-                  "migrations": {"ok": current == HEAD, "current": current, "head": HEAD},
-                  "mark_to_market_worker": worker}
+        checks: dict[str, dict[str, Any]] = {
+            "database": {"ok": True, "latency_ms": db_ms},
+            "migrations": {"ok": current == HEAD, "current": current, "head": HEAD},
+            "mark_to_market_worker": worker,
+        }
         if platform.settings.finnhub_api_key:
             # Counted like the other checks: a stale or failing sync makes the status "degraded" (still 200; only
             # an unreachable database is 503), since the news rule then works from an outdated calendar.
             checks["calendar_sync_worker"] = calendar_check(
-                calendar_beat, now, platform.settings.calendar_sync_hours * 3600, stale_after)
+                calendar_beat, now, platform.settings.calendar_sync_hours * 3600, stale_after
+            )
         status = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
         return json_response({"status": status, "time": now, "checks": checks})
 

@@ -25,10 +25,22 @@ PlanPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 
 
 def present_violation(r: dict[str, Any]) -> dict[str, Any]:
-    return {"id": r["id"], "account_id": r["account_id"], "rule": r["rule"], "kind": r["kind"],
-            "severity": r["severity"], "action": r["action"], "at": r["at"], "value": r["value"],
-            "limit": r["limit_value"], "evidence": r["evidence"], "inputs_hash": r["inputs_hash"], "phase": r["phase"],
-            "order_id": r["order_id"], "created_at": r["created_at"]}
+    return {
+        "id": r["id"],
+        "account_id": r["account_id"],
+        "rule": r["rule"],
+        "kind": r["kind"],
+        "severity": r["severity"],
+        "action": r["action"],
+        "at": r["at"],
+        "value": r["value"],
+        "limit": r["limit_value"],
+        "evidence": r["evidence"],
+        "inputs_hash": r["inputs_hash"],
+        "phase": r["phase"],
+        "order_id": r["order_id"],
+        "created_at": r["created_at"],
+    }
 
 
 def build(api: Api) -> APIRouter:
@@ -54,9 +66,17 @@ def build(api: Api) -> APIRouter:
 
         def effect(conn: Any) -> Outcome:
             book = platform.plans.create_version(body.text, actor=principal.id)
-            write_audit(conn, actor=principal.id, action="plan_version", account_id=None,
-                        reason=f"plan {book.id} v{book.version}", before=None, after={"version": book.version},
-                        details={"plan_id": book.id, "digest": book.digest()}, at=platform.clock.now())
+            write_audit(
+                conn,
+                actor=principal.id,
+                action="plan_version",
+                account_id=None,
+                reason=f"plan {book.id} v{book.version}",
+                before=None,
+                after={"version": book.version},
+                details={"plan_id": book.id, "digest": book.digest()},
+                at=platform.clock.now(),
+            )
             return Outcome(201, summary(book))
 
         return api.commands.run(request, effect)
@@ -68,9 +88,17 @@ def build(api: Api) -> APIRouter:
 
         def effect(conn: Any) -> Outcome:
             n = platform.plans.retire(plan_id)
-            write_audit(conn, actor=principal.id, action="plan_retire", account_id=None,
-                        reason=f"retire plan {plan_id}", before=None, after={"retired_versions": n},
-                        details={"plan_id": plan_id}, at=platform.clock.now())
+            write_audit(
+                conn,
+                actor=principal.id,
+                action="plan_retire",
+                account_id=None,
+                reason=f"retire plan {plan_id}",
+                before=None,
+                after={"retired_versions": n},
+                details={"plan_id": plan_id},
+                at=platform.clock.now(),
+            )
             return Outcome(200, {"plan_id": plan_id, "retired_versions": n})
 
         return api.commands.run(request, effect)
@@ -89,8 +117,10 @@ def build(api: Api) -> APIRouter:
         before = decode_int_cursor("violations", cursor) or 2**62
         with api.read() as c:
             require_account(c, account_id)
-            rows = c.execute("SELECT * FROM violations WHERE account_id=%s AND id < %s ORDER BY id DESC LIMIT %s",
-                             (account_id, before, limit + 1)).fetchall()
+            rows = c.execute(
+                "SELECT * FROM violations WHERE account_id=%s AND id < %s ORDER BY id DESC LIMIT %s",
+                (account_id, before, limit + 1),
+            ).fetchall()
         return json_response(page("violations", rows, limit, lambda r: [r["id"]], present_violation))
 
     @router.get("/api/v1/prop/accounts/{account_id}/daily-stats", responses=READ_ERRORS)
@@ -100,12 +130,20 @@ def build(api: Api) -> APIRouter:
         after = decode_cursor("daily_stats", cursor, 1)
         with api.read() as c:
             require_account(c, account_id)
-            rows = c.execute("SELECT * FROM daily_stats WHERE account_id=%s AND (%s::date IS NULL OR trading_day < %s)"
-                             " ORDER BY trading_day DESC LIMIT %s",
-                             (account_id, after[0] if after else None, after[0] if after else None,
-                              limit + 1)).fetchall()
-        return json_response(page("daily_stats", rows, limit, lambda r: [r["trading_day"].isoformat()],
-                                  lambda r: {k: v for k, v in r.items() if k != "account_id"}))
+            rows = c.execute(
+                "SELECT * FROM daily_stats WHERE account_id=%s AND (%s::date IS NULL OR trading_day < %s)"
+                " ORDER BY trading_day DESC LIMIT %s",
+                (account_id, after[0] if after else None, after[0] if after else None, limit + 1),
+            ).fetchall()
+        return json_response(
+            page(
+                "daily_stats",
+                rows,
+                limit,
+                lambda r: [r["trading_day"].isoformat()],
+                lambda r: {k: v for k, v in r.items() if k != "account_id"},
+            )
+        )
 
     @router.get("/api/v1/prop/accounts/{account_id}/consistency-snapshots", responses=READ_ERRORS)
     def consistency_snapshots(account_id: AccountId, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Response:
@@ -113,8 +151,10 @@ def build(api: Api) -> APIRouter:
         after = decode_int_cursor("snapshots", cursor)
         with api.read() as c:
             require_account(c, account_id)
-            rows = c.execute("SELECT * FROM consistency_snapshots WHERE account_id=%s AND id > %s ORDER BY id"
-                             " LIMIT %s", (account_id, after, limit + 1)).fetchall()
+            rows = c.execute(
+                "SELECT * FROM consistency_snapshots WHERE account_id=%s AND id > %s ORDER BY id LIMIT %s",
+                (account_id, after, limit + 1),
+            ).fetchall()
         return json_response(page("snapshots", rows, limit, lambda r: [r["id"]]))
 
     # ------------------------------------------------------------------ day roll
@@ -123,6 +163,7 @@ def build(api: Api) -> APIRouter:
         """Roll every challenge account's trading day at its rulebook's day start (DST-correct), re-checking
         carried positions against the new floors at once. Rolling twice is harmless. Accepts the
         ``PROPDESK_CRON_SECRET`` as a bearer token, or an admin token."""
+
         def effect(conn: Any) -> Outcome:
             # Each account rolls in its own transaction: one failure must not hold back the others.
             return Outcome(200, {**platform.execution.roll_all(), "at": platform.clock.now()})
@@ -134,9 +175,21 @@ def build(api: Api) -> APIRouter:
     def check_trade(request: Request, body: ExternalTradeBody) -> Response:
         """Check a trade executed on another platform against the account's rulebook (idempotent by ticket):
         records violations and consistency snapshots, books its P&L at close, answers pass/warning/breach."""
-        trade = ExternalTrade(body.ticket, body.symbol, body.side.value, body.lots, body.open_time, body.open_price,
-                              body.close_time, body.close_price, body.sl, body.tp, body.commission, body.swap,
-                              body.profit)
+        trade = ExternalTrade(
+            body.ticket,
+            body.symbol,
+            body.side.value,
+            body.lots,
+            body.open_time,
+            body.open_price,
+            body.close_time,
+            body.close_price,
+            body.sl,
+            body.tp,
+            body.commission,
+            body.swap,
+            body.profit,
+        )
 
         def effect(conn: Any) -> Outcome:
             return Outcome(200, platform.external.check(body.account_id, trade, conn=conn))
@@ -155,12 +208,27 @@ def build(api: Api) -> APIRouter:
             row = conn.execute(
                 "INSERT INTO economic_events (at, currency, country, impact, title, source, created_at)"
                 " VALUES (%s,%s,%s,%s,%s,'admin',%s) RETURNING *",
-                (body.at, body.currency, body.country, body.impact, body.title, now)).fetchone()
-            event = {"id": row["id"], "at": row["at"].isoformat(), "currency": row["currency"],
-                     "country": row["country"], "impact": row["impact"], "title": row["title"]}
-            write_audit(conn, actor=principal.id, action="calendar_event_add", account_id=None,
-                        reason=f"calendar: {row['impact']} {row['currency']} {row['title']}"[:500],
-                        before=None, after=event, details={"event_id": row["id"], "source": "admin"}, at=now)
+                (body.at, body.currency, body.country, body.impact, body.title, now),
+            ).fetchone()
+            event = {
+                "id": row["id"],
+                "at": row["at"].isoformat(),
+                "currency": row["currency"],
+                "country": row["country"],
+                "impact": row["impact"],
+                "title": row["title"],
+            }
+            write_audit(
+                conn,
+                actor=principal.id,
+                action="calendar_event_add",
+                account_id=None,
+                reason=f"calendar: {row['impact']} {row['currency']} {row['title']}"[:500],
+                before=None,
+                after=event,
+                details={"event_id": row["id"], "source": "admin"},
+                at=now,
+            )
             symbols = affected_symbols(platform.catalogue, row["currency"], row["country"])
             return Outcome(201, {**dict(row), "symbols": symbols})
 

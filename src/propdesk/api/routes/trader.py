@@ -71,9 +71,11 @@ class CheckoutBody(Strict):
     plan_id: PlanId
     offer_id: PlanId = Field(description="The plan's offer (account size), e.g. 100k.")
     payment_provider: Annotated[str, Field(pattern=r"^[a-z]{1,32}$")] = Field(
-        default="dev", description="Only `dev` exists: a development provider that confirms at once.")
+        default="dev", description="Only `dev` exists: a development provider that confirms at once."
+    )
     plan_version: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] | None = Field(
-        default=None, description="Default: the latest active version.")
+        default=None, description="Default: the latest active version."
+    )
 
 
 class NoteBody(Strict):
@@ -87,8 +89,13 @@ class RiskPreviewBody(OrderFields):
 def plan_policy(size: Decimal, currency: str) -> ExecutionPolicy:
     """The execution envelope of a purchased challenge account (the same as the demo's plan accounts): leverage
     up to 1:30, an order up to ten times the account size; the plan's rulebook does the rest."""
-    return ExecutionPolicy(starting_balance=size, currency=currency, max_notional=size * 10,
-                           max_leverage=Decimal(30), max_position_equity_pct=Decimal(1000))
+    return ExecutionPolicy(
+        starting_balance=size,
+        currency=currency,
+        max_notional=size * 10,
+        max_leverage=Decimal(30),
+        max_position_equity_pct=Decimal(1000),
+    )
 
 
 def user_of(request: Request) -> Any:
@@ -109,7 +116,6 @@ def own_account(conn: Any, user: Any, account_id: uuid.UUID) -> dict[str, Any]:
     if row["owner_id"] != owner_key(user):
         raise NotFound(f"account {account_id} not found", code="account_not_found")
     return row
-
 
 
 def _owned_read(platform: Any, request: Request, account_id: uuid.UUID, read: Callable[[Any, Any], Any]) -> Response:
@@ -151,8 +157,12 @@ def build(api: Api) -> APIRouter:
         and a phase-1 challenge account on that plan version is opened, active, owned by the caller."""
         user = user_of(request)
         if body.payment_provider not in PAYMENT_PROVIDERS:
-            raise ApiError(422, "unknown_payment_provider", f"payment provider {body.payment_provider!r} is not "
-                           "available", {"available": list(PAYMENT_PROVIDERS)})
+            raise ApiError(
+                422,
+                "unknown_payment_provider",
+                f"payment provider {body.payment_provider!r} is not available",
+                {"available": list(PAYMENT_PROVIDERS)},
+            )
         book = platform.plans.get(body.plan_id, body.plan_version)
         try:
             offer = book.offer(body.offer_id)
@@ -162,11 +172,19 @@ def build(api: Api) -> APIRouter:
         key = parse_key(request) or uuid.uuid4().hex
         owner = owner_key(user)
         policy = plan_policy(sized.starting_balance, sized.currency)
-        cmd = CreateAccount(owner_id=owner, mode=Mode.CHALLENGE, phase=sized.phases[0].id, policy=policy,
-                            rulebook=sized.to_json(), rulebook_id=sized.id, rulebook_version=sized.version,
-                            offer_id=offer.id, start=True,
-                            # Scoped to the user: another user's key can never collide with (or reveal) this.
-                            idempotency_key=f"checkout:{owner}:{key}")
+        cmd = CreateAccount(
+            owner_id=owner,
+            mode=Mode.CHALLENGE,
+            phase=sized.phases[0].id,
+            policy=policy,
+            rulebook=sized.to_json(),
+            rulebook_id=sized.id,
+            rulebook_version=sized.version,
+            offer_id=offer.id,
+            start=True,
+            # Scoped to the user: another user's key can never collide with (or reveal) this.
+            idempotency_key=f"checkout:{owner}:{key}",
+        )
 
         def effect(conn: Any) -> Outcome:
             account, created = ex.create_account(cmd, conn=conn)
@@ -175,18 +193,43 @@ def build(api: Api) -> APIRouter:
                 conn.execute(
                     "INSERT INTO purchases (id, user_id, plan_id, plan_version, offer, amount, currency, provider,"
                     " status, account_id, idempotency, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,'dev','confirmed',"
-                    "%s,%s,%s)", (purchase_id, user.id, book.id, book.version, offer.id, offer.price,
-                                  offer.currency, account["id"], key, platform.clock.now()))
-            purchase = conn.execute("SELECT * FROM purchases WHERE user_id=%s AND idempotency=%s",
-                                    (user.id, key)).fetchone()
-            return Outcome(201 if created else 200, {
-                "purchase": purchase,
-                "payment": {"provider": "dev", "test_mode": True, "status": "confirmed",
-                            "note": "DEV PAYMENT PROVIDER: confirmed at once, no money moved"},
-                "account": {"id": account["id"], "status": account["status"], "phase": account["phase"],
-                            "plan": {"id": book.id, "version": book.version, "offer_id": offer.id},
-                            "starting_balance": account["starting_balance"], "currency": account["currency"]},
-            })
+                    "%s,%s,%s)",
+                    (
+                        purchase_id,
+                        user.id,
+                        book.id,
+                        book.version,
+                        offer.id,
+                        offer.price,
+                        offer.currency,
+                        account["id"],
+                        key,
+                        platform.clock.now(),
+                    ),
+                )
+            purchase = conn.execute(
+                "SELECT * FROM purchases WHERE user_id=%s AND idempotency=%s", (user.id, key)
+            ).fetchone()
+            return Outcome(
+                201 if created else 200,
+                {
+                    "purchase": purchase,
+                    "payment": {
+                        "provider": "dev",
+                        "test_mode": True,
+                        "status": "confirmed",
+                        "note": "DEV PAYMENT PROVIDER: confirmed at once, no money moved",
+                    },
+                    "account": {
+                        "id": account["id"],
+                        "status": account["status"],
+                        "phase": account["phase"],
+                        "plan": {"id": book.id, "version": book.version, "offer_id": offer.id},
+                        "starting_balance": account["starting_balance"],
+                        "currency": account["currency"],
+                    },
+                },
+            )
 
         return api.commands.run(request, effect)
 
@@ -203,66 +246,98 @@ def build(api: Api) -> APIRouter:
     def overview(request: Request, account_id: AccountId) -> Response:
         """Dashboard data: status, phase, plan, balances and open P&L at the latest quotes, positions, orders and
         the rule panel."""
-        return _owned_read(platform, request, account_id,
-                           lambda c, user: reads.account_overview(platform, c, account_id, user_tz=_tz(user)))
+        return _owned_read(
+            platform,
+            request,
+            account_id,
+            lambda c, user: reads.account_overview(platform, c, account_id, user_tz=_tz(user)),
+        )
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/positions", responses=READ_ERRORS)
     def positions(request: Request, account_id: AccountId) -> Response:
         """Open positions with live P&L (the core's valuation at the latest quotes)."""
-        return _owned_read(platform, request, account_id,
-                           lambda c, user: reads.open_positions(platform, c, account_id))
+        return _owned_read(platform, request, account_id, lambda c, user: reads.open_positions(platform, c, account_id))
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/orders", responses=READ_ERRORS)
-    def orders(request: Request, account_id: AccountId, limit: ListLimit = 100,
-               status: Annotated[str | None, Query(pattern=r"^(open|filled|cancelled|rejected|voided)$")] = None
-               ) -> Response:
+    def orders(
+        request: Request,
+        account_id: AccountId,
+        limit: ListLimit = 100,
+        status: Annotated[str | None, Query(pattern=r"^(open|filled|cancelled|rejected|voided)$")] = None,
+    ) -> Response:
         """Orders, newest first (``?status=open`` for the resting ones)."""
-        return _owned_read(platform, request, account_id,
-                           lambda c, user: {"items": reads.orders(platform, c, account_id, status=status, limit=limit)})
+        return _owned_read(
+            platform,
+            request,
+            account_id,
+            lambda c, user: {"items": reads.orders(platform, c, account_id, status=status, limit=limit)},
+        )
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/trades", responses=READ_ERRORS)
     def trades(request: Request, account_id: AccountId, limit: ListLimit = 200) -> Response:
         """Trade history: fills, newest first, with realized P&L, fees, purpose and notes."""
-        return _owned_read(platform, request, account_id,
-                           lambda c, user: {"items": reads.trade_history(platform, c, account_id, limit=limit)})
+        return _owned_read(
+            platform,
+            request,
+            account_id,
+            lambda c, user: {"items": reads.trade_history(platform, c, account_id, limit=limit)},
+        )
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/violations", responses=READ_ERRORS)
     def violations(request: Request, account_id: AccountId, limit: ListLimit = 100) -> Response:
         """Rule decisions with their evidence, newest first."""
-        return _owned_read(platform, request, account_id,
-                           lambda c, user: {"items": reads.violations(platform, c, account_id, limit=limit)})
+        return _owned_read(
+            platform,
+            request,
+            account_id,
+            lambda c, user: {"items": reads.violations(platform, c, account_id, limit=limit)},
+        )
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/equity", responses=READ_ERRORS)
     def equity(request: Request, account_id: AccountId) -> Response:
         """The equity curve with the daily and max-loss floor series (see ``reads.trader.equity_series``)."""
-        return _owned_read(platform, request, account_id,
-                           lambda c, user: reads.equity_series(platform, c, account_id, user_tz=_tz(user)))
+        return _owned_read(
+            platform,
+            request,
+            account_id,
+            lambda c, user: reads.equity_series(platform, c, account_id, user_tz=_tz(user)),
+        )
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/rules", responses=READ_ERRORS)
     def rules(request: Request, account_id: AccountId) -> Response:
         """Every rule's standing: floors and how they are computed, progress, deadlines, the next day reset in
         the firm's and the trader's time zone."""
-        return _owned_read(platform, request, account_id,
-                           lambda c, user: reads.rules_panel(platform, c, account_id, user_tz=_tz(user)))
+        return _owned_read(
+            platform, request, account_id, lambda c, user: reads.rules_panel(platform, c, account_id, user_tz=_tz(user))
+        )
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/news", responses=READ_ERRORS)
     def news(request: Request, account_id: AccountId, hours: NewsHours = 24) -> Response:
         """Upcoming economic events for the account's instruments (impact at least the news rule's) and the
         rulebook's blackout window around each, whether it is running now, and the symbols blocked now."""
-        return _owned_read(platform, request, account_id,
-                           lambda c, user: reads.news_panel(platform, c, account_id, hours=hours))
+        return _owned_read(
+            platform, request, account_id, lambda c, user: reads.news_panel(platform, c, account_id, hours=hours)
+        )
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/daily-stats", responses=READ_ERRORS)
     def daily_stats(request: Request, account_id: AccountId, limit: ListLimit = 100) -> Response:
         """Per trading day figures, newest first."""
-        return _owned_read(platform, request, account_id,
-                           lambda c, user: {"items": reads.daily_stats(platform, c, account_id, limit=limit)})
+        return _owned_read(
+            platform,
+            request,
+            account_id,
+            lambda c, user: {"items": reads.daily_stats(platform, c, account_id, limit=limit)},
+        )
 
     @router.get(f"{PREFIX}/accounts/{{account_id}}/journal", responses=READ_ERRORS)
     def journal(request: Request, account_id: AccountId, limit: ListLimit = 200) -> Response:
         """Closed trades with the trader's notes, newest first."""
-        return _owned_read(platform, request, account_id,
-                           lambda c, user: {"items": reads.journal(platform, c, account_id, limit=limit)})
+        return _owned_read(
+            platform,
+            request,
+            account_id,
+            lambda c, user: {"items": reads.journal(platform, c, account_id, limit=limit)},
+        )
 
     @router.put(f"{PREFIX}/accounts/{{account_id}}/journal/{{fill_id}}", responses=WRITE_ERRORS)
     def put_note(request: Request, account_id: AccountId, fill_id: FillId, body: NoteBody) -> Response:
@@ -278,21 +353,24 @@ def build(api: Api) -> APIRouter:
                 "INSERT INTO trade_notes (user_id, fill_id, account_id, note, created_at, updated_at)"
                 " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (user_id, fill_id) DO UPDATE SET note=EXCLUDED.note,"
                 " updated_at=EXCLUDED.updated_at RETURNING fill_id, account_id, note, created_at, updated_at",
-                (user.id, fill_id, account_id, body.note, now, now)).fetchone()
+                (user.id, fill_id, account_id, body.note, now, now),
+            ).fetchone()
         return json_response(row)
 
     # ------------------------------------------------------------------ notifications
     @router.get(f"{PREFIX}/notifications", responses=READ_ERRORS)
-    def list_notifications(request: Request, limit: ListLimit = 50,
-                           unread: Annotated[bool, Query(description="Only unread ones.")] = False) -> Response:
+    def list_notifications(
+        request: Request, limit: ListLimit = 50, unread: Annotated[bool, Query(description="Only unread ones.")] = False
+    ) -> Response:
         """The caller's notifications (breaches, warnings, flags, passes, status changes), newest first."""
         user = user_of(request)
         with user_conn(platform, user) as c:
             return json_response(reads.notifications(platform, c, unread_only=unread, limit=limit))
 
     @router.post(f"{PREFIX}/notifications/{{notification_id}}/read", responses=WRITE_ERRORS)
-    def mark_read(request: Request,
-                  notification_id: Annotated[int, Path(ge=1, le=2**62, description="Notification id.")]) -> Response:
+    def mark_read(
+        request: Request, notification_id: Annotated[int, Path(ge=1, le=2**62, description="Notification id.")]
+    ) -> Response:
         """Mark one of the caller's notifications read (idempotent: the first read time is kept)."""
         user = user_of(request)
         with user_conn(platform, user, write=True) as c:
@@ -300,7 +378,8 @@ def build(api: Api) -> APIRouter:
                 "UPDATE notifications SET read_at = coalesce(read_at, %s) WHERE id=%s"
                 " AND user_id::text = current_setting('propdesk.user_id', true)"
                 " RETURNING id, account_id, kind, title, body, evidence, created_at, read_at",
-                (platform.clock.now(), notification_id)).fetchone()
+                (platform.clock.now(), notification_id),
+            ).fetchone()
         if row is None:
             raise NotFound(f"notification {notification_id} not found", code="notification_not_found")
         return json_response(row)
@@ -314,8 +393,13 @@ def build(api: Api) -> APIRouter:
         user = check_owner(request, account_id)
         wait = platform.ratelimits.check("orders_user", owner_key(user))
         if wait is not None:
-            raise ApiError(429, "rate_limited", "too many orders; retry after the indicated seconds",
-                           {"retry_after_seconds": wait}, headers={"Retry-After": str(wait)})
+            raise ApiError(
+                429,
+                "rate_limited",
+                "too many orders; retry after the indicated seconds",
+                {"retry_after_seconds": wait},
+                headers={"Retry-After": str(wait)},
+            )
         return api.commands.run(request, submit_effect(ex, account_id, body.to_request()))
 
     @router.post(f"{PREFIX}/accounts/{{account_id}}/orders/{{order_id}}/cancel", responses=WRITE_ERRORS)
@@ -324,17 +408,20 @@ def build(api: Api) -> APIRouter:
         user = check_owner(request, account_id)
         return api.commands.run(request, cancel_effect(ex, account_id, order_id, f"user:{user.id}"))
 
-    @router.post(f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/close", status_code=201,
-                 responses=WRITE_ERRORS)
-    def close_position(request: Request, account_id: AccountId, symbol: PathSymbol,
-                       body: ClosePositionBody | None = None) -> Response:
+    @router.post(
+        f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/close", status_code=201, responses=WRITE_ERRORS
+    )
+    def close_position(
+        request: Request, account_id: AccountId, symbol: PathSymbol, body: ClosePositionBody | None = None
+    ) -> Response:
         """Close the position at market, or ``quantity`` lots of it (partial close). Answers like an order."""
         check_owner(request, account_id)
         return api.commands.run(request, close_effect(ex, account_id, symbol, body))
 
     @router.post(f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/modify", responses=WRITE_ERRORS)
-    def modify_position(request: Request, account_id: AccountId, symbol: PathSymbol,
-                        body: ModifyPositionBody) -> Response:
+    def modify_position(
+        request: Request, account_id: AccountId, symbol: PathSymbol, body: ModifyPositionBody
+    ) -> Response:
         """Set or clear the stop loss / take profit of an open position (checked against the current quote)."""
         check_owner(request, account_id)
         return api.commands.run(request, modify_effect(ex, account_id, symbol, body))
@@ -359,14 +446,27 @@ def build(api: Api) -> APIRouter:
             gate = G.check_order(req, ex._gate_state(ctx), inst, G.MarketContext(quote, rate, now))
             val = ctx.valuation or ex._valuate(ctx)
             equity = money(val.equity)
-            entry: Decimal | None = req.trigger_price if body.order_type is not OrderType.MARKET else (
-                (quote.ask if body.side is Side.BUY else quote.bid) if quote is not None else None)
-            out: dict[str, Any] = {"symbol": body.symbol, "side": body.side, "quantity": body.quantity,
-                                   "entry_price": entry, "equity": equity, "currency": ctx.policy.currency,
-                                   "risk": None, "risk_pct": None, "reward": None, "reward_pct": None,
-                                   "notional": None, "margin": None,
-                                   "gate": gate.to_json() if gate is not None else None,
-                                   "max_risk_per_trade": None}
+            entry: Decimal | None = (
+                req.trigger_price
+                if body.order_type is not OrderType.MARKET
+                else ((quote.ask if body.side is Side.BUY else quote.bid) if quote is not None else None)
+            )
+            out: dict[str, Any] = {
+                "symbol": body.symbol,
+                "side": body.side,
+                "quantity": body.quantity,
+                "entry_price": entry,
+                "equity": equity,
+                "currency": ctx.policy.currency,
+                "risk": None,
+                "risk_pct": None,
+                "reward": None,
+                "reward_pct": None,
+                "notional": None,
+                "margin": None,
+                "gate": gate.to_json() if gate is not None else None,
+                "max_risk_per_trade": None,
+            }
             if entry is not None and rate is not None:
                 notional = money(CTX.multiply(inst.contract_value(body.quantity, entry), rate))
                 out["notional"] = notional
@@ -379,14 +479,18 @@ def build(api: Api) -> APIRouter:
                     risk = money(CTX.multiply(inst.contract_value(body.quantity, abs(entry - body.stop_loss)), rate))
                     out["risk"], out["risk_pct"] = risk, pct(risk)
                 if body.take_profit is not None:
-                    reward = money(CTX.multiply(inst.contract_value(body.quantity, abs(body.take_profit - entry)),
-                                                rate))
+                    reward = money(
+                        CTX.multiply(inst.contract_value(body.quantity, abs(body.take_profit - entry)), rate)
+                    )
                     out["reward"], out["reward_pct"] = reward, pct(reward)
             ev = ex.rules.evaluator(c, ctx)
             rule = ev.rules.get("max_risk_per_trade") if ev is not None else None
             if rule is not None:
-                out["max_risk_per_trade"] = {"pct": rule["pct"], "amount": money(rule["pct"] * equity / 100),
-                                             "require_stop_loss": rule.get("require_stop_loss", False)}
+                out["max_risk_per_trade"] = {
+                    "pct": rule["pct"],
+                    "amount": money(rule["pct"] * equity / 100),
+                    "require_stop_loss": rule.get("require_stop_loss", False),
+                }
         return json_response(out)
 
     return router

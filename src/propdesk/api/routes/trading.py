@@ -49,8 +49,9 @@ def order_outcome(out: OrderOutcome, accepted_status: int = 201) -> Outcome:
     if out.rejection is None:
         return Outcome(accepted_status, {"order": out.order, "fill": out.fill, "rejection": None})
     rej = out.rejection
-    return Outcome(422, {"error": {"code": rej.code, "message": rej.message, "details": rej.details},
-                         "order": out.order})
+    return Outcome(
+        422, {"error": {"code": rej.code, "message": rej.message, "details": rej.details}, "order": out.order}
+    )
 
 
 # The trading commands, shared by the machine routes here and the trader's session routes (routes/trader.py):
@@ -70,9 +71,18 @@ def close_effect(ex: ExecutionService, account_id: uuid.UUID, symbol: str, body:
 
 
 def modify_effect(ex: ExecutionService, account_id: uuid.UUID, symbol: str, body: ModifyPositionBody) -> Effect:
-    return lambda conn: Outcome(200, ex.modify(account_id, symbol=symbol, stop_loss=body.stop_loss,
-                                               take_profit=body.take_profit, clear_stop_loss=body.clear_stop_loss,
-                                               clear_take_profit=body.clear_take_profit, conn=conn))
+    return lambda conn: Outcome(
+        200,
+        ex.modify(
+            account_id,
+            symbol=symbol,
+            stop_loss=body.stop_loss,
+            take_profit=body.take_profit,
+            clear_stop_loss=body.clear_stop_loss,
+            clear_take_profit=body.clear_take_profit,
+            conn=conn,
+        ),
+    )
 
 
 def build(api: Api) -> APIRouter:
@@ -93,39 +103,53 @@ def build(api: Api) -> APIRouter:
         """Cancel a resting limit/stop order."""
         return api.commands.run(request, cancel_effect(ex, account_id, order_id, principal_of(request).id))
 
-    @router.post(f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/close", status_code=201,
-                 responses=WRITE_ERRORS)
-    def close_position(request: Request, account_id: AccountId, symbol: PathSymbol,
-                       body: ClosePositionBody | None = None) -> Response:
+    @router.post(
+        f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/close", status_code=201, responses=WRITE_ERRORS
+    )
+    def close_position(
+        request: Request, account_id: AccountId, symbol: PathSymbol, body: ClosePositionBody | None = None
+    ) -> Response:
         """Close the position at market, or ``quantity`` lots of it (partial close). Answers like an order."""
         return api.commands.run(request, close_effect(ex, account_id, symbol, body))
 
     @router.post(f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/modify", responses=WRITE_ERRORS)
-    def modify_position(request: Request, account_id: AccountId, symbol: PathSymbol,
-                        body: ModifyPositionBody) -> Response:
+    def modify_position(
+        request: Request, account_id: AccountId, symbol: PathSymbol, body: ModifyPositionBody
+    ) -> Response:
         """Set or clear the stop loss / take profit of an open position (checked against the current quote)."""
         return api.commands.run(request, modify_effect(ex, account_id, symbol, body))
 
     # ------------------------------------------------------------------ decision actions
-    @router.post(f"{PREFIX}/accounts/{{account_id}}/decision-actions", responses=WRITE_ERRORS,
-                 tags=["decisions"])
+    @router.post(f"{PREFIX}/accounts/{{account_id}}/decision-actions", responses=WRITE_ERRORS, tags=["decisions"])
     def decision_actions(request: Request, account_id: AccountId, body: DecisionBatchBody) -> Response:
         """Submit a batch of up to 100 proposed actions (open, close, modify, cancel; anything else, including
         hold, is recorded as unsupported). Idempotent by (account, decision_run_id, decision_action_id): a
         retry returns the stored results without running the gates again; an id reused with another body is
         409 (numbers compare by value: "0.10" and 0.1 are the same); duplicate ids in one batch are 422. Each
         result links to the order and fill it produced."""
-        actions = [DecisionAction(
-            decision_action_id=a.decision_action_id, action=a.action, symbol=a.symbol, side=a.side,
-            quantity=a.quantity, order_type=a.order_type, limit_price=a.limit_price, stop_price=a.stop_price,
-            stop_loss=a.stop_loss, take_profit=a.take_profit, order_id=a.order_id,
-            client_order_id=a.client_order_id, rationale=a.rationale,
-            raw=orjson.loads(dumps(a.model_dump(exclude_none=True)))) for a in body.actions]
+        actions = [
+            DecisionAction(
+                decision_action_id=a.decision_action_id,
+                action=a.action,
+                symbol=a.symbol,
+                side=a.side,
+                quantity=a.quantity,
+                order_type=a.order_type,
+                limit_price=a.limit_price,
+                stop_price=a.stop_price,
+                stop_loss=a.stop_loss,
+                take_profit=a.take_profit,
+                order_id=a.order_id,
+                client_order_id=a.client_order_id,
+                rationale=a.rationale,
+                raw=orjson.loads(dumps(a.model_dump(exclude_none=True))),
+            )
+            for a in body.actions
+        ]
 
         def effect(conn: Any) -> Outcome:
             results = platform.decisions.submit_batch(account_id, body.decision_run_id, actions, conn=conn)
-            return Outcome(200, {"account_id": account_id, "decision_run_id": body.decision_run_id,
-                                 "results": results})
+            return Outcome(200, {"account_id": account_id, "decision_run_id": body.decision_run_id, "results": results})
 
         return api.commands.run(request, effect)
 
@@ -152,8 +176,13 @@ def build(api: Api) -> APIRouter:
             if platform.catalogue.get(q.symbol) is None:
                 errors.append({"loc": [*loc, "symbol"], "msg": f"unknown symbol {q.symbol}", "type": "unknown_symbol"})
             if abs((q.ts - now).total_seconds()) > MAX_QUOTE_SKEW_SECONDS:
-                errors.append({"loc": [*loc, "ts"], "msg": "timestamp is more than a day away from the server time",
-                               "type": "timestamp_out_of_range"})
+                errors.append(
+                    {
+                        "loc": [*loc, "ts"],
+                        "msg": "timestamp is more than a day away from the server time",
+                        "type": "timestamp_out_of_range",
+                    }
+                )
         if errors:
             raise ApiError(422, "validation_error", "invalid quotes", validation_details(errors))
 
@@ -162,8 +191,9 @@ def build(api: Api) -> APIRouter:
             to_fire: dict[str, Quote] = {}
             for q in items:
                 before = platform.quotes.stats.dropped_duplicate
-                stored = platform.quotes.put(Quote(q.symbol, q.bid, q.ask, q.ts.astimezone(UTC), q.seq or 0, "api"),
-                                             received_at=now)
+                stored = platform.quotes.put(
+                    Quote(q.symbol, q.bid, q.ask, q.ts.astimezone(UTC), q.seq or 0, "api"), received_at=now
+                )
                 if stored is None:
                     reason = "duplicate" if platform.quotes.stats.dropped_duplicate > before else "out_of_order"
                     platform.metrics.quotes.labels(outcome="dropped").inc()
@@ -178,8 +208,9 @@ def build(api: Api) -> APIRouter:
                     fired[k] = fired.get(k, 0) + v
                 platform.quotes.announce(stored)
             accepted = sum(1 for r in results if r["status"] == "accepted")
-            return Outcome(200, {"accepted": accepted, "dropped": len(results) - accepted, "results": results,
-                                 "triggers": fired})
+            return Outcome(
+                200, {"accepted": accepted, "dropped": len(results) - accepted, "results": results, "triggers": fired}
+            )
 
         return api.commands.run(request, effect)
 

@@ -430,7 +430,8 @@ class Evaluator:
             v,
             s.daily_floor,
             {
-                "trading_day": s.day.isoformat() if s.day else None, "initial_balance": fmt(money(s.initial)),
+                "trading_day": s.day.isoformat() if s.day else None,
+                "initial_balance": fmt(money(s.initial)),
                 "anchor": p["anchor"],
                 "anchor_value": fmt(money(s.daily_anchor or ZERO)),
                 "base": p["base"],

@@ -62,7 +62,7 @@ class OrderCheck:
     events: tuple[CalendarEvent, ...] = ()
     closing: bool = False  # a close (news scope open_and_close)
     other_account_sides: tuple[str, ...] = field(default=())  # the trader's other accounts' sides in symbol
-    netting: bool = False              # the account nets positions: an opposite order reduces or flips, never hedges
+    netting: bool = False  # the account nets positions: an opposite order reduces or flips, never hedges
 
 
 def _reject(rule: str, at: datetime, value: Decimal | None, limit: Decimal | None, message: str, **ev: Any) -> Decision:

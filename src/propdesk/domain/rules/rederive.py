@@ -50,12 +50,16 @@ def rederive(decision: dict[str, Any]) -> tuple[bool, str]:
         initial = _d(ev.get("initial_balance"))
         if initial is None or value is None or limit is None:
             return False, "evidence lacks initial_balance, value or limit"
-        allowance = Decimal(str(ev["amount"])) if ev.get("amount") is not None else \
-            Decimal(str(ev["pct"])) * initial / HUNDRED
+        allowance = (
+            Decimal(str(ev["amount"])) if ev.get("amount") is not None else Decimal(str(ev["pct"])) * initial / HUNDRED
+        )
         mode = ev.get("mode")
-        peak = {"static": initial, "eod_trailing": _d(ev.get("peak_eod_balance")),
-                "intraday_trailing": _d(ev.get("peak_equity")),
-                "closed_balance_trailing": _d(ev.get("peak_closed_balance"))}.get(str(mode), initial) or initial
+        peak = {
+            "static": initial,
+            "eod_trailing": _d(ev.get("peak_eod_balance")),
+            "intraday_trailing": _d(ev.get("peak_equity")),
+            "closed_balance_trailing": _d(ev.get("peak_closed_balance")),
+        }.get(str(mode), initial) or initial
         floor = max(initial, peak) - allowance
         lock = _d(ev.get("lock_at"))
         if lock is not None and (ev.get("locked") or floor >= lock):

@@ -105,8 +105,9 @@ def route_for(inst: Instrument, overrides: Mapping[str, str] | None = None, prox
     return None
 
 
-def route_symbols(symbols: Iterable[str], catalogue: Catalogue, overrides: Mapping[str, str] | None = None,
-                  proxies: bool = False) -> tuple[dict[str, Route], list[str]]:
+def route_symbols(
+    symbols: Iterable[str], catalogue: Catalogue, overrides: Mapping[str, str] | None = None, proxies: bool = False
+) -> tuple[dict[str, Route], list[str]]:
     """Routes of ``symbols`` (by symbol) and the symbols Massive has no ticker for; an unknown symbol is an error."""
     routes: dict[str, Route] = {}
     unroutable: list[str] = []
@@ -157,11 +158,18 @@ def make_client(api_key: str, base_url: str | None = None, timeout_s: float = 10
     from massive import RESTClient
     from urllib3.util.retry import Retry
 
-    kwargs: dict[str, Any] = {"api_key": api_key, "connect_timeout": timeout_s, "read_timeout": timeout_s,
-                              "retries": 0, "pagination": False,
-                              "connection_pool_kw": {"retries": Retry(total=0, status_forcelist=(),
-                                                                      respect_retry_after_header=False,
-                                                                      raise_on_status=False, redirect=0)}}
+    kwargs: dict[str, Any] = {
+        "api_key": api_key,
+        "connect_timeout": timeout_s,
+        "read_timeout": timeout_s,
+        "retries": 0,
+        "pagination": False,
+        "connection_pool_kw": {
+            "retries": Retry(
+                total=0, status_forcelist=(), respect_retry_after_header=False, raise_on_status=False, redirect=0
+            )
+        },
+    }
     if base_url:
         kwargs["base"] = base_url.rstrip("/")
     return RESTClient(**kwargs)
@@ -191,12 +199,24 @@ class MassiveProvider:
 
     name = NAME
 
-    def __init__(self, api_key: str | None, symbols: Iterable[str], clock: Clock, interval_s: float = 1.0,
-                 base_url: str | None = None, client: Any = None, *, catalogue: Catalogue = DEFAULT_CATALOGUE,
-                 tickers: Mapping[str, str] | None = None, proxies: bool = False, max_attempts: int = 4,
-                 backoff_s: float = 0.5, max_backoff_s: float = 30.0,
-                 sleep: Callable[[float], object] | None = None,
-                 aggs_lookback: timedelta = timedelta(days=4)):
+    def __init__(
+        self,
+        api_key: str | None,
+        symbols: Iterable[str],
+        clock: Clock,
+        interval_s: float = 1.0,
+        base_url: str | None = None,
+        client: Any = None,
+        *,
+        catalogue: Catalogue = DEFAULT_CATALOGUE,
+        tickers: Mapping[str, str] | None = None,
+        proxies: bool = False,
+        max_attempts: int = 4,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        sleep: Callable[[float], object] | None = None,
+        aggs_lookback: timedelta = timedelta(days=4),
+    ):
         if client is None:
             if not api_key:
                 raise MassiveAuthError(f"a Massive API key is needed: set {ENV_API_KEY}")
@@ -298,8 +318,17 @@ class MassiveProvider:
     def _latest_agg(self, r: Route) -> tuple[Any, Any, Any] | None:
         now = self.clock.now()
         start = now - self.aggs_lookback
-        res = self._call(f"aggregates {r.ticker}", self.client.get_aggs, r.ticker, 1, "minute",
-                         int(start.timestamp() * 1000), int(now.timestamp() * 1000), sort="desc", limit=10)
+        res = self._call(
+            f"aggregates {r.ticker}",
+            self.client.get_aggs,
+            r.ticker,
+            1,
+            "minute",
+            int(start.timestamp() * 1000),
+            int(now.timestamp() * 1000),
+            sort="desc",
+            limit=10,
+        )
         bars = [b for b in (res or []) if getattr(b, "close", None) is not None and b.timestamp is not None]
         if not bars:
             return None
@@ -315,8 +344,10 @@ class MassiveProvider:
             log.info("massive_unroutable symbol=%s", symbol)
             return None
         steps: tuple[tuple[str, Callable[[Route], tuple[Any, Any, Any] | None], str], ...] = (
-            ("quote", self._last_quote, NAME), ("trade", self._last_trade, f"{NAME}-trade"),
-            ("agg", self._latest_agg, f"{NAME}-agg"))
+            ("quote", self._last_quote, NAME),
+            ("trade", self._last_trade, f"{NAME}-trade"),
+            ("agg", self._latest_agg, f"{NAME}-agg"),
+        )
         for step, fn, source in steps:
             try:
                 raw = fn(r)
@@ -348,9 +379,15 @@ class MassiveProvider:
         return Quote(inst.symbol, bid, ask, ts, 0, source)
 
     # ------------------------------------------------------------------------------------------ candles
-    def candles(self, symbol: str, start: datetime, end: datetime, *,
-                recorded: Callable[[str, datetime, datetime], list[Candle]] | None = None,
-                calendar: SessionCalendar | None = None) -> list[Candle]:
+    def candles(
+        self,
+        symbol: str,
+        start: datetime,
+        end: datetime,
+        *,
+        recorded: Callable[[str, datetime, datetime], list[Candle]] | None = None,
+        calendar: SessionCalendar | None = None,
+    ) -> list[Candle]:
         """Minute bars of ``symbol`` in [start, end): Massive's aggregates, with every open-market minute they
         leave empty synthesised from ``recorded`` ticks' bars, else the previous close carried forward
         (``synthetic=True``). Closed-market minutes stay empty."""
@@ -358,8 +395,17 @@ class MassiveProvider:
         inst = self.catalogue.get(symbol)
         if r is None or inst is None:
             raise MassiveError(f"{symbol} has no Massive route")
-        res = self._call(f"aggregates {r.ticker}", self.client.get_aggs, r.ticker, 1, "minute",
-                         int(start.timestamp() * 1000), int(end.timestamp() * 1000) - 1, sort="asc", limit=50_000)
+        res = self._call(
+            f"aggregates {r.ticker}",
+            self.client.get_aggs,
+            r.ticker,
+            1,
+            "minute",
+            int(start.timestamp() * 1000),
+            int(end.timestamp() * 1000) - 1,
+            sort="asc",
+            limit=50_000,
+        )
         step = Decimal(1).scaleb(-inst.price_precision)
         real: dict[datetime, Candle] = {}
         for b in res or []:

@@ -112,10 +112,22 @@ class MassiveStreamProvider:
 
     name = NAME
 
-    def __init__(self, api_key: str | None, symbols: Iterable[str], clock: Clock, *, url: str | None = None,
-                 catalogue: Catalogue = DEFAULT_CATALOGUE, tickers: Mapping[str, str] | None = None,
-                 proxies: bool = False, calendar: SessionCalendar | None = None, stale_after_s: float = 30.0,
-                 reconnect_delay_s: float = 1.0, max_reconnects: int | None = 20, queue_size: int = 100_000):
+    def __init__(
+        self,
+        api_key: str | None,
+        symbols: Iterable[str],
+        clock: Clock,
+        *,
+        url: str | None = None,
+        catalogue: Catalogue = DEFAULT_CATALOGUE,
+        tickers: Mapping[str, str] | None = None,
+        proxies: bool = False,
+        calendar: SessionCalendar | None = None,
+        stale_after_s: float = 30.0,
+        reconnect_delay_s: float = 1.0,
+        max_reconnects: int | None = 20,
+        queue_size: int = 100_000,
+    ):
         if not api_key:
             raise MassiveAuthError("a Massive API key is needed: set PROPDESK_MASSIVE_API_KEY")
         self.api_key = api_key
@@ -186,8 +198,15 @@ class MassiveStreamProvider:
         from massive import WebSocketClient
 
         subs = sorted(channel_of(self.routes[inst.symbol]) for inst in self._by_market[market].values())
-        return WebSocketClient(api_key=self.api_key, feed=self.feed, market=market, secure=self.secure,
-                               subscriptions=subs, max_reconnects=self.max_reconnects, custom_json=_DecimalJSON)
+        return WebSocketClient(
+            api_key=self.api_key,
+            feed=self.feed,
+            market=market,
+            secure=self.secure,
+            subscriptions=subs,
+            max_reconnects=self.max_reconnects,
+            custom_json=_DecimalJSON,
+        )
 
     def _market_open(self, market: str, at: datetime) -> bool:
         return any(self.calendar.is_open(inst.symbol, at) for inst in self._by_market[market].values())

@@ -46,8 +46,18 @@ _HISTDATA_SHIFT = timedelta(hours=5)
 _HISTDATA_RE = re.compile(r"^\d{8} \d{9}$")
 _TIME_RE = re.compile(r"^\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?$")
 _TIME_COLS = ("timestamp", "timestamp_utc", "datetime", "date", "time", "local time", "ts")
-ALIASES = {"XBTUSD": "BTCUSD", "XBT": "BTCUSD", "BTC": "BTCUSD", "ETH": "ETHUSD", "USA500": "US500",
-           "SPX": "US500", "NDX": "US100", "AAPLUS": "AAPL", "AAPLUSUSD": "AAPL", "GOLD": "XAUUSD"}
+ALIASES = {
+    "XBTUSD": "BTCUSD",
+    "XBT": "BTCUSD",
+    "BTC": "BTCUSD",
+    "ETH": "ETHUSD",
+    "USA500": "US500",
+    "SPX": "US500",
+    "NDX": "US100",
+    "AAPLUS": "AAPL",
+    "AAPLUSUSD": "AAPL",
+    "GOLD": "XAUUSD",
+}
 
 
 class ReplayFormatError(ValueError):
@@ -191,14 +201,17 @@ def detect(path: str | Path) -> Layout:
     names = [f.lower().strip('"') for f in fields]
     tcol = next((names.index(c) for c in _TIME_COLS if c in names), None)
     if tcol is None:
-        raise ReplayFormatError(f"{p}:1: unrecognised format: no time column in header {fields!r} (expected "
-                                f"HistData ticks, timestamp,bid,ask ticks or timestamp,open,high,low,close bars)")
+        raise ReplayFormatError(
+            f"{p}:1: unrecognised format: no time column in header {fields!r} (expected "
+            f"HistData ticks, timestamp,bid,ask ticks or timestamp,open,high,low,close bars)"
+        )
     clock_col = names.index("time") if names[tcol] == "date" and "time" in names else None
     if "bid" in names and "ask" in names:
         return Layout("ticks", sep, True, tcol, clock_col, (names.index("bid"), names.index("ask")))
     if all(c in names for c in ("open", "high", "low", "close")):
-        return Layout("bars", sep, True, tcol, clock_col,
-                      tuple(names.index(c) for c in ("open", "high", "low", "close")))
+        return Layout(
+            "bars", sep, True, tcol, clock_col, tuple(names.index(c) for c in ("open", "high", "low", "close"))
+        )
     raise ReplayFormatError(f"{p}:1: unrecognised header {fields!r}: need bid and ask, or open, high, low, close")
 
 
@@ -220,12 +233,26 @@ def read_histdata(path: Path, symbol: str, source: str = "replay") -> Iterator[Q
         parts = line.split(",")
         try:
             s = parts[0]
-            ts = datetime(int(s[0:4]), int(s[4:6]), int(s[6:8]), int(s[9:11]), int(s[11:13]), int(s[13:15]),
-                          int(s[15:18]) * 1000, tzinfo=UTC) + _HISTDATA_SHIFT
+            ts = (
+                datetime(
+                    int(s[0:4]),
+                    int(s[4:6]),
+                    int(s[6:8]),
+                    int(s[9:11]),
+                    int(s[11:13]),
+                    int(s[13:15]),
+                    int(s[15:18]) * 1000,
+                    tzinfo=UTC,
+                )
+                + _HISTDATA_SHIFT
+            )
             bid, ask = D(parts[1]), D(parts[2])
         except (ValueError, IndexError, InvalidOperation) as exc:
-            raise _fail(path, n, f"bad HistData tick {line!r} ({exc or type(exc).__name__}); expected "
-                                 f"'YYYYMMDD HHMMSSfff,bid,ask,vol'") from None
+            raise _fail(
+                path,
+                n,
+                f"bad HistData tick {line!r} ({exc or type(exc).__name__}); expected 'YYYYMMDD HHMMSSfff,bid,ask,vol'",
+            ) from None
         if len(s) != 18 or s[8] != " " or not (bid > 0 and ask > 0):
             raise _fail(path, n, f"bad HistData tick {line!r}")
         yield Quote(symbol, bid, ask, ts, 0, source)
@@ -243,8 +270,11 @@ def _rows(path: Path, lay: Layout) -> Iterator[tuple[int, datetime, list[str]]]:
         parts = [f.strip() for f in line.split(lay.sep)]
         if parse is None:
             # rows with a time-of-day field the header does not name (backtrader 'Date,Open,...' minute files)
-            merge_time = (lay.clock_col is None and len(parts) == width + 1
-                          and _TIME_RE.match(parts[lay.time_col + 1]) is not None)
+            merge_time = (
+                lay.clock_col is None
+                and len(parts) == width + 1
+                and _TIME_RE.match(parts[lay.time_col + 1]) is not None
+            )
         if merge_time:
             parts[lay.time_col] = f"{parts[lay.time_col]} {parts.pop(lay.time_col + 1)}"
         elif lay.clock_col is not None:
@@ -305,8 +335,7 @@ def _with_durations(bars: Iterable[Bar], probe: int = 50) -> Iterator[tuple[Bar,
         yield prev, dur
 
 
-def expand(ts: datetime, dur: timedelta, bid: Bar, ask: Bar | None = None
-           ) -> list[tuple[datetime, Decimal, Decimal]]:
+def expand(ts: datetime, dur: timedelta, bid: Bar, ask: Bar | None = None) -> list[tuple[datetime, Decimal, Decimal]]:
     """A bar (or a bid/ask pair of bars) as up to four (ts, bid, ask) points keeping its high and low."""
     ask = ask or bid
     up = (bid.high + ask.high) - (bid.open + ask.open)
@@ -341,8 +370,9 @@ def _paired(bids: Iterator[Bar], asks: Iterator[Bar], stats: ReplayStats) -> Ite
     stats.unpaired_bars += sum(1 for _ in bids) + sum(1 for _ in asks) + (b is not None) + (a is not None)
 
 
-def bar_quotes(path: Path, symbol: str, source: str = "replay", stats: ReplayStats | None = None,
-               pair: Path | None = None) -> Iterator[Quote]:
+def bar_quotes(
+    path: Path, symbol: str, source: str = "replay", stats: ReplayStats | None = None, pair: Path | None = None
+) -> Iterator[Quote]:
     """Quotes from a bar file: paired with its bid/ask sibling when it has one, else bid = ask = price."""
     stats = stats if stats is not None else ReplayStats()
     side = _side(path)
@@ -375,8 +405,13 @@ def _with_pairs_durations(pairs: Iterator[tuple[Bar, Bar]]) -> Iterator[tuple[tu
         yield (bb, buf.pop(bb.ts)), dur
 
 
-def read_file(path: str | Path, symbol: str | None = None, source: str = "replay",
-              stats: ReplayStats | None = None, pair: Path | None = None) -> Iterator[Quote]:
+def read_file(
+    path: str | Path,
+    symbol: str | None = None,
+    source: str = "replay",
+    stats: ReplayStats | None = None,
+    pair: Path | None = None,
+) -> Iterator[Quote]:
     """The quotes of one file, in file order (a bid/ask bar file brings its sibling along)."""
     p = Path(path)
     if not p.is_file():
@@ -423,8 +458,14 @@ class ReplayProvider:
 
     name = "replay"
 
-    def __init__(self, paths: Sequence[str | Path] | str | Path, symbol: str | None = None, speed: float = 0,
-                 clock: Clock | None = None, sleep: Callable[[float], object] | None = None):
+    def __init__(
+        self,
+        paths: Sequence[str | Path] | str | Path,
+        symbol: str | None = None,
+        speed: float = 0,
+        clock: Clock | None = None,
+        sleep: Callable[[float], object] | None = None,
+    ):
         if isinstance(paths, str | Path):
             paths = [paths]
         if not paths:

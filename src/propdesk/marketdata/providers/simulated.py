@@ -54,15 +54,39 @@ SPREAD_NOISE = 0.2  # lognormal noise on the spread (median-preserving)
 JUMP_SPREAD_WIDENING = 3.0  # a quote carrying a jump shows a wider spread
 
 # Where a catalogue symbol has no calibration entry, its asset class borrows this instrument's.
-CLASS_FALLBACK = {AssetClass.FOREX: "EURUSD", AssetClass.METAL: "XAUUSD", AssetClass.ENERGY: "WTIUSD",
-                  AssetClass.INDEX: "US500", AssetClass.EQUITY: "AAPL", AssetClass.CRYPTO: "BTCUSD"}
+CLASS_FALLBACK = {
+    AssetClass.FOREX: "EURUSD",
+    AssetClass.METAL: "XAUUSD",
+    AssetClass.ENERGY: "WTIUSD",
+    AssetClass.INDEX: "US500",
+    AssetClass.EQUITY: "AAPL",
+    AssetClass.CRYPTO: "BTCUSD",
+}
 
 DEFAULT_START_PRICES: dict[str, str] = {
-    "EURUSD": "1.08000", "GBPUSD": "1.27000", "USDJPY": "150.000", "AUDUSD": "0.66000", "USDCAD": "1.36000",
-    "USDCHF": "0.88000", "NZDUSD": "0.61000", "EURGBP": "0.85000", "EURJPY": "162.000", "GBPJPY": "190.500",
-    "XAUUSD": "2350.00", "XAGUSD": "28.000", "WTIUSD": "78.00", "US500": "5200.00", "US100": "18200.00",
-    "US30": "39000.00", "AAPL": "190.00", "MSFT": "420.00", "NVDA": "880.00", "AMZN": "180.00", "TSLA": "175.00",
-    "BTCUSD": "65000.00", "ETHUSD": "3400.00",
+    "EURUSD": "1.08000",
+    "GBPUSD": "1.27000",
+    "USDJPY": "150.000",
+    "AUDUSD": "0.66000",
+    "USDCAD": "1.36000",
+    "USDCHF": "0.88000",
+    "NZDUSD": "0.61000",
+    "EURGBP": "0.85000",
+    "EURJPY": "162.000",
+    "GBPJPY": "190.500",
+    "XAUUSD": "2350.00",
+    "XAGUSD": "28.000",
+    "WTIUSD": "78.00",
+    "US500": "5200.00",
+    "US100": "18200.00",
+    "US30": "39000.00",
+    "AAPL": "190.00",
+    "MSFT": "420.00",
+    "NVDA": "880.00",
+    "AMZN": "180.00",
+    "TSLA": "175.00",
+    "BTCUSD": "65000.00",
+    "ETHUSD": "3400.00",
 }
 
 
@@ -129,10 +153,18 @@ def _poisson(rng: random.Random, lam: float) -> int:
 class SimulatedProvider:
     """Seeded, calibrated, session-aware simulated quotes (a QuoteProvider)."""
 
-    def __init__(self, catalogue: Catalogue, clock: Clock, seed: int = 7, interval_s: float = 1.0,
-                 symbols: Iterable[str] | None = None, weekend_demo: bool = False,
-                 start_prices: Mapping[str, Decimal | str | float] | None = None,
-                 calibration: Mapping[str, Any] | None = None, always_open: bool = False):
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        clock: Clock,
+        seed: int = 7,
+        interval_s: float = 1.0,
+        symbols: Iterable[str] | None = None,
+        weekend_demo: bool = False,
+        start_prices: Mapping[str, Decimal | str | float] | None = None,
+        calibration: Mapping[str, Any] | None = None,
+        always_open: bool = False,
+    ):
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self.catalogue = catalogue
@@ -170,9 +202,13 @@ class SimulatedProvider:
         if entry is None:
             raise ValueError(f"no calibration for {inst.symbol}")
         jumps = cal.get("jumps", {})
-        return SymbolParams(float(entry["vol_per_min"]), float(entry["spread_bps"]),
-                            float(jumps.get("rate_per_day", 0.0)) / 1440.0,
-                            float(jumps.get("min_sigmas", 3.0)), float(jumps.get("max_sigmas", 6.0)))
+        return SymbolParams(
+            float(entry["vol_per_min"]),
+            float(entry["spread_bps"]),
+            float(jumps.get("rate_per_day", 0.0)) / 1440.0,
+            float(jumps.get("min_sigmas", 3.0)),
+            float(jumps.get("max_sigmas", 6.0)),
+        )
 
     # ---------------------------------------------------------------------------------------------- queries
 

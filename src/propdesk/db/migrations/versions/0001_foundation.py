@@ -31,13 +31,13 @@ def upgrade() -> None:
 CREATE TABLE instruments (
   symbol text PRIMARY KEY CHECK (symbol ~ '^[A-Z0-9]{{1,16}}$'),
   asset_class text NOT NULL CHECK (asset_class IN ('forex','metal','energy','index','equity','crypto')),
-  contract_size {M} NOT NULL CHECK (contract_size > 0) {fin('contract_size')},
-  tick_size {M} NOT NULL CHECK (tick_size > 0) {fin('tick_size')},
+  contract_size {M} NOT NULL CHECK (contract_size > 0) {fin("contract_size")},
+  tick_size {M} NOT NULL CHECK (tick_size > 0) {fin("tick_size")},
   price_precision int NOT NULL CHECK (price_precision BETWEEN 0 AND 10),
   quote_currency text NOT NULL, base_currency text NOT NULL,
-  min_lot {M} NOT NULL CHECK (min_lot > 0) {fin('min_lot')},
-  lot_step {M} NOT NULL CHECK (lot_step > 0) {fin('lot_step')},
-  max_lot {M} NOT NULL CHECK (max_lot > 0) {fin('max_lot')},
+  min_lot {M} NOT NULL CHECK (min_lot > 0) {fin("min_lot")},
+  lot_step {M} NOT NULL CHECK (lot_step > 0) {fin("lot_step")},
+  max_lot {M} NOT NULL CHECK (max_lot > 0) {fin("max_lot")},
   enabled boolean NOT NULL DEFAULT true,
   description text NOT NULL DEFAULT ''
 );
@@ -52,7 +52,7 @@ CREATE TABLE accounts (
   status text NOT NULL CHECK (status IN ('pending','active','day_paused','paused','locked','passed','failed',
                                          'expired','liquidated','completed')),
   currency text NOT NULL CHECK (currency ~ '^[A-Z]{{3}}$'),
-  starting_balance {M} NOT NULL CHECK (starting_balance > 0) {fin('starting_balance')},
+  starting_balance {M} NOT NULL CHECK (starting_balance > 0) {fin("starting_balance")},
   policy jsonb NOT NULL,
   rulebook jsonb,
   idempotency_key text UNIQUE CHECK (length(idempotency_key) BETWEEN 1 AND 200),
@@ -68,15 +68,15 @@ CREATE INDEX accounts_status ON accounts(status);
 
 CREATE TABLE balances (
   account_id uuid PRIMARY KEY REFERENCES accounts(id),
-  cash {M} NOT NULL {fin('cash')},
-  equity {M} NOT NULL {fin('equity')},
-  unrealized_pnl {M} NOT NULL {fin('unrealized_pnl')},
-  realized_pnl {M} NOT NULL {fin('realized_pnl')},
-  fees {M} NOT NULL {fin('fees')},
-  deposits {M} NOT NULL {fin('deposits')},
-  adjustments {M} NOT NULL DEFAULT 0 {fin('adjustments')},
-  high_watermark {M} NOT NULL {fin('high_watermark')},
-  margin_used {M} NOT NULL DEFAULT 0 {fin('margin_used')},
+  cash {M} NOT NULL {fin("cash")},
+  equity {M} NOT NULL {fin("equity")},
+  unrealized_pnl {M} NOT NULL {fin("unrealized_pnl")},
+  realized_pnl {M} NOT NULL {fin("realized_pnl")},
+  fees {M} NOT NULL {fin("fees")},
+  deposits {M} NOT NULL {fin("deposits")},
+  adjustments {M} NOT NULL DEFAULT 0 {fin("adjustments")},
+  high_watermark {M} NOT NULL {fin("high_watermark")},
+  margin_used {M} NOT NULL DEFAULT 0 {fin("margin_used")},
   ledger_seq bigint NOT NULL,
   marked_at timestamptz,
   updated_at timestamptz NOT NULL
@@ -89,18 +89,18 @@ CREATE TABLE orders (
   symbol text NOT NULL,
   side text NOT NULL CHECK (side IN ('buy','sell')),
   order_type text NOT NULL CHECK (order_type IN ('market','limit','stop')),
-  quantity {M} NOT NULL CHECK (quantity > 0) {fin('quantity')},
-  limit_price {M} {fin('limit_price')},
-  stop_price {M} {fin('stop_price')},
-  stop_loss {M} {fin('stop_loss')},
-  take_profit {M} {fin('take_profit')},
+  quantity {M} NOT NULL CHECK (quantity > 0) {fin("quantity")},
+  limit_price {M} {fin("limit_price")},
+  stop_price {M} {fin("stop_price")},
+  stop_loss {M} {fin("stop_loss")},
+  take_profit {M} {fin("take_profit")},
   reduce_only boolean NOT NULL DEFAULT false,
   purpose text NOT NULL,
   status text NOT NULL CHECK (status IN ('open','filled','cancelled','rejected','voided')),
   reject_code text,
   reject_reason text,
   reject_details jsonb,
-  notional {M} {fin('notional')},
+  notional {M} {fin("notional")},
   decision_action_id uuid,
   created_at timestamptz NOT NULL,
   updated_at timestamptz NOT NULL,
@@ -116,12 +116,12 @@ CREATE TABLE fills (
   account_id uuid NOT NULL REFERENCES accounts(id),
   symbol text NOT NULL,
   side text NOT NULL CHECK (side IN ('buy','sell')),
-  quantity {M} NOT NULL CHECK (quantity > 0) {fin('quantity')},
-  price {M} NOT NULL CHECK (price > 0) {fin('price')},
-  notional {M} NOT NULL {fin('notional')},
-  fee {M} NOT NULL {fin('fee')},
-  realized_pnl {M} NOT NULL {fin('realized_pnl')},
-  slippage_bps {M} NOT NULL DEFAULT 0 {fin('slippage_bps')},
+  quantity {M} NOT NULL CHECK (quantity > 0) {fin("quantity")},
+  price {M} NOT NULL CHECK (price > 0) {fin("price")},
+  notional {M} NOT NULL {fin("notional")},
+  fee {M} NOT NULL {fin("fee")},
+  realized_pnl {M} NOT NULL {fin("realized_pnl")},
+  slippage_bps {M} NOT NULL DEFAULT 0 {fin("slippage_bps")},
   quote jsonb NOT NULL,
   created_at timestamptz NOT NULL
 );
@@ -138,10 +138,10 @@ CREATE TABLE fill_voids (
 CREATE TABLE positions (
   account_id uuid NOT NULL REFERENCES accounts(id),
   symbol text NOT NULL,
-  quantity {M} NOT NULL CHECK (quantity <> 0) {fin('quantity')},
-  avg_price {M} NOT NULL CHECK (avg_price > 0) {fin('avg_price')},
-  stop_loss {M} {fin('stop_loss')},
-  take_profit {M} {fin('take_profit')},
+  quantity {M} NOT NULL CHECK (quantity <> 0) {fin("quantity")},
+  avg_price {M} NOT NULL CHECK (avg_price > 0) {fin("avg_price")},
+  stop_loss {M} {fin("stop_loss")},
+  take_profit {M} {fin("take_profit")},
   opened_at timestamptz NOT NULL,
   updated_at timestamptz NOT NULL,
   PRIMARY KEY (account_id, symbol)
@@ -154,9 +154,9 @@ CREATE TABLE ledger (
   seq bigint NOT NULL CHECK (seq > 0),
   kind text NOT NULL,
   category text NOT NULL CHECK (category IN ('none','deposit','pnl','fee','adjustment')),
-  amount {M} NOT NULL {fin('amount')},
-  balance_after {M} NOT NULL {fin('balance_after')},
-  equity_after {M} {fin('equity_after')},
+  amount {M} NOT NULL {fin("amount")},
+  balance_after {M} NOT NULL {fin("balance_after")},
+  equity_after {M} {fin("equity_after")},
   order_id uuid,
   fill_id uuid UNIQUE,
   evidence jsonb NOT NULL DEFAULT '{{}}',
@@ -183,8 +183,8 @@ CREATE TABLE decision_actions (
 
 CREATE TABLE quotes (
   symbol text PRIMARY KEY,
-  bid {M} NOT NULL CHECK (bid > 0) {fin('bid')},
-  ask {M} NOT NULL CHECK (ask >= bid) {fin('ask')},
+  bid {M} NOT NULL CHECK (bid > 0) {fin("bid")},
+  ask {M} NOT NULL CHECK (ask >= bid) {fin("ask")},
   ts timestamptz NOT NULL,
   seq bigint NOT NULL,
   source text NOT NULL,
@@ -252,15 +252,23 @@ BEGIN
 END $$;
 """)
     for t in EXECUTION_TABLES:
-        op.execute(f"CREATE TRIGGER {t}_engine_only BEFORE INSERT OR UPDATE OR DELETE ON {t} "
-                   f"FOR EACH ROW EXECUTE FUNCTION engine_write_guard()")
-        op.execute(f"CREATE TRIGGER {t}_engine_only_truncate BEFORE TRUNCATE ON {t} "
-                   f"FOR EACH STATEMENT EXECUTE FUNCTION engine_write_guard()")
+        op.execute(
+            f"CREATE TRIGGER {t}_engine_only BEFORE INSERT OR UPDATE OR DELETE ON {t} "
+            f"FOR EACH ROW EXECUTE FUNCTION engine_write_guard()"
+        )
+        op.execute(
+            f"CREATE TRIGGER {t}_engine_only_truncate BEFORE TRUNCATE ON {t} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION engine_write_guard()"
+        )
     for t in APPEND_ONLY:
-        op.execute(f"CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
-                   f"FOR EACH ROW EXECUTE FUNCTION append_only_guard()")
-        op.execute(f"CREATE TRIGGER {t}_append_only_truncate BEFORE TRUNCATE ON {t} "
-                   f"FOR EACH STATEMENT EXECUTE FUNCTION append_only_guard()")
+        op.execute(
+            f"CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
+            f"FOR EACH ROW EXECUTE FUNCTION append_only_guard()"
+        )
+        op.execute(
+            f"CREATE TRIGGER {t}_append_only_truncate BEFORE TRUNCATE ON {t} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION append_only_guard()"
+        )
 
     all_tables = EXECUTION_TABLES + OTHER_TABLES
     for t in all_tables:
@@ -272,13 +280,16 @@ END $$;
 
     # The web layer's app role reads; it never writes account truth. A trader sees only rows of accounts
     # whose owner_id equals the per-request setting propdesk.user_id (set by the web layer).
-    op.execute(f"GRANT SELECT ON accounts, balances, orders, fills, fill_voids, positions, ledger, "
-               f"decision_actions, instruments, quotes TO {app}")
-    op.execute(f"CREATE POLICY app_own ON accounts FOR SELECT TO {app} "
-               f"USING (owner_id = current_setting('propdesk.user_id', true))")
+    op.execute(
+        f"GRANT SELECT ON accounts, balances, orders, fills, fill_voids, positions, ledger, "
+        f"decision_actions, instruments, quotes TO {app}"
+    )
+    op.execute(
+        f"CREATE POLICY app_own ON accounts FOR SELECT TO {app} "
+        f"USING (owner_id = current_setting('propdesk.user_id', true))"
+    )
     for t in ("balances", "orders", "fills", "fill_voids", "positions", "ledger", "decision_actions"):
-        op.execute(f"CREATE POLICY app_own ON {t} FOR SELECT TO {app} "
-                   f"USING (account_id IN (SELECT id FROM accounts))")
+        op.execute(f"CREATE POLICY app_own ON {t} FOR SELECT TO {app} USING (account_id IN (SELECT id FROM accounts))")
     for t in ("instruments", "quotes"):
         op.execute(f"CREATE POLICY app_read ON {t} FOR SELECT TO {app} USING (true)")
     op.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {engine}")

@@ -57,8 +57,8 @@ CREATE TABLE violations (
   severity text NOT NULL CHECK (severity IN ('info','warning','critical')),
   action text NOT NULL,
   at timestamptz NOT NULL,
-  value {M} {fin('value')},
-  limit_value {M} {fin('limit_value')},
+  value {M} {fin("value")},
+  limit_value {M} {fin("limit_value")},
   evidence jsonb NOT NULL,
   inputs_hash text NOT NULL,
   phase text NOT NULL,
@@ -72,16 +72,16 @@ CREATE TABLE daily_stats (
   account_id uuid NOT NULL REFERENCES accounts(id),
   trading_day date NOT NULL,
   day_start timestamptz NOT NULL,
-  start_balance {M} NOT NULL {fin('start_balance')},
-  start_equity {M} NOT NULL {fin('start_equity')},
-  high_equity {M} NOT NULL {fin('high_equity')},
-  low_equity {M} NOT NULL {fin('low_equity')},
-  end_balance {M} {fin('end_balance')},
-  end_equity {M} {fin('end_equity')},
-  closed_pnl {M} NOT NULL DEFAULT 0 {fin('closed_pnl')},
+  start_balance {M} NOT NULL {fin("start_balance")},
+  start_equity {M} NOT NULL {fin("start_equity")},
+  high_equity {M} NOT NULL {fin("high_equity")},
+  low_equity {M} NOT NULL {fin("low_equity")},
+  end_balance {M} {fin("end_balance")},
+  end_equity {M} {fin("end_equity")},
+  closed_pnl {M} NOT NULL DEFAULT 0 {fin("closed_pnl")},
   trades_opened int NOT NULL DEFAULT 0,
   trades_closed int NOT NULL DEFAULT 0,
-  daily_floor {M} {fin('daily_floor')},
+  daily_floor {M} {fin("daily_floor")},
   updated_at timestamptz NOT NULL,
   PRIMARY KEY (account_id, trading_day)
 );
@@ -90,10 +90,10 @@ CREATE TABLE consistency_snapshots (
   id bigserial PRIMARY KEY,
   account_id uuid NOT NULL REFERENCES accounts(id),
   ref text NOT NULL,
-  profit {M} NOT NULL {fin('profit')},
-  cumulative_profit {M} NOT NULL {fin('cumulative_profit')},
-  share_pct {M} NOT NULL {fin('share_pct')},
-  max_share_pct {M} NOT NULL {fin('max_share_pct')},
+  profit {M} NOT NULL {fin("profit")},
+  cumulative_profit {M} NOT NULL {fin("cumulative_profit")},
+  share_pct {M} NOT NULL {fin("share_pct")},
+  max_share_pct {M} NOT NULL {fin("max_share_pct")},
   violated boolean NOT NULL,
   at timestamptz NOT NULL,
   UNIQUE (account_id, ref)
@@ -124,13 +124,19 @@ CREATE TABLE economic_events (
 CREATE INDEX economic_events_at ON economic_events(at);
 """)
     for t in ENGINE_TABLES:
-        op.execute(f"CREATE TRIGGER {t}_engine_only BEFORE INSERT OR UPDATE OR DELETE ON {t} "
-                   f"FOR EACH ROW EXECUTE FUNCTION engine_write_guard()")
-        op.execute(f"CREATE TRIGGER {t}_engine_only_truncate BEFORE TRUNCATE ON {t} "
-                   f"FOR EACH STATEMENT EXECUTE FUNCTION engine_write_guard()")
+        op.execute(
+            f"CREATE TRIGGER {t}_engine_only BEFORE INSERT OR UPDATE OR DELETE ON {t} "
+            f"FOR EACH ROW EXECUTE FUNCTION engine_write_guard()"
+        )
+        op.execute(
+            f"CREATE TRIGGER {t}_engine_only_truncate BEFORE TRUNCATE ON {t} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION engine_write_guard()"
+        )
     for t in APPEND_ONLY:
-        op.execute(f"CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
-                   f"FOR EACH ROW EXECUTE FUNCTION append_only_guard()")
+        op.execute(
+            f"CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
+            f"FOR EACH ROW EXECUTE FUNCTION append_only_guard()"
+        )
     for t in ENGINE_TABLES + OTHER_TABLES:
         op.execute(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {t} FORCE ROW LEVEL SECURITY")

@@ -15,8 +15,18 @@ branch_labels = None
 depends_on = None
 
 TABLES = ("users", "web_sessions", "password_resets", "email_outbox", "auth_events")
-AUTH_EVENT_KINDS = ("login_ok", "login_failed", "logout", "signup", "signup_existing", "reset_requested",
-                    "reset_done", "authz_failed", "session_expired", "user_created")
+AUTH_EVENT_KINDS = (
+    "login_ok",
+    "login_failed",
+    "logout",
+    "signup",
+    "signup_existing",
+    "reset_requested",
+    "reset_done",
+    "authz_failed",
+    "session_expired",
+    "user_created",
+)
 
 
 def upgrade() -> None:
@@ -86,10 +96,14 @@ CREATE TABLE auth_events (
 CREATE INDEX auth_events_ts ON auth_events(ts DESC);
 CREATE INDEX auth_events_user ON auth_events(user_id, id) WHERE user_id IS NOT NULL;
 """)
-    op.execute("CREATE TRIGGER auth_events_append_only BEFORE UPDATE OR DELETE ON auth_events "
-               "FOR EACH ROW EXECUTE FUNCTION append_only_guard()")
-    op.execute("CREATE TRIGGER auth_events_append_only_truncate BEFORE TRUNCATE ON auth_events "
-               "FOR EACH STATEMENT EXECUTE FUNCTION append_only_guard()")
+    op.execute(
+        "CREATE TRIGGER auth_events_append_only BEFORE UPDATE OR DELETE ON auth_events "
+        "FOR EACH ROW EXECUTE FUNCTION append_only_guard()"
+    )
+    op.execute(
+        "CREATE TRIGGER auth_events_append_only_truncate BEFORE TRUNCATE ON auth_events "
+        "FOR EACH STATEMENT EXECUTE FUNCTION append_only_guard()"
+    )
     for t in TABLES:
         op.execute(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {t} FORCE ROW LEVEL SECURITY")
@@ -99,10 +113,13 @@ CREATE INDEX auth_events_user ON auth_events(user_id, id) WHERE user_id IS NOT N
     # A trader's database session sees its own user row and nothing else of identity (no hashes of others,
     # no sessions, no reset tokens). 0005 adds the admin policies through is_admin().
     # Column-level grant: the app role never reads a password hash, not even its own.
-    op.execute(f"GRANT SELECT (id, email, role, display_name, timezone, created_at, updated_at, disabled_at)"
-               f" ON users TO {app}")
-    op.execute(f"CREATE POLICY app_self ON users FOR SELECT TO {app} "
-               f"USING (id::text = current_setting('propdesk.user_id', true))")
+    op.execute(
+        f"GRANT SELECT (id, email, role, display_name, timezone, created_at, updated_at, disabled_at) ON users TO {app}"
+    )
+    op.execute(
+        f"CREATE POLICY app_self ON users FOR SELECT TO {app} "
+        f"USING (id::text = current_setting('propdesk.user_id', true))"
+    )
     op.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {engine}")
 
 

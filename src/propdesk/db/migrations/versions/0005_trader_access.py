@@ -42,10 +42,27 @@ def fin(col: str) -> str:
 
 NEW_TABLES = ("purchases", "trade_notes", "notifications")
 # Tables an admin page reads through the app role, beyond what 0001-0004 already open to it.
-ADMIN_READ = ("accounts", "balances", "orders", "fills", "fill_voids", "positions", "ledger", "decision_actions",
-              "rule_states", "violations", "daily_stats", "consistency_snapshots", "external_trades",
-              "admin_audit", "worker_heartbeats", "users", "auth_events", "email_outbox",
-              *NEW_TABLES)
+ADMIN_READ = (
+    "accounts",
+    "balances",
+    "orders",
+    "fills",
+    "fill_voids",
+    "positions",
+    "ledger",
+    "decision_actions",
+    "rule_states",
+    "violations",
+    "daily_stats",
+    "consistency_snapshots",
+    "external_trades",
+    "admin_audit",
+    "worker_heartbeats",
+    "users",
+    "auth_events",
+    "email_outbox",
+    *NEW_TABLES,
+)
 # SELECT grants the app role lacks so far (the policies above still decide which rows).
 NEW_APP_SELECT = ("admin_audit", "worker_heartbeats", "auth_events", "email_outbox", *NEW_TABLES)
 
@@ -60,7 +77,7 @@ CREATE TABLE purchases (
   plan_id text NOT NULL,
   plan_version int NOT NULL CHECK (plan_version > 0),
   offer text NOT NULL CHECK (length(offer) BETWEEN 1 AND 64),
-  amount {M} NOT NULL CHECK (amount >= 0) {fin('amount')},
+  amount {M} NOT NULL CHECK (amount >= 0) {fin("amount")},
   currency text NOT NULL CHECK (currency ~ '^[A-Z]{{3}}$'),
   provider text NOT NULL CHECK (provider IN ('dev')),
   status text NOT NULL CHECK (status IN ('confirmed','failed','refunded')),
@@ -167,10 +184,14 @@ CREATE TRIGGER accounts_notify_status AFTER UPDATE OF status ON accounts
   FOR EACH ROW EXECUTE FUNCTION notify_status();
 """)
     # Purchases are account truth's companion: only the engine writes them.
-    op.execute("CREATE TRIGGER purchases_engine_only BEFORE INSERT OR UPDATE OR DELETE ON purchases "
-               "FOR EACH ROW EXECUTE FUNCTION engine_write_guard()")
-    op.execute("CREATE TRIGGER purchases_engine_only_truncate BEFORE TRUNCATE ON purchases "
-               "FOR EACH STATEMENT EXECUTE FUNCTION engine_write_guard()")
+    op.execute(
+        "CREATE TRIGGER purchases_engine_only BEFORE INSERT OR UPDATE OR DELETE ON purchases "
+        "FOR EACH ROW EXECUTE FUNCTION engine_write_guard()"
+    )
+    op.execute(
+        "CREATE TRIGGER purchases_engine_only_truncate BEFORE TRUNCATE ON purchases "
+        "FOR EACH STATEMENT EXECUTE FUNCTION engine_write_guard()"
+    )
     for t in NEW_TABLES:
         op.execute(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {t} FORCE ROW LEVEL SECURITY")
@@ -184,16 +205,24 @@ CREATE TRIGGER accounts_notify_status AFTER UPDATE OF status ON accounts
     # and must not write notes into a trader's journal).
     op.execute(f"CREATE POLICY app_own ON purchases FOR SELECT TO {app} USING (user_id::text = {ME})")
     op.execute(f"CREATE POLICY app_own ON trade_notes FOR SELECT TO {app} USING (user_id::text = {ME})")
-    owned_fill = (f"user_id::text = {ME} AND EXISTS (SELECT 1 FROM accounts a JOIN fills f ON f.account_id = a.id"
-                  f" WHERE a.id = trade_notes.account_id AND f.id = trade_notes.fill_id AND a.owner_id = {ME})")
+    owned_fill = (
+        f"user_id::text = {ME} AND EXISTS (SELECT 1 FROM accounts a JOIN fills f ON f.account_id = a.id"
+        f" WHERE a.id = trade_notes.account_id AND f.id = trade_notes.fill_id AND a.owner_id = {ME})"
+    )
     op.execute(f"CREATE POLICY app_insert ON trade_notes FOR INSERT TO {app} WITH CHECK ({owned_fill})")
-    op.execute(f"CREATE POLICY app_update ON trade_notes FOR UPDATE TO {app} USING (user_id::text = {ME})"
-               f" WITH CHECK ({owned_fill})")
-    op.execute(f"GRANT INSERT (user_id, fill_id, account_id, note, created_at, updated_at),"
-               f" UPDATE (note, updated_at) ON trade_notes TO {app}")
+    op.execute(
+        f"CREATE POLICY app_update ON trade_notes FOR UPDATE TO {app} USING (user_id::text = {ME})"
+        f" WITH CHECK ({owned_fill})"
+    )
+    op.execute(
+        f"GRANT INSERT (user_id, fill_id, account_id, note, created_at, updated_at),"
+        f" UPDATE (note, updated_at) ON trade_notes TO {app}"
+    )
     op.execute(f"CREATE POLICY app_own ON notifications FOR SELECT TO {app} USING (user_id::text = {ME})")
-    op.execute(f"CREATE POLICY app_mark_read ON notifications FOR UPDATE TO {app} USING (user_id::text = {ME})"
-               f" WITH CHECK (user_id::text = {ME})")
+    op.execute(
+        f"CREATE POLICY app_mark_read ON notifications FOR UPDATE TO {app} USING (user_id::text = {ME})"
+        f" WITH CHECK (user_id::text = {ME})"
+    )
     op.execute(f"GRANT UPDATE (read_at) ON notifications TO {app}")
 
     # Admin reads. ``(SELECT is_admin())`` is evaluated once per statement (an initplan), not once per row.
@@ -214,5 +243,7 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS violations_notify ON violations")
     op.execute("DROP TRIGGER IF EXISTS accounts_notify_status ON accounts")
     op.execute("DROP TABLE notifications, trade_notes, purchases")
-    op.execute("DROP FUNCTION notify_violation(), notify_status(), "
-               "notify_user(uuid, text, text, text, jsonb, timestamptz), is_admin()")
+    op.execute(
+        "DROP FUNCTION notify_violation(), notify_status(), "
+        "notify_user(uuid, text, text, text, jsonb, timestamptz), is_admin()"
+    )

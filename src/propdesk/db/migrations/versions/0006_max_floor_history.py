@@ -16,8 +16,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE daily_stats ADD COLUMN max_floor numeric(28,10)"
-               " CHECK (max_floor NOT IN ('NaN'::numeric, 'Infinity'::numeric, '-Infinity'::numeric))")
+    op.execute(
+        "ALTER TABLE daily_stats ADD COLUMN max_floor numeric(28,10)"
+        " CHECK (max_floor NOT IN ('NaN'::numeric, 'Infinity'::numeric, '-Infinity'::numeric))"
+    )
 
 
 def downgrade() -> None:
