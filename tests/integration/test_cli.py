@@ -223,6 +223,32 @@ def test_verify_exits_0_on_traded_accounts_and_1_after_a_balance_is_tampered_wit
     assert {m["field"] for m in report["mismatches"][0]["mismatches"]} == {"cash"}
 
 
+def test_verify_detects_a_ledger_row_altered_by_the_owner_with_the_guards_disabled(
+    db_url: str, service: Any, quotes: Any, clock: Any, tmp_path: Path
+) -> None:
+    ids = trade_accounts(service, quotes, clock, n=2)
+    assert run_cli("verify", db_url=db_url, data_dir=tmp_path).returncode == 0
+    # An edit that leaves every balance consistent (only the evidence of a fill changes): only the chain can tell.
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"SET ROLE {ROLE_PREFIX}_owner")
+        conn.execute("ALTER TABLE ledger DISABLE TRIGGER USER")
+        try:
+            conn.execute(
+                "UPDATE ledger SET evidence = evidence || '{\"note\": \"rewritten\"}'::jsonb"
+                " WHERE account_id = %s AND seq = 2",
+                (ids[0],),
+            )
+        finally:
+            conn.execute("ALTER TABLE ledger ENABLE TRIGGER USER")
+
+    dirty = run_cli("verify", db_url=db_url, data_dir=tmp_path)
+    assert dirty.returncode == 1, dirty.stdout
+    assert "TAMPERING DETECTED" in dirty.stdout and str(ids[0]) in dirty.stdout
+    report = one_json_line(run_cli("verify", "--json", db_url=db_url, data_dir=tmp_path))
+    assert report["mismatched"] == 0 and report["clean"] is False
+    assert report["chains"]["problems"][0]["chain"].startswith("ledger")
+
+
 def test_verify_one_account_checks_only_that_account(
     db_url: str, service: Any, quotes: Any, clock: Any, tmp_path: Path
 ) -> None:

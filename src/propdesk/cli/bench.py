@@ -148,16 +148,18 @@ def bench_pretrade(
     _run_in_process_bench("pretrade", as_json, calls=calls, trials=trials, sample=sample, seed=seed)
 
 
-def _run_in_process_bench(module: str, as_json: bool, **params: Any) -> None:
-    """Run an in-process bench scenario (``propdesk.bench.<module>.run``) with a progress bar on stderr."""
+def _run_in_process_bench(module: str, as_json: bool, *, with_settings: bool = False, **params: Any) -> None:
+    """Run an in-process bench scenario (``propdesk.bench.<module>.run``) with a progress bar on stderr; with
+    ``with_settings`` the scenario gets the settings first (it opens a database: ``DATABASE_URL`` or embedded)."""
 
     def body() -> int:
         import importlib
 
         scenario = importlib.import_module(f"propdesk.bench.{module}")
-        _settings()
+        settings = _settings()
+        args = (settings,) if with_settings else ()
         with _bench_progress() as progress:
-            result = scenario.run(progress=progress, **params)
+            result = scenario.run(*args, progress=progress, **params)
         return _bench_output(result, as_json)
 
     _run(body)
@@ -180,3 +182,42 @@ def bench_quotes(
 
 
 # ------------------------------------------------------------------------------------------------ feed replay
+
+
+# ------------------------------------------------------------------------------------------------ bench mtm
+@bench_app.command("mtm")
+def bench_mtm(
+    accounts: Annotated[int, typer.Option(min=1, help="Accounts with open positions.")] = 20_000,
+    positions_per_account: Annotated[int, typer.Option(min=1, max=50, help="Positions per account (at most).")] = 5,
+    trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the portfolios and prices.")] = 42,
+    clients: Annotated[int | None, typer.Option(hidden=True)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A durable mark of every account from PostgreSQL (the bulk mark) vs a bulk read of the same rows plus one bulk
+    UPDATE; a sample is checked against the exact per-account valuation and the ledger."""
+    _run_in_process_bench(
+        "mtm",
+        as_json,
+        with_settings=True,
+        accounts=accounts,
+        positions_per_account=positions_per_account,
+        trials=trials,
+        seed=seed,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ bench bus
+@bench_app.command("bus")
+def bench_bus(
+    quotes: Annotated[int, typer.Option(min=1, help="Quotes published per trial.")] = 20_000,
+    rate: Annotated[float, typer.Option(min=1, help="Published quotes per second.")] = 5_000.0,
+    trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the quotes.")] = 42,
+    accounts: Annotated[int | None, typer.Option(hidden=True)] = None,
+    clients: Annotated[int | None, typer.Option(hidden=True)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A quote accepted in process A until applied in process B's price store, at the published rate, vs a bare
+    nats-py publish -> subscribe between the same two processes."""
+    _run_in_process_bench("bus", as_json, quotes=quotes, rate=rate, trials=trials, seed=seed)

@@ -78,7 +78,7 @@ def verify(
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from ..workers.reconcile import account_ids
+        from ..workers.reconcile import account_ids, verify_chains_report
         from ..workers.reconcile import verify as verify_accounts
 
         settings = _settings()
@@ -104,15 +104,18 @@ def verify(
             ) as progress:
                 task = progress.add_task("verify", total=len(ids))
                 report = verify_accounts(platform.execution, ids, on_account=lambda _a, _r: progress.advance(task))
+            # Tamper evidence: every hash chain recomputed and checked against its signed anchors.
+            chains = verify_chains_report(platform.db, settings.data_dir)
         _log().info(
             "verify_done",
             accounts=report.checked,
             ok=report.ok,
             mismatched=len(report.mismatched),
             errors=len(report.errors),
+            chains_clean=chains.clean,
         )
         if as_json:
-            emit_json(report.to_json())
+            emit_json({**report.to_json(), "clean": report.clean and chains.clean, "chains": chains.to_json()})
         else:
             _out(
                 f"verified {report.checked} accounts: {report.ok} ok, {len(report.mismatched)} mismatched, "
@@ -123,6 +126,12 @@ def verify(
                     _out(f"  MISMATCH {m['account_id']} {f['field']}: ledger {f['ledger']} != stored {f['stored']}")
             for e in report.errors:
                 _out(f"  ERROR    {e['account_id']}: {e['error']}")
-        return 0 if report.clean else 1
+            _out(f"hash chains: {'clean' if chains.clean else 'TAMPERING DETECTED'}")
+            for problem in chains.problems:
+                where = ", ".join(f"{k}={v}" for k, v in problem.items() if k not in ("chain", "problem"))
+                _out(f"  CHAIN    {problem['chain']}: {problem['problem']} ({where})")
+            for warning in chains.warnings:
+                _out(f"  WARNING  {warning}")
+        return 0 if report.clean and chains.clean else 1
 
     _run(body)
