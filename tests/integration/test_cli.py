@@ -234,7 +234,7 @@ def test_verify_detects_a_ledger_row_altered_by_the_owner_with_the_guards_disabl
         conn.execute("ALTER TABLE ledger DISABLE TRIGGER USER")
         try:
             conn.execute(
-                "UPDATE ledger SET evidence = evidence || '{\"note\": \"rewritten\"}'::jsonb"
+                'UPDATE ledger SET evidence = evidence || \'{"note": "rewritten"}\'::jsonb'
                 " WHERE account_id = %s AND seq = 2",
                 (ids[0],),
             )
