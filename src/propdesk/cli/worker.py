@@ -78,6 +78,28 @@ def worker_mark_to_market(
     _run(body)
 
 
+@worker_app.command("outbox-relay")
+def worker_outbox_relay(
+    once: Annotated[bool, typer.Option("--once", help="Relay what is pending and exit.")] = False,
+    interval: Annotated[float, typer.Option(min=0.001, help="Seconds between polls of the outbox.")] = 0.05,
+    as_json: JsonOpt = False,
+) -> None:
+    """Carry committed events from the outbox onto the bus (in commit order, each event id once); heartbeat
+    ``outbox-relay``; SIGTERM/SIGINT stop it."""
+
+    def body() -> int:
+        from ..workers.outbox_relay import OutboxRelayWorker
+
+        return _run_worker(
+            lambda platform, stop: OutboxRelayWorker(platform, interval_s=interval, stop=stop),
+            once,
+            as_json,
+            lambda r: f"outbox-relay: {r.published} events published, {r.duration_s * 1000:.1f} ms",
+        )
+
+    _run(body)
+
+
 @worker_app.command("calendar-sync")
 def worker_calendar_sync(
     once: Annotated[bool, typer.Option("--once", help="Sync once and exit (1 if the sync failed).")] = False,
