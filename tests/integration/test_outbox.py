@@ -75,17 +75,25 @@ def test_a_status_change_is_an_event_with_from_and_to(service: Any, quotes: Any,
 def test_a_command_that_rolls_back_leaves_no_event(service: Any, quotes: Any, clock: Any) -> None:
     acc = _open(service, quotes, clock)
     before = len(_events(service))
-    with pytest.raises(RuntimeError), service.db.tx() as c:
-        service.submit_order(acc, OrderRequest("EURUSD", Side.BUY, D("0.1")), conn=c)
-        assert len(c.execute("SELECT 1 FROM outbox").fetchall()) > before  # written, inside the transaction
-        raise RuntimeError("the command fails after its writes")
-    assert len(_events(service)) == before
+    seen_inside: list[int] = []
+
+    def command_that_fails_after_its_writes() -> None:
+        with service.db.tx() as c:
+            service.submit_order(acc, OrderRequest("EURUSD", Side.BUY, D("0.1")), conn=c)
+            seen_inside.append(len(c.execute("SELECT 1 FROM outbox").fetchall()))
+            raise RuntimeError("the command fails after its writes")
+
+    with pytest.raises(RuntimeError):
+        command_that_fails_after_its_writes()
+    assert seen_inside[0] > before  # written inside the transaction...
+    assert len(_events(service)) == before  # ...and gone with it
 
 
 def test_only_the_engine_writes_the_outbox(db_url: str) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+    with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("SET ROLE pdtest_owner")
-        conn.execute("INSERT INTO outbox (type, version, payload) VALUES ('account.changed', 1, '{}')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO outbox (type, version, payload) VALUES ('account.changed', 1, '{}')")
 
 
 # ------------------------------------------------------------------ commit order
