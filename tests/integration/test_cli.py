@@ -455,3 +455,57 @@ def test_serve_on_a_taken_port_exits_2_with_a_message(db_url: str, tmp_path: Pat
         proc = run_cli("serve", "--port", str(port), db_url=db_url, data_dir=tmp_path, timeout=60)
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ backup and restore
+def test_a_backup_restores_into_a_new_database_that_verifies_clean_with_the_same_truth(
+    db_url: str, service: Any, quotes: Any, clock: Any, tmp_path: Path
+) -> None:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    ids = trade_accounts(service, quotes, clock, n=3)
+    archive = tmp_path / "backups" / "desk.dump"
+    made = run_cli("db", "backup", str(archive), "--json", db_url=db_url, data_dir=tmp_path)
+    assert made.returncode == 0, made.stderr[-3000:]
+    manifest = one_json_line(made)
+    assert manifest["counts"]["accounts"] == 3 and manifest["counts"]["ledger"] > 3
+    assert (archive.stat().st_mode & 0o777) == 0o600
+    assert run_cli("db", "backup", str(archive), db_url=db_url, data_dir=tmp_path).returncode == 2  # never overwrites
+
+    name = f"restored_{uuid.uuid4().hex[:10]}"
+    restored = run_cli("db", "restore", str(archive), "--database", name, "--json", db_url=db_url, data_dir=tmp_path)
+    params = conninfo_to_dict(db_url)
+    params["dbname"] = name
+    restored_url = make_conninfo(**params)
+    try:
+        assert restored.returncode == 0, restored.stderr[-3000:]
+        assert one_json_line(restored)["counts"] == manifest["counts"]
+        check = run_cli("verify", "--json", db_url=restored_url, data_dir=tmp_path)
+        assert check.returncode == 0, check.stdout + check.stderr[-2000:]
+        report = one_json_line(check)
+        assert report["accounts"] == 3 and report["clean"] is True and report["chains"]["ledger_rows"] > 0
+        query = "SELECT account_id, cash, equity, ledger_seq FROM balances ORDER BY account_id"
+        with psycopg.connect(db_url) as a, psycopg.connect(restored_url) as b:
+            assert a.execute(query).fetchall() == b.execute(query).fetchall()
+        again = run_cli("db", "restore", str(archive), "--database", name, db_url=db_url, data_dir=tmp_path)
+        assert again.returncode == 2 and "exists" in again.stderr  # never over a database that exists
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert ids
+
+
+def test_a_damaged_archive_is_refused_before_anything_is_created(
+    db_url: str, service: Any, quotes: Any, clock: Any, tmp_path: Path
+) -> None:
+    trade_accounts(service, quotes, clock, n=1)
+    archive = tmp_path / "desk.dump"
+    assert run_cli("db", "backup", str(archive), db_url=db_url, data_dir=tmp_path).returncode == 0
+    with archive.open("r+b") as handle:
+        handle.seek(200)
+        handle.write(b"\x00\x01\x02")
+    name = f"restored_{uuid.uuid4().hex[:10]}"
+    bad = run_cli("db", "restore", str(archive), "--database", name, db_url=db_url, data_dir=tmp_path)
+    assert bad.returncode == 2 and "SHA-256" in bad.stderr
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None

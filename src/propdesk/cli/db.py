@@ -67,6 +67,77 @@ def db_upgrade(as_json: JsonOpt = False) -> None:
     _run(body)
 
 
+@db_app.command("backup")
+def db_backup(
+    file: Annotated[str, typer.Argument(help="The archive to write (never overwritten); a manifest goes beside it.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """A consistent backup of the whole database (pg_dump, custom format) while the platform keeps running."""
+
+    def body() -> int:
+        from pathlib import Path
+
+        from ..bootstrap import resolve_database
+        from ..clock import SystemClock
+        from ..db.backup import BackupError, backup
+
+        settings = _settings()
+        admin_url, embedded = resolve_database(settings)
+        try:
+            manifest = backup(admin_url, Path(file), SystemClock().now())
+        except BackupError as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            if embedded is not None:
+                embedded.__exit__(None, None, None)
+        _log().info("db_backup_done", file=file, **manifest.to_json())
+        if as_json:
+            emit_json({"file": str(Path(file).resolve()), **manifest.to_json()})
+        else:
+            _out(f"backup {file}: revision {manifest.revision}, {manifest.size_bytes} bytes, rows {manifest.counts}")
+        return 0
+
+    _run(body)
+
+
+@db_app.command("restore")
+def db_restore(
+    file: Annotated[str, typer.Argument(help="An archive made by `propdesk db backup` (its manifest beside it).")],
+    database: Annotated[str, typer.Option("--database", help="The NEW database to restore into (same server).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore a backup into a new database on the same server and check it against its manifest; then point
+    DATABASE_URL at it and run `propdesk verify` (docs/OPERATIONS.md)."""
+
+    def body() -> int:
+        import re
+        from pathlib import Path
+
+        from ..bootstrap import resolve_database
+        from ..db.backup import BackupError, restore
+
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
+            raise CliError("--database: lowercase letters, digits and '_' (at most 63), not starting with a digit")
+        settings = _settings()
+        admin_url, embedded = resolve_database(settings)
+        try:
+            result = restore(admin_url, Path(file), database, settings.db_role_prefix)
+        except BackupError as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            if embedded is not None:
+                embedded.__exit__(None, None, None)
+        out = {**result, "url": redact(result["url"])}
+        _log().info("db_restore_done", **out)
+        if as_json:
+            emit_json(out)
+        else:
+            _out(f"restored {file} into {database} (revision {result['revision']}); rows {result['counts']}")
+        return 0
+
+    _run(body)
+
+
 # ------------------------------------------------------------------------------------------------ verify
 def verify(
     account: Annotated[str | None, typer.Argument(help="One account id (default: every account).")] = None,
