@@ -101,7 +101,7 @@ class FillOut(Out):
     slippage_bps: Decimal
     quote: dict[str, Any]
     created_at: Timestamp
-    voided: bool
+    voided: bool = False  # in lists (a voided fill stays listed); absent from an order's answer
 
 
 class PositionOut(Out):
@@ -173,3 +173,12 @@ class LedgerPage(Out):
 class InstrumentPage(Out):
     items: list[InstrumentOut]
     next_cursor: str | None
+
+
+class OrderResultOut(Out):
+    """An accepted order (201): the order and, when it filled, its fill. A gate rejection is the 422 envelope
+    with the recorded ``order`` next to ``error``."""
+
+    order: OrderOut
+    fill: FillOut | None
+    rejection: None
