@@ -26,6 +26,15 @@ class Metrics:
         self.mtm_failures = Counter("propdesk_mtm_failures_total", "Accounts whose mark-to-market failed", registry=r)
         self.mtm_accounts = Gauge("propdesk_mtm_accounts", "Accounts marked in the last cycle", registry=r)
         self.quotes = Counter("propdesk_quotes_total", "Quotes received", ["outcome"], registry=r)
+        # Arithmetic that failed inside a command (decimal InvalidOperation / overflow, a numeric column's range):
+        # answered 422 ``value_out_of_range``. Inputs are bounded at the edge, so any count here is a missing bound.
+        self.value_out_of_range = Counter(
+            "propdesk_value_out_of_range_total",
+            "Commands refused 422 value_out_of_range (arithmetic failed inside the command)",
+            ["route"],
+            registry=r,
+        )
+        self.value_out_of_range.labels(route="")  # present (at 0) from the start, so a scrape can assert it
 
     # The execution core's Metrics protocol.
     def rejection(self, code: str) -> None:

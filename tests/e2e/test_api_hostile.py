@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
+import structlog.testing
 
 pytestmark = pytest.mark.e2e
 PREFIX = "/api/v1/prop"
@@ -332,3 +334,34 @@ def test_hostile_paths_are_4xx(client: Any, account: Any, snapshot: Any, path: s
     url = PREFIX + path.replace("{id}", account["id"])
     r = client.post(url) if url.endswith(("close", "cancel")) else client.get(url)
     assert r.status_code in (404, 422), r.text
+
+
+def _overflow() -> Any:
+    return Decimal("9e999999") * Decimal("9e999999")
+
+
+def _invalid_operation() -> Any:
+    return Decimal("NaN") < 0
+
+
+@pytest.mark.parametrize("failure", [_overflow, _invalid_operation])
+def test_arithmetic_failing_inside_a_command_is_422_value_out_of_range_logged_and_counted(
+    client: Any, platform: Any, account: Any, snapshot: Any, monkeypatch: Any, failure: Any
+) -> None:
+    # Inputs are bounded at the edge; whatever arithmetic still fails inside a command is the client's value:
+    # a 4xx with a reason (never a 500), logged at error level and counted in /metrics.
+    def failing_mark(*args: Any, **kwargs: Any) -> Any:
+        failure()
+        raise AssertionError("the arithmetic above raises")
+
+    monkeypatch.setattr(platform.execution, "mark_to_market", failing_mark)
+    metric = "propdesk_value_out_of_range_total"
+    assert f'{metric}{{route=""}} 0.0' in client.get("/metrics").text  # present before the first failure
+    with structlog.testing.capture_logs() as logged:
+        r = client.post(f"{PREFIX}/accounts/{account['id']}/mark-to-market")
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "value_out_of_range"
+    assert "Traceback" not in r.text
+    route = "/api/v1/prop/accounts/{account_id}/mark-to-market"
+    assert f'{metric}{{route="{route}"}} 1.0' in client.get("/metrics").text
+    assert [e["route"] for e in logged if e["event"] == "value_out_of_range" and e["log_level"] == "error"] == [route]

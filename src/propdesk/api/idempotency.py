@@ -42,6 +42,8 @@ from ..db.health import DatabaseHealth, checked_pool
 from ..domain.clock import Clock
 from ..domain.errors import DomainError
 from ..identity.auth import Principal
+from ..logs import get as get_logger
+from ..metrics import Metrics
 from .body import request_hash
 from .errors import ApiError, describe
 from .render import JSON_MEDIA_TYPE, dumps
@@ -64,6 +66,11 @@ class Outcome:
 
 
 Effect = Callable[[Conn], Outcome]
+
+# Arithmetic that cannot be carried out: decimal InvalidOperation / Overflow / DivisionByZero (ArithmeticError)
+# and a value outside a numeric column's range. Inputs are bounded at the edge; whatever still slips through is
+# the client's value, so it is a 422 with a reason, never a 500 (and it is logged and counted: a missing bound).
+OUT_OF_RANGE: tuple[type[BaseException], ...] = (ArithmeticError, psycopg.errors.NumericValueOutOfRange)
 
 
 def parse_key(request: Request) -> str | None:
@@ -98,8 +105,17 @@ def principal_of(request: Request) -> Principal:
 class Commands:
     """Runs mutating requests: one engine transaction per command, with the idempotency record inside it."""
 
-    def __init__(self, conninfo: str, clock: Clock, *, pool_size: int = 10, health: DatabaseHealth | None = None):
+    def __init__(
+        self,
+        conninfo: str,
+        clock: Clock,
+        *,
+        pool_size: int = 10,
+        health: DatabaseHealth | None = None,
+        metrics: Metrics | None = None,
+    ):
         self.clock = clock
+        self.metrics = metrics
         self.health = health or DatabaseHealth(conninfo)
         self.pool: ConnectionPool[Conn] = checked_pool(
             conninfo,
@@ -126,7 +142,7 @@ class Commands:
                 replay = self._claim(conn, principal.id, key, method, path, rhash)
                 if replay is not None:
                     return replay
-            status, body, headers = self._apply(conn, effect)
+            status, body, headers = self._apply(conn, effect, request, self.metrics)
             text = dumps(body)
             if key is not None and status < 500:
                 conn.execute(
@@ -183,7 +199,9 @@ class Commands:
         )
 
     @staticmethod
-    def _apply(conn: Conn, effect: Effect) -> tuple[int, Any, dict[str, str]]:
+    def _apply(
+        conn: Conn, effect: Effect, request: Request | None = None, metrics: Metrics | None = None
+    ) -> tuple[int, Any, dict[str, str]]:
         try:
             with conn.transaction():  # a savepoint: a refused command leaves nothing behind
                 out = effect(conn)
@@ -193,4 +211,27 @@ class Commands:
         except ApiError as exc:
             status, body = describe(exc)
             return status, body, exc.headers
+        except OUT_OF_RANGE as exc:  # the savepoint is rolled back: nothing of the command remains
+            return value_out_of_range(exc, request, metrics)
         return out.status, out.body, out.headers
+
+
+def value_out_of_range(
+    exc: BaseException, request: Request | None, metrics: Metrics | None
+) -> tuple[int, Any, dict[str, str]]:
+    """422 ``value_out_of_range`` for arithmetic that failed inside a command; logged at error level, counted."""
+    route = getattr(request.scope.get("route"), "path", "") if request is not None else ""
+    get_logger("propdesk.api").error(
+        "value_out_of_range", route=route, error=type(exc).__name__, detail=str(exc)[:300], exc_info=exc
+    )
+    if metrics is not None:
+        metrics.value_out_of_range.labels(route=route).inc()
+    status, body = describe(
+        ApiError(
+            422,
+            "value_out_of_range",
+            "a value is outside the range this command can compute with",
+            {"error": type(exc).__name__},
+        )
+    )
+    return status, body, {}

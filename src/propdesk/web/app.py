@@ -56,7 +56,11 @@ def create_app(platform: Platform) -> FastAPI:
     """Build the API over ``platform`` (its clock, database, quote store, metrics, services and tokens)."""
     log = logs.get("propdesk.api")
     commands = Commands(
-        platform.db.engine_url, platform.clock, pool_size=platform.settings.db_pool_size, health=platform.db.health
+        platform.db.engine_url,
+        platform.clock,
+        pool_size=platform.settings.db_pool_size,
+        health=platform.db.health,
+        metrics=platform.metrics,
     )
     closers = platform.extras.setdefault("closers", [])
     closers.append(commands.close)

@@ -27,6 +27,7 @@ from ..errors import ApiError
 from ..idempotency import Outcome, principal_of
 from ..pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, decode_int_cursor, page
 from ..render import dec, json_response, ts
+from ..responses import AccountOut, AccountPage, FillPage, InstrumentPage, LedgerPage, OrderPage, PositionPage
 from ..schemas import CreateAccountBody, ReasonBody
 
 AccountId = Annotated[uuid.UUID, Path(description="Account id (UUID).")]
@@ -76,8 +77,12 @@ def build(api: Api) -> APIRouter:
     @router.post(
         f"{PREFIX}/accounts",
         status_code=201,
+        response_model=AccountOut,
         responses={
-            200: {"description": "Replay of a body idempotency_key with the same body: the existing account"},
+            200: {
+                "description": "Replay of a body idempotency_key with the same body: the existing account",
+                "model": AccountOut,
+            },
             **WRITE_ERRORS,
         },
     )
@@ -143,13 +148,13 @@ def build(api: Api) -> APIRouter:
 
         return api.commands.run(request, effect)
 
-    @router.get(f"{PREFIX}/accounts/{{account_id}}", responses=READ_ERRORS)
+    @router.get(f"{PREFIX}/accounts/{{account_id}}", response_model=AccountOut, responses=READ_ERRORS)
     def get_account(account_id: AccountId) -> Response:
         with api.read() as c:
             row = require_account(c, account_id)
             return json_response(present_account(row, balance_of(c, account_id)))
 
-    @router.get(f"{PREFIX}/clones/{{clone_id}}/accounts", responses=READ_ERRORS)
+    @router.get(f"{PREFIX}/clones/{{clone_id}}/accounts", response_model=AccountPage, responses=READ_ERRORS)
     def clone_accounts(clone_id: CloneId, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Response:
         """The accounts of an AI agent instance, oldest first."""
         after = ts_id_key(decode_cursor("clone_accounts", cursor, 2))
@@ -180,6 +185,7 @@ def build(api: Api) -> APIRouter:
     def lifecycle(trigger: Trigger, doc: str) -> None:
         @router.post(
             f"{PREFIX}/accounts/{{account_id}}/{trigger.value}",
+            response_model=AccountOut,
             responses=WRITE_ERRORS,
             name=f"{trigger.value}_account",
             summary=f"{trigger.value.capitalize()} an account",
@@ -200,7 +206,7 @@ def build(api: Api) -> APIRouter:
     lifecycle(Trigger.LIQUIDATE, "Cancel resting orders, close every position at market, status liquidated.")
 
     # ------------------------------------------------------------------ reads
-    @router.get(f"{PREFIX}/accounts/{{account_id}}/ledger", responses=READ_ERRORS)
+    @router.get(f"{PREFIX}/accounts/{{account_id}}/ledger", response_model=LedgerPage, responses=READ_ERRORS)
     def ledger(account_id: AccountId, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Response:
         """The append-only ledger in sequence order."""
         after = decode_int_cursor("ledger", cursor)
@@ -218,7 +224,7 @@ def build(api: Api) -> APIRouter:
         """Balances (equity at the latest quotes), positions with marks, open orders."""
         return json_response(present_snapshot(ex.snapshot(account_id)))
 
-    @router.get(f"{PREFIX}/accounts/{{account_id}}/orders", responses=READ_ERRORS)
+    @router.get(f"{PREFIX}/accounts/{{account_id}}/orders", response_model=OrderPage, responses=READ_ERRORS)
     def orders(
         account_id: AccountId,
         limit: Limit = DEFAULT_LIMIT,
@@ -238,7 +244,7 @@ def build(api: Api) -> APIRouter:
             ).fetchall()
         return json_response(page("orders", rows, limit, lambda r: [ts(r["created_at"]), str(r["id"])]))
 
-    @router.get(f"{PREFIX}/accounts/{{account_id}}/fills", responses=READ_ERRORS)
+    @router.get(f"{PREFIX}/accounts/{{account_id}}/fills", response_model=FillPage, responses=READ_ERRORS)
     def fills(account_id: AccountId, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Response:
         after = ts_id_key(decode_cursor("fills", cursor, 2))
         at, ident = after if after else (None, None)
@@ -252,7 +258,7 @@ def build(api: Api) -> APIRouter:
             ).fetchall()
         return json_response(page("fills", rows, limit, lambda r: [ts(r["created_at"]), str(r["id"])], present_fill))
 
-    @router.get(f"{PREFIX}/accounts/{{account_id}}/positions", responses=READ_ERRORS)
+    @router.get(f"{PREFIX}/accounts/{{account_id}}/positions", response_model=PositionPage, responses=READ_ERRORS)
     def positions(account_id: AccountId, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Response:
         """Open positions with marks, by symbol."""
         after = decode_cursor("positions", cursor, 1)
@@ -327,7 +333,7 @@ def build(api: Api) -> APIRouter:
 
         return api.commands.run(request, effect)
 
-    @router.get(f"{PREFIX}/instruments", responses=READ_ERRORS, tags=["market"])
+    @router.get(f"{PREFIX}/instruments", response_model=InstrumentPage, responses=READ_ERRORS, tags=["market"])
     def instruments(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Response:
         """The instruments catalogue, by symbol."""
         after = decode_cursor("instruments", cursor, 1)

@@ -45,6 +45,7 @@ from ..context import READ_ERRORS, WRITE_ERRORS, Api
 from ..errors import ApiError
 from ..idempotency import Outcome, parse_key, principal_of
 from ..render import json_response
+from ..responses import OrderOut, OrderResultOut
 from ..schemas import (
     ClosePositionBody,
     LongText,
@@ -385,7 +386,12 @@ def build(api: Api) -> APIRouter:
         return json_response(row)
 
     # ------------------------------------------------------------------ trading
-    @router.post(f"{PREFIX}/accounts/{{account_id}}/orders", status_code=201, responses=WRITE_ERRORS)
+    @router.post(
+        f"{PREFIX}/accounts/{{account_id}}/orders",
+        status_code=201,
+        response_model=OrderResultOut,
+        responses=WRITE_ERRORS,
+    )
     def submit_order(request: Request, account_id: AccountId, body: OrderBody) -> Response:
         """Submit a market, limit or stop order with optional SL/TP, through the execution core's gates and the
         rulebook's pre-trade rules. 201 accepted; 422 with the rule's code, message and numbers when refused
@@ -402,14 +408,19 @@ def build(api: Api) -> APIRouter:
             )
         return api.commands.run(request, submit_effect(ex, account_id, body.to_request()))
 
-    @router.post(f"{PREFIX}/accounts/{{account_id}}/orders/{{order_id}}/cancel", responses=WRITE_ERRORS)
+    @router.post(
+        f"{PREFIX}/accounts/{{account_id}}/orders/{{order_id}}/cancel", response_model=OrderOut, responses=WRITE_ERRORS
+    )
     def cancel_order(request: Request, account_id: AccountId, order_id: OrderId) -> Response:
         """Cancel a resting limit/stop order."""
         user = check_owner(request, account_id)
         return api.commands.run(request, cancel_effect(ex, account_id, order_id, f"user:{user.id}"))
 
     @router.post(
-        f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/close", status_code=201, responses=WRITE_ERRORS
+        f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/close",
+        status_code=201,
+        response_model=OrderResultOut,
+        responses=WRITE_ERRORS,
     )
     def close_position(
         request: Request, account_id: AccountId, symbol: PathSymbol, body: ClosePositionBody | None = None

@@ -28,6 +28,7 @@ from ..context import READ_ERRORS, WRITE_ERRORS, Api
 from ..errors import ApiError, validation_details
 from ..idempotency import Effect, Outcome, principal_of
 from ..render import dumps, json_response
+from ..responses import OrderOut, OrderResultOut
 from ..schemas import (
     ClosePositionBody,
     DecisionBatchBody,
@@ -90,7 +91,12 @@ def build(api: Api) -> APIRouter:
     platform = api.platform
     ex = platform.execution
 
-    @router.post(f"{PREFIX}/accounts/{{account_id}}/orders", status_code=201, responses=WRITE_ERRORS)
+    @router.post(
+        f"{PREFIX}/accounts/{{account_id}}/orders",
+        status_code=201,
+        response_model=OrderResultOut,
+        responses=WRITE_ERRORS,
+    )
     def submit_order(request: Request, account_id: AccountId, body: OrderBody) -> Response:
         """Submit a market, limit or stop order (optionally with stop loss / take profit).
 
@@ -98,13 +104,18 @@ def build(api: Api) -> APIRouter:
         409 ``duplicate_client_order_id``: the client order id is already used on this account."""
         return api.commands.run(request, submit_effect(ex, account_id, body.to_request()))
 
-    @router.post(f"{PREFIX}/accounts/{{account_id}}/orders/{{order_id}}/cancel", responses=WRITE_ERRORS)
+    @router.post(
+        f"{PREFIX}/accounts/{{account_id}}/orders/{{order_id}}/cancel", response_model=OrderOut, responses=WRITE_ERRORS
+    )
     def cancel_order(request: Request, account_id: AccountId, order_id: OrderId) -> Response:
         """Cancel a resting limit/stop order."""
         return api.commands.run(request, cancel_effect(ex, account_id, order_id, principal_of(request).id))
 
     @router.post(
-        f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/close", status_code=201, responses=WRITE_ERRORS
+        f"{PREFIX}/accounts/{{account_id}}/positions/{{symbol}}/close",
+        status_code=201,
+        response_model=OrderResultOut,
+        responses=WRITE_ERRORS,
     )
     def close_position(
         request: Request, account_id: AccountId, symbol: PathSymbol, body: ClosePositionBody | None = None
