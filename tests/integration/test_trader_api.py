@@ -193,6 +193,19 @@ def test_risk_preview_shows_the_risk_at_the_stop_in_money_and_percent_of_equity(
         assert c.execute("SELECT count(*) AS n FROM orders").fetchone()["n"] == 0
 
 
+def test_risk_preview_at_the_largest_allowed_quantity_and_levels_answers_and_beyond_is_a_422(
+    alice: Trader, platform: Any
+) -> None:
+    acc = alice.buy("strict-risk", "25k")["account"]["id"]
+    quote(platform, "EURUSD", "1.10000", "1.10010")
+    extreme = {"symbol": "EURUSD", "side": "sell", "quantity": "100", "stop_loss": "99999999999999999.9999999999"}
+    r = alice.post(f"/accounts/{acc}/risk-preview", {**extreme, "take_profit": "0.0000000001"})
+    assert r.status_code == 200, r.text
+    assert r.json()["gate"]["code"] and Decimal(r.json()["risk_pct"]) > 0
+    r = alice.post(f"/accounts/{acc}/risk-preview", {**extreme, "quantity": "100.00000001"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "quantity_out_of_range", r.text
+
+
 def test_partial_close_modify_and_cancel(alice: Trader, platform: Any) -> None:
     acc = alice.buy("classic-2step", "10k")["account"]["id"]
     quote(platform, "EURUSD", "1.10000", "1.10010")

@@ -451,6 +451,13 @@ def build(api: Api) -> APIRouter:
             inst = platform.catalogue.get(body.symbol)
             if inst is None:
                 raise ApiError(422, "unknown_symbol", f"unknown symbol {body.symbol}")
+            if body.quantity > inst.max_lot:
+                raise ApiError(
+                    422,
+                    "quantity_out_of_range",
+                    f"{body.symbol} trades at most {inst.max_lot} lots per order",
+                    {"max_lot": inst.max_lot, "quantity": body.quantity},
+                )
             quote = platform.quotes.latest(body.symbol)
             rate = ex._rate(inst.quote_currency, ctx.policy.currency)
             req = body.to_request()
@@ -484,7 +491,11 @@ def build(api: Api) -> APIRouter:
                 out["margin"] = money(CTX.divide(notional, ctx.policy.max_leverage))
 
                 def pct(v: Decimal) -> Decimal:
-                    return (v * 100 / equity).quantize(Decimal("0.01")) if equity > 0 else ZERO
+                    # In the wide context: a level far from the price makes v huge, and the default 28 digits
+                    # cannot quantize it (InvalidOperation, a 500 before).
+                    if equity <= 0:
+                        return ZERO
+                    return CTX.divide(CTX.multiply(v, Decimal(100)), equity).quantize(Decimal("0.01"), context=CTX)
 
                 if body.stop_loss is not None:
                     risk = money(CTX.multiply(inst.contract_value(body.quantity, abs(entry - body.stop_loss)), rate))
