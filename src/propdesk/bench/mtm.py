@@ -110,7 +110,9 @@ def _clone(db: Any, templates: list[uuid.UUID], copies: int, progress: ProgressF
     ids_of: dict[uuid.UUID, set[uuid.UUID]] = {t: {t} for t in templates}
     with db.read() as c:
         for table, col in TABLES:
-            cur = c.execute(f"SELECT * FROM {table} WHERE {col} = ANY(%s)", (templates,))
+            # The ledger in chain order: its trigger takes each account's rows only in ``seq`` order.
+            order = f" ORDER BY {col}, seq" if table == "ledger" else ""
+            cur = c.execute(f"SELECT * FROM {table} WHERE {col} = ANY(%s){order}", (templates,))
             names = [d.name for d in cur.description if not (table == "ledger" and d.name == "id")]
             per: dict[uuid.UUID, list[tuple[Any, ...]]] = {}
             for r in cur.fetchall():
@@ -146,7 +148,8 @@ def _clone(db: Any, templates: list[uuid.UUID], copies: int, progress: ProgressF
                                 v = Jsonb(json.loads(s))
                             vals.append(v)
                         cp.write_row(vals)
-            c.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM seed_{table}")
+            order = " ORDER BY account_id, seq" if table == "ledger" else ""
+            c.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM seed_{table}{order}")
             progress(f"mtm: seeded {table}", 0.02)
     return out
 
