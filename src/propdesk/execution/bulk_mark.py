@@ -44,9 +44,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -59,7 +60,7 @@ from ..domain.money import CTX, ZERO, fmt, money
 from ..domain.policy import ExecutionPolicy
 from ..domain.positions import Position, Valuation, valuate
 from ..domain.quotes import PriceSource, Quote
-from ..domain.rules.engine import EngineState, Evaluator
+from ..domain.rules.engine import EngineState, Evaluator, iso
 from ..domain.rules.pretrade import weekend_holds
 from ..domain.rules.rulebook import Rulebook, parse_rulebook
 
@@ -69,7 +70,7 @@ HUNDRED = Decimal(100)
 # One row per live account holding positions: the account, its balances row (with its row version) and the few
 # rule-state fields the quiet check needs (extracted server-side: no JSON decoding of the whole state per row).
 _ACCOUNTS = """
-SELECT a.id, a.status, a.mode, a.phase, md5(a.policy::text) AS pkey, md5(a.rulebook::text) AS rkey,
+SELECT a.id, a.status, a.mode, a.phase, a.xmin::text AS ax, NULL AS unused,
        b.cash, b.equity, b.unrealized_pnl, b.margin_used, b.high_watermark, b.ledger_seq, b.xmin::text AS bx,
        r.xmin::text AS rx, e->>'verdict', e->>'last_t', e->>'start_day', e->>'started_at', e->>'last_open_at',
        e->>'day_high_equity', e->>'day_low_equity', e->>'peak_equity', e->>'max_dd_pct', e->>'daily_floor',
@@ -83,14 +84,25 @@ _POSITIONS = """
 SELECT p.account_id, p.symbol, p.quantity, p.avg_price FROM positions p JOIN accounts a ON a.id = p.account_id
 WHERE a.status = ANY(%(statuses)s) {only}
 """
-_POLICIES = (
-    "SELECT DISTINCT ON (md5(policy::text)) md5(policy::text) AS k, policy FROM accounts"
-    " WHERE status = ANY(%(statuses)s) {only}"
+# The frozen policy and rulebook of an account never change after it is opened; their digests are computed once per
+# account row version (``xmin``) and kept (``_KeyCache``), never per row on every cycle.
+_KEYS = (
+    "SELECT id, xmin::text AS ax, md5(policy::text) AS pkey,"
+    " CASE WHEN mode = 'challenge' AND rulebook IS NOT NULL THEN md5(rulebook::text) END AS rkey"
+    " FROM accounts WHERE id = ANY(%s)"
 )
+_POLICIES = "SELECT DISTINCT ON (md5(policy::text)) md5(policy::text) AS k, policy FROM accounts WHERE id = ANY(%s)"
 _RULEBOOKS = (
     "SELECT DISTINCT ON (md5(rulebook::text)) md5(rulebook::text) AS k, rulebook FROM accounts"
-    " WHERE status = ANY(%(statuses)s) AND mode = 'challenge' AND rulebook IS NOT NULL {only}"
+    " WHERE id = ANY(%s) AND mode = 'challenge' AND rulebook IS NOT NULL"
 )
+# Tier 2 reads only the few engine fields the extremes update and the day's statistics row need, as text.
+_EXTREMES = """
+SELECT r.account_id, e->>'balance', e->>'max_locked', e->>'day', e->'warned', e->>'sod_balance', e->>'sod_equity',
+       e->'day_pnl'->>(e->>'day'), e->'day_closes'->>(e->>'day'),
+       r.state->'extras'->'trades_opened'->>(e->>'day'), e->>'peak_equity', e->>'max_dd_pct', e->>'max_floor'
+FROM rule_states r, LATERAL (SELECT r.state->'engine' AS e) s WHERE r.account_id = ANY(%s)
+"""
 _STATES = "SELECT account_id, state FROM rule_states WHERE account_id = ANY(%s)"
 
 # ---------------------------------------------------------------------------------------------- the write
@@ -164,6 +176,7 @@ class Marked:
     changed: bool
     ledger: tuple[Decimal, Decimal, str] | None = None  # (balance_after, equity_after, evidence JSON)
     rule_state: str | None = None
+    rule_patch: str | None = None  # engine fields to set (the extremes update)
     daily: tuple[Any, ...] | None = None
 
 
@@ -375,6 +388,135 @@ def evaluate_rules(
     return None, {"engine": ev.s.to_json(), "extras": extras}, ev
 
 
+@dataclass(slots=True)
+class _Extremes:
+    """The engine fields (as stored, text) the extremes update and the day's statistics row need."""
+
+    balance: str | None
+    max_locked: str | None
+    day: str | None
+    warned: list[str] | None
+    sod_balance: str | None
+    sod_equity: str | None
+    day_pnl: str | None
+    day_closes: str | None
+    trades_opened: str | None
+    peak: str | None
+    max_dd: str | None
+    max_floor: str | None
+
+
+def extremes_update(
+    bk: _Book,
+    rv: _RuleView,
+    f: _Extremes,
+    status: Status,
+    now: datetime,
+    cash: Decimal,
+    equity: Decimal,
+) -> tuple[str | None, dict[str, Any] | None, tuple[Any, ...] | None] | None:
+    """Tier 2 without the evaluator: what ``RulesBridge.on_equity`` stores when a mark moves only the extremes (the
+    day's high/low equity, the peak, the deepest drawdown, an intraday trailing floor), computed with the same
+    Decimal operations as ``Evaluator._limits``/``_raise_floor``/``_warnings``.
+
+    Only for a state ``quiet_reason`` cleared of every day boundary, deadline, weekend and scale-up (so
+    ``advance`` only moves ``last_t``), whose stored balance is the account's cash (so nothing ``check_pass``
+    reads moves); anything else returns None and the full evaluator decides. Returns ``(candidate reason, engine
+    fields to set, daily_stats row without the account id)``: a reason when a limit or a warning would fire."""
+    if rv.verdict is not None or status is Status.DAY_PAUSED or status in TERMINAL:
+        return None
+    last = _dt(rv.last_t)
+    if last is None or last < bk.day_start or rv.initial is None or rv.day_high is None or rv.day_low is None:
+        return None
+    if f.balance is None or f.peak is None or f.max_dd is None or f.day is None or Decimal(f.balance) != cash:
+        return None
+    rules = bk.proto.rules
+    initial = Decimal(rv.initial)
+    hi = max(Decimal(rv.day_high), equity)
+    lo = min(Decimal(rv.day_low), equity)
+    peak = Decimal(f.peak)
+    if equity > peak:
+        peak = equity
+    max_dd = Decimal(f.max_dd)
+    if peak > 0:
+        max_dd = max(max_dd, (peak - equity) * HUNDRED / peak)
+    max_floor = Decimal(f.max_floor) if f.max_floor is not None else None
+    locked = f.max_locked == "true"
+    ml = rules.get("max_loss")
+    allowance: Decimal | None = None
+    if ml is not None:
+        allowance = ml["amount"] if "amount" in ml else ml["pct"] * initial / HUNDRED
+    if ml is not None and ml["mode"] == "intraday_trailing" and not locked:
+        assert allowance is not None
+        candidate = peak - allowance
+        lock = ml.get("lock_at")
+        if lock is None and "lock_at_offset" in ml:
+            lock = initial + ml["lock_at_offset"]
+        if lock is not None and candidate >= lock:
+            max_floor = lock if max_floor is None else max(lock, max_floor)
+            locked = True
+        elif max_floor is None or candidate > max_floor:
+            max_floor = money(candidate)
+    paused = rv.day_paused == "true"
+    daily_floor = Decimal(rv.daily_floor) if rv.daily_floor is not None else None
+    dl = rules.get("max_daily_loss")
+    fired: list[str] = []
+    if dl is not None and dl["evaluation"] == "realtime" and not paused and daily_floor is not None:
+        v = equity if dl["include_floating"] else cash
+        if v <= daily_floor if dl["breach_on_touch"] else v < daily_floor:
+            fired.append("max_daily_loss")
+    if (
+        ml is not None
+        and ml["evaluation"] == "realtime"
+        and max_floor is not None
+        and (equity <= max_floor if ml["breach_on_touch"] else equity < max_floor)
+    ):
+        fired.append("max_loss")
+    dw = rules.get("drawdown_warning")
+    if not fired and dw is not None:
+        checks: list[tuple[str, Decimal, Decimal, Decimal]] = []
+        if dl is not None and daily_floor is not None and rv.daily_anchor is not None and not paused:
+            checks.append(
+                ("max_daily_loss", equity if dl["include_floating"] else cash, Decimal(rv.daily_anchor), daily_floor)
+            )
+        if ml is not None and max_floor is not None:
+            assert allowance is not None
+            checks.append(("max_loss", equity, max_floor + allowance, max_floor))
+        warned = f.warned or []
+        for rule, v, top, floor in checks:
+            room = top - floor
+            if room > 0 and (top - v) * HUNDRED / room >= dw["used_pct"] and f"{rule}|{f.day}" not in warned:
+                fired.append("drawdown_warning")
+    if fired:
+        return "rules:" + ",".join(sorted(set(fired))), None, None
+    patch: dict[str, Any] = {
+        "balance": fmt(cash),
+        "equity": fmt(equity),
+        "last_t": iso(max(last, now)),
+        "day_high_equity": fmt(hi),
+        "day_low_equity": fmt(lo),
+        "peak_equity": fmt(peak),
+        "max_dd_pct": fmt(max_dd),
+        "max_floor": fmt(max_floor) if max_floor is not None else None,
+        "max_locked": locked,
+    }
+    day = date.fromisoformat(f.day)
+    daily = (
+        day,
+        bk.proto.cal.start_of(day),
+        money(Decimal(f.sod_balance or "0")),
+        money(Decimal(f.sod_equity or "0")),
+        money(hi),
+        money(lo),
+        money(Decimal(f.day_pnl)) if f.day_pnl is not None else money(ZERO),
+        int(f.trades_opened or 0),
+        int(f.day_closes or 0),
+        money(daily_floor) if daily_floor is not None else None,
+        money(max_floor) if max_floor is not None else None,
+    )
+    return None, patch, daily
+
+
 def daily_row(account_id: uuid.UUID, ev: Evaluator, extras: Mapping[str, Any]) -> tuple[Any, ...] | None:
     """The ``daily_stats`` row ``RulesBridge._daily_stats`` would upsert for the evaluator's current day."""
     s = ev.s
@@ -468,6 +610,51 @@ def mark_all_bulk(
     }
 
 
+class _KeyCache:
+    """Per database: the (policy digest, rulebook digest) of every account row version seen, and each distinct
+    policy and rulebook parsed once. An account's policy and rulebook are frozen when it is opened; a row that
+    changes gets a new ``xmin`` and is looked up again, so a stale entry can never be used."""
+
+    def __init__(self) -> None:
+        self.keys: dict[tuple[uuid.UUID, str], tuple[str, str | None]] = {}
+        self.policies: dict[str, ExecutionPolicy] = {}
+        self.rulebooks: dict[str, Rulebook] = {}
+
+    def resolve(self, c: Any, run: _Run, rows: Sequence[tuple[Any, ...]]) -> None:
+        misses = [r[0] for r in rows if (r[0], r[4]) not in self.keys]
+        if not misses:
+            return
+        cur = c.cursor(row_factory=tuple_row)
+        found = cur.execute(_KEYS, (misses,)).fetchall()
+        run.statements += 1
+        if len(self.keys) > 2_000_000:
+            self.keys.clear()
+        for aid, ax, pkey, rkey in found:
+            self.keys[(aid, ax)] = (pkey, rkey)
+        if any(pk not in self.policies for _a, _x, pk, _r in found):
+            for k, pol in cur.execute(_POLICIES, (misses,)).fetchall():
+                self.policies.setdefault(k, ExecutionPolicy.from_json(pol))
+            run.statements += 1
+        if any(rk is not None and rk not in self.rulebooks for _a, _x, _p, rk in found):
+            for k, rb in cur.execute(_RULEBOOKS, (misses,)).fetchall():
+                if k not in self.rulebooks:
+                    self.rulebooks[k] = parse_rulebook(rb, where="bulk mark")
+            run.statements += 1
+
+
+_CACHES: weakref.WeakKeyDictionary[Any, _KeyCache] = weakref.WeakKeyDictionary()
+
+
+def _cache_for(db: Any) -> _KeyCache:
+    try:
+        cache = _CACHES.get(db)
+        if cache is None:
+            cache = _CACHES[db] = _KeyCache()
+        return cache
+    except TypeError:  # an object that cannot be weakly referenced: no reuse across calls
+        return _KeyCache()
+
+
 def _mark_once(
     db: Any,
     run: _Run,
@@ -482,6 +669,7 @@ def _mark_once(
     statuses = [s.value for s in MARKED]
     only = "" if ids is None else " AND a.id = ANY(%(ids)s)"
     params: dict[str, Any] = {"statuses": statuses, "ids": ids}
+    cache = _cache_for(db)
     with db.read() as c:
         c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         with c.pipeline():
@@ -489,26 +677,18 @@ def _mark_once(
             acc_cur.execute(_ACCOUNTS.format(only=only), params)
             pos_cur = c.cursor(row_factory=tuple_row)
             pos_cur.execute(_POSITIONS.format(only=only), params)
-            pol_cur = c.cursor(row_factory=tuple_row)
-            pol_cur.execute(_POLICIES.format(only=only.replace("a.id", "id")), params)
-            rb_cur = c.cursor(row_factory=tuple_row)
-            rb_cur.execute(_RULEBOOKS.format(only=only.replace("a.id", "id")), params)
-        run.statements += 5
+        run.statements += 2
         accounts = acc_cur.fetchall()
         positions: dict[uuid.UUID, list[Position]] = {}
         for aid, symbol, qty, avg in pos_cur.fetchall():
             positions.setdefault(aid, []).append(Position(symbol, qty, avg))
-        policies = {k: ExecutionPolicy.from_json(p) for k, p in pol_cur.fetchall()}
-        books_raw = {k: rb for k, rb in rb_cur.fetchall()}
+        cache.resolve(c, run, accounts)
         books: dict[tuple[str, str], _Book] = {}
-        parsed: dict[str, Rulebook] = {}
 
         def book_of(rkey: str, phase: str) -> _Book:
             bk = books.get((rkey, phase))
             if bk is None:
-                rb = parsed.get(rkey)
-                if rb is None:
-                    rb = parsed[rkey] = parse_rulebook(books_raw[rkey], where="bulk mark")
+                rb = cache.rulebooks[rkey]
                 proto = Evaluator(rb, phase)
                 bk = books[(rkey, phase)] = _Book(rb, phase, proto, proto.cal.start_of(proto.cal.day_of(now)))
             return bk
@@ -516,12 +696,13 @@ def _mark_once(
         insts: dict[str, Instrument] = {}
         rates: dict[str, Callable[[str], Decimal | None]] = {}
         marks: list[Marked] = []
-        tier2: list[tuple[Marked, _Book, Status, Decimal, Decimal | None, int]] = []
+        tier2: list[tuple[Marked, _Book, Status, Decimal, Decimal | None, int, _RuleView]] = []
         for row in accounts:
-            (aid, status_s, mode, phase, pkey, rkey, cash, eq0, ur0, mg0, hwm0, seq, bx, rx) = row[:14]
+            (aid, status_s, mode, phase, ax, _u, cash, eq0, ur0, mg0, hwm0, seq, bx, rx) = row[:14]
             run.accounts += 1
             pos = positions.get(aid, [])
-            policy = policies[pkey]
+            pkey, rkey = cache.keys[(aid, ax)]
+            policy = cache.policies[pkey]
             for p in pos:
                 if p.symbol not in insts:
                     inst = catalogue.get(p.symbol)
@@ -563,27 +744,13 @@ def _mark_once(
                     continue
                 if why is not None:
                     npos = sum(1 for p in pos if p.quantity != 0)
-                    tier2.append((m, bk, status, cash, None if val.missing else equity, npos))
+                    tier2.append((m, bk, status, cash, None if val.missing else equity, npos, rv))
                     _count(run, why)
                     continue
             _count(run, "quiet")
             marks.append(m)
         if tier2:
-            states = {
-                r["account_id"]: r["state"] for r in c.execute(_STATES, ([t[0].account_id for t in tier2],)).fetchall()
-            }
-            run.statements += 1
-            for m, bk, st, cash_t, equity_t, npos in tier2:
-                reason, new_state, ev = evaluate_rules(bk, states[m.account_id], st, now, cash_t, equity_t, npos)
-                if reason is not None:
-                    run.candidates.append(Candidate(m.account_id, reason))
-                    _count(run, "candidate")
-                    continue
-                if new_state is not None and ev is not None:
-                    m.rule_state = json.dumps(new_state, sort_keys=True)
-                    m.daily = daily_row(m.account_id, ev, new_state["extras"])
-                    m.changed = True
-                marks.append(m)
+            _tier2(c, run, now, tier2, marks)
     if after_read is not None:
         after_read()
     todo = [m for m in marks if m.changed or write_unchanged]
@@ -591,6 +758,56 @@ def _mark_once(
     if not todo:
         return []
     return _write(db, run, now, todo)
+
+
+def _tier2(
+    c: Any,
+    run: _Run,
+    now: datetime,
+    tier2: Sequence[tuple[Marked, _Book, Status, Decimal, Decimal | None, int, _RuleView]],
+    marks: list[Marked],
+) -> None:
+    """Moved extremes: the exact pure update when only the extremes can change (``extremes_update``), else the
+    full evaluator on the stored state (``evaluate_rules``)."""
+    fields = {
+        r[0]: r[1:]
+        for r in c.cursor(row_factory=tuple_row).execute(_EXTREMES, ([t[0].account_id for t in tier2],)).fetchall()
+    }
+    run.statements += 1
+    full: list[tuple[Marked, _Book, Status, Decimal, Decimal | None, int]] = []
+    for m, bk, st, cash_t, equity_t, npos, rv in tier2:
+        f = fields.get(m.account_id)
+        out = None
+        if f is not None and equity_t is not None:
+            out = extremes_update(bk, rv, _Extremes(*f), st, now, cash_t, equity_t)
+        if out is None:
+            full.append((m, bk, st, cash_t, equity_t, npos))
+            continue
+        reason, patch, daily = out
+        if reason is not None:
+            run.candidates.append(Candidate(m.account_id, reason))
+            _count(run, "candidate")
+            continue
+        if patch is not None:
+            m.rule_patch = json.dumps(patch)
+            m.daily = None if daily is None else (m.account_id, *daily)
+            m.changed = True
+        marks.append(m)
+    if not full:
+        return
+    states = {r["account_id"]: r["state"] for r in c.execute(_STATES, ([t[0].account_id for t in full],)).fetchall()}
+    run.statements += 1
+    for m, bk, st, cash_t, equity_t, npos in full:
+        reason, new_state, ev = evaluate_rules(bk, states[m.account_id], st, now, cash_t, equity_t, npos)
+        if reason is not None:
+            run.candidates.append(Candidate(m.account_id, reason))
+            _count(run, "candidate")
+            continue
+        if new_state is not None and ev is not None:
+            m.rule_state = json.dumps(new_state, sort_keys=True)
+            m.daily = daily_row(m.account_id, ev, new_state["extras"])
+            m.changed = True
+        marks.append(m)
 
 
 def _account_rate(
@@ -611,62 +828,97 @@ def _count(run: _Run, key: str) -> None:
     run.tiers[k] = run.tiers.get(k, 0) + 1
 
 
+_TEMP = """
+CREATE TEMP TABLE bulk_mark_rows (
+  id uuid PRIMARY KEY, seq bigint, bx text, rx text, equity numeric, unrealized numeric, margin numeric, hwm numeric,
+  new_seq bigint, l_cash numeric, l_equity numeric, l_evidence text, r_state text, r_patch text, d_day date,
+  d_start timestamptz, d_sb numeric, d_se numeric, d_hi numeric, d_lo numeric, d_pnl numeric, d_opened int,
+  d_closed int, d_df numeric, d_mf numeric, locked boolean NOT NULL DEFAULT false
+) ON COMMIT DROP
+"""
+_COLS = (
+    "id, seq, bx, rx, equity, unrealized, margin, hwm, new_seq, l_cash, l_equity, l_evidence, r_state, r_patch, d_day,"
+    " d_start, d_sb, d_se, d_hi, d_lo, d_pnl, d_opened, d_closed, d_df, d_mf"
+)
+_LOCK = (
+    "UPDATE bulk_mark_rows u SET locked = true FROM (SELECT a.id FROM accounts a"
+    " WHERE a.id IN (SELECT id FROM bulk_mark_rows) ORDER BY a.id FOR UPDATE OF a SKIP LOCKED) k WHERE k.id = u.id"
+)
+_WRITE = """
+WITH upd AS (
+  UPDATE balances b SET equity = u.equity, unrealized_pnl = u.unrealized, margin_used = u.margin,
+         high_watermark = u.hwm, ledger_seq = u.new_seq, marked_at = %(now)s, updated_at = %(now)s
+  FROM bulk_mark_rows u
+  WHERE u.locked AND b.account_id = u.id AND b.ledger_seq = u.seq AND b.xmin = u.bx::xid
+    AND (u.rx IS NULL OR EXISTS (SELECT 1 FROM rule_states r WHERE r.account_id = u.id AND r.xmin = u.rx::xid))
+  RETURNING b.account_id
+), led AS (
+  INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, equity_after, evidence, created_at)
+  SELECT u.id, u.new_seq, 'mark_to_market', 'none', 0, u.l_cash, u.l_equity, u.l_evidence::jsonb, %(now)s
+  FROM bulk_mark_rows u JOIN upd ON upd.account_id = u.id WHERE u.l_evidence IS NOT NULL
+  ORDER BY u.id
+  RETURNING 1
+), rs AS (
+  UPDATE rule_states r SET updated_at = %(now)s, state = CASE WHEN u.r_patch IS NOT NULL
+           THEN jsonb_set(r.state, '{engine}', (r.state->'engine') || u.r_patch::jsonb) ELSE u.r_state::jsonb END
+  FROM bulk_mark_rows u JOIN upd ON upd.account_id = u.id
+  WHERE r.account_id = u.id AND (u.r_state IS NOT NULL OR u.r_patch IS NOT NULL)
+  RETURNING 1
+), ds AS (
+  INSERT INTO daily_stats (account_id, trading_day, day_start, start_balance, start_equity, high_equity, low_equity,
+                           closed_pnl, trades_opened, trades_closed, daily_floor, max_floor, updated_at)
+  SELECT u.id, u.d_day, u.d_start, u.d_sb, u.d_se, u.d_hi, u.d_lo, u.d_pnl, u.d_opened, u.d_closed, u.d_df, u.d_mf,
+         %(now)s
+  FROM bulk_mark_rows u JOIN upd ON upd.account_id = u.id WHERE u.d_day IS NOT NULL
+  ON CONFLICT (account_id, trading_day) DO UPDATE SET
+    high_equity = EXCLUDED.high_equity, low_equity = EXCLUDED.low_equity, closed_pnl = EXCLUDED.closed_pnl,
+    trades_opened = EXCLUDED.trades_opened, trades_closed = EXCLUDED.trades_closed,
+    daily_floor = EXCLUDED.daily_floor, max_floor = EXCLUDED.max_floor, updated_at = EXCLUDED.updated_at
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM led) AS ledger_rows,
+       (SELECT count(*) FROM rs) AS rule_states, (SELECT count(*) FROM ds) AS daily_stats,
+       (SELECT coalesce(array_agg(u.id), '{}') FROM bulk_mark_rows u
+         WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.account_id = u.id)) AS skipped
+"""
+
+
 def _write(db: Any, run: _Run, now: datetime, todo: Sequence[Marked]) -> list[uuid.UUID]:
-    """Lock what is not locked by a running command, then one statement for every account still as it was read."""
+    """Every row to write goes into a temporary table with one COPY; then the accounts not held by a running command
+    are locked (SKIP LOCKED), and one statement writes every account still as it was read."""
+    none11 = (None,) * 11
     with db.tx() as c:
-        locked = {
-            r[0] for r in c.cursor(row_factory=tuple_row).execute(_LOCK, ([m.account_id for m in todo],)).fetchall()
-        }
-        run.statements += 1
-        go = [m for m in todo if m.account_id in locked]
-        if not go:
-            return [m.account_id for m in todo]
-        led = [m for m in go if m.ledger is not None]
-        rs = [m for m in go if m.rule_state is not None]
-        ds = [m.daily for m in go if m.daily is not None]
-        params: dict[str, Any] = {
-            "now": now,
-            "ids": [m.account_id for m in go],
-            "seq": [m.seq for m in go],
-            "bx": [m.bx for m in go],
-            "rx": [m.rx for m in go],
-            "equity": [m.equity for m in go],
-            "unrealized": [m.unrealized for m in go],
-            "margin": [m.margin for m in go],
-            "hwm": [m.hwm for m in go],
-            "new_seq": [m.new_seq for m in go],
-            "l_ids": [m.account_id for m in led],
-            "l_seq": [m.new_seq for m in led],
-            "l_cash": [m.ledger[0] for m in led if m.ledger],
-            "l_equity": [m.ledger[1] for m in led if m.ledger],
-            "l_evidence": [m.ledger[2] for m in led if m.ledger],
-            "r_ids": [m.account_id for m in rs],
-            "r_state": [m.rule_state for m in rs],
-        }
-        cols = (
-            "d_ids",
-            "d_day",
-            "d_start",
-            "d_sb",
-            "d_se",
-            "d_hi",
-            "d_lo",
-            "d_pnl",
-            "d_opened",
-            "d_closed",
-            "d_df",
-            "d_mf",
-        )
-        for i, name in enumerate(cols):
-            params[name] = [d[i] for d in ds]
-        row = c.execute(_WRITE, params).fetchone()
-        run.statements += 1
-    updated = set(row["updated"])
-    run.written.extend(updated)
+        c.execute(_TEMP)
+        with c.cursor().copy(f"COPY bulk_mark_rows ({_COLS}) FROM STDIN") as cp:
+            for m in todo:
+                led = m.ledger
+                cp.write_row(
+                    (
+                        m.account_id,
+                        m.seq,
+                        m.bx,
+                        m.rx,
+                        m.equity,
+                        m.unrealized,
+                        m.margin,
+                        m.hwm,
+                        m.new_seq,
+                        *(led if led is not None else (None, None, None)),
+                        m.rule_state,
+                        m.rule_patch,
+                        *(m.daily[1:] if m.daily is not None else none11),
+                    )
+                )
+        c.execute(_LOCK)
+        row = c.execute(_WRITE, {"now": now}).fetchone()
+        run.statements += 4
+    skipped = list(row["skipped"])
+    gone = set(skipped)
+    run.written.extend(m.account_id for m in todo if m.account_id not in gone)
     run.ledger_rows += int(row["ledger_rows"])
     run.rule_states += int(row["rule_states"])
     run.daily_stats += int(row["daily_stats"])
-    return [m.account_id for m in todo if m.account_id not in updated]
+    return skipped
 
 
 def mark_all_then_exact(service: Any, **kw: Any) -> dict[str, Any]:
