@@ -108,7 +108,9 @@ class AccountRepository:
                 "SELECT * FROM accounts WHERE id = %s" + (" FOR UPDATE" if lock else ""), (account_id,)
             )
             bal_cur = conn.execute("SELECT * FROM balances WHERE account_id = %s", (account_id,))
-            pos_cur = conn.execute("SELECT * FROM positions WHERE account_id = %s", (account_id,))
+            # In symbol order: a flatten closes positions in this order, and the high-water mark is the running
+            # maximum of cash over those fills, so two identical accounts must close in the same order.
+            pos_cur = conn.execute("SELECT * FROM positions WHERE account_id = %s ORDER BY symbol", (account_id,))
             rest_cur = conn.execute(
                 "SELECT * FROM orders WHERE account_id = %s AND status = 'open' ORDER BY created_at", (account_id,)
             )
