@@ -593,7 +593,8 @@ def test_rolling_the_day_twice_is_harmless(desk: Any, admin: Any) -> None:
     state, rules = desk.state(acc), rule_state_rows(desk, acc)
     assert [s["trading_day"].isoformat() for s in rules[1]] == ["2026-03-02", "2026-03-03"]
     second = admin.post(EOD, json={})
-    assert second.status_code == 200 and second.json()["rolled"] == 1
+    # Nothing is due any more (the next boundary is a day away): the account is considered and left alone.
+    assert second.status_code == 200 and second.json()["accounts"] == 1 and second.json()["rolled"] == 0
     assert desk.state(acc) == state
     assert rule_state_rows(desk, acc) == rules
     # Later the same day, once more: still nothing new (the day already started).

@@ -15,10 +15,10 @@ from .money import fmt, parse_decimal
 #: make a sell fill at a price of zero or less; a fee of 10^20 bps would overflow the ledger).
 BOUNDS: dict[str, tuple[Decimal, Decimal]] = {
     "starting_balance": (Decimal("0.01"), Decimal(10) ** 12),
-    "max_leverage": (Decimal("0.01"), Decimal(1000)),
+    "max_leverage": (Decimal("0.01"), Decimal(10_000)),
     "max_notional": (Decimal(0), Decimal(10) ** 13),
     "max_aggregate_notional": (Decimal(0), Decimal(10) ** 13),
-    "max_position_equity_pct": (Decimal(0), Decimal(100_000)),
+    "max_position_equity_pct": (Decimal(0), Decimal(100_000_000)),
     "fee_bps": (Decimal(0), Decimal(1000)),
     "slippage_bps_min": (Decimal(0), Decimal(1000)),
     "slippage_bps_max": (Decimal(0), Decimal(1000)),
@@ -28,7 +28,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "max_open_positions": (0, 10_000),
     "max_open_orders": (0, 10_000),
     "slippage_seed": (0, 2**31 - 1),
-    "max_quote_age_seconds": (1, 7 * 86_400),
+    "max_quote_age_seconds": (1, 365 * 86_400),
 }
 
 

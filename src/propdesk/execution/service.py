@@ -108,6 +108,7 @@ class ExecutionService:
         self.metrics: Metrics = metrics or _NoMetrics()
         self.repo = AccountRepository()
         self.rules = RulesBridge(self)
+        self._roll_cache: Any = None  # execution.bulk_roll.RollCache, made on the first roll_all
         self._log = log or (lambda *a, **k: None)
 
     # ------------------------------------------------------------------ plumbing
@@ -1004,14 +1005,25 @@ class ExecutionService:
             return self._account_row(c, account_id)
 
     def roll_all(self) -> dict[str, Any]:
-        """Roll the day for every live challenge account; one account's failure does not stop the rest."""
-        ok, failed, n = self._each_account(
-            "SELECT a.id FROM accounts a JOIN rule_states r ON r.account_id = a.id WHERE a.status = ANY(%s)"
-            " ORDER BY a.id",
+        """Roll the day for every live challenge account whose boundary, deadline, weekend start or scale-up check
+        has come (``execution.bulk_roll``: one query finds them, the rest are not touched); one account's failure
+        does not stop the rest."""
+        from .bulk_roll import RollCache, roll_all_due
+
+        if self._roll_cache is None:
+            self._roll_cache = RollCache()
+        return roll_all_due(
+            self.db,
+            self.clock.now(),
+            self.rules.book_for,
             self.roll_day,
-            "roll_day",
+            self._roll_failed,
+            self._roll_cache,
         )
-        return {"rolled": ok, "failed": failed, "accounts": n}
+
+    def _roll_failed(self, account_id: uuid.UUID, exc: Exception) -> None:
+        self._log("roll_day_failed", account_id=str(account_id), error=repr(exc))
+        self._record_failure(account_id, "roll_day", exc)
 
     def mark_all(self) -> dict[str, Any]:
         """Mark every account that holds positions, set-based: one bulk read and one bulk write for all of them
