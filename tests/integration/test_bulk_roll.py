@@ -14,12 +14,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from tests.integration.test_rules_live import open_on, rows
 
 from propdesk.domain.orders import OrderRequest, Side
 from propdesk.domain.quotes import Quote
 from propdesk.execution.bulk_roll import due_at
 from propdesk.rulebooks import load_rulebook
-from tests.integration.test_rules_live import open_on, rows
 
 pytestmark = pytest.mark.integration
 D = Decimal
