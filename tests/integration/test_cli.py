@@ -192,6 +192,37 @@ def test_tokens_create_without_json_prints_just_the_token(db_url: str, database:
     assert principal is not None and principal.role is Role.SERVICE
 
 
+def test_tokens_list_shows_last_used_at_and_revoke_refuses_the_token(
+    db_url: str, database: Any, tmp_path: Path
+) -> None:
+    from propdesk.clock import SystemClock
+    from propdesk.identity.auth import TokenStore
+
+    made = one_json_line(
+        run_cli("tokens", "create", "--role", "service", "--name", "bot", "--json", db_url=db_url, data_dir=tmp_path)
+    )
+    assert TokenStore(database, SystemClock()).verify(made["token"]) is not None  # a use: last_used_at is set
+    listed = run_cli("tokens", "list", "--json", db_url=db_url, data_dir=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    (item,) = one_json_line(listed)["items"]
+    assert item["id"] == made["id"] and item["status"] == "active" and item["last_used_at"]
+    assert made["token"] not in listed.stdout
+
+    proc = run_cli("tokens", "revoke", made["id"], "--reason", "leaked in a log", db_url=db_url, data_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert TokenStore(database, SystemClock()).verify(made["token"]) is None
+    text = run_cli("tokens", "list", db_url=db_url, data_dir=tmp_path).stdout
+    assert "revoked" in text and "leaked in a log" in text
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        audit = conn.execute("SELECT actor, reason FROM admin_audit WHERE action='token_revoke'").fetchall()
+    assert audit == [("cli", "leaked in a log")]
+
+    env = run_cli("tokens", "revoke", "env:service", "--reason", "x", db_url=db_url, data_dir=tmp_path)
+    assert env.returncode == 2 and "environment token" in env.stderr and "PROPDESK_SERVICE_TOKEN" in env.stderr
+    unknown = run_cli("tokens", "revoke", str(uuid.uuid4()), "--reason", "x", db_url=db_url, data_dir=tmp_path)
+    assert unknown.returncode == 2 and "no API token" in unknown.stderr
+
+
 def test_tokens_create_refuses_an_unknown_role(db_url: str, tmp_path: Path) -> None:
     proc = run_cli("tokens", "create", "--role", "root", db_url=db_url, data_dir=tmp_path)
     assert proc.returncode == 2
