@@ -623,10 +623,10 @@ def url_of(sock: Any) -> str:
 class ApiServer:
     """uvicorn in a background thread on a socket bound here (so a taken port fails at once, and port 0 works)."""
 
-    def __init__(self, app: Any, host: str, port: int):
+    def __init__(self, app: Any, host: str, port: int, *, sock: Any = None):
         import uvicorn
 
-        self.sock = bind_socket(host, port)
+        self.sock = sock if sock is not None else bind_socket(host, port)
         self.url = url_of(self.sock)
         # timeout_graceful_shutdown: live streams (SSE) never end by themselves; cancel them 5 s into shutdown.
         self.server = uvicorn.Server(
@@ -731,8 +731,11 @@ def run_demo(
     check: bool = False,
     seed: int = 7,
     out: Callable[[str], None] = print,
+    sock: Any = None,
 ) -> int:
     """Run the demo on an open platform until ``stop`` (Ctrl-C), or just set up and check with ``check``.
+
+    ``sock``: a socket already bound (``propdesk demo`` binds first, so the public URL is the real address).
 
     Returns the process exit code.
     """
@@ -747,7 +750,7 @@ def run_demo(
     stop = threading.Event()
     driver = DemoPriceDriver(platform, seed=seed)
     worker = MarkToMarketWorker(platform)
-    api = ApiServer(create_app(platform), host, port)
+    api = ApiServer(create_app(platform), host, port, sock=sock)
     started: list[Callable[[], None]] = []
     try:
         api.start()
@@ -778,7 +781,7 @@ def run_demo(
             accounts=[str(a["id"]) for a in accounts],
             created=sum(1 for a in accounts if a["created"]),
         )
-        out(_banner(api.url, accounts, service_token, admin_token, users))
+        out(_banner(platform.settings.public_url.rstrip("/"), accounts, service_token, admin_token, users))
         out(
             f"  calendar   DEMO CALENDAR: {len(DEMO_CALENDAR)} economic events this week (source 'demo'; "
             f"{calendar.inserted} new, {calendar.updated} moved); a high-impact USD event within 90 minutes"
@@ -806,16 +809,24 @@ def run_demo(
             session = platform.identity.start_session(web_user, ip="127.0.0.1", user_agent="propdesk demo --check")
             mine = httpx.get(f"{api.url}/api/v1/accounts", timeout=10, cookies={platform.identity.cookie_name: session})
             platform.identity.end_session(session)
+            # The login form as a browser on the printed URL sends it: JSON with that page's Origin.
+            login = httpx.post(
+                f"{api.url}/api/v1/auth/login",
+                json={"email": alice_user.email, "password": alice_user.password},
+                headers={"Origin": platform.settings.public_url.rstrip("/")},
+                timeout=10,
+            )
             expected = sorted(str(a["id"]) for a in accounts if a["owner_id"] == str(alice_user.user_id))
             seen = sorted(a["id"] for a in mine.json().get("items", [])) if mine.status_code == 200 else []
             report = verify(platform.execution, [a["id"] for a in accounts])
             out(
                 f"\ndemo check: GET /healthz -> {health.status_code}; GET snapshot with the service token -> "
                 f"{snap.status_code}; GET /api/v1/accounts as {alice_user.email} -> {mine.status_code} "
-                f"({len(seen)} accounts); {report.checked} accounts recomputed, {len(report.mismatched)} mismatched, "
+                f"({len(seen)} accounts); login form POST from {platform.settings.public_url} -> {login.status_code};"
+                f" {report.checked} accounts recomputed, {len(report.mismatched)} mismatched, "
                 f"{len(report.errors)} errors"
             )
-            if not report.clean or snap.status_code != 200 or seen != expected:
+            if not report.clean or snap.status_code != 200 or seen != expected or login.status_code != 200:
                 out(f"demo check FAILED: {report.to_json()}")
                 return 1
             return 0

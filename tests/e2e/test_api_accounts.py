@@ -164,6 +164,53 @@ def test_lifecycle_start_is_idempotent_complete_is_terminal_and_illegal_moves_ar
         assert err["details"]["allowed"] == []
 
 
+def test_complete_with_open_positions_or_resting_orders_is_409_account_has_exposure_and_changes_nothing(
+    desk: Any, client: Any, account: Any
+) -> None:
+    aid = account["id"]
+    assert desk.order(aid).status_code == 201
+    resting = desk.order(aid, order_type="limit", limit_price="1.05000")
+    assert resting.status_code == 201
+    order_id = resting.json()["order"]["id"]
+    before = desk.state(aid)
+    r = client.post(f"{PREFIX}/accounts/{aid}/complete", json={"reason": "end of audition"})
+    assert r.status_code == 409, r.text
+    err = r.json()["error"]
+    assert err["code"] == "account_has_exposure"
+    assert err["details"] == {"symbols": ["EURUSD"], "order_ids": [order_id]}
+    assert desk.state(aid) == before
+    # Only resting orders (no position) are exposure too.
+    other = desk.create_account()
+    assert desk.order(other["id"], order_type="limit", limit_price="1.05000").status_code == 201
+    r = client.post(f"{PREFIX}/accounts/{other['id']}/complete", json={"flatten": False})
+    assert r.status_code == 409 and r.json()["error"]["details"]["symbols"] == []
+
+
+def test_complete_with_flatten_cancels_orders_closes_positions_with_evidence_then_completes(
+    desk: Any, client: Any, account: Any, platform: Any
+) -> None:
+    aid = account["id"]
+    assert desk.order(aid).status_code == 201
+    assert desk.order(aid, symbol="XAUUSD", side="sell", quantity="0.10").status_code == 201
+    order_id = desk.order(aid, order_type="limit", limit_price="1.05000").json()["order"]["id"]
+    r = client.post(f"{PREFIX}/accounts/{aid}/complete", json={"reason": "end of audition", "flatten": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "completed"
+    assert client.get(f"{PREFIX}/accounts/{aid}/positions").json()["items"] == []
+    assert client.get(f"{PREFIX}/accounts/{aid}/orders", params={"status": "open"}).json()["items"] == []
+    ledger = client.get(f"{PREFIX}/accounts/{aid}/ledger", params={"limit": 500}).json()["items"]
+    cancelled = [e for e in ledger if e["kind"] == "order_cancelled"]
+    assert [e["order_id"] for e in cancelled] == [order_id]
+    closes = [e for e in ledger if e["kind"] == "fill" and e["evidence"]["purpose"] == "close"]
+    assert sorted(e["evidence"]["symbol"] for e in closes) == ["EURUSD", "XAUUSD"]
+    # Each close carries its evidence: the quote it rested on and the position before and after.
+    assert all(e["evidence"]["quote"] and e["evidence"]["position_after"] is None for e in closes)
+    status = [e for e in ledger if e["kind"] == "status_changed"][-1]["evidence"]
+    assert status["to"] == "completed" and status["trigger"] == "complete"
+    assert status["flattened"] == {"closed": ["EURUSD", "XAUUSD"], "cancelled_orders": [order_id]}
+    assert platform.execution.recompute(uuid.UUID(aid))["ok"] is True
+
+
 def test_liquidate_closes_every_position_and_cancels_resting_orders(desk: Any, client: Any, account: Any) -> None:
     aid = account["id"]
     assert desk.order(aid).status_code == 201

@@ -83,7 +83,10 @@ OWNED = re.compile(r"\{(account_id|fill_id|notification_id)\}")
 
 
 def expectation(method: str, path: str, caller: str) -> str:
-    """allow | deny | any (either is acceptable: an admin reading a trader's page, a public route)."""
+    """allow | deny | any (either is acceptable: a public route).
+
+    Account-scoped trader pages and trader API routes are the owner's only: an admin session is denied (404)
+    like another trader (issue 13, defect 4); admins use /admin/accounts/{id}/as-trader."""
     area = policy(method, path)
     owned = bool(OWNED.search(path))
     if area == "public":
@@ -91,10 +94,8 @@ def expectation(method: str, path: str, caller: str) -> str:
     if area == "page":
         if caller not in SESSIONS:
             return "deny"
-        if owned and caller == "trader_b":
+        if owned and caller in ("trader_b", "admin_session"):
             return "deny"
-        if owned and caller == "admin_session":
-            return "any" if method not in UNSAFE else "deny"
         return "allow"
     if area == "admin_page":
         return "allow" if caller == "admin_session" else "deny"
@@ -104,13 +105,11 @@ def expectation(method: str, path: str, caller: str) -> str:
         return "allow" if caller in ("admin_token", "admin_session") else "deny"
     if area == "market":
         return "allow" if caller not in ("anonymous", "expired_session") else "deny"
-    # session: the trader API; owner-scoped routes are the owner's only (an admin may read, never act there)
+    # session: the trader API; owner-scoped routes are the owner's only (admins included)
     if caller not in SESSIONS:
         return "deny"
-    if owned and caller == "trader_b":
+    if owned and caller in ("trader_b", "admin_session"):
         return "deny"
-    if owned and caller == "admin_session":
-        return "any" if method not in UNSAFE else "deny"
     return "allow"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -191,6 +192,37 @@ def test_tokens_create_without_json_prints_just_the_token(db_url: str, database:
     assert principal is not None and principal.role is Role.SERVICE
 
 
+def test_tokens_list_shows_last_used_at_and_revoke_refuses_the_token(
+    db_url: str, database: Any, tmp_path: Path
+) -> None:
+    from propdesk.clock import SystemClock
+    from propdesk.identity.auth import TokenStore
+
+    made = one_json_line(
+        run_cli("tokens", "create", "--role", "service", "--name", "bot", "--json", db_url=db_url, data_dir=tmp_path)
+    )
+    assert TokenStore(database, SystemClock()).verify(made["token"]) is not None  # a use: last_used_at is set
+    listed = run_cli("tokens", "list", "--json", db_url=db_url, data_dir=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    (item,) = one_json_line(listed)["items"]
+    assert item["id"] == made["id"] and item["status"] == "active" and item["last_used_at"]
+    assert made["token"] not in listed.stdout
+
+    proc = run_cli("tokens", "revoke", made["id"], "--reason", "leaked in a log", db_url=db_url, data_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert TokenStore(database, SystemClock()).verify(made["token"]) is None
+    text = run_cli("tokens", "list", db_url=db_url, data_dir=tmp_path).stdout
+    assert "revoked" in text and "leaked in a log" in text
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        audit = conn.execute("SELECT actor, reason FROM admin_audit WHERE action='token_revoke'").fetchall()
+    assert audit == [("cli", "leaked in a log")]
+
+    env = run_cli("tokens", "revoke", "env:service", "--reason", "x", db_url=db_url, data_dir=tmp_path)
+    assert env.returncode == 2 and "environment token" in env.stderr and "PROPDESK_SERVICE_TOKEN" in env.stderr
+    unknown = run_cli("tokens", "revoke", str(uuid.uuid4()), "--reason", "x", db_url=db_url, data_dir=tmp_path)
+    assert unknown.returncode == 2 and "no API token" in unknown.stderr
+
+
 def test_tokens_create_refuses_an_unknown_role(db_url: str, tmp_path: Path) -> None:
     proc = run_cli("tokens", "create", "--role", "root", db_url=db_url, data_dir=tmp_path)
     assert proc.returncode == 2
@@ -325,6 +357,11 @@ def test_demo_check_sets_up_the_demo_accounts_idempotently_and_verify_passes(db_
     # Logins for the web app are printed: the admin's and a trader's, with the URL.
     assert "admin@demo.propdesk.test" in proc.stdout and "alice@demo.propdesk.test" in proc.stdout
     assert "/login" in proc.stdout and "GET /api/v1/accounts as alice@demo.propdesk.test -> 200" in proc.stdout
+    # The demo on a free port (issue 13, defect 6): the public URL is the bound address, so the login form posted
+    # from the printed URL passes the origin check.
+    printed = re.search(r"log in at (http://127\.0\.0\.1:(\d+))/login", proc.stdout)
+    assert printed is not None and printed[2] != "8000", proc.stdout[-3000:]
+    assert f"login form POST from {printed[1]} -> 200" in proc.stdout
     with psycopg.connect(db_url, autocommit=True) as conn:
         kinds = {r[0] for r in conn.execute("SELECT DISTINCT kind FROM violations").fetchall()}
     assert {"breach", "flag", "pass"} <= kinds
@@ -443,6 +480,38 @@ def test_serve_without_the_worker_writes_no_heartbeat(db_url: str, tmp_path: Pat
     assert code == 0, "".join(lines[-40:])
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM worker_heartbeats").fetchone() == (0,)
+
+
+def test_serve_on_a_free_port_accepts_a_login_form_post_from_its_own_origin(
+    db_url: str, tmp_path: Path, platform: Any
+) -> None:
+    """Issue 13, defect 6: without PROPDESK_PUBLIC_URL the trusted origin is the bound address (read after binding
+    port 0), not http://127.0.0.1:8000."""
+    import httpx
+    from tests.web_kit import PASSWORD, make_user
+
+    make_user(platform, "port0@example.test")
+    proc, url, lines = serve_process(db_url, tmp_path, "--no-worker")
+    try:
+        assert not url.endswith(":8000")
+        login = {"email": "port0@example.test", "password": PASSWORD}
+        r = httpx.post(f"{url}/api/v1/auth/login", json=login, headers={"Origin": url}, timeout=10)
+        assert r.status_code == 200, r.text
+        r = httpx.post(f"{url}/api/v1/auth/login", json=login, headers={"Origin": "http://127.0.0.1:8000"}, timeout=10)
+        assert r.status_code == 403 and r.json()["error"]["details"]["trusted_origin"] == url
+    finally:
+        code = _stop(proc)
+    assert code == 0, "".join(lines[-40:])
+    assert any('"event": "serving"' in line and f'"public_url": "{url}"' in line for line in lines)
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_wildcard_host_without_a_public_url_exits_2_saying_what_to_set(
+    db_url: str, tmp_path: Path, command: str
+) -> None:
+    proc = run_cli(command, "--host", "0.0.0.0", "--port", "0", db_url=db_url, data_dir=tmp_path, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "PROPDESK_PUBLIC_URL" in proc.stderr and "0.0.0.0" in proc.stderr
 
 
 def test_serve_on_a_taken_port_exits_2_with_a_message(db_url: str, tmp_path: Path) -> None:

@@ -126,7 +126,7 @@ def test_balances_always_fold_from_the_ledger_whatever_the_commands(
         def teardown(self) -> None:
             status = Status(self.rows("SELECT status FROM accounts WHERE id=%s", self.acc)[0]["status"])
             if status not in TERMINAL:
-                service.apply_trigger(self.acc, Trigger.COMPLETE, actor="test")
+                service.apply_trigger(self.acc, Trigger.COMPLETE, actor="test", flatten=True)
 
         # ------------------------------------------------------------ rules
         @rule(symbol=symbols, side=sides, n=steps, with_id=st.booleans(), sl_bp=protect_bp, tp_bp=protect_bp)

@@ -254,7 +254,9 @@ def test_an_unchanged_account_is_not_resent(server: LiveServer, sse_clients: lis
         s.next("account", timeout=2.5)
 
 
-def test_another_traders_account_is_404_and_an_admin_may_watch_it(server: LiveServer, sse_clients: list[SSE]) -> None:
+def test_another_traders_account_is_404_for_traders_and_admins_alike(
+    server: LiveServer, sse_clients: list[SSE]
+) -> None:
     owner, _ = new_user(server)
     account = new_account(server, owner)
     _, other = new_user(server)
@@ -264,7 +266,8 @@ def test_another_traders_account_is_404_and_an_admin_may_watch_it(server: LiveSe
     assert s.status == 404
     _, admin = new_user(server, "admin")
     s = stream(server, sse_clients, admin, f"/api/v1/stream/accounts/{account}")
-    assert s.status == 200 and s.next("account")["data"]["status"] == "active"
+    # The owner rule holds for admins too (issue 13, defect 4): they use the audited /admin/.../as-trader view.
+    assert s.status == 404 and json.loads(s.body)["error"]["code"] == "account_not_found"
 
 
 def test_anonymous_and_bearer_callers_get_no_stream(server: LiveServer) -> None:

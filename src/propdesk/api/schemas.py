@@ -150,6 +150,16 @@ class ReasonBody(Strict):
     reason: Reason | None = None
 
 
+class CompleteBody(Strict):
+    reason: Reason | None = None
+    flatten: bool = Field(
+        default=False,
+        description="With open positions or resting orders: cancel the orders and close the positions at market"
+        " (with their evidence), then complete, in one transaction. Without it such an account is 409"
+        " `account_has_exposure`.",
+    )
+
+
 # ---------------------------------------------------------------------------------------------- orders
 def _check_order_prices(order_type: OrderType, limit_price: Decimal | None, stop_price: Decimal | None) -> None:
     if order_type is OrderType.LIMIT and (limit_price is None or stop_price is not None):

@@ -1,12 +1,19 @@
-"""`propdesk serve` and `propdesk demo`."""
+"""`propdesk serve` and `propdesk demo`.
+
+The public URL (``PROPDESK_PUBLIC_URL``: the trusted origin of the CSRF check, the links in mails, the cookie's
+name) defaults to the address the server is bound to: with ``--port 0`` it is read after binding, so a login
+form served on any port is accepted. On a wildcard address (``--host 0.0.0.0`` or ``::``) no URL can be derived
+(which of the machine's names do users type?): the command exits 2 asking for ``PROPDESK_PUBLIC_URL``.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .common import (
+    CliError,
     _load_create_app,
     _log,
     _out,
@@ -14,6 +21,35 @@ from .common import (
     _settings,
     open_platform,
 )
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})  # noqa: S104  (recognised, never bound here)
+
+
+def public_url_is_set(settings: Settings) -> bool:
+    """Was ``PROPDESK_PUBLIC_URL`` given (not blank)? Otherwise the bound address is the public URL."""
+    return "public_url" in settings.model_fields_set and bool(settings.public_url.strip())
+
+
+def check_public_host(settings: Settings, host: str) -> None:
+    """Exit 2 (``CliError``) before anything starts when the public URL cannot be derived from ``host``."""
+    if not public_url_is_set(settings) and host.strip() in WILDCARD_HOSTS:
+        raise CliError(
+            f"listening on every interface ({host.strip() or 'every address'}) needs PROPDESK_PUBLIC_URL: set it"
+            " to the URL users reach this server at (e.g. PROPDESK_PUBLIC_URL=https://desk.example.com, or"
+            " http://<this machine's address>:<port>); the login form's origin is checked against it"
+        )
+
+
+def with_public_url(settings: Settings, sock: Any) -> Settings:
+    """``settings`` with the public URL of the bound socket when ``PROPDESK_PUBLIC_URL`` is unset."""
+    from ..demo import url_of
+
+    if public_url_is_set(settings):
+        return settings
+    return settings.model_copy(update={"public_url": url_of(sock)})
 
 
 # ------------------------------------------------------------------------------------------------ serve
@@ -37,7 +73,9 @@ def serve(
 
         settings = _settings()
         create_app = _load_create_app()
+        check_public_host(settings, host or settings.host)
         sock = bind_socket(host or settings.host, settings.port if port is None else port)
+        settings = with_public_url(settings, sock)
         try:
             with open_platform(settings) as platform:
                 api = create_app(platform)
@@ -62,6 +100,7 @@ def serve(
                     _log().info(
                         "serving",
                         url=url_of(sock),
+                        public_url=settings.public_url,
                         worker=worker is not None,
                         calendar_sync=calendar_worker is not None,
                     )
@@ -105,20 +144,28 @@ def demo(
     """Database, migrations, API, mark-to-market worker, moving demo prices and demo accounts; until Ctrl-C."""
 
     def body() -> int:
-        from ..demo import run_demo
+        from ..demo import bind_socket, run_demo
 
         # DEMO MODE: the session calendar treats every market as open, so the demo trades at any hour.
         settings = _settings().model_copy(update={"demo_always_open": True})
         create_app = _load_create_app()
-        with open_platform(settings) as platform:
-            return run_demo(
-                platform,
-                create_app,
-                host=host or settings.host,
-                port=settings.port if port is None else port,
-                check=check,
-                seed=seed,
-                out=_out,
-            )
+        check_public_host(settings, host or settings.host)
+        # Bound before the platform opens: the public URL (the CSRF check's trusted origin) is the real address.
+        sock = bind_socket(host or settings.host, settings.port if port is None else port)
+        settings = with_public_url(settings, sock)
+        try:
+            with open_platform(settings) as platform:
+                return run_demo(
+                    platform,
+                    create_app,
+                    host=host or settings.host,
+                    port=settings.port if port is None else port,
+                    check=check,
+                    seed=seed,
+                    out=_out,
+                    sock=sock,
+                )
+        finally:
+            sock.close()
 
     _run(body)

@@ -297,20 +297,55 @@ class ExecutionService:
             return self._account_row(c, acc_id), True
 
     def apply_trigger(
-        self, account_id: uuid.UUID, trigger: Trigger, *, actor: str, reason: str = "", conn: Any | None = None
+        self,
+        account_id: uuid.UUID,
+        trigger: Trigger,
+        *,
+        actor: str,
+        reason: str = "",
+        conn: Any | None = None,
+        flatten: bool = False,
     ) -> Row:
-        """Move an account through the lifecycle table (start, pause, resume, lock, complete, liquidate)."""
+        """Move an account through the lifecycle table (start, pause, resume, lock, complete, liquidate).
+
+        ``complete`` on an account with exposure (open positions or resting orders) is refused with 409
+        ``account_has_exposure`` (details: the symbols and order ids), unless ``flatten``: then the resting orders
+        are cancelled and the positions closed at market with their evidence (the same path a liquidation or a
+        rule decision takes), and the account completes, all in this one transaction.
+        """
         now = self.clock.now()
         with self._tx(conn) as c:
             ctx = self._load(c, account_id)
             if trigger is Trigger.LIQUIDATE:
                 transition(ctx.status, trigger)  # refuse illegal moves before touching positions
                 self._liquidate(c, ctx, now, reason=reason or "liquidation command", actor=actor)
+            elif trigger is Trigger.COMPLETE:
+                transition(ctx.status, trigger)  # an illegal move is refused before exposure is looked at
+                self._complete(c, ctx, now, reason=reason, actor=actor, flatten=flatten)
             else:
                 if trigger is Trigger.PASS:
                     raise Conflict("only the rules engine can pass an account", code="illegal_transition")
                 self._set_status(c, ctx, trigger, now, {"reason": reason} if reason else {}, actor=actor)
             return self._account_row(c, account_id)
+
+    def _complete(self, c: Any, ctx: AccountCtx, now: datetime, *, reason: str, actor: str, flatten: bool) -> None:
+        """End the account without a verdict; with exposure only when ``flatten`` (cancel, close, then complete)."""
+        symbols = sorted(s for s, p in ctx.positions.items() if p.quantity != 0)
+        order_ids = sorted(str(o["id"]) for o in ctx.resting)
+        evidence: dict[str, Any] = {"reason": reason} if reason else {}
+        if symbols or order_ids:
+            if not flatten:
+                raise Conflict(
+                    "the account has open positions or resting orders; close and cancel them first, or complete"
+                    ' with {"flatten": true}',
+                    code="account_has_exposure",
+                    details={"symbols": symbols, "order_ids": order_ids},
+                )
+            closed = self._flatten(
+                c, ctx, now, reason=f"complete: {reason}" if reason else "complete", purpose=OrderPurpose.CLOSE
+            )
+            evidence["flattened"] = {"closed": closed, "cancelled_orders": order_ids}
+        self._set_status(c, ctx, Trigger.COMPLETE, now, evidence, actor=actor)
 
     def _account_row(self, conn: Any, account_id: uuid.UUID) -> Row:
         row = self.repo.account_row(conn, account_id)

@@ -341,13 +341,30 @@ class IdentityStore:
                 self._audit(c, "logout", row["user_id"], ip, {})
         return row is not None
 
-    def end_all_sessions(self, user_id: uuid.UUID) -> int:
-        with self.db.tx() as c:
+    def end_all_sessions(
+        self,
+        user_id: uuid.UUID,
+        *,
+        ip: str | None = None,
+        kind: str = "logout_everywhere",
+        detail: dict[str, Any] | None = None,
+        conn: Any | None = None,
+    ) -> int:
+        """Revoke every live session of the user ("log out everywhere"); the number ended. Audited as ``kind``.
+        Open live streams notice within their session check (``web.live.SESSION_CHECK_SECONDS``)."""
+
+        def run(c: Any) -> int:
             rows = c.execute(
                 "UPDATE web_sessions SET revoked_at=%s WHERE user_id=%s AND revoked_at IS NULL RETURNING id",
                 (self.clock.now(), user_id),
             ).fetchall()
-        return len(rows)
+            self._audit(c, kind, user_id, ip, {**(detail or {}), "sessions_ended": len(rows)})
+            return len(rows)
+
+        if conn is not None:
+            return run(conn)
+        with self.db.tx() as c:
+            return run(c)
 
     # -- password reset
     def request_password_reset(self, email: str, *, ip: str | None = None) -> tuple[WebUser, str] | None:

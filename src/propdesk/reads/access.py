@@ -13,6 +13,12 @@ into the next request.
 Writes are the exception, not the rule: the transaction is READ ONLY unless ``write=True`` (journal notes and
 marking notifications read are the only app-role writes; RLS ``WITH CHECK`` policies bound them to the user's
 own rows). Account truth is written by the execution core on the engine role, never here.
+
+**The owner rule** (one rule, applied here and nowhere else): the trader pages (dashboard, journal), the trader
+JSON API and the trader live stream answer 404 ``account_not_found`` for an account whose ``owner_id`` is not the
+caller's, admins included (RLS would show an admin every row; ``require_owned`` stops them). They all open their
+connection with ``owned_conn``. An admin sees a trader's screens only through the read-only, audited
+``/admin/accounts/{id}/as-trader`` page, which opens ``admin_view_conn``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
+
+from ..domain.errors import NotFound
 
 if TYPE_CHECKING:
     from ..bootstrap import Platform
@@ -58,4 +66,48 @@ def user_conn(platform: Platform, user: HasUserId, *, write: bool = False) -> It
         yield conn
 
 
-__all__ = ["Conn", "HasUserId", "owner_key", "user_conn"]
+def require_owned(conn: Conn, user: HasUserId, account_id: uuid.UUID) -> dict[str, Any]:
+    """The account row when ``user`` OWNS it, else ``NotFound`` ``account_not_found`` (a missing account, another
+    trader's, and any account of someone else for an admin alike: ids are not enumerable)."""
+    row = conn.execute("SELECT * FROM accounts WHERE id=%s", (account_id,)).fetchone()
+    if row is None or row["owner_id"] != owner_key(user):
+        raise NotFound(f"account {account_id} not found", code="account_not_found")
+    return row
+
+
+@contextmanager
+def owned_conn(platform: Platform, user: HasUserId, account_id: uuid.UUID, *, write: bool = False) -> Iterator[Conn]:
+    """``user_conn`` for one account the user owns (``require_owned`` first): what every trader-facing read and
+    command of one account opens (pages, the trader API, the live stream)."""
+    with user_conn(platform, user, write=write) as conn:
+        require_owned(conn, user, account_id)
+        yield conn
+
+
+class HasAdminFlag(HasUserId, Protocol):
+    @property
+    def is_admin(self) -> bool: ...
+
+
+@contextmanager
+def admin_view_conn(platform: Platform, admin: HasAdminFlag, account_id: uuid.UUID) -> Iterator[Conn]:
+    """A READ ONLY ``user_conn`` of an admin user over any existing account (the ``is_admin()`` policies open its
+    rows): the read-only "as trader" view of the admin panel. ``NotFound`` for a non-admin or a missing account."""
+    if not admin.is_admin:
+        raise NotFound(f"account {account_id} not found", code="account_not_found")
+    with user_conn(platform, admin) as conn:
+        if conn.execute("SELECT 1 FROM accounts WHERE id=%s", (account_id,)).fetchone() is None:
+            raise NotFound(f"account {account_id} not found", code="account_not_found")
+        yield conn
+
+
+__all__ = [
+    "Conn",
+    "HasAdminFlag",
+    "HasUserId",
+    "admin_view_conn",
+    "owned_conn",
+    "owner_key",
+    "require_owned",
+    "user_conn",
+]

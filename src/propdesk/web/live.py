@@ -1,7 +1,7 @@
 """Live updates over server-sent events: ``GET /api/v1/stream/accounts/{id}[?symbol=EURUSD]``.
 
-One stream per open dashboard (session required; the account's owner or an admin; 404 for anyone else, decided
-by row-level security before the stream starts). Events:
+One stream per open dashboard (session required; the account's owner only: 404 for anyone else, admins
+included, decided by ``reads.access.owned_conn`` before the stream starts). Events:
 
 - ``account``: on connect, then whenever the dashboard's data changed: ``{"html": {fragment: html}, "data":
   {...}, "t": unix seconds}`` (``web.trader_views.live_payload``: the same partial templates the page rendered).

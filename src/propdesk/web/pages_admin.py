@@ -1,7 +1,8 @@
 """The admin panel in the browser: ``/admin`` (metrics, live activity, trader table), ``/admin/accounts/{id}``
-(one account with the admin controls), ``/admin/violations`` (flags & violations), ``/admin/plans`` (presets,
-versions, new version from an edited plan file, retire) and ``/admin/calendar`` (the economic calendar the news
-rule reads: a window of events with the symbols they affect, per-source freshness, and an "Add event" form).
+(one account with the admin controls), ``/admin/accounts/{id}/as-trader`` (the trader's dashboard and journal,
+read-only, each view audited as ``view_as_trader``), ``/admin/violations`` (flags & violations), ``/admin/plans``
+(presets, versions, new version from an edited plan file, retire) and ``/admin/calendar`` (the economic calendar
+the news rule reads: a window of events with the symbols they affect, per-source freshness, and an "Add event" form).
 
 Every page reads through ``reads.access.user_conn`` as the signed-in admin (app role; the ``is_admin()`` RLS
 policies open every trader's rows). The middleware lets only admin sessions reach ``/admin``. The pages never
@@ -29,6 +30,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from ..api.errors import ApiError
 from ..api.pagination import decode_int_cursor, encode_cursor
+from ..api.routes.admin import write_audit
 from ..api.routes.admin_panel import (
     CALENDAR_DEFAULT_AHEAD,
     CALENDAR_DEFAULT_BACK,
@@ -42,7 +44,8 @@ from ..domain.errors import NotFound
 from ..reads import admin as reads
 from ..reads.access import user_conn
 from ..rulebooks import preset_ids
-from .pages import catalogue_view, current_user, render
+from .pages import catalogue_view, current_principal, current_user, render
+from .trader_views import account_state, dashboard_context, journal_state
 
 PAGE_SIZE = 25
 
@@ -270,6 +273,40 @@ def build(api: Any) -> APIRouter:
             pretty=pretty,
             definitions=reads.METRIC_DEFINITIONS,
             chart=data["equity"],
+        )
+
+    @router.get("/admin/accounts/{account_id}/as-trader", response_class=HTMLResponse)
+    def as_trader_page(request: Request, account_id: uuid.UUID) -> Response:
+        """The trader's dashboard and journal, read-only, for an admin; every view is audited
+        (``admin_audit`` action ``view_as_trader``). The trader pages themselves are the owner's only."""
+        admin = current_user(request)
+        try:
+            state = account_state(platform, admin, account_id, admin_view=True)
+            journal = journal_state(platform, admin, account_id, admin_view=True)
+        except NotFound:
+            return render(
+                request, "admin/not_found.html", status_code=404, nav_active="admin", what=f"account {account_id}"
+            )
+        # Recorded before anything is shown: a view that cannot be audited is not rendered.
+        with platform.db.tx() as c:
+            write_audit(
+                c,
+                actor=current_principal(request).id,
+                action="view_as_trader",
+                account_id=account_id,
+                reason="read-only view of the trader's dashboard and journal",
+                before=None,
+                after=None,
+                details={"views": ["dashboard", "journal"], "path": request.url.path},
+                at=platform.clock.now(),
+            )
+        return render(
+            request,
+            "admin/as_trader.html",
+            nav_active="admin",
+            admin_tab="overview",
+            journal=journal,
+            **dashboard_context(state, read_only=True),
         )
 
     @router.get("/admin/violations", response_class=HTMLResponse)

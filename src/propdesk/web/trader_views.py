@@ -3,8 +3,10 @@ and ``/app/accounts/{id}/journal``.
 
 Reads go through ``reads.access.user_conn`` (app role, row-level security as the signed-in user) and the shared
 ``reads.trader`` functions, so the pages show exactly what the trader JSON API answers. An account the user may not
-see is a 404 page (never a hint that it exists). Writes are not here: the page's scripts call the trader JSON API
-(``api/routes/trader.py``) with ``fetch``.
+see is a 404 page (never a hint that it exists): every account-scoped read opens ``reads.access.owned_conn``, the
+one owner rule (404 for anyone but the owner, admins included). ``admin_view=True`` (only the admin panel's
+read-only, audited ``/admin/accounts/{id}/as-trader`` page passes it) opens ``admin_view_conn`` instead. Writes
+are not here: the page's scripts call the trader JSON API (``api/routes/trader.py``) with ``fetch``.
 
 ``account_state`` + ``fragments`` are shared with the live stream (``web/live.py``): the dashboard's changing
 parts (summary, alerts, rule panels, positions, orders, history) are server-rendered partial templates, sent
@@ -30,7 +32,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from ..domain.errors import NotFound
 from ..reads import trader as reads
-from ..reads.access import user_conn
+from ..reads.access import admin_view_conn, owned_conn, user_conn
 from .pages import catalogue_view, current_user, redirect, render, to_json
 
 # A drawdown warning is shown once this share of a loss limit is used (the rulebook's own drawdown_warning rule,
@@ -212,11 +214,19 @@ def build_alerts(overview: dict[str, Any], violations: list[dict[str, Any]]) -> 
     return alerts
 
 
-def account_state(platform: Any, user: Any, account_id: uuid.UUID) -> dict[str, Any]:
+def account_conn(platform: Any, user: Any, account_id: uuid.UUID, *, admin_view: bool = False) -> Any:
+    """The connection of a trader screen: the owner's (``owned_conn``), or with ``admin_view`` an admin's
+    read-only view (``admin_view_conn``). ``NotFound`` when the user may not see the account."""
+    if admin_view:
+        return admin_view_conn(platform, user, account_id)
+    return owned_conn(platform, user, account_id)
+
+
+def account_state(platform: Any, user: Any, account_id: uuid.UUID, *, admin_view: bool = False) -> dict[str, Any]:
     """Everything the dashboard shows that can change, read in one app-role transaction as ``user``.
-    ``NotFound`` when the user may not see the account."""
+    ``NotFound`` when the user may not see the account (anyone but its owner, unless ``admin_view``)."""
     tz = getattr(user, "timezone", None)
-    with user_conn(platform, user) as c:
+    with account_conn(platform, user, account_id, admin_view=admin_view) as c:
         overview = reads.account_overview(platform, c, account_id, user_tz=tz)
         history = reads.trade_history(platform, c, account_id, limit=HISTORY_ROWS)
         violations = reads.violations(
@@ -283,8 +293,9 @@ def chart_data(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _ctx(state: dict[str, Any]) -> dict[str, Any]:
+def dashboard_context(state: dict[str, Any], *, read_only: bool = False) -> dict[str, Any]:
     return {
+        "read_only": read_only,
         "s": state,
         "ov": state["overview"],
         "panel": ((state["overview"].get("rules") or {}).get("panel")) or {},
@@ -302,7 +313,7 @@ def fragments(state: dict[str, Any]) -> dict[str, str]:
     from .pages import environment
 
     env = environment()
-    ctx = _ctx(state)
+    ctx = dashboard_context(state)
     return {name: env.get_template(f"app/_{name}.html").render(ctx) for name in FRAGMENTS}
 
 
@@ -320,7 +331,7 @@ def news_payload(platform: Any, user: Any, account_id: uuid.UUID) -> dict[str, A
     from .pages import environment
 
     tz = getattr(user, "timezone", None)
-    with user_conn(platform, user) as c:
+    with owned_conn(platform, user, account_id) as c:
         news = reads.news_panel(platform, c, account_id, hours=NEWS_HOURS)
     data = news_boot(news, tz)
     html = (
@@ -337,6 +348,30 @@ def news_payload(platform: Any, user: Any, account_id: uuid.UUID) -> dict[str, A
     )
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     return {"html": html, "data": data, "digest": digest}
+
+
+def journal_state(platform: Any, user: Any, account_id: uuid.UUID, *, admin_view: bool = False) -> dict[str, Any]:
+    """The journal page's context: overview, closed trades, rule decisions and (for the owner) notifications.
+    ``NotFound`` when the user may not see the account."""
+    tz = getattr(user, "timezone", None)
+    with account_conn(platform, user, account_id, admin_view=admin_view) as c:
+        overview = reads.account_overview(platform, c, account_id, user_tz=tz)
+        trades = reads.journal(platform, c, account_id, limit=200)
+        violations = reads.violations(platform, c, account_id, limit=200)
+        notes: dict[str, Any] = {"items": [], "unread": 0} if admin_view else reads.notifications(platform, c, limit=50)
+    return {
+        "ov": overview,
+        "trades": trades,
+        "violations": violations,
+        "notifications": [n for n in notes["items"] if n.get("account_id") in (None, account_id)],
+        "unread": notes["unread"],
+        "account_id": str(account_id),
+        "status_badge": status_badge,
+        "kind_badge": kind_badge,
+        "rule_words": rule_words,
+        "evidence_text": evidence_text,
+        "user_tz": tz or "UTC",
+    }
 
 
 def evidence_text(evidence: Any) -> str:
@@ -415,7 +450,7 @@ def build(api: Any) -> APIRouter:
         try:
             aid = uuid.UUID(account_id)
             state = account_state(platform, user, aid)
-            with user_conn(platform, user) as c:
+            with owned_conn(platform, user, aid) as c:
                 series = reads.equity_series(platform, c, aid, user_tz=getattr(user, "timezone", None))
                 news = reads.news_panel(platform, c, aid, hours=NEWS_HOURS)
         except (ValueError, NotFound):
@@ -442,7 +477,7 @@ def build(api: Any) -> APIRouter:
             "news": news_boot(news, getattr(user, "timezone", None)),
             "now": platform.clock.now(),
         }
-        ctx = _ctx(state)
+        ctx = dashboard_context(state)
         return render(
             request,
             "app/account.html",
@@ -466,29 +501,9 @@ def build(api: Any) -> APIRouter:
             return redirect(f"/login?next=/app/accounts/{account_id}/journal")
         try:
             aid = uuid.UUID(account_id)
-            with user_conn(platform, user) as c:
-                overview = reads.account_overview(platform, c, aid, user_tz=getattr(user, "timezone", None))
-                trades = reads.journal(platform, c, aid, limit=200)
-                violations = reads.violations(platform, c, aid, limit=200)
-                notes = reads.notifications(platform, c, limit=50)
+            journal = journal_state(platform, user, aid)
         except (ValueError, NotFound):
             return not_found(request)
-        notifications = [n for n in notes["items"] if n.get("account_id") in (None, aid)]
-        return render(
-            request,
-            "app/journal.html",
-            ov=overview,
-            trades=trades,
-            violations=violations,
-            notifications=notifications,
-            unread=notes["unread"],
-            account_id=str(aid),
-            status_badge=status_badge,
-            kind_badge=kind_badge,
-            rule_words=rule_words,
-            evidence_text=evidence_text,
-            user_tz=getattr(user, "timezone", None) or "UTC",
-            nav_active="app",
-        )
+        return render(request, "app/journal.html", nav_active="app", **journal)
 
     return router

@@ -28,7 +28,7 @@ from ..idempotency import Outcome, principal_of
 from ..pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, decode_int_cursor, page
 from ..render import dec, json_response, ts
 from ..responses import AccountOut, AccountPage, FillPage, InstrumentPage, LedgerPage, OrderPage, PositionPage
-from ..schemas import CreateAccountBody, ReasonBody
+from ..schemas import CompleteBody, CreateAccountBody, ReasonBody
 
 AccountId = Annotated[uuid.UUID, Path(description="Account id (UUID).")]
 CloneId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:@+\-]{1,200}$")]
@@ -202,7 +202,30 @@ def build(api: Api) -> APIRouter:
             return api.commands.run(request, effect)
 
     lifecycle(Trigger.START, "Start trading (idempotent when already active).")
-    lifecycle(Trigger.COMPLETE, "End the account without a verdict (terminal, never a pass).")
+
+    @router.post(
+        f"{PREFIX}/accounts/{{account_id}}/complete",
+        responses=WRITE_ERRORS,
+        name="complete_account",
+        summary="Complete an account",
+    )
+    def complete(request: Request, account_id: AccountId, body: CompleteBody | None = None) -> Response:
+        """End the account without a verdict (terminal, never a pass). An account with open positions or resting
+        orders is 409 ``account_has_exposure`` (details: ``symbols``, ``order_ids``); with ``{"flatten": true}``
+        the orders are cancelled and the positions closed at market with their evidence, then the account
+        completes, all in one transaction."""
+        principal = principal_of(request)
+        reason = body.reason if body is not None and body.reason else ""
+        flatten = body.flatten if body is not None else False
+
+        def effect(conn: Any) -> Outcome:
+            row = ex.apply_trigger(
+                account_id, Trigger.COMPLETE, actor=principal.id, reason=reason, conn=conn, flatten=flatten
+            )
+            return Outcome(200, present_account(row, balance_of(conn, account_id)))
+
+        return api.commands.run(request, effect)
+
     lifecycle(Trigger.LIQUIDATE, "Cancel resting orders, close every position at market, status liquidated.")
 
     # ------------------------------------------------------------------ reads

@@ -242,6 +242,19 @@ def build(api: Api) -> APIRouter:
         clear_session_cookie(response, identity)
         return response
 
+    @router.post(
+        "/api/v1/me/sessions/revocation",
+        responses={401: _err("Not logged in"), 403: _err("A bearer token (not a session)"), **AUTH_ERRORS},
+    )
+    def logout_everywhere(request: Request) -> Response:
+        """Log out everywhere: end every session of the logged-in user (this one included) and clear the cookie.
+        Open pages and live streams of the other sessions are refused from their next request on."""
+        user = request.state.principal.user
+        ended = identity.end_all_sessions(user.id, ip=client_ip(request))
+        response = json_response({"sessions_ended": ended}, headers={"Cache-Control": "no-store"})
+        clear_session_cookie(response, identity)
+        return response
+
     @router.get("/api/v1/me", responses={401: _err("Not logged in"), 403: _err("A bearer token (not a session)")})
     def me(request: Request) -> Response:
         """The logged-in user."""

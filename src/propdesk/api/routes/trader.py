@@ -13,8 +13,10 @@
 - Journal notes and notifications: the only app-role writes (own rows only, enforced by RLS ``WITH CHECK``).
 
 Ownership: an account that is not the user's own is 404 ``account_not_found`` (never 403: ids are not
-enumerable). That holds for admins too: an admin manages other traders' accounts through the admin API, not
-by trading them here.
+enumerable). That holds for admins too: an admin manages other traders' accounts through the admin API, and
+sees a trader's screens on the read-only, audited ``/admin/accounts/{id}/as-trader`` page, never here. Every
+account-scoped route opens ``reads.access.owned_conn`` (the one owner rule, shared with the pages and the
+live stream).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ...domain.policy import ExecutionPolicy
 from ...domain.rules.schema import RulebookError
 from ...execution.service import CreateAccount
 from ...reads import trader as reads
-from ...reads.access import owner_key, user_conn
+from ...reads.access import owned_conn, owner_key, user_conn
 from ...rulebooks.store import summary
 from ..body import StrictJSONRoute
 from ..context import READ_ERRORS, WRITE_ERRORS, Api
@@ -111,20 +113,11 @@ def _tz(user: Any) -> str | None:
     return getattr(user, "timezone", None)
 
 
-def own_account(conn: Any, user: Any, account_id: uuid.UUID) -> dict[str, Any]:
-    """The account if the user OWNS it (RLS first, then the owner check that also stops admins), else 404."""
-    row = reads.require_account(conn, account_id)
-    if row["owner_id"] != owner_key(user):
-        raise NotFound(f"account {account_id} not found", code="account_not_found")
-    return row
-
-
 def _owned_read(platform: Any, request: Request, account_id: uuid.UUID, read: Callable[[Any, Any], Any]) -> Response:
     """``read(conn, user)`` over one of the caller's own accounts, through the app role under RLS; another
     trader's (or a missing) account is a 404."""
     user = user_of(request)
-    with user_conn(platform, user) as c:
-        own_account(c, user, account_id)
+    with owned_conn(platform, user, account_id) as c:
         return json_response(read(c, user))
 
 
@@ -135,8 +128,8 @@ def build(api: Api) -> APIRouter:
 
     def check_owner(request: Request, account_id: uuid.UUID) -> Any:
         user = user_of(request)
-        with user_conn(platform, user) as c:
-            own_account(c, user, account_id)
+        with owned_conn(platform, user, account_id):
+            pass
         return user
 
     # ------------------------------------------------------------------ public catalogue
@@ -345,8 +338,7 @@ def build(api: Api) -> APIRouter:
         """Set the note on one of the account's fills (an empty note clears it). Idempotent by nature (PUT)."""
         user = user_of(request)
         now = platform.clock.now()
-        with user_conn(platform, user, write=True) as c:
-            own_account(c, user, account_id)
+        with owned_conn(platform, user, account_id, write=True) as c:
             fill = c.execute("SELECT id FROM fills WHERE id=%s AND account_id=%s", (fill_id, account_id)).fetchone()
             if fill is None:
                 raise NotFound(f"fill {fill_id} not found on this account", code="fill_not_found")
@@ -444,8 +436,7 @@ def build(api: Api) -> APIRouter:
         margin, and the execution gates' verdict on it now (nothing is recorded; the rulebook's pre-trade rules
         are judged when the order is submitted)."""
         user = user_of(request)
-        with user_conn(platform, user) as c:
-            own_account(c, user, account_id)
+        with owned_conn(platform, user, account_id) as c:
             ctx = ex._load(c, account_id, lock=False)
             now = platform.clock.now()
             inst = platform.catalogue.get(body.symbol)
