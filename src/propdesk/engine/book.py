@@ -243,6 +243,8 @@ class RiskBook:
         self.bid: F64 = np.full(ns, NAN)
         self.ask: F64 = np.full(ns, NAN)
         self.mid: F64 = np.full(ns, NAN)
+        self.ts: F64 = np.full(ns, -INF)  # newest quote time per symbol (when callers pass one)
+        self.dropped = 0  # quotes older than the symbol's newest, ignored
         self._cs = [float(catalogue.get(s).contract_size) for s in self.symbols]  # type: ignore[union-attr]
         self._qccy = [catalogue.get(s).quote_currency for s in self.symbols]  # type: ignore[union-attr]
         # routes: 0 is the identity (quote currency == account currency)
@@ -266,7 +268,7 @@ class RiskBook:
         self._rulebooks: list[Mapping[str, Any]] = []
         self._rb_index: dict[str, int] = {}
         self._order_refs: list[npt.NDArray[np.object_]] = []
-        self._balance_checks: dict[int, tuple[Decimal | None, bool, float] | None] = {}
+        self._balance_checks: dict[int, tuple[Decimal, Decimal | None, bool, float] | None] = {}
         self._pending_refresh: list[IDX] = []
         self._grow(capacity)
         self.false_candidates = 0  # set by callers that re-judge candidates exactly (bench, tests)
@@ -430,18 +432,16 @@ class RiskBook:
                                              self.lock[ua], self.locked[ua])
             self.max_floor[ua], self.locked[ua] = floor, locked
         th = self._kind_thresholds(fa)
-        tgt = th[Kind.PROFIT_TARGET]
-        hit = e_hi >= tgt
-        if hit.any():
-            out.append((fa[hit], Kind.PROFIT_TARGET, sym[hit], bid[hit], ask[hit], quote[hit]))
-            lvl = self.target[fa]
-            sure = hit & (e_hi >= lvl + K.margin(np.nan_to_num(lvl)))
-            self.flags[fa[sure]] |= F_TARGET
+        # Breaches first; notices only where no breach certainly ended the rules (or paused the day) at this event,
+        # as ``Evaluator._limits`` gives warnings only after the breaches, and not once the phase ended.
         certain_end = np.zeros(fa.size, dtype=bool)
         for kind, bit in ((Kind.DAILY_LOSS, F_DAILY), (Kind.MAX_LOSS, F_MAX), (Kind.SAFETY_NET, F_SAFETY),
                           (Kind.WARNING_DAILY, F_WARN_D), (Kind.WARNING_MAX, F_WARN_M)):
             thr = th[kind]
             hit = e_lo < thr
+            if kind in (Kind.WARNING_DAILY, Kind.WARNING_MAX):
+                fl = self.flags[fa]
+                hit &= (fl & (F_ENDED | bit)) == 0
             if not hit.any():
                 continue
             out.append((fa[hit], kind, sym[hit], bid[hit], ask[hit], quote[hit]))
@@ -454,17 +454,33 @@ class RiskBook:
                 pause = self.daily_pause[fa]
                 certain_end |= sure & ~pause
                 self.flags[fa[sure & pause]] |= F_WARN_D
-        if certain_end.any():
-            self.flags[fa[certain_end]] |= F_ENDED
+            if kind == Kind.SAFETY_NET and certain_end.any():
+                self.flags[fa[certain_end]] |= F_ENDED
+        tgt = th[Kind.PROFIT_TARGET]
+        hit = (e_hi >= tgt) & ((self.flags[fa] & F_ENDED) == 0)
+        if hit.any():
+            out.append((fa[hit], Kind.PROFIT_TARGET, sym[hit], bid[hit], ask[hit], quote[hit]))
+            lvl = self.target[fa]
+            sure = hit & (e_hi >= lvl + K.margin(np.nan_to_num(lvl)))
+            self.flags[fa[sure]] |= F_TARGET
         self._refresh(fa)
 
     # ------------------------------------------------------------------ prices
     def index(self, symbol: str) -> int:
         return self.sym_index[symbol]
 
-    def on_price(self, symbol: int | str, bid: float, ask: float) -> Candidates:
-        """One quote: reprice the symbol's positions and those whose conversion it moves, judge the accounts."""
+    def on_price(self, symbol: int | str, bid: float, ask: float, ts: float | None = None) -> Candidates:
+        """One quote: reprice the symbol's positions and those whose conversion it moves, judge the accounts.
+
+        With ``ts`` (any monotonic time, e.g. epoch seconds or a stream sequence), a quote older than the symbol's
+        newest is dropped (counted in ``dropped``); a duplicate reprices to the same values.
+        """
         s = symbol if isinstance(symbol, int) else self.sym_index[symbol]
+        if ts is not None:
+            if ts < self.ts[s]:
+                self.dropped += 1
+                return EMPTY
+            self.ts[s] = ts
         self.bid[s], self.ask[s] = bid, ask
         self.mid[s] = (bid + ask) * 0.5
         rate = self.rate
@@ -589,23 +605,30 @@ class RiskBook:
                           np.concatenate([o[4] for o in out]), np.concatenate([o[5] for o in out]),
                           np.concatenate(ref_parts))
 
-    def on_prices(self, batch: Sequence[tuple[int | str, float, float]]) -> Candidates:
-        """A window of quotes ``(symbol, bid, ask)`` in arrival order, judged at once.
+    def on_prices(self, batch: Sequence[tuple[Any, ...]]) -> Candidates:
+        """A window of quotes ``(symbol, bid, ask[, ts])`` in arrival order, judged at once.
 
         Each symbol's bid and ask ranges over the window (plus its price before the window when another symbol
         moved first) bound every position's value; the sum of the lowest values bounds the account's lowest
         equity inside the window, the highest values its highest (trailing highs). SL/TP and resting orders are
-        checked at the extreme bid/ask. Duplicates and out-of-order quotes inside a window only widen the ranges.
+        checked at the extreme bid/ask. A quote older than its symbol's newest (with ``ts``) is dropped; a
+        duplicate changes nothing.
         """
         if not batch:
             return EMPTY
         if len(batch) == 1:
-            s0, b0, a0 = batch[0]
-            return self.on_price(s0, b0, a0)
+            one = batch[0]
+            return self.on_price(one[0], one[1], one[2], one[3] if len(one) > 3 else None)
         win: dict[int, list[float]] = {}
         arg: dict[int, list[int]] = {}
-        for qi, (sym, b, a) in enumerate(batch):
+        for qi, item in enumerate(batch):
+            sym, b, a = item[0], item[1], item[2]
             s = sym if isinstance(sym, int) else self.sym_index[sym]
+            if len(item) > 3 and item[3] is not None:
+                if item[3] < self.ts[s]:
+                    self.dropped += 1
+                    continue
+                self.ts[s] = item[3]
             w = win.get(s)
             if w is None:
                 pb, pa = float(self.bid[s]), float(self.ask[s])
@@ -642,12 +665,12 @@ class RiskBook:
                 elif i >= 0 and self.mid[i] > 0:
                     lo_m, hi_m = mids_lo.get(i, float(self.mid[i])), mids_hi.get(i, float(self.mid[i]))
                     rate_rng[r] = (round(1.0 / hi_m, 10), round(1.0 / lo_m, 10))
-        groups: dict[int, _Group] = {}
+        groups: dict[int, tuple[_Group, int]] = {}
         for s in win:
             for g in self._mark_groups[s]:
-                groups[id(g)] = g
+                groups[id(g)] = (g, s)
             for g in self._rate_groups[s]:
-                groups[id(g)] = g
+                groups.setdefault(id(g), (g, s))
         cap = self._cap
         d_lo = np.zeros(cap)
         d_hi = np.zeros(cap)
@@ -655,7 +678,7 @@ class RiskBook:
         out: list[tuple[IDX, int, IDX, F64, F64, IDX]] = []
         # attribution of account-level candidates: the symbol (and its worst quote) of the last group seen
         attr_sym = np.full(cap, -1, np.intp)
-        for g in groups.values():
+        for g, cause in groups.values():
             n = g.n
             rt = self.rate[g.route]
             mark = self._mark(g)
@@ -678,7 +701,7 @@ class RiskBook:
             self.eq[acct] += new - pv
             pv[:] = new
             touched.append(acct)
-            attr_sym[acct] = g.sym
+            attr_sym[acct] = cause
             if w is not None:
                 hits = np.flatnonzero((g.lo[:n] >= m_lo) | (g.hi[:n] <= m_hi))
                 if hits.size:
@@ -720,7 +743,7 @@ class RiskBook:
         self._add_orders(a, spec)
         fa = np.array([a], np.intp)
         self._refresh(fa)
-        return self.judge_accounts(fa, spec)
+        return self.judge_accounts(fa)
 
     def add_accounts(self, specs: Iterable[AccountSpec]) -> int:
         """Bulk insert (at load): positions are grouped and appended per group at once. Returns the count."""
@@ -808,8 +831,8 @@ class RiskBook:
         self.live[a] = lv.live
         self.daily_pause[a] = lv.daily_pause
         self.flags[a] = 0
-        self._balance_checks[a] = (lv.daily_balance, lv.daily_touch, lv.warn_daily if lv.daily_on_balance
-                                   and not lv.warned_daily else NAN) if lv.daily_on_balance else None
+        self._balance_checks[a] = (spec.cash, lv.daily_balance, lv.daily_touch,
+                                   NAN if lv.warned_daily else lv.warn_daily) if lv.daily_on_balance else None
 
     def _add_positions(self, acct: IDX, spec: AccountSpec) -> None:
         rows: dict[tuple[int, int, int], list[tuple[int, float, float, float, float]]] = {}
@@ -868,7 +891,7 @@ class RiskBook:
             getattr(self, name)[a] = fill
         self._free.append(a)
 
-    def judge_accounts(self, fa: IDX, spec: AccountSpec | None = None) -> Candidates:
+    def judge_accounts(self, fa: IDX) -> Candidates:
         """Judge accounts at the book's current prices (after a change): SL/TP, orders, limits, target."""
         out: list[tuple[IDX, int, IDX, F64, F64, IDX]] = []
         for a in fa.tolist():
@@ -903,18 +926,17 @@ class RiskBook:
                         out.append((acct[hit], -1, np.full(m, s, np.intp), np.full(m, b), np.full(m, k),
                                     np.full(m, -1, np.intp)))
             bc = self._balance_checks.get(a)
-            if bc is not None and spec is not None:
-                floor, touch, warn = bc
-                cash = spec.cash
+            if bc is not None:
+                cash, floor, touch, warn = bc
                 one = np.array([a], np.intp)
                 nan1 = np.array([NAN])
                 if floor is not None and (cash <= floor if touch else cash < floor):
                     out.append((one, Kind.DAILY_LOSS, np.array([-1], np.intp), nan1, nan1, np.array([-1], np.intp)))
-                if warn == warn and float(cash) < warn + K.MIN_MARGIN:
+                elif warn == warn and float(cash) < warn + K.MIN_MARGIN:
                     out.append((one, Kind.WARNING_DAILY, np.array([-1], np.intp), nan1, nan1,
                                 np.array([-1], np.intp)))
             tgt = self.target[a]
-            if spec is not None and tgt == tgt and self.live[a] and float(spec.cash) >= tgt:
+            if tgt == tgt and self.live[a] and (self.flags[a] & F_ENDED) == 0 and self.cash[a] >= tgt:
                 one = np.array([a], np.intp)
                 nan1 = np.array([NAN])
                 out.append((one, Kind.PROFIT_TARGET, np.array([-1], np.intp), nan1, nan1, np.array([-1], np.intp)))
