@@ -437,11 +437,12 @@ class RiskBook:
         certain_end = np.zeros(fa.size, dtype=bool)
         for kind, bit in ((Kind.DAILY_LOSS, F_DAILY), (Kind.MAX_LOSS, F_MAX), (Kind.SAFETY_NET, F_SAFETY),
                           (Kind.WARNING_DAILY, F_WARN_D), (Kind.WARNING_MAX, F_WARN_M)):
+            if kind == Kind.WARNING_DAILY and certain_end.any():
+                self.flags[fa[certain_end]] |= F_ENDED
             thr = th[kind]
             hit = e_lo < thr
             if kind in (Kind.WARNING_DAILY, Kind.WARNING_MAX):
-                fl = self.flags[fa]
-                hit &= (fl & (F_ENDED | bit)) == 0
+                hit &= (self.flags[fa] & (F_ENDED | bit)) == 0
             if not hit.any():
                 continue
             out.append((fa[hit], kind, sym[hit], bid[hit], ask[hit], quote[hit]))
@@ -454,8 +455,6 @@ class RiskBook:
                 pause = self.daily_pause[fa]
                 certain_end |= sure & ~pause
                 self.flags[fa[sure & pause]] |= F_WARN_D
-            if kind == Kind.SAFETY_NET and certain_end.any():
-                self.flags[fa[certain_end]] |= F_ENDED
         tgt = th[Kind.PROFIT_TARGET]
         hit = (e_hi >= tgt) & ((self.flags[fa] & F_ENDED) == 0)
         if hit.any():
