@@ -270,6 +270,7 @@ class RiskBook:
         self._order_refs: list[npt.NDArray[np.object_]] = []
         self._balance_checks: dict[int, tuple[Decimal, Decimal | None, bool, float] | None] = {}
         self._pending_refresh: list[IDX] = []
+        self._buf: F64 = np.empty((2, 1024))
         self._grow(capacity)
         self.false_candidates = 0  # set by callers that re-judge candidates exactly (bench, tests)
 
@@ -486,8 +487,8 @@ class RiskBook:
         for r in self._routes_by_sym[s]:
             rate[r] = self._route_rate(r)
         out: list[tuple[IDX, int, IDX, F64, F64, IDX]] = []
-        touched: list[IDX] = []
-        eq = self.eq
+        flagged: list[IDX] = []
+        eq, lo_thr, hi_thr = self.eq, self.lo_thr, self.hi_thr
         for g in self._mark_groups[s]:
             n = g.n
             if n == 0:
@@ -497,9 +498,11 @@ class RiskBook:
                 continue
             if not g.known:
                 self._now_known(g)
-            acct = g.acct[:n]
-            K.reprice_into(mark, rt, g.k[:n], g.ka[:n], g.pv[:n], acct, eq)
-            touched.append(acct)
+            if n > self._buf.shape[1]:
+                self._buf = np.empty((2, 2 * n))
+            f = K.reprice_check(mark, rt, g.k[:n], g.ka[:n], g.pv[:n], g.acct[:n], eq, lo_thr, hi_thr, self._buf)
+            if f.size:
+                flagged.append(f)
             hits = np.flatnonzero((g.lo[:n] >= mark) | (g.hi[:n] <= mark))
             if hits.size:
                 self._protective(g, hits, mark, mark, s, bid, ask, 0, out)
@@ -512,21 +515,19 @@ class RiskBook:
                 continue
             if not g.known:
                 self._now_known(g)
-            acct = g.acct[:n]
-            K.reprice_into(mark, rt, g.k[:n], g.ka[:n], g.pv[:n], acct, eq)
-            touched.append(acct)
+            if n > self._buf.shape[1]:
+                self._buf = np.empty((2, 2 * n))
+            f = K.reprice_check(mark, rt, g.k[:n], g.ka[:n], g.pv[:n], g.acct[:n], eq, lo_thr, hi_thr, self._buf)
+            if f.size:
+                flagged.append(f)
         self._cross_orders(s, bid, bid, ask, ask, bid, ask, 0, out)
-        if touched:
-            flagged = []
-            lo_thr, hi_thr = self.lo_thr, self.hi_thr
-            for acct in touched:
-                e = eq[acct]
-                m = (e < lo_thr[acct]) | (e >= hi_thr[acct])
-                if m.any():
-                    flagged.append(acct[m])
-            if flagged:
-                fa = np.unique(np.concatenate(flagged)) if len(flagged) > 1 else flagged[0]
-                e = eq[fa]
+        if flagged:
+            # a pre-filter per group; classification on the final equity (an account may sit in several groups)
+            fa = np.unique(np.concatenate(flagged)) if len(flagged) > 1 else flagged[0]
+            e = self.eq[fa]
+            keep = (e < self.lo_thr[fa]) | (e >= self.hi_thr[fa])
+            if keep.any():
+                fa, e = fa[keep], e[keep]
                 nf = fa.size
                 self._judge(fa, e, e, np.full(nf, s, np.intp), np.full(nf, bid), np.full(nf, ask),
                             np.zeros(nf, np.intp), out)

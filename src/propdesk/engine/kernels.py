@@ -47,7 +47,31 @@ def reprice_into(mark: float, rate: float, k: F64, ka: F64, pv: F64, acct: IDX, 
     new = values(mark, rate, k, ka)
     delta = new - pv
     pv[:] = new
-    equity[acct] += delta
+    equity.put(acct, equity.take(acct) + delta)
+
+
+def reprice_check(mark: float, rate: float, k: F64, ka: F64, pv: F64, acct: IDX, equity: F64, lo_thr: F64,
+                  hi_thr: F64, buf: F64) -> IDX:
+    """The hot kernel: reprice in place, add each change to its account's equity and return the accounts whose
+    equity is now below their low threshold or at/above their high one.
+
+    ``take``/``put`` rather than fancy indexing (several times faster for gathers); ``acct`` holds each account at
+    most once. A pre-filter only: the caller classifies the returned accounts on their final equity.
+    """
+    n = k.size
+    new = buf[0, :n]
+    np.multiply(k, mark, out=new)
+    new -= ka
+    new *= rate
+    d = buf[1, :n]
+    np.subtract(new, pv, out=d)
+    pv[:] = new
+    e = equity.take(acct)
+    e += d
+    equity.put(acct, e)
+    m = (e < lo_thr.take(acct)) | (e >= hi_thr.take(acct))
+    out: IDX = acct[m]
+    return out
 
 
 def accumulate(equity: F64, acct: IDX, delta: F64) -> None:
