@@ -386,12 +386,16 @@ def run(*, accounts: int = 100_000, positions_per_account: int = 5, ticks: int =
         bare.rate = list(bare_template.rate)
         gc.collect()
         gc.disable()
+        lat_l: list[int] = []
+        bare_price = bare.on_price
         t0 = clock()
         for s, b, a in stream:
-            bare.on_price(s, b, a)
+            q0 = clock()
+            bare_price(s, b, a)
+            lat_l.append(clock() - q0)
         dt = clock() - t0
         gc.enable()
-        limit_trials.append({"ns_per_tick": dt / len(stream)})
+        limit_trials.append({**latency_summary(lat_l), "ns_per_tick": dt / len(stream)})
         progress("tick: timing", 0.6 / trials)
 
     # correctness: once more from the same state, with the exact reference on the sample
@@ -408,7 +412,9 @@ def run(*, accounts: int = 100_000, positions_per_account: int = 5, ticks: int =
                "positions_per_tick": round(per_tick, 1), "candidates": candidates,
                "sample_accounts": len(refs), "sample_candidates": sample_total, "false_candidates": false,
                "positions": book.positions, "rulebooks": book.rulebooks, "build_s": round(build_s, 2)}
-    limit = {"throughput_per_s": round(1e9 / l_ns, 1) if l_ns else 0.0,
+    limit = {"latency_us_p50": median_of(limit_trials, "latency_us_p50"),
+             "latency_us_p99": median_of(limit_trials, "latency_us_p99"),
+             "throughput_per_s": round(1e9 / l_ns, 1) if l_ns else 0.0,
              "positions_per_s": round(per_tick * 1e9 / l_ns, 1) if l_ns else 0.0, "ns_per_tick": l_ns}
     too_many_false = false > max(0.0, 0.01 * sample_total)
     if too_many_false:

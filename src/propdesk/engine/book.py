@@ -25,6 +25,7 @@ finds candidates: the execution core re-judges each under the account lock at th
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -263,8 +264,12 @@ class RiskBook:
         self._free: list[int] = []
         self._ids: list[Any] = []
         self._slot: dict[Any, int] = {}
-        self._acc_groups: list[list[int] | None] = []
-        self._acc_orders: list[list[int] | None] = []
+        # which groups hold an account's positions and which symbols its orders: bit masks per account (ids
+        # below 64; above, a small dict), so the book keeps no Python object per account beyond its id
+        self._gmask: npt.NDArray[np.uint64] = np.zeros(0, np.uint64)
+        self._omask: npt.NDArray[np.uint64] = np.zeros(0, np.uint64)
+        self._gmore: dict[int, set[int]] = {}
+        self._omore: dict[int, set[int]] = {}
         self._rulebooks: list[Mapping[str, Any]] = []
         self._rb_index: dict[str, int] = {}
         self._order_refs: list[npt.NDArray[np.object_]] = []
@@ -282,6 +287,11 @@ class RiskBook:
             if old:
                 arr[:old] = getattr(self, name)[:old]
             setattr(self, name, arr)
+        for name in ("_gmask", "_omask"):
+            arr = np.zeros(cap, np.uint64)
+            if old:
+                arr[:old] = getattr(self, name)[:old]
+            setattr(self, name, arr)
         self._cap = cap
 
     def _new_slot(self, account_id: Any) -> int:
@@ -294,13 +304,31 @@ class RiskBook:
             if a >= self._cap:
                 self._grow(max(1024, self._cap * 2))
             self._ids.append(account_id)
-            self._acc_groups.append(None)
-            self._acc_orders.append(None)
         self._slot[account_id] = a
         return a
 
     def __len__(self) -> int:
         return len(self._slot)
+
+    @staticmethod
+    def _bits(mask: int, more: set[int] | None) -> list[int]:
+        out = [i for i in range(64) if mask >> i & 1]
+        if more:
+            out.extend(sorted(more))
+        return out
+
+    def _groups_of(self, a: int) -> list[int]:
+        return self._bits(int(self._gmask[a]), self._gmore.get(a))
+
+    def _order_symbols_of(self, a: int) -> list[int]:
+        return self._bits(int(self._omask[a]), self._omore.get(a))
+
+    def _mark_groups_of(self, acct: IDX, gi: int) -> None:
+        if gi < 64:
+            self._gmask[acct] |= np.uint64(1 << gi)
+        else:
+            for a in acct.tolist():
+                self._gmore.setdefault(a, set()).add(gi)
 
     def slot(self, account_id: Any) -> int | None:
         return self._slot.get(account_id)
@@ -747,7 +775,7 @@ class RiskBook:
 
     def add_accounts(self, specs: Iterable[AccountSpec]) -> int:
         """Bulk insert (at load): positions are grouped and appended per group at once. Returns the count."""
-        rows: dict[tuple[int, int, int], list[tuple[int, float, float, float, float]]] = {}
+        rows: dict[tuple[int, int, int], tuple[array[int], array[float]]] = {}
         slots: list[int] = []
         for spec in specs:
             if not spec.marked:
@@ -762,13 +790,17 @@ class RiskBook:
                 if p.quantity == 0:
                     continue
                 key, k, ka, lo, hi = self._position_row(spec.currency, p)
-                rows.setdefault(key, []).append((a, k, ka, lo, hi))
+                r = rows.get(key)
+                if r is None:
+                    r = rows[key] = (array("q"), array("d"))
+                r[0].append(a)
+                r[1].extend((k, ka, lo, hi))
             self._add_orders(a, spec)
-        for key, rs in rows.items():
+        for key, (ai, vals) in rows.items():
             g = self._group(*key)
-            arr = np.array(rs, dtype=np.float64)
-            acct = arr[:, 0].astype(np.intp)
-            self._fill_group(g, acct, arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4])
+            acct = np.frombuffer(ai, dtype=np.int64).astype(np.intp)
+            v = np.frombuffer(vals, dtype=np.float64).reshape(-1, 4)
+            self._fill_group(g, acct, v[:, 0].copy(), v[:, 1].copy(), v[:, 2].copy(), v[:, 3].copy())
         fa = np.array(slots, np.intp)
         if fa.size:
             self._refresh(fa)
@@ -799,13 +831,7 @@ class RiskBook:
             pv = np.zeros(acct.size)
             np.add.at(self.nmiss, acct, 1)
         g.append(acct, k, ka, pv, lo, hi)
-        gi = self._group_of[(g.sym, g.side, g.route)]
-        for a in acct.tolist():
-            lst = self._acc_groups[a]
-            if lst is None:
-                self._acc_groups[a] = [gi]
-            else:
-                lst.append(gi)
+        self._mark_groups_of(acct, self._group_of[(g.sym, g.side, g.route)])
 
     def _set_account(self, a: int, spec: AccountSpec) -> None:
         lv = levels(spec)
@@ -831,8 +857,11 @@ class RiskBook:
         self.live[a] = lv.live
         self.daily_pause[a] = lv.daily_pause
         self.flags[a] = 0
-        self._balance_checks[a] = (spec.cash, lv.daily_balance, lv.daily_touch,
-                                   NAN if lv.warned_daily else lv.warn_daily) if lv.daily_on_balance else None
+        if lv.daily_on_balance:
+            self._balance_checks[a] = (spec.cash, lv.daily_balance, lv.daily_touch,
+                                       NAN if lv.warned_daily else lv.warn_daily)
+        else:
+            self._balance_checks.pop(a, None)
 
     def _add_positions(self, acct: IDX, spec: AccountSpec) -> None:
         rows: dict[tuple[int, int, int], list[tuple[int, float, float, float, float]]] = {}
@@ -859,25 +888,25 @@ class RiskBook:
                 BUY_STOP if buy else SELL_STOP)
             self._orders[s][which].add(float(o.price), a, o.order_id)
             touched.append(s)
-        if touched:
-            self._acc_orders[a] = sorted(set(touched))
+        for s in set(touched):
+            if s < 64:
+                self._omask[a] |= np.uint64(1 << s)
+            else:
+                self._omore.setdefault(a, set()).add(s)
 
     def _drop_rows(self, account_id: Any) -> None:
         a = self._slot.get(account_id)
         if a is None:
             return
-        gids = self._acc_groups[a]
-        if gids:
-            for gi in gids:
-                g = self._groups[gi]
-                g.remove_account(a)
-            self._acc_groups[a] = None
-        syms = self._acc_orders[a]
-        if syms:
-            for s in syms:
-                for ob in self._orders[s]:
-                    ob.remove_account(a)
-            self._acc_orders[a] = None
+        for gi in self._groups_of(a):
+            self._groups[gi].remove_account(a)
+        self._gmask[a] = 0
+        self._gmore.pop(a, None)
+        for s in self._order_symbols_of(a):
+            for ob in self._orders[s]:
+                ob.remove_account(a)
+        self._omask[a] = 0
+        self._omore.pop(a, None)
 
     def remove_account(self, account_id: Any) -> None:
         a = self._slot.get(account_id)
@@ -895,7 +924,7 @@ class RiskBook:
         """Judge accounts at the book's current prices (after a change): SL/TP, orders, limits, target."""
         out: list[tuple[IDX, int, IDX, F64, F64, IDX]] = []
         for a in fa.tolist():
-            for gi in self._acc_groups[a] or ():
+            for gi in self._groups_of(a):
                 g = self._groups[gi]
                 mark = self._mark(g)
                 if mark != mark:
@@ -905,7 +934,7 @@ class RiskBook:
                 if hits.size:
                     self._protective(g, hits, mark, mark, g.sym, float(self.bid[g.sym]), float(self.ask[g.sym]),
                                      -1, out)
-            for s in self._acc_orders[a] or ():
+            for s in self._order_symbols_of(a):
                 b, k = float(self.bid[s]), float(self.ask[s])
                 if b != b:
                     continue
