@@ -302,6 +302,8 @@ def test_the_book_finds_every_trigger_and_breach_the_exact_path_finds(
                     exact |= found_now
                     if ref.terminated or any(k in HARD for _, k, _ in found_now):
                         ended_now.add(spec.account_id)
+        if wi % 3 == 0:
+            book.reindex()  # sorted protective triggers on some quotes, scans (changed groups) on others
         if len(batch) == 1:
             found = keys(book, book.on_price(*batch[0]))
             # a duplicate, and a quote older than the newest (a redelivery out of order): nothing new

@@ -224,6 +224,7 @@ def build_book(accounts: int, per_account: int, start: dict[str, tuple[float, fl
             yield spec
 
     book.add_accounts(specs())
+    book.reindex()
     return book, refs
 
 

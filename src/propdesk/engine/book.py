@@ -106,7 +106,8 @@ EMPTY = _empty_candidates()
 class _Group:
     """The positions of one (symbol, side, route)."""
 
-    __slots__ = ("acct", "hi", "k", "ka", "known", "lo", "n", "pv", "route", "side", "sym")
+    __slots__ = ("acct", "dirty", "hi", "hi_rows", "hi_sorted", "k", "ka", "known", "lo", "lo_rows", "lo_sorted", "n",
+                 "pv", "route", "side", "sym")
 
     def __init__(self, sym: int, side: int, route: int) -> None:
         self.sym, self.side, self.route = sym, side, route
@@ -119,6 +120,37 @@ class _Group:
         self.pv: F64 = np.zeros(cap)
         self.lo: F64 = np.full(cap, -INF)
         self.hi: F64 = np.full(cap, INF)
+        # protective triggers sorted (``reindex``); while ``dirty`` (rows changed since), a price scans them all
+        self.dirty = True
+        self.lo_sorted: F64 = np.empty(0)
+        self.lo_rows: IDX = np.empty(0, np.intp)
+        self.hi_sorted: F64 = np.empty(0)
+        self.hi_rows: IDX = np.empty(0, np.intp)
+
+    def reindex(self) -> None:
+        n = self.n
+        lo, hi = self.lo[:n], self.hi[:n]
+        rows = np.flatnonzero(lo > -INF)
+        o = np.argsort(lo[rows], kind="stable")
+        self.lo_rows, self.lo_sorted = rows[o], lo[rows][o]
+        rows = np.flatnonzero(hi < INF)
+        o = np.argsort(hi[rows], kind="stable")
+        self.hi_rows, self.hi_sorted = rows[o], hi[rows][o]
+        self.dirty = False
+
+    def protective_rows(self, mark_lo: float, mark_hi: float) -> IDX:
+        """Rows whose lo trigger is at or above ``mark_lo`` or whose hi trigger is at or below ``mark_hi``."""
+        n = self.n
+        if self.dirty:
+            out: IDX = np.flatnonzero((self.lo[:n] >= mark_lo) | (self.hi[:n] <= mark_hi))
+            return out
+        a = self.lo_rows[int(np.searchsorted(self.lo_sorted, mark_lo, side="left")):]
+        b = self.hi_rows[: int(np.searchsorted(self.hi_sorted, mark_hi, side="right"))]
+        if not b.size:
+            return a
+        if not a.size:
+            return b
+        return np.union1d(a, b)
 
     def reserve(self, extra: int) -> None:
         need = self.n + extra
@@ -138,6 +170,7 @@ class _Group:
         s = slice(self.n, self.n + m)
         self.acct[s], self.k[s], self.ka[s], self.pv[s], self.lo[s], self.hi[s] = acct, k, ka, pv, lo, hi
         self.n += m
+        self.dirty = True
 
     def remove_account(self, a: int) -> float:
         """Remove the account's row (swap with the last); returns the value it carried."""
@@ -149,6 +182,7 @@ class _Group:
         for arr in (self.acct, self.k, self.ka, self.pv, self.lo, self.hi):
             arr[i] = arr[last]
         self.n = last
+        self.dirty = True
         return v
 
 
@@ -531,7 +565,7 @@ class RiskBook:
             f = K.reprice_check(mark, rt, g.k[:n], g.ka[:n], g.pv[:n], g.acct[:n], eq, lo_thr, hi_thr, self._buf)
             if f.size:
                 flagged.append(f)
-            hits = np.flatnonzero((g.lo[:n] >= mark) | (g.hi[:n] <= mark))
+            hits = g.protective_rows(mark, mark)
             if hits.size:
                 self._protective(g, hits, mark, mark, s, bid, ask, 0, out)
         for g in self._rate_groups[s]:
@@ -731,7 +765,7 @@ class RiskBook:
             touched.append(acct)
             attr_sym[acct] = cause
             if w is not None:
-                hits = np.flatnonzero((g.lo[:n] >= m_lo) | (g.hi[:n] <= m_hi))
+                hits = g.protective_rows(m_lo, m_hi)
                 if hits.size:
                     qi = arg[g.sym][0] if g.side > 0 else arg[g.sym][1]
                     qb, qa = batch[qi][1], batch[qi][2]
@@ -981,6 +1015,16 @@ class RiskBook:
         return self._collect(out)
 
     # ------------------------------------------------------------------ maintenance
+    def reindex(self) -> int:
+        """Sort the protective triggers of every group changed since its last sort (call when idle, e.g. between
+        windows): a sorted group finds its SL/TP hits by binary search, a changed one scans. Returns how many."""
+        done = 0
+        for g in self._groups:
+            if g.dirty and g.n:
+                g.reindex()
+                done += 1
+        return done
+
     def resync(self) -> None:
         """Recompute every value and equity from the arrays (bounds the drift of incremental float sums)."""
         n = self._n
