@@ -22,7 +22,7 @@ from propdesk.domain.orders import OrderRequest, OrderType, Side
 from propdesk.domain.policy import ExecutionPolicy
 from propdesk.domain.quotes import Quote
 from propdesk.domain.rules.engine import EngineState
-from propdesk.engine.book import Kind
+from propdesk.engine.book import Kind, RiskBook
 from propdesk.engine.load import load, read_specs
 from propdesk.execution.service import CreateAccount, ExecutionService
 from propdesk.marketdata.store import QuoteStore
@@ -163,7 +163,7 @@ def test_apply_account_after_a_command_equals_a_fresh_load(service: ExecutionSer
     service.close_position(a, "EURUSD")
     with service.db.read() as conn:
         spec = next(s for s in read_specs(conn) if s.account_id == a)
-        fresh = load(conn, quotes=latest(market))
+        fresh = RiskBook.load(conn, quotes=latest(market))
     book.apply_account(spec)
     x, y = book.slot(a), fresh.slot(a)
     assert x is not None and y is not None

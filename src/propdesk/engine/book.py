@@ -311,7 +311,14 @@ class RiskBook:
         self._pending_refresh: list[IDX] = []
         self._buf: F64 = np.empty((2, 1024))
         self._grow(capacity)
-        self.false_candidates = 0  # set by callers that re-judge candidates exactly (bench, tests)
+
+    @classmethod
+    def load(cls, conn: Any, catalogue: Catalogue = DEFAULT_CATALOGUE, quotes: Iterable[Any] = ()) -> RiskBook:
+        """Every marked account from PostgreSQL in five set-based statements (``engine.load``), priced at
+        ``quotes`` (domain ``Quote``s, the latest of each symbol)."""
+        from .load import load
+
+        return load(conn, catalogue, quotes)
 
     # ------------------------------------------------------------------ capacity and slots
     def _grow(self, cap: int) -> None:
