@@ -489,8 +489,13 @@ class RiskBook:
 
     # ------------------------------------------------------------------ the slow path
     def _judge(self, fa: IDX, e_lo: F64, e_hi: F64, sym: IDX, bid: F64, ask: F64, quote: IDX,
-               out: list[tuple[IDX, int, IDX, F64, F64, IDX]]) -> None:
-        """Classify accounts ``fa`` whose equity was in [e_lo, e_hi]; update trailing highs and notice flags."""
+               out: list[tuple[IDX, int, IDX, F64, F64, IDX]], settle: bool = True) -> None:
+        """Classify accounts ``fa`` whose equity was in [e_lo, e_hi]; update trailing highs and notice flags.
+
+        ``settle``: the equity is one real state (a single quote), so a kind found beyond its margin is certain
+        and is not reported again. A window's bounds combine its highest high with its lowest low, which may never
+        have coexisted: a window reports, and never settles.
+        """
         fl = self.flags[fa]
         trailing = (self.live[fa] & ((fl & F_ENDED) == 0) & (self.mode[fa] == INTRADAY)
                     & ~self.locked[fa] & (self.nmiss[fa] == 0))
@@ -507,7 +512,7 @@ class RiskBook:
         certain_end = np.zeros(fa.size, dtype=bool)
         for kind, bit in ((Kind.DAILY_LOSS, F_DAILY), (Kind.MAX_LOSS, F_MAX), (Kind.SAFETY_NET, F_SAFETY),
                           (Kind.WARNING_DAILY, F_WARN_D), (Kind.WARNING_MAX, F_WARN_M)):
-            if kind == Kind.WARNING_DAILY and certain_end.any():
+            if kind == Kind.WARNING_DAILY and settle and certain_end.any():
                 self.flags[fa[certain_end]] |= F_ENDED
             thr = th[kind]
             hit = e_lo < thr
@@ -516,6 +521,8 @@ class RiskBook:
             if not hit.any():
                 continue
             out.append((fa[hit], kind, sym[hit], bid[hit], ask[hit], quote[hit]))
+            if not settle:
+                continue
             level = thr - 2 * K.margin(np.nan_to_num(thr))  # the level minus its margin: certainly crossed
             sure = hit & (e_lo < level)
             self.flags[fa[sure]] |= bit
@@ -529,9 +536,10 @@ class RiskBook:
         hit = (e_hi >= tgt) & ((self.flags[fa] & F_ENDED) == 0)
         if hit.any():
             out.append((fa[hit], Kind.PROFIT_TARGET, sym[hit], bid[hit], ask[hit], quote[hit]))
-            lvl = self.target[fa]
-            sure = hit & (e_hi >= lvl + K.margin(np.nan_to_num(lvl)))
-            self.flags[fa[sure]] |= F_TARGET
+            if settle:
+                lvl = self.target[fa]
+                sure = hit & (e_hi >= lvl + K.margin(np.nan_to_num(lvl)))
+                self.flags[fa[sure]] |= F_TARGET
         self._refresh(fa)
 
     # ------------------------------------------------------------------ prices
@@ -791,7 +799,7 @@ class RiskBook:
                 qidx = np.array([arg[int(x)][0] for x in syms], dtype=np.intp)
                 bids = np.array([batch[int(q)][1] for q in qidx])
                 asks = np.array([batch[int(q)][2] for q in qidx])
-                self._judge(fa, e_lo[m], e_hi[m], syms, bids, asks, qidx, out)
+                self._judge(fa, e_lo[m], e_hi[m], syms, bids, asks, qidx, out, settle=False)
         return self._collect(out)
 
     # ------------------------------------------------------------------ accounts
