@@ -444,3 +444,16 @@ def test_the_book_holds_each_distinct_rulebook_once() -> None:
     specs = [build(raw, quotes)[0] for _ in range(20)]
     book.add_accounts(specs)
     assert len(book) == 20 and book.rulebooks == 1
+
+
+def test_a_position_priced_before_its_conversion_is_valued_when_the_rate_arrives() -> None:
+    book = RiskBook(DEFAULT_CATALOGUE)
+    pos = (Position("EURJPY", D(1), D("160.000")),)
+    book.apply_account(AccountSpec("a", "USD", "active", D(100000), pos))
+    assert book.equity("a") is None  # no price, no conversion: not judged
+    book.on_price("EURJPY", 165.0, 165.0)
+    assert book.equity("a") is None  # a price but no USDJPY yet
+    book.on_price("USDJPY", 150.0, 150.0)
+    assert book.equity("a") == pytest.approx(100000 + 5 * 100000 * round(1 / 150, 10), abs=1e-6)
+    book.on_price("USDJPY", 125.0, 125.0)
+    assert book.equity("a") == pytest.approx(100000 + 5 * 100000 * round(1 / 125, 10), abs=1e-6)

@@ -232,15 +232,16 @@ def build_book(accounts: int, per_account: int, start: dict[str, tuple[float, fl
 def snapshot(book: RiskBook) -> dict[str, Any]:
     names = ("eq", "lo_thr", "hi_thr", "flags", "peak", "max_floor", "locked", "bid", "ask", "mid", "ts")
     return {"arrays": {n: getattr(book, n).copy() for n in names}, "rate": list(book.rate),
-            "pv": [g.pv[: g.n].copy() for g in book._groups]}
+            "pv": [g.pv[: g.n].copy() for g in book._groups], "pq": [g.pq[: g.n].copy() for g in book._groups]}
 
 
 def restore(book: RiskBook, snap: dict[str, Any]) -> None:
     for n, arr in snap["arrays"].items():
         getattr(book, n)[:] = arr
     book.rate[:] = snap["rate"]
-    for g, pv in zip(book._groups, snap["pv"], strict=True):
+    for g, pv, pq in zip(book._groups, snap["pv"], snap["pq"], strict=True):
         g.pv[: g.n] = pv
+        g.pq[: g.n] = pq
 
 
 # ---------------------------------------------------------------- the limit

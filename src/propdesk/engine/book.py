@@ -107,7 +107,7 @@ class _Group:
     """The positions of one (symbol, side, route)."""
 
     __slots__ = ("acct", "dirty", "hi", "hi_rows", "hi_sorted", "k", "ka", "known", "lo", "lo_rows", "lo_sorted", "n",
-                 "pv", "route", "side", "sym")
+                 "pq", "pv", "route", "side", "sym")
 
     def __init__(self, sym: int, side: int, route: int) -> None:
         self.sym, self.side, self.route = sym, side, route
@@ -118,6 +118,7 @@ class _Group:
         self.k: F64 = np.zeros(cap)
         self.ka: F64 = np.zeros(cap)
         self.pv: F64 = np.zeros(cap)
+        self.pq: F64 = np.zeros(cap)  # P&L in the quote currency (pv = pq x rate)
         self.lo: F64 = np.full(cap, -INF)
         self.hi: F64 = np.full(cap, INF)
         # protective triggers sorted (``reindex``); while ``dirty`` (rows changed since), a price scans them all
@@ -158,17 +159,19 @@ class _Group:
         if need <= cap:
             return
         new = max(need, cap * 2)
-        for name, fill in (("acct", 0), ("k", 0.0), ("ka", 0.0), ("pv", 0.0), ("lo", -INF), ("hi", INF)):
+        for name, fill in (("acct", 0), ("k", 0.0), ("ka", 0.0), ("pv", 0.0), ("pq", 0.0), ("lo", -INF),
+                           ("hi", INF)):
             old = getattr(self, name)
             arr = np.full(new, fill, dtype=old.dtype)
             arr[: self.n] = old[: self.n]
             setattr(self, name, arr)
 
-    def append(self, acct: IDX, k: F64, ka: F64, pv: F64, lo: F64, hi: F64) -> None:
+    def append(self, acct: IDX, k: F64, ka: F64, pq: F64, pv: F64, lo: F64, hi: F64) -> None:
         m = acct.size
         self.reserve(m)
         s = slice(self.n, self.n + m)
         self.acct[s], self.k[s], self.ka[s], self.pv[s], self.lo[s], self.hi[s] = acct, k, ka, pv, lo, hi
+        self.pq[s] = pq
         self.n += m
         self.dirty = True
 
@@ -179,7 +182,7 @@ class _Group:
             return 0.0
         i, last = int(hit[0]), self.n - 1
         v = float(self.pv[i])
-        for arr in (self.acct, self.k, self.ka, self.pv, self.lo, self.hi):
+        for arr in (self.acct, self.k, self.ka, self.pv, self.pq, self.lo, self.hi):
             arr[i] = arr[last]
         self.n = last
         self.dirty = True
@@ -571,13 +574,15 @@ class RiskBook:
             if n == 0:
                 continue
             mark, rt = (bid if g.side > 0 else ask), rate[g.route]
-            if rt != rt:  # NaN: no conversion yet
+            if rt != rt:  # NaN: no conversion yet; keep the quote-currency P&L for when the rate comes
+                g.pq[:n] = mark * g.k[:n] - g.ka[:n]
                 continue
             if not g.known:
                 self._now_known(g)
             if n > self._buf.shape[1]:
                 self._buf = np.empty((2, 2 * n))
-            f = K.reprice_check(mark, rt, g.k[:n], g.ka[:n], g.pv[:n], g.acct[:n], eq, lo_thr, hi_thr, self._buf)
+            f = K.reprice_check(mark, rt, g.k[:n], g.ka[:n], g.pq[:n], g.pv[:n], g.acct[:n], eq, lo_thr, hi_thr,
+                                self._buf)
             if f.size:
                 flagged.append(f)
             hits = g.protective_rows(mark, mark)
@@ -594,7 +599,9 @@ class RiskBook:
                 self._now_known(g)
             if n > self._buf.shape[1]:
                 self._buf = np.empty((2, 2 * n))
-            f = K.reprice_check(mark, rt, g.k[:n], g.ka[:n], g.pv[:n], g.acct[:n], eq, lo_thr, hi_thr, self._buf)
+            # the rate alone moved: rescale the quote-currency P&L (valid wherever the mark is known)
+            f = K.reprice_check(None, rt, g.k[:n], g.ka[:n], g.pq[:n], g.pv[:n], g.acct[:n], eq, lo_thr, hi_thr,
+                                self._buf)
             if f.size:
                 flagged.append(f)
         self._cross_orders(s, bid, bid, ask, ask, bid, ask, 0, out)
@@ -771,7 +778,8 @@ class RiskBook:
             r_lo, r_hi = rate_rng.get(g.route, (rt, rt))
             acct = g.acct[:n]
             vlo, vhi = K.value_bounds(m_lo, m_hi, r_lo, r_hi, g.k[:n], g.ka[:n])
-            new = K.values(mark, rt, g.k[:n], g.ka[:n])
+            g.pq[:n] = mark * g.k[:n] - g.ka[:n]
+            new = g.pq[:n] * rt
             pv = g.pv[:n]
             d_lo[acct] += vlo - pv - (new - pv)
             d_hi[acct] += vhi - pv - (new - pv)
@@ -871,15 +879,15 @@ class RiskBook:
 
     def _fill_group(self, g: _Group, acct: IDX, k: F64, ka: F64, lo: F64, hi: F64) -> None:
         mark, rt = self._mark(g), self.rate[g.route]
-        known = mark == mark and rt == rt
-        if known:
-            pv = K.values(mark, rt, k, ka)
+        pq: F64 = mark * k - ka if mark == mark else np.zeros(acct.size)
+        if mark == mark and rt == rt:
+            pv = pq * rt
             np.add.at(self.eq, acct, pv)
             g.known = True
         else:
             pv = np.zeros(acct.size)
             np.add.at(self.nmiss, acct, 1)
-        g.append(acct, k, ka, pv, lo, hi)
+        g.append(acct, k, ka, pq, pv, lo, hi)
         self._mark_groups_of(acct, self._group_of[(g.sym, g.side, g.route)])
 
     def _set_account(self, a: int, spec: AccountSpec) -> None:
@@ -1048,7 +1056,8 @@ class RiskBook:
             if g.n == 0 or not g.known:
                 continue
             mark, rt = self._mark(g), self.rate[g.route]
-            g.pv[: g.n] = K.values(mark, rt, g.k[: g.n], g.ka[: g.n])
+            g.pq[: g.n] = mark * g.k[: g.n] - g.ka[: g.n]
+            g.pv[: g.n] = g.pq[: g.n] * rt
             eq += np.bincount(g.acct[: g.n], weights=g.pv[: g.n], minlength=n)
         self.eq[:n] = eq
         for r in range(1, len(self._routes)):

@@ -50,19 +50,22 @@ def reprice_into(mark: float, rate: float, k: F64, ka: F64, pv: F64, acct: IDX, 
     equity.put(acct, equity.take(acct) + delta)
 
 
-def reprice_check(mark: float, rate: float, k: F64, ka: F64, pv: F64, acct: IDX, equity: F64, lo_thr: F64,
-                  hi_thr: F64, buf: F64) -> IDX:
+def reprice_check(mark: float | None, rate: float, k: F64, ka: F64, pq: F64, pv: F64, acct: IDX, equity: F64,
+                  lo_thr: F64, hi_thr: F64, buf: F64) -> IDX:
     """The hot kernel: reprice in place, add each change to its account's equity and return the accounts whose
     equity is now below their low threshold or at/above their high one.
 
-    ``take``/``put`` rather than fancy indexing (several times faster for gathers); ``acct`` holds each account at
-    most once. A pre-filter only: the caller classifies the returned accounts on their final equity.
+    ``pq`` holds each position's P&L in its quote currency: a new mark recomputes it (``mark * k - ka``); a new
+    conversion rate alone (``mark`` None: a USDJPY price for a EURJPY position) only rescales it. ``take``/``put``
+    rather than fancy indexing (several times faster for gathers); ``acct`` holds each account at most once. A
+    pre-filter only: the caller classifies the returned accounts on their final equity.
     """
     n = k.size
+    if mark is not None:
+        np.multiply(k, mark, out=pq)
+        pq -= ka
     new = buf[0, :n]
-    np.multiply(k, mark, out=new)
-    new -= ka
-    new *= rate
+    np.multiply(pq, rate, out=new)
     d = buf[1, :n]
     np.subtract(new, pv, out=d)
     pv[:] = new
