@@ -19,8 +19,7 @@ def test_bench_tick_is_correct_at_a_tiny_size() -> None:
     assert result.scenario == "tick"
     assert result.metrics["sample_accounts"] == 25
     assert result.metrics["positions"] == 400 * 5
-    assert set(result.to_json()) == {"scenario", "params", "metrics", "limit", "ratio_to_limit", "correct",
-                                     "machine"}
+    assert set(result.to_json()) == {"scenario", "params", "metrics", "limit", "ratio_to_limit", "correct", "machine"}
 
 
 def test_bench_tick_generates_prices_when_the_shared_data_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,13 +31,23 @@ from propdesk.rulebooks import load_rulebook
 pytestmark = pytest.mark.integration
 
 D = Decimal
-MARKET = (("EURUSD", "1.10000", "1.10020"), ("GBPUSD", "1.30000", "1.30020"), ("USDJPY", "150.000", "150.020"),
-          ("EURJPY", "165.000", "165.030"), ("XAUUSD", "2000.00", "2000.50"))
+MARKET = (
+    ("EURUSD", "1.10000", "1.10020"),
+    ("GBPUSD", "1.30000", "1.30020"),
+    ("USDJPY", "150.000", "150.020"),
+    ("EURJPY", "165.000", "165.030"),
+    ("XAUUSD", "2000.00", "2000.50"),
+)
 
 
 def policy(start: Decimal = D(100000)) -> ExecutionPolicy:
-    return ExecutionPolicy(starting_balance=start, max_notional=D(10) ** 9, max_position_equity_pct=D(100000),
-                           max_leverage=D(200), max_open_positions=10)
+    return ExecutionPolicy(
+        starting_balance=start,
+        max_notional=D(10) ** 9,
+        max_position_equity_pct=D(100000),
+        max_leverage=D(200),
+        max_open_positions=10,
+    )
 
 
 @pytest.fixture
@@ -49,9 +59,16 @@ def market(quotes: QuoteStore, clock: ManualClock) -> QuoteStore:
 
 def challenge(service: ExecutionService, ref: str) -> uuid.UUID:
     book = load_rulebook(ref)
-    acc, created = service.create_account(CreateAccount(
-        owner_id=f"b-{uuid.uuid4().hex[:6]}", policy=policy(book.starting_balance), rulebook=book.to_json(),
-        rulebook_id=book.id, rulebook_version=book.version, start=True))
+    acc, created = service.create_account(
+        CreateAccount(
+            owner_id=f"b-{uuid.uuid4().hex[:6]}",
+            policy=policy(book.starting_balance),
+            rulebook=book.to_json(),
+            rulebook_id=book.id,
+            rulebook_version=book.version,
+            start=True,
+        )
+    )
     assert created
     return acc["id"]  # type: ignore[no-any-return]
 
@@ -77,18 +94,29 @@ def exact_equity(service: ExecutionService, account_id: uuid.UUID) -> Decimal:
 
 
 def test_load_reads_every_live_account_in_five_statements_and_equals_the_exact_valuation(
-        service: ExecutionService, market: QuoteStore, clock: ManualClock) -> None:
+    service: ExecutionService, market: QuoteStore, clock: ManualClock
+) -> None:
     a = challenge(service, "classic-2step@10k")
     b = challenge(service, "futures-trailing@50k")
     c = bare(service)
     paused = bare(service)
     pending = bare(service, start=False)
     for acc, reqs in (
-        (a, [OrderRequest("EURUSD", Side.BUY, D("0.5"), stop_loss=D("1.09000"), take_profit=D("1.12000")),
-             OrderRequest("EURJPY", Side.SELL, D("0.3")),
-             OrderRequest("GBPUSD", Side.BUY, D("0.2"), OrderType.LIMIT, limit_price=D("1.29000"))]),
-        (b, [OrderRequest("XAUUSD", Side.SELL, D("1"), stop_loss=D("2030.00")),
-             OrderRequest("EURUSD", Side.SELL, D("0.4"), OrderType.STOP, stop_price=D("1.09500"))]),
+        (
+            a,
+            [
+                OrderRequest("EURUSD", Side.BUY, D("0.5"), stop_loss=D("1.09000"), take_profit=D("1.12000")),
+                OrderRequest("EURJPY", Side.SELL, D("0.3")),
+                OrderRequest("GBPUSD", Side.BUY, D("0.2"), OrderType.LIMIT, limit_price=D("1.29000")),
+            ],
+        ),
+        (
+            b,
+            [
+                OrderRequest("XAUUSD", Side.SELL, D("1"), stop_loss=D("2030.00")),
+                OrderRequest("EURUSD", Side.SELL, D("0.4"), OrderType.STOP, stop_price=D("1.09500")),
+            ],
+        ),
         (c, [OrderRequest("USDJPY", Side.BUY, D("2")), OrderRequest("EURJPY", Side.BUY, D("1"))]),
         (paused, [OrderRequest("GBPUSD", Side.SELL, D("1"))]),
     ):
@@ -97,8 +125,11 @@ def test_load_reads_every_live_account_in_five_statements_and_equals_the_exact_v
             assert out.rejection is None, out.rejection
     service.apply_trigger(paused, Trigger.PAUSE, actor="admin", reason="hold")
     clock.advance(5)
-    for symbol, bid, ask in (("USDJPY", "151.500", "151.520"), ("EURJPY", "163.000", "163.030"),
-                             ("EURUSD", "1.10300", "1.10320")):
+    for symbol, bid, ask in (
+        ("USDJPY", "151.500", "151.520"),
+        ("EURJPY", "163.000", "163.030"),
+        ("EURUSD", "1.10300", "1.10320"),
+    ):
         market.put(Quote(symbol, D(bid), D(ask), clock.now()))
 
     statements: list[str] = []

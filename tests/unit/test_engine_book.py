@@ -36,12 +36,25 @@ from propdesk.engine.spec import AccountSpec, OpenOrder, RuleState, allowance
 
 D = Decimal
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-START = {"EURUSD": D("1.10000"), "GBPUSD": D("1.27000"), "USDJPY": D("150.000"), "EURJPY": D("165.000"),
-         "GBPJPY": D("190.500"), "EURGBP": D("0.86000"), "XAUUSD": D("2000.00")}
+START = {
+    "EURUSD": D("1.10000"),
+    "GBPUSD": D("1.27000"),
+    "USDJPY": D("150.000"),
+    "EURJPY": D("165.000"),
+    "GBPJPY": D("190.500"),
+    "EURGBP": D("0.86000"),
+    "XAUUSD": D("2000.00"),
+}
 SYMBOLS = sorted(START)
 HARD = {"max_daily_loss", "max_loss", "safety_net"}
-EQUITY_KINDS = {"max_daily_loss", "max_loss", "safety_net", "profit_target", "drawdown_warning:max_daily_loss",
-                "drawdown_warning:max_loss"}
+EQUITY_KINDS = {
+    "max_daily_loss",
+    "max_loss",
+    "safety_net",
+    "profit_target",
+    "drawdown_warning:max_daily_loss",
+    "drawdown_warning:max_loss",
+}
 
 
 def prec(symbol: str) -> int:
@@ -65,24 +78,34 @@ def quote(symbol: str, mid: Decimal, spread_ticks: int, t: datetime) -> Quote:
 def rules(draw: st.DrawFn) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if draw(st.booleans()):
-        dl: dict[str, Any] = {"base": draw(st.sampled_from(["initial_balance", "day_anchor"])),
-                              "anchor": draw(st.sampled_from(["start_of_day_balance", "start_of_day_equity",
-                                                              "start_of_day_max_balance_equity",
-                                                              "initial_balance"])),
-                              "include_floating": draw(st.booleans()) or draw(st.booleans()),
-                              "evaluation": draw(st.sampled_from(["realtime", "realtime", "end_of_day"])),
-                              "action": draw(st.sampled_from(["fail", "pause_day"])),
-                              "breach_on_touch": draw(st.booleans())}
+        dl: dict[str, Any] = {
+            "base": draw(st.sampled_from(["initial_balance", "day_anchor"])),
+            "anchor": draw(
+                st.sampled_from(
+                    [
+                        "start_of_day_balance",
+                        "start_of_day_equity",
+                        "start_of_day_max_balance_equity",
+                        "initial_balance",
+                    ]
+                )
+            ),
+            "include_floating": draw(st.booleans()) or draw(st.booleans()),
+            "evaluation": draw(st.sampled_from(["realtime", "realtime", "end_of_day"])),
+            "action": draw(st.sampled_from(["fail", "pause_day"])),
+            "breach_on_touch": draw(st.booleans()),
+        }
         if draw(st.booleans()):
             dl["pct"] = str(draw(st.integers(1, 6)))
         else:
             dl["amount"] = str(draw(st.integers(500, 6000)))
         out["max_daily_loss"] = dl
     if draw(st.booleans()) or not out:
-        ml: dict[str, Any] = {"mode": draw(st.sampled_from(["static", "eod_trailing", "intraday_trailing",
-                                                            "closed_balance_trailing"])),
-                              "evaluation": draw(st.sampled_from(["realtime", "realtime", "end_of_day"])),
-                              "breach_on_touch": draw(st.booleans())}
+        ml: dict[str, Any] = {
+            "mode": draw(st.sampled_from(["static", "eod_trailing", "intraday_trailing", "closed_balance_trailing"])),
+            "evaluation": draw(st.sampled_from(["realtime", "realtime", "end_of_day"])),
+            "breach_on_touch": draw(st.booleans()),
+        }
         if draw(st.booleans()):
             ml["pct"] = str(draw(st.integers(2, 10)))
         else:
@@ -125,21 +148,34 @@ def accounts(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(draw(st.integers(0, 2))):
         s = draw(st.sampled_from(SYMBOLS))
         px = on_grid(s, START[s] * (1 + D(draw(st.integers(-200, 200))) / D(10000)))
-        orders.append(OpenOrder(uuid.uuid4(), s, draw(st.sampled_from([Side.BUY, Side.SELL])),
-                                draw(st.sampled_from([OrderType.LIMIT, OrderType.STOP])), px))
-    return {"currency": draw(st.sampled_from(["USD", "USD", "EUR"])),
-            "status": draw(st.sampled_from(["active", "active", "active", "day_paused", "paused"])),
-            "cash": D(100000) + D(draw(st.integers(-300000, 300000))) / D(100),
-            "positions": tuple(positions), "orders": tuple(orders),
-            "liq_pct": D(draw(st.sampled_from([50, 10, 5, 3, 2]))),
-            "rules": draw(st.one_of(st.none(), rules()))}
+        orders.append(
+            OpenOrder(
+                uuid.uuid4(),
+                s,
+                draw(st.sampled_from([Side.BUY, Side.SELL])),
+                draw(st.sampled_from([OrderType.LIMIT, OrderType.STOP])),
+                px,
+            )
+        )
+    return {
+        "currency": draw(st.sampled_from(["USD", "USD", "EUR"])),
+        "status": draw(st.sampled_from(["active", "active", "active", "day_paused", "paused"])),
+        "cash": D(100000) + D(draw(st.integers(-300000, 300000))) / D(100),
+        "positions": tuple(positions),
+        "orders": tuple(orders),
+        "liq_pct": D(draw(st.sampled_from([50, 10, 5, 3, 2]))),
+        "rules": draw(st.one_of(st.none(), rules())),
+    }
 
 
 @st.composite
 def paths(draw: st.DrawFn) -> list[tuple[str, int, int]]:
     """Steps (symbol, move in 1/10000 of the price, spread in ticks); a move of 0 repeats a quote."""
-    return draw(st.lists(st.tuples(st.sampled_from(SYMBOLS), st.integers(-120, 120), st.integers(0, 30)),
-                         min_size=1, max_size=25))
+    return draw(
+        st.lists(
+            st.tuples(st.sampled_from(SYMBOLS), st.integers(-120, 120), st.integers(0, 30)), min_size=1, max_size=25
+        )
+    )
 
 
 # ---------------------------------------------------------------- building both sides
@@ -151,9 +187,18 @@ def build(raw: dict[str, Any], quotes: dict[str, Quote]) -> tuple[AccountSpec, E
     phase_rules = None
     key = None
     if rules_raw is not None:
-        book = parse_rulebook({"id": "t", "version": 1, "name": "t", "currency": raw["currency"],
-                               "starting_balance": "100000", "timezone": "UTC", "rules": rules_raw,
-                               "phases": [{"id": "phase_1"}]})
+        book = parse_rulebook(
+            {
+                "id": "t",
+                "version": 1,
+                "name": "t",
+                "currency": raw["currency"],
+                "starting_balance": "100000",
+                "timezone": "UTC",
+                "rules": rules_raw,
+                "phases": [{"id": "phase_1"}],
+            }
+        )
         phase_rules = book.phase("phase_1").rules
         key = book.digest() if hasattr(book, "digest") else None
         ev = Evaluator(book, "phase_1", initial_balance=D(100000))
@@ -162,8 +207,9 @@ def build(raw: dict[str, Any], quotes: dict[str, Quote]) -> tuple[AccountSpec, E
         ev.begin(T0, raw["cash"], eq0)
         state = RuleState.of(ev.s)
     liq = D(100000) * (D(100) - raw["liq_pct"]) / D(100)
-    spec = AccountSpec(aid, raw["currency"], raw["status"], raw["cash"], raw["positions"], raw["orders"], liq,
-                       phase_rules, key, state)
+    spec = AccountSpec(
+        aid, raw["currency"], raw["status"], raw["cash"], raw["positions"], raw["orders"], liq, phase_rules, key, state
+    )
     ref = ExactAccount(spec, DEFAULT_CATALOGUE, copy.deepcopy(ev) if ev is not None else None)
     return spec, ref
 
@@ -224,8 +270,12 @@ def explained(ref: ExactAccount, kind: str, quotes: dict[str, Quote], seen: set[
     if ref.ended or (ref.spec.account_id, kind) in seen:
         return True
     st = ref.spec.state
-    if kind == "profit_target" and ref.spec.rules is not None and st is not None and \
-            ref.spec.cash >= st.initial + allowance(ref.spec.rules, "profit_target", st.initial):
+    if (
+        kind == "profit_target"
+        and ref.spec.rules is not None
+        and st is not None
+        and ref.spec.cash >= st.initial + allowance(ref.spec.rules, "profit_target", st.initial)
+    ):
         return True  # the balance reached the target: the core judges the other pass conditions
     val = exact_valuation(ref.spec, DEFAULT_CATALOGUE, quotes)
     if kind == "safety_net" and ref.spec.liquidation_equity is not None:
@@ -235,12 +285,16 @@ def explained(ref: ExactAccount, kind: str, quotes: dict[str, Quote], seen: set[
 
 # ---------------------------------------------------------------- the equivalence property
 @settings(max_examples=40, deadline=None)
-@given(raws=st.lists(accounts(), min_size=1, max_size=8), steps=paths(),
-       windows=st.lists(st.integers(1, 5), min_size=1, max_size=20), use_windows=st.booleans(),
-       bulk=st.booleans())
+@given(
+    raws=st.lists(accounts(), min_size=1, max_size=8),
+    steps=paths(),
+    windows=st.lists(st.integers(1, 5), min_size=1, max_size=20),
+    use_windows=st.booleans(),
+    bulk=st.booleans(),
+)
 def test_the_book_finds_every_trigger_and_breach_the_exact_path_finds(
-        raws: list[dict[str, Any]], steps: list[tuple[str, int, int]], windows: list[int], use_windows: bool,
-        bulk: bool) -> None:
+    raws: list[dict[str, Any]], steps: list[tuple[str, int, int]], windows: list[int], use_windows: bool, bulk: bool
+) -> None:
     quotes = {s: quote(s, START[s], 2, T0) for s in SYMBOLS}
     book = RiskBook(DEFAULT_CATALOGUE, capacity=4)
     for q in quotes.values():
@@ -283,7 +337,7 @@ def test_the_book_finds_every_trigger_and_breach_the_exact_path_finds(
     while i < len(steps):
         n = windows[wi % len(windows)] if use_windows else 1
         wi += 1
-        window = steps[i: i + n]
+        window = steps[i : i + n]
         i += n
         batch: list[tuple[str, float, float, float]] = []
         exact: set[tuple[Any, str, Any]] = set()
@@ -297,8 +351,7 @@ def test_the_book_finds_every_trigger_and_breach_the_exact_path_finds(
             for spec, ref in built:
                 if sym in conversion_symbols(spec) and spec.account_id not in ended_now:
                     # SL/TP and orders of other symbols were judged when their own symbol's price came
-                    found_now = {(spec.account_id, k, r) for k, r in ref.judge(quotes, t)
-                                 if moved_by(spec, k, r, sym)}
+                    found_now = {(spec.account_id, k, r) for k, r in ref.judge(quotes, t) if moved_by(spec, k, r, sym)}
                     exact |= found_now
                     if ref.terminated or any(k in HARD for _, k, _ in found_now):
                         ended_now.add(spec.account_id)
@@ -323,8 +376,9 @@ def test_the_book_finds_every_trigger_and_breach_the_exact_path_finds(
 def test_a_dip_inside_a_window_is_found_even_when_the_window_ends_higher() -> None:
     book = RiskBook(DEFAULT_CATALOGUE)
     book.on_price("EURUSD", 1.1, 1.1001)
-    spec = AccountSpec("a", "USD", "active", D(100000), (Position("EURUSD", D(10), D("1.10000")),),
-                       liquidation_equity=D(95000))
+    spec = AccountSpec(
+        "a", "USD", "active", D(100000), (Position("EURUSD", D(10), D("1.10000")),), liquidation_equity=D(95000)
+    )
     assert len(book.apply_account(spec)) == 0
     # 10 lots: 1,000,000 EUR; a dip to 1.094 loses 6,000 (equity 94,000 <= 95,000), then it recovers
     found = book.on_prices([("EURUSD", 1.099, 1.0991), ("EURUSD", 1.094, 1.0941), ("EURUSD", 1.1005, 1.1006)])
@@ -350,10 +404,13 @@ def test_a_usdjpy_price_moves_every_jpy_quoted_position_of_a_usd_account() -> No
 
 # ---------------------------------------------------------------- apply_account == rebuild
 @settings(max_examples=40, deadline=None)
-@given(raws=st.lists(accounts(), min_size=1, max_size=10),
-       changes=st.lists(st.tuples(st.integers(0, 9), st.one_of(st.none(), accounts())), max_size=25))
-def test_apply_account_keeps_the_book_equal_to_a_rebuild(raws: list[dict[str, Any]],
-                                                         changes: list[tuple[int, dict[str, Any] | None]]) -> None:
+@given(
+    raws=st.lists(accounts(), min_size=1, max_size=10),
+    changes=st.lists(st.tuples(st.integers(0, 9), st.one_of(st.none(), accounts())), max_size=25),
+)
+def test_apply_account_keeps_the_book_equal_to_a_rebuild(
+    raws: list[dict[str, Any]], changes: list[tuple[int, dict[str, Any] | None]]
+) -> None:
     quotes = {s: quote(s, START[s], 2, T0) for s in SYMBOLS}
     book = RiskBook(DEFAULT_CATALOGUE, capacity=2)
     for q in quotes.values():
@@ -371,9 +428,23 @@ def test_apply_account_keeps_the_book_equal_to_a_rebuild(raws: list[dict[str, An
             specs.pop(aid, None)
             continue
         spec, _ = build(raw, quotes)
-        spec = AccountSpec(aid, *[getattr(spec, f) for f in ("currency", "status", "cash", "positions", "orders",
-                                                             "liquidation_equity", "rules", "rulebook_key",
-                                                             "state")])
+        spec = AccountSpec(
+            aid,
+            *[
+                getattr(spec, f)
+                for f in (
+                    "currency",
+                    "status",
+                    "cash",
+                    "positions",
+                    "orders",
+                    "liquidation_equity",
+                    "rules",
+                    "rulebook_key",
+                    "state",
+                )
+            ],
+        )
         book.apply_account(spec)
         specs[aid] = spec
     fresh = RiskBook(DEFAULT_CATALOGUE)
@@ -439,8 +510,15 @@ def test_margin_is_a_cent_or_one_part_in_a_billion() -> None:
 def test_the_book_holds_each_distinct_rulebook_once() -> None:
     quotes = {s: quote(s, START[s], 2, T0) for s in SYMBOLS}
     book = RiskBook(DEFAULT_CATALOGUE)
-    raw = {"currency": "USD", "status": "active", "cash": D(100000), "positions": (), "orders": (),
-           "liq_pct": D(50), "rules": {"max_loss": {"pct": "10"}}}
+    raw = {
+        "currency": "USD",
+        "status": "active",
+        "cash": D(100000),
+        "positions": (),
+        "orders": (),
+        "liq_pct": D(50),
+        "rules": {"max_loss": {"pct": "10"}},
+    }
     specs = [build(raw, quotes)[0] for _ in range(20)]
     book.add_accounts(specs)
     assert len(book) == 20 and book.rulebooks == 1

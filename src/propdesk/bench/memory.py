@@ -28,8 +28,9 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run(*, accounts: int = 100_000, positions_per_account: int = 5, seed: int = 42,
-        progress: ProgressFn = no_progress) -> BenchResult:
+def run(
+    *, accounts: int = 100_000, positions_per_account: int = 5, seed: int = 42, progress: ProgressFn = no_progress
+) -> BenchResult:
     _stream, start, label = price_stream(16, seed)
     gc.collect()
     before = rss_bytes()
@@ -56,12 +57,24 @@ def run(*, accounts: int = 100_000, positions_per_account: int = 5, seed: int = 
         problems.append(f"equity differs from a recompute by {drift}")
     if per_account > TARGET_BYTES_PER_ACCOUNT:
         problems.append(f"{per_account:.0f} bytes per account beyond the arrays > {TARGET_BYTES_PER_ACCOUNT}")
-    metrics = {"rss_bytes_per_account": round(per_account, 1), "rss_growth_bytes": grown,
-               "arrays_bytes": arrays, "arrays_bytes_per_account": round(arrays / max(1, accounts), 1),
-               "positions": book.positions, "build_s": round(build_s, 2), "equity_drift": drift}
+    metrics = {
+        "rss_bytes_per_account": round(per_account, 1),
+        "rss_growth_bytes": grown,
+        "arrays_bytes": arrays,
+        "arrays_bytes_per_account": round(arrays / max(1, accounts), 1),
+        "positions": book.positions,
+        "build_s": round(build_s, 2),
+        "equity_drift": drift,
+    }
     limit = {"rss_bytes_per_account": round(arrays / max(1, accounts), 1)}
     progress("memory: checked", 0.2)
-    return BenchResult("memory", {"accounts": accounts, "positions_per_account": positions_per_account,
-                                  "seed": seed, "data": label},
-                       metrics, limit, round(grown / arrays, 3) if arrays else 0.0, not problems,
-                       machine_info(), problems)
+    return BenchResult(
+        "memory",
+        {"accounts": accounts, "positions_per_account": positions_per_account, "seed": seed, "data": label},
+        metrics,
+        limit,
+        round(grown / arrays, 3) if arrays else 0.0,
+        not problems,
+        machine_info(),
+        problems,
+    )

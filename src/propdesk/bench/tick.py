@@ -45,27 +45,45 @@ from .common import BenchResult, ProgressFn, latency_summary, machine_info, medi
 from .quotes import shared_market_dir
 
 SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "AUDUSD", "XAUUSD", "EURJPY", "GBPJPY")
-CYCLE = ("EURUSD", "USDJPY", "EURUSD", "GBPUSD", "EURJPY", "EURUSD", "USDJPY", "AUDUSD", "EURUSD", "XAUUSD",
-         "GBPJPY")
+CYCLE = ("EURUSD", "USDJPY", "EURUSD", "GBPUSD", "EURJPY", "EURUSD", "USDJPY", "AUDUSD", "EURUSD", "XAUUSD", "GBPJPY")
 HARD = {"max_daily_loss", "max_loss", "safety_net"}
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 INITIAL = Decimal(100000)
 
 RULEBOOKS: dict[str, dict[str, Any]] = {
-    "static": {"max_daily_loss": {"pct": "5"}, "max_loss": {"pct": "10"}, "drawdown_warning": {"used_pct": "80"},
-               "profit_target": {"pct": "10"}},
-    "trailing": {"max_daily_loss": {"pct": "4", "base": "day_anchor", "anchor": "start_of_day_max_balance_equity"},
-                 "max_loss": {"pct": "6", "mode": "intraday_trailing", "lock_at_offset": "0"},
-                 "drawdown_warning": {"used_pct": "70"}},
-    "eod": {"max_daily_loss": {"amount": "3000", "action": "pause_day", "breach_on_touch": True},
-            "max_loss": {"amount": "8000", "mode": "eod_trailing"}, "profit_target": {"amount": "6000"}},
+    "static": {
+        "max_daily_loss": {"pct": "5"},
+        "max_loss": {"pct": "10"},
+        "drawdown_warning": {"used_pct": "80"},
+        "profit_target": {"pct": "10"},
+    },
+    "trailing": {
+        "max_daily_loss": {"pct": "4", "base": "day_anchor", "anchor": "start_of_day_max_balance_equity"},
+        "max_loss": {"pct": "6", "mode": "intraday_trailing", "lock_at_offset": "0"},
+        "drawdown_warning": {"used_pct": "70"},
+    },
+    "eod": {
+        "max_daily_loss": {"amount": "3000", "action": "pause_day", "breach_on_touch": True},
+        "max_loss": {"amount": "8000", "mode": "eod_trailing"},
+        "profit_target": {"amount": "6000"},
+    },
 }
 
 
 def _book(kind: str) -> Rulebook:
-    return parse_rulebook({"id": f"bench-{kind}", "version": 1, "name": kind, "currency": "USD",
-                           "starting_balance": "100000", "timezone": "UTC", "rules": RULEBOOKS[kind],
-                           "phases": [{"id": "phase_1"}]}, where=f"bench {kind}")
+    return parse_rulebook(
+        {
+            "id": f"bench-{kind}",
+            "version": 1,
+            "name": kind,
+            "currency": "USD",
+            "starting_balance": "100000",
+            "timezone": "UTC",
+            "rules": RULEBOOKS[kind],
+            "phases": [{"id": "phase_1"}],
+        },
+        where=f"bench {kind}",
+    )
 
 
 # ---------------------------------------------------------------- prices
@@ -97,8 +115,11 @@ def price_stream(ticks: int, seed: int) -> tuple[list[tuple[int, float, float]],
         eur = _walk(rng, 1.1, vol, 0.00012, 5, n_each)
     if not jpy:
         jpy = _walk(rng, 150.0, vol, 0.012, 3, n_each)
-    walks = {"GBPUSD": _walk(rng, 1.27, vol, 0.00015, 5, n_each), "AUDUSD": _walk(rng, 0.66, vol, 0.0001, 5, n_each),
-             "XAUUSD": _walk(rng, 2000.0, vol, 0.3, 2, n_each)}
+    walks = {
+        "GBPUSD": _walk(rng, 1.27, vol, 0.00015, 5, n_each),
+        "AUDUSD": _walk(rng, 0.66, vol, 0.0001, 5, n_each),
+        "XAUUSD": _walk(rng, 2000.0, vol, 0.3, 2, n_each),
+    }
     pos = {"EURUSD": 0, "USDJPY": 0, "GBPUSD": 0, "AUDUSD": 0, "XAUUSD": 0}
     src = {"EURUSD": eur, "USDJPY": jpy, **walks}
     idx = {s: i for i, s in enumerate(DEFAULT_CATALOGUE.symbols())}
@@ -123,8 +144,9 @@ def price_stream(ticks: int, seed: int) -> tuple[list[tuple[int, float, float]],
     return out, start, label
 
 
-def _walk(rng: np.random.Generator, start: float, vol: float, spread: float, prec: int,
-          n: int) -> list[tuple[float, float]]:
+def _walk(
+    rng: np.random.Generator, start: float, vol: float, spread: float, prec: int, n: int
+) -> list[tuple[float, float]]:
     mids = start * np.exp(np.cumsum(rng.normal(0, vol, n)))
     return [(round(float(m) - spread / 2, prec), round(float(m) + spread / 2, prec)) for m in mids]
 
@@ -138,10 +160,22 @@ class Synthetic:
 
 def _state(kind: str, cash: Decimal, loss_today: Decimal, peak_gain: Decimal) -> EngineState:
     sod = cash + loss_today
-    s = EngineState(initial=INITIAL, balance=cash, equity=cash, day=T0.date(), sod_balance=sod, sod_equity=sod,
-                    day_high_equity=sod, day_low_equity=cash, peak_equity=INITIAL, peak_closed_balance=INITIAL,
-                    peak_eod_balance=INITIAL, started_at=T0 - timedelta(days=3), start_day=date(2026, 2, 27),
-                    last_t=T0)
+    s = EngineState(
+        initial=INITIAL,
+        balance=cash,
+        equity=cash,
+        day=T0.date(),
+        sod_balance=sod,
+        sod_equity=sod,
+        day_high_equity=sod,
+        day_low_equity=cash,
+        peak_equity=INITIAL,
+        peak_closed_balance=INITIAL,
+        peak_eod_balance=INITIAL,
+        started_at=T0 - timedelta(days=3),
+        start_day=date(2026, 2, 27),
+        last_t=T0,
+    )
     if kind == "static":
         s.daily_anchor, s.daily_floor = money(sod), money(sod - Decimal(5000))
         s.max_floor = money(INITIAL - Decimal(10000))
@@ -158,8 +192,9 @@ def _state(kind: str, cash: Decimal, loss_today: Decimal, peak_gain: Decimal) ->
     return s
 
 
-def synthetic_specs(accounts: int, per_account: int, start: dict[str, tuple[float, float]], seed: int,
-                    sample: int) -> Iterator[tuple[AccountSpec, EngineState | None, Rulebook | None]]:
+def synthetic_specs(
+    accounts: int, per_account: int, start: dict[str, tuple[float, float]], seed: int, sample: int
+) -> Iterator[tuple[AccountSpec, EngineState | None, Rulebook | None]]:
     rng = np.random.default_rng(seed + 1)
     books = {k: _book(k) for k in RULEBOOKS}
     rules = {k: b.phase("phase_1").rules for k, b in books.items()}
@@ -201,15 +236,24 @@ def synthetic_specs(accounts: int, per_account: int, start: dict[str, tuple[floa
         peak_gain = Decimal(int(rng.uniform(0, 7000)))
         st = _state(kind, cash, loss_today, peak_gain) if kind else None
         book = books[kind] if kind else None
-        spec = AccountSpec(f"a{i}", ccy, "active", cash, tuple(positions), tuple(orders),
-                           INITIAL * Decimal("0.5") if i % 7 else INITIAL * Decimal("0.915"),
-                           rules[kind] if kind else None, keys[kind] if kind else None,
-                           RuleState.of(st) if st is not None else None)
+        spec = AccountSpec(
+            f"a{i}",
+            ccy,
+            "active",
+            cash,
+            tuple(positions),
+            tuple(orders),
+            INITIAL * Decimal("0.5") if i % 7 else INITIAL * Decimal("0.915"),
+            rules[kind] if kind else None,
+            keys[kind] if kind else None,
+            RuleState.of(st) if st is not None else None,
+        )
         yield spec, st, book
 
 
-def build_book(accounts: int, per_account: int, start: dict[str, tuple[float, float]], seed: int,
-               sample: int) -> tuple[RiskBook, dict[Any, ExactAccount]]:
+def build_book(
+    accounts: int, per_account: int, start: dict[str, tuple[float, float]], seed: int, sample: int
+) -> tuple[RiskBook, dict[Any, ExactAccount]]:
     book = RiskBook(DEFAULT_CATALOGUE, capacity=accounts)
     for s, (b, a) in start.items():
         book.on_price(s, b, a)
@@ -231,8 +275,12 @@ def build_book(accounts: int, per_account: int, start: dict[str, tuple[float, fl
 # ---------------------------------------------------------------- state snapshots (trials replay the same ticks)
 def snapshot(book: RiskBook) -> dict[str, Any]:
     names = ("eq", "lo_thr", "hi_thr", "flags", "peak", "max_floor", "locked", "bid", "ask", "mid", "ts")
-    return {"arrays": {n: getattr(book, n).copy() for n in names}, "rate": list(book.rate),
-            "pv": [g.pv[: g.n].copy() for g in book._groups], "pq": [g.pq[: g.n].copy() for g in book._groups]}
+    return {
+        "arrays": {n: getattr(book, n).copy() for n in names},
+        "rate": list(book.rate),
+        "pv": [g.pv[: g.n].copy() for g in book._groups],
+        "pq": [g.pq[: g.n].copy() for g in book._groups],
+    }
 
 
 def restore(book: RiskBook, snap: dict[str, Any]) -> None:
@@ -252,8 +300,10 @@ class Bare:
         self.n = book._n
         self.eq = book.eq[: self.n].copy()
         self.floor = book.lo_thr[: self.n].copy()
-        self.groups = [(g.sym, g.side, g.route, g.acct[: g.n].copy(), g.k[: g.n].copy(), g.ka[: g.n].copy(),
-                        g.pv[: g.n].copy()) for g in book._groups]
+        self.groups = [
+            (g.sym, g.side, g.route, g.acct[: g.n].copy(), g.k[: g.n].copy(), g.ka[: g.n].copy(), g.pv[: g.n].copy())
+            for g in book._groups
+        ]
         self.by_sym: list[list[int]] = [[] for _ in book.symbols]
         for gi, g in enumerate(book._groups):
             self.by_sym[g.sym].append(gi)
@@ -282,8 +332,12 @@ class Bare:
 
 
 # ---------------------------------------------------------------- correctness on a sample
-def check(book: RiskBook, refs: dict[Any, ExactAccount], stream: list[tuple[int, float, float]],
-          start: dict[str, tuple[float, float]]) -> tuple[int, int, int, list[str]]:
+def check(
+    book: RiskBook,
+    refs: dict[Any, ExactAccount],
+    stream: list[tuple[int, float, float]],
+    start: dict[str, tuple[float, float]],
+) -> tuple[int, int, int, list[str]]:
     """Replay once; judge the sample exactly after every quote. Returns (candidates, sample candidates,
     false sample candidates, problems). Hard breaches found exactly remove the account, as the core would."""
     quotes = {s: Quote(s, Decimal(repr(b)), Decimal(repr(a)), T0) for s, (b, a) in start.items()}
@@ -314,9 +368,12 @@ def check(book: RiskBook, refs: dict[Any, ExactAccount], stream: list[tuple[int,
             if sym not in conv[aid]:
                 continue
             ex = refs[aid]
-            exact = {(k, r) for k, r in ex.judge(quotes, t)
-                     if not (k in ("sl", "tp") and r != sym)
-                     and not (k == "order" and all(o.order_id != r or o.symbol != sym for o in ex.spec.orders))}
+            exact = {
+                (k, r)
+                for k, r in ex.judge(quotes, t)
+                if not (k in ("sl", "tp") and r != sym)
+                and not (k == "order" and all(o.order_id != r or o.symbol != sym for o in ex.spec.orders))
+            }
             mine = got.get(aid, set())
             sample_total += len(mine)
             for miss in exact - mine:
@@ -337,13 +394,22 @@ def _subset(found: Candidates, book: RiskBook, ids: set[Any]) -> Candidates:
         return found
     slots = np.array([book.slot(i) for i in ids if book.slot(i) is not None], np.intp)
     m = np.isin(found.account, slots)
-    return Candidates(found.account[m], found.kind[m], found.symbol[m], found.bid[m], found.ask[m], found.quote[m],
-                      found.ref[m])
+    return Candidates(
+        found.account[m], found.kind[m], found.symbol[m], found.bid[m], found.ask[m], found.quote[m], found.ref[m]
+    )
 
 
 # ---------------------------------------------------------------- run
-def run(*, accounts: int = 100_000, positions_per_account: int = 5, ticks: int = 2000, seed: int = 42,
-        trials: int = 5, sample: int = 40, progress: ProgressFn = no_progress) -> BenchResult:
+def run(
+    *,
+    accounts: int = 100_000,
+    positions_per_account: int = 5,
+    ticks: int = 2000,
+    seed: int = 42,
+    trials: int = 5,
+    sample: int = 40,
+    progress: ProgressFn = no_progress,
+) -> BenchResult:
     stream, start, label = price_stream(ticks, seed)
     progress("tick: building the book", 0.0)
     t_build = time.perf_counter()
@@ -382,8 +448,9 @@ def run(*, accounts: int = 100_000, positions_per_account: int = 5, ticks: int =
         candidates = found_n
         path_trials.append({**latency_summary(lat), "ns_per_tick": dt / len(stream)})
         bare = Bare.__new__(Bare)
-        bare.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
-                              for k, v in bare_template.__dict__.items()})
+        bare.__dict__.update(
+            {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in bare_template.__dict__.items()}
+        )
         bare.groups = [(a, b_, c, d, e, f, pv.copy()) for a, b_, c, d, e, f, pv in bare_template.groups]
         bare.rate = list(bare_template.rate)
         gc.collect()
@@ -406,23 +473,47 @@ def run(*, accounts: int = 100_000, positions_per_account: int = 5, ticks: int =
     progress("tick: checked", 0.3)
     p_ns, l_ns = median_of(path_trials, "ns_per_tick"), median_of(limit_trials, "ns_per_tick")
     per_tick = repriced / len(stream)
-    metrics = {"latency_us_p50": median_of(path_trials, "latency_us_p50"),
-               "latency_us_p99": median_of(path_trials, "latency_us_p99"),
-               "latency_us_max": median_of(path_trials, "latency_us_max"),
-               "throughput_per_s": round(1e9 / p_ns, 1) if p_ns else 0.0,
-               "positions_per_s": round(per_tick * 1e9 / p_ns, 1) if p_ns else 0.0,
-               "positions_per_tick": round(per_tick, 1), "candidates": candidates,
-               "sample_accounts": len(refs), "sample_candidates": sample_total, "false_candidates": false,
-               "positions": book.positions, "rulebooks": book.rulebooks, "build_s": round(build_s, 2)}
-    limit = {"latency_us_p50": median_of(limit_trials, "latency_us_p50"),
-             "latency_us_p99": median_of(limit_trials, "latency_us_p99"),
-             "throughput_per_s": round(1e9 / l_ns, 1) if l_ns else 0.0,
-             "positions_per_s": round(per_tick * 1e9 / l_ns, 1) if l_ns else 0.0, "ns_per_tick": l_ns}
+    metrics = {
+        "latency_us_p50": median_of(path_trials, "latency_us_p50"),
+        "latency_us_p99": median_of(path_trials, "latency_us_p99"),
+        "latency_us_max": median_of(path_trials, "latency_us_max"),
+        "throughput_per_s": round(1e9 / p_ns, 1) if p_ns else 0.0,
+        "positions_per_s": round(per_tick * 1e9 / p_ns, 1) if p_ns else 0.0,
+        "positions_per_tick": round(per_tick, 1),
+        "candidates": candidates,
+        "sample_accounts": len(refs),
+        "sample_candidates": sample_total,
+        "false_candidates": false,
+        "positions": book.positions,
+        "rulebooks": book.rulebooks,
+        "build_s": round(build_s, 2),
+    }
+    limit = {
+        "latency_us_p50": median_of(limit_trials, "latency_us_p50"),
+        "latency_us_p99": median_of(limit_trials, "latency_us_p99"),
+        "throughput_per_s": round(1e9 / l_ns, 1) if l_ns else 0.0,
+        "positions_per_s": round(per_tick * 1e9 / l_ns, 1) if l_ns else 0.0,
+        "ns_per_tick": l_ns,
+    }
     too_many_false = false > max(0.0, 0.01 * sample_total)
     if too_many_false:
         problems.append(f"false candidates {false} > 1% of {sample_total}")
     correct = not problems and len(refs) > 0
-    return BenchResult("tick", {"accounts": accounts, "positions_per_account": positions_per_account,
-                                "ticks": len(stream), "trials": trials, "seed": seed, "sample": sample,
-                                "data": label},
-                       metrics, limit, round(p_ns / l_ns, 3) if l_ns else 0.0, correct, machine_info(), problems)
+    return BenchResult(
+        "tick",
+        {
+            "accounts": accounts,
+            "positions_per_account": positions_per_account,
+            "ticks": len(stream),
+            "trials": trials,
+            "seed": seed,
+            "sample": sample,
+            "data": label,
+        },
+        metrics,
+        limit,
+        round(p_ns / l_ns, 3) if l_ns else 0.0,
+        correct,
+        machine_info(),
+        problems,
+    )

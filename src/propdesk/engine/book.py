@@ -58,9 +58,17 @@ class Kind(IntEnum):
     WARNING_MAX = 8
 
 
-KIND_NAMES = {Kind.SL: "sl", Kind.TP: "tp", Kind.ORDER: "order", Kind.DAILY_LOSS: "max_daily_loss",
-              Kind.MAX_LOSS: "max_loss", Kind.SAFETY_NET: "safety_net", Kind.PROFIT_TARGET: "profit_target",
-              Kind.WARNING_DAILY: "drawdown_warning:max_daily_loss", Kind.WARNING_MAX: "drawdown_warning:max_loss"}
+KIND_NAMES = {
+    Kind.SL: "sl",
+    Kind.TP: "tp",
+    Kind.ORDER: "order",
+    Kind.DAILY_LOSS: "max_daily_loss",
+    Kind.MAX_LOSS: "max_loss",
+    Kind.SAFETY_NET: "safety_net",
+    Kind.PROFIT_TARGET: "profit_target",
+    Kind.WARNING_DAILY: "drawdown_warning:max_daily_loss",
+    Kind.WARNING_MAX: "drawdown_warning:max_loss",
+}
 
 # Notice flags (per account): a kind the float path found *certainly* true is not reported again until the account
 # is applied anew (the execution core's decision arrives as a change event).
@@ -96,8 +104,15 @@ class Candidates:
 
 
 def _empty_candidates() -> Candidates:
-    return Candidates(np.empty(0, np.intp), np.empty(0, np.int8), np.empty(0, np.intp), np.empty(0),
-                      np.empty(0), np.empty(0, np.intp), np.empty(0, dtype=object))
+    return Candidates(
+        np.empty(0, np.intp),
+        np.empty(0, np.int8),
+        np.empty(0, np.intp),
+        np.empty(0),
+        np.empty(0),
+        np.empty(0, np.intp),
+        np.empty(0, dtype=object),
+    )
 
 
 EMPTY = _empty_candidates()
@@ -106,8 +121,25 @@ EMPTY = _empty_candidates()
 class _Group:
     """The positions of one (symbol, side, route)."""
 
-    __slots__ = ("acct", "dirty", "hi", "hi_rows", "hi_sorted", "k", "ka", "known", "lo", "lo_rows", "lo_sorted", "n",
-                 "pq", "pv", "route", "side", "sym")
+    __slots__ = (
+        "acct",
+        "dirty",
+        "hi",
+        "hi_rows",
+        "hi_sorted",
+        "k",
+        "ka",
+        "known",
+        "lo",
+        "lo_rows",
+        "lo_sorted",
+        "n",
+        "pq",
+        "pv",
+        "route",
+        "side",
+        "sym",
+    )
 
     def __init__(self, sym: int, side: int, route: int) -> None:
         self.sym, self.side, self.route = sym, side, route
@@ -145,7 +177,7 @@ class _Group:
         if self.dirty:
             out: IDX = np.flatnonzero((self.lo[:n] >= mark_lo) | (self.hi[:n] <= mark_hi))
             return out
-        a = self.lo_rows[int(np.searchsorted(self.lo_sorted, mark_lo, side="left")):]
+        a = self.lo_rows[int(np.searchsorted(self.lo_sorted, mark_lo, side="left")) :]
         b = self.hi_rows[: int(np.searchsorted(self.hi_sorted, mark_hi, side="right"))]
         if not b.size:
             return a
@@ -159,8 +191,7 @@ class _Group:
         if need <= cap:
             return
         new = max(need, cap * 2)
-        for name, fill in (("acct", 0), ("k", 0.0), ("ka", 0.0), ("pv", 0.0), ("pq", 0.0), ("lo", -INF),
-                           ("hi", INF)):
+        for name, fill in (("acct", 0), ("k", 0.0), ("ka", 0.0), ("pv", 0.0), ("pq", 0.0), ("lo", -INF), ("hi", INF)):
             old = getattr(self, name)
             arr = np.full(new, fill, dtype=old.dtype)
             arr[: self.n] = old[: self.n]
@@ -221,7 +252,7 @@ class _Orders:
         self.price[:m] = self.price[: self.n][keep]
         self.acct[:m] = self.acct[: self.n][keep]
         self.oid[:m] = self.oid[: self.n][keep]
-        self.oid[m: self.n] = None
+        self.oid[m : self.n] = None
         self.n = m
 
     def sorted(self) -> tuple[F64, IDX, npt.NDArray[np.object_]]:
@@ -236,13 +267,29 @@ class _Orders:
 
 BUY_LIMIT, SELL_LIMIT, BUY_STOP, SELL_STOP = 0, 1, 2, 3
 _ACCOUNT_ARRAYS: dict[str, tuple[Any, float | int | bool]] = {
-    "cash": (np.float64, 0.0), "eq": (np.float64, 0.0), "nmiss": (np.int32, 0), "npos": (np.int32, 0),
-    "status": (np.int8, -1), "rb": (np.int32, -1), "daily": (np.float64, NAN), "warn_d": (np.float64, NAN),
-    "max_floor": (np.float64, NAN), "max_rt": (np.bool_, False), "allowance": (np.float64, 0.0),
-    "warn_frac": (np.float64, NAN), "mode": (np.int8, 0), "lock": (np.float64, NAN), "locked": (np.bool_, False),
-    "peak": (np.float64, NAN), "target": (np.float64, NAN), "safety": (np.float64, NAN),
-    "live": (np.bool_, False), "daily_pause": (np.bool_, False), "flags": (np.uint8, 0),
-    "lo_thr": (np.float64, -INF), "hi_thr": (np.float64, INF),
+    "cash": (np.float64, 0.0),
+    "eq": (np.float64, 0.0),
+    "nmiss": (np.int32, 0),
+    "npos": (np.int32, 0),
+    "status": (np.int8, -1),
+    "rb": (np.int32, -1),
+    "daily": (np.float64, NAN),
+    "warn_d": (np.float64, NAN),
+    "max_floor": (np.float64, NAN),
+    "max_rt": (np.bool_, False),
+    "allowance": (np.float64, 0.0),
+    "warn_frac": (np.float64, NAN),
+    "mode": (np.int8, 0),
+    "lock": (np.float64, NAN),
+    "locked": (np.bool_, False),
+    "peak": (np.float64, NAN),
+    "target": (np.float64, NAN),
+    "safety": (np.float64, NAN),
+    "live": (np.bool_, False),
+    "daily_pause": (np.bool_, False),
+    "flags": (np.uint8, 0),
+    "lo_thr": (np.float64, -INF),
+    "hi_thr": (np.float64, INF),
 }
 
 
@@ -472,8 +519,7 @@ class RiskBook:
         return {
             Kind.DAILY_LOSS: lo(daily, live & ((fl & F_DAILY) == 0)),
             Kind.MAX_LOSS: lo(mf, live & self.max_rt[fa] & ((fl & F_MAX) == 0)),
-            Kind.SAFETY_NET: lo(self.safety[fa], known & (self.npos[fa] > 0)
-                                & ((fl & F_SAFETY) == 0)),
+            Kind.SAFETY_NET: lo(self.safety[fa], known & (self.npos[fa] > 0) & ((fl & F_SAFETY) == 0)),
             Kind.WARNING_DAILY: lo(self.warn_d[fa], live & ((fl & F_WARN_D) == 0)),
             Kind.WARNING_MAX: lo(warn_m, live & (allow > 0) & ((fl & F_WARN_M) == 0)),
             Kind.PROFIT_TARGET: np.where(tgt_ok, target - K.margin(np.nan_to_num(target)), INF),
@@ -481,18 +527,34 @@ class RiskBook:
 
     def _refresh(self, fa: IDX) -> None:
         th = self._kind_thresholds(fa)
-        lo = np.maximum.reduce([th[k] for k in (Kind.DAILY_LOSS, Kind.MAX_LOSS, Kind.SAFETY_NET,
-                                                 Kind.WARNING_DAILY, Kind.WARNING_MAX)])
+        lo = np.maximum.reduce(
+            [th[k] for k in (Kind.DAILY_LOSS, Kind.MAX_LOSS, Kind.SAFETY_NET, Kind.WARNING_DAILY, Kind.WARNING_MAX)]
+        )
         fl = self.flags[fa]
-        trailing = (self.live[fa] & ((fl & F_ENDED) == 0) & (self.mode[fa] == INTRADAY)
-                    & ~self.locked[fa] & (self.nmiss[fa] == 0))
+        trailing = (
+            self.live[fa]
+            & ((fl & F_ENDED) == 0)
+            & (self.mode[fa] == INTRADAY)
+            & ~self.locked[fa]
+            & (self.nmiss[fa] == 0)
+        )
         peak = np.where(trailing, self.peak[fa], INF)
         self.lo_thr[fa] = lo
         self.hi_thr[fa] = np.minimum(th[Kind.PROFIT_TARGET], peak)
 
     # ------------------------------------------------------------------ the slow path
-    def _judge(self, fa: IDX, e_lo: F64, e_hi: F64, sym: IDX, bid: F64, ask: F64, quote: IDX,
-               out: list[tuple[IDX, int, IDX, F64, F64, IDX]], settle: bool = True) -> None:
+    def _judge(
+        self,
+        fa: IDX,
+        e_lo: F64,
+        e_hi: F64,
+        sym: IDX,
+        bid: F64,
+        ask: F64,
+        quote: IDX,
+        out: list[tuple[IDX, int, IDX, F64, F64, IDX]],
+        settle: bool = True,
+    ) -> None:
         """Classify accounts ``fa`` whose equity was in [e_lo, e_hi]; update trailing highs and notice flags.
 
         ``settle``: the equity is one real state (a single quote), so a kind found beyond its margin is certain
@@ -500,21 +562,32 @@ class RiskBook:
         have coexisted: a window reports, and never settles.
         """
         fl = self.flags[fa]
-        trailing = (self.live[fa] & ((fl & F_ENDED) == 0) & (self.mode[fa] == INTRADAY)
-                    & ~self.locked[fa] & (self.nmiss[fa] == 0))
+        trailing = (
+            self.live[fa]
+            & ((fl & F_ENDED) == 0)
+            & (self.mode[fa] == INTRADAY)
+            & ~self.locked[fa]
+            & (self.nmiss[fa] == 0)
+        )
         up = trailing & (e_hi > self.peak[fa])
         if up.any():
             ua = fa[up]
             self.peak[ua] = e_hi[up]
-            floor, locked = K.trailing_floor(self.peak[ua], self.allowance[ua], self.max_floor[ua],
-                                             self.lock[ua], self.locked[ua])
+            floor, locked = K.trailing_floor(
+                self.peak[ua], self.allowance[ua], self.max_floor[ua], self.lock[ua], self.locked[ua]
+            )
             self.max_floor[ua], self.locked[ua] = floor, locked
         th = self._kind_thresholds(fa)
         # Breaches first; notices only where no breach certainly ended the rules (or paused the day) at this event,
         # as ``Evaluator._limits`` gives warnings only after the breaches, and not once the phase ended.
         certain_end = np.zeros(fa.size, dtype=bool)
-        for kind, bit in ((Kind.DAILY_LOSS, F_DAILY), (Kind.MAX_LOSS, F_MAX), (Kind.SAFETY_NET, F_SAFETY),
-                          (Kind.WARNING_DAILY, F_WARN_D), (Kind.WARNING_MAX, F_WARN_M)):
+        for kind, bit in (
+            (Kind.DAILY_LOSS, F_DAILY),
+            (Kind.MAX_LOSS, F_MAX),
+            (Kind.SAFETY_NET, F_SAFETY),
+            (Kind.WARNING_DAILY, F_WARN_D),
+            (Kind.WARNING_MAX, F_WARN_M),
+        ):
             if kind == Kind.WARNING_DAILY and settle and certain_end.any():
                 self.flags[fa[certain_end]] |= F_ENDED
             thr = th[kind]
@@ -581,8 +654,9 @@ class RiskBook:
                 self._now_known(g)
             if n > self._buf.shape[1]:
                 self._buf = np.empty((2, 2 * n))
-            f = K.reprice_check(mark, rt, g.k[:n], g.ka[:n], g.pq[:n], g.pv[:n], g.acct[:n], eq, lo_thr, hi_thr,
-                                self._buf)
+            f = K.reprice_check(
+                mark, rt, g.k[:n], g.ka[:n], g.pq[:n], g.pv[:n], g.acct[:n], eq, lo_thr, hi_thr, self._buf
+            )
             if f.size:
                 flagged.append(f)
             hits = g.protective_rows(mark, mark)
@@ -600,8 +674,9 @@ class RiskBook:
             if n > self._buf.shape[1]:
                 self._buf = np.empty((2, 2 * n))
             # the rate alone moved: rescale the quote-currency P&L (valid wherever the mark is known)
-            f = K.reprice_check(None, rt, g.k[:n], g.ka[:n], g.pq[:n], g.pv[:n], g.acct[:n], eq, lo_thr, hi_thr,
-                                self._buf)
+            f = K.reprice_check(
+                None, rt, g.k[:n], g.ka[:n], g.pq[:n], g.pv[:n], g.acct[:n], eq, lo_thr, hi_thr, self._buf
+            )
             if f.size:
                 flagged.append(f)
         self._cross_orders(s, bid, bid, ask, ask, bid, ask, 0, out)
@@ -613,8 +688,9 @@ class RiskBook:
             if keep.any():
                 fa, e = fa[keep], e[keep]
                 nf = fa.size
-                self._judge(fa, e, e, np.full(nf, s, np.intp), np.full(nf, bid), np.full(nf, ask),
-                            np.zeros(nf, np.intp), out)
+                self._judge(
+                    fa, e, e, np.full(nf, s, np.intp), np.full(nf, bid), np.full(nf, ask), np.zeros(nf, np.intp), out
+                )
         return self._collect(out)
 
     def _now_known(self, g: _Group) -> None:
@@ -630,8 +706,18 @@ class RiskBook:
         # Values of the group are added by the caller's reprice; thresholds are refreshed once they are in.
         self._pending_refresh.append(accts)
 
-    def _protective(self, g: _Group, hits: IDX, mark_lo: float, mark_hi: float, s: int, bid: float, ask: float,
-                    quote: int, out: list[tuple[IDX, int, IDX, F64, F64, IDX]]) -> None:
+    def _protective(
+        self,
+        g: _Group,
+        hits: IDX,
+        mark_lo: float,
+        mark_hi: float,
+        s: int,
+        bid: float,
+        ask: float,
+        quote: int,
+        out: list[tuple[IDX, int, IDX, F64, F64, IDX]],
+    ) -> None:
         lo_hit = g.lo[hits] >= mark_lo
         hi_hit = g.hi[hits] <= mark_hi
         long = g.side > 0
@@ -639,30 +725,42 @@ class RiskBook:
             if mask.any():
                 a = g.acct[hits[mask]]
                 m = a.size
-                out.append((a, kind, np.full(m, s, np.intp), np.full(m, bid), np.full(m, ask),
-                            np.full(m, quote, np.intp)))
+                out.append(
+                    (a, kind, np.full(m, s, np.intp), np.full(m, bid), np.full(m, ask), np.full(m, quote, np.intp))
+                )
 
-    def _cross_orders(self, s: int, bid_lo: float, bid_hi: float, ask_lo: float, ask_hi: float, bid: float,
-                      ask: float, quote: int, out: list[tuple[IDX, int, IDX, F64, F64, IDX]]) -> None:
+    def _cross_orders(
+        self,
+        s: int,
+        bid_lo: float,
+        bid_hi: float,
+        ask_lo: float,
+        ask_hi: float,
+        bid: float,
+        ask: float,
+        quote: int,
+        out: list[tuple[IDX, int, IDX, F64, F64, IDX]],
+    ) -> None:
         books = self._orders[s]
         for which, ob in enumerate(books):
             if ob.n == 0:
                 continue
             price, acct, oid = ob.sorted()
-            if which == BUY_LIMIT:      # ask <= price
+            if which == BUY_LIMIT:  # ask <= price
                 sl = K.at_or_above(price, ask_lo)
-            elif which == SELL_LIMIT:   # bid >= price
+            elif which == SELL_LIMIT:  # bid >= price
                 sl = K.at_or_below(price, bid_hi)
-            elif which == BUY_STOP:     # ask >= price
+            elif which == BUY_STOP:  # ask >= price
                 sl = K.at_or_below(price, ask_hi)
-            else:                       # bid <= price
+            else:  # bid <= price
                 sl = K.at_or_above(price, bid_lo)
             a = acct[sl]
             if a.size:
                 m = a.size
                 self._order_refs.append(oid[sl])
-                out.append((a, -1, np.full(m, s, np.intp), np.full(m, bid), np.full(m, ask),
-                            np.full(m, quote, np.intp)))
+                out.append(
+                    (a, -1, np.full(m, s, np.intp), np.full(m, bid), np.full(m, ask), np.full(m, quote, np.intp))
+                )
 
     def _collect(self, out: list[tuple[IDX, int, IDX, F64, F64, IDX]]) -> Candidates:
         if self._pending_refresh:
@@ -684,10 +782,15 @@ class RiskBook:
                 r = np.empty(o[0].size, dtype=object)
                 ref_parts.append(r)
         refs.clear()
-        return Candidates(np.concatenate([o[0] for o in out]), np.concatenate(kinds),
-                          np.concatenate([o[2] for o in out]), np.concatenate([o[3] for o in out]),
-                          np.concatenate([o[4] for o in out]), np.concatenate([o[5] for o in out]),
-                          np.concatenate(ref_parts))
+        return Candidates(
+            np.concatenate([o[0] for o in out]),
+            np.concatenate(kinds),
+            np.concatenate([o[2] for o in out]),
+            np.concatenate([o[3] for o in out]),
+            np.concatenate([o[4] for o in out]),
+            np.concatenate([o[5] for o in out]),
+            np.concatenate(ref_parts),
+        )
 
     def on_prices(self, batch: Sequence[tuple[Any, ...]]) -> Candidates:
         """A window of quotes ``(symbol, bid, ask[, ts])`` in arrival order, judged at once.
@@ -915,8 +1018,12 @@ class RiskBook:
         self.daily_pause[a] = lv.daily_pause
         self.flags[a] = 0
         if lv.daily_on_balance:
-            self._balance_checks[a] = (spec.cash, lv.daily_balance, lv.daily_touch,
-                                       NAN if lv.warned_daily else lv.warn_daily)
+            self._balance_checks[a] = (
+                spec.cash,
+                lv.daily_balance,
+                lv.daily_touch,
+                NAN if lv.warned_daily else lv.warn_daily,
+            )
         else:
             self._balance_checks.pop(a, None)
 
@@ -941,8 +1048,11 @@ class RiskBook:
             if s is None or o.order_type not in (OrderType.LIMIT, OrderType.STOP):
                 continue
             buy = o.side is Side.BUY
-            which = (BUY_LIMIT if buy else SELL_LIMIT) if o.order_type is OrderType.LIMIT else (
-                BUY_STOP if buy else SELL_STOP)
+            which = (
+                (BUY_LIMIT if buy else SELL_LIMIT)
+                if o.order_type is OrderType.LIMIT
+                else (BUY_STOP if buy else SELL_STOP)
+            )
             self._orders[s][which].add(float(o.price), a, o.order_id)
             touched.append(s)
         for s in set(touched):
@@ -989,8 +1099,9 @@ class RiskBook:
                 i = np.flatnonzero(g.acct[: g.n] == a)
                 hits = i[(g.lo[i] >= mark) | (g.hi[i] <= mark)]
                 if hits.size:
-                    self._protective(g, hits, mark, mark, g.sym, float(self.bid[g.sym]), float(self.ask[g.sym]),
-                                     -1, out)
+                    self._protective(
+                        g, hits, mark, mark, g.sym, float(self.bid[g.sym]), float(self.ask[g.sym]), -1, out
+                    )
             for s in self._order_symbols_of(a):
                 b, k = float(self.bid[s]), float(self.ask[s])
                 if b != b:
@@ -1009,8 +1120,16 @@ class RiskBook:
                     m = int(hit.sum())
                     if m:
                         self._order_refs.append(oid[hit])
-                        out.append((acct[hit], -1, np.full(m, s, np.intp), np.full(m, b), np.full(m, k),
-                                    np.full(m, -1, np.intp)))
+                        out.append(
+                            (
+                                acct[hit],
+                                -1,
+                                np.full(m, s, np.intp),
+                                np.full(m, b),
+                                np.full(m, k),
+                                np.full(m, -1, np.intp),
+                            )
+                        )
             bc = self._balance_checks.get(a)
             if bc is not None:
                 cash, floor, touch, warn = bc
@@ -1019,8 +1138,7 @@ class RiskBook:
                 if floor is not None and (cash <= floor if touch else cash < floor):
                     out.append((one, Kind.DAILY_LOSS, np.array([-1], np.intp), nan1, nan1, np.array([-1], np.intp)))
                 elif warn == warn and float(cash) < warn + K.MIN_MARGIN:
-                    out.append((one, Kind.WARNING_DAILY, np.array([-1], np.intp), nan1, nan1,
-                                np.array([-1], np.intp)))
+                    out.append((one, Kind.WARNING_DAILY, np.array([-1], np.intp), nan1, nan1, np.array([-1], np.intp)))
             tgt = self.target[a]
             if tgt == tgt and self.live[a] and (self.flags[a] & F_ENDED) == 0 and self.cash[a] >= tgt:
                 one = np.array([a], np.intp)
@@ -1033,8 +1151,16 @@ class RiskBook:
             if m.any():
                 ga = known[m]
                 n = ga.size
-                self._judge(ga, e[m], e[m], np.full(n, -1, np.intp), np.full(n, NAN), np.full(n, NAN),
-                            np.full(n, -1, np.intp), out)
+                self._judge(
+                    ga,
+                    e[m],
+                    e[m],
+                    np.full(n, -1, np.intp),
+                    np.full(n, NAN),
+                    np.full(n, NAN),
+                    np.full(n, -1, np.intp),
+                    out,
+                )
         return self._collect(out)
 
     # ------------------------------------------------------------------ maintenance
@@ -1068,9 +1194,16 @@ class RiskBook:
         out = []
         for i in range(len(found)):
             s = int(found.symbol[i])
-            out.append(Candidate(self._ids[int(found.account[i])], KIND_NAMES[Kind(int(found.kind[i]))],
-                                 self.symbols[s] if s >= 0 else None, float(found.bid[i]), float(found.ask[i]),
-                                 found.ref[i]))
+            out.append(
+                Candidate(
+                    self._ids[int(found.account[i])],
+                    KIND_NAMES[Kind(int(found.kind[i]))],
+                    self.symbols[s] if s >= 0 else None,
+                    float(found.bid[i]),
+                    float(found.ask[i]),
+                    found.ref[i],
+                )
+            )
         return out
 
     def arrays_nbytes(self) -> int:

@@ -50,8 +50,19 @@ def reprice_into(mark: float, rate: float, k: F64, ka: F64, pv: F64, acct: IDX, 
     equity.put(acct, equity.take(acct) + delta)
 
 
-def reprice_check(mark: float | None, rate: float, k: F64, ka: F64, pq: F64, pv: F64, acct: IDX, equity: F64,
-                  lo_thr: F64, hi_thr: F64, buf: F64) -> IDX:
+def reprice_check(
+    mark: float | None,
+    rate: float,
+    k: F64,
+    ka: F64,
+    pq: F64,
+    pv: F64,
+    acct: IDX,
+    equity: F64,
+    lo_thr: F64,
+    hi_thr: F64,
+    buf: F64,
+) -> IDX:
     """The hot kernel: reprice in place, add each change to its account's equity and return the accounts whose
     equity is now below their low threshold or at/above their high one.
 
@@ -84,8 +95,7 @@ def accumulate(equity: F64, acct: IDX, delta: F64) -> None:
     np.add.at(equity, acct, delta)
 
 
-def value_bounds(mark_lo: float, mark_hi: float, rate_lo: float, rate_hi: float, k: F64,
-                 ka: F64) -> tuple[F64, F64]:
+def value_bounds(mark_lo: float, mark_hi: float, rate_lo: float, rate_hi: float, k: F64, ka: F64) -> tuple[F64, F64]:
     """Lowest and highest value over a window where the mark stayed in [mark_lo, mark_hi] and the rate in
     [rate_lo, rate_hi]. The value is bilinear in (mark, rate), so its extremes are at the box's corners."""
     a = mark_lo * k - ka

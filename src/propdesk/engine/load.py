@@ -36,10 +36,11 @@ JOIN balances b ON b.account_id = a.id
 LEFT JOIN LATERAL (SELECT rs.state->'engine' AS e FROM rule_states rs WHERE rs.account_id = a.id) r ON true
 WHERE a.status = ANY(%s)
 """
-POLICIES_SQL = ("SELECT DISTINCT ON (md5(policy::text)) md5(policy::text), policy FROM accounts"
-                " WHERE status = ANY(%s)")
-RULEBOOKS_SQL = ("SELECT DISTINCT ON (md5(rulebook::text)) md5(rulebook::text), rulebook FROM accounts"
-                 " WHERE status = ANY(%s) AND mode = 'challenge' AND rulebook IS NOT NULL")
+POLICIES_SQL = "SELECT DISTINCT ON (md5(policy::text)) md5(policy::text), policy FROM accounts WHERE status = ANY(%s)"
+RULEBOOKS_SQL = (
+    "SELECT DISTINCT ON (md5(rulebook::text)) md5(rulebook::text), rulebook FROM accounts"
+    " WHERE status = ANY(%s) AND mode = 'challenge' AND rulebook IS NOT NULL"
+)
 POSITIONS_SQL = """
 SELECT p.account_id, p.symbol, p.quantity, p.avg_price, p.stop_loss, p.take_profit
 FROM positions p JOIN accounts a ON a.id = p.account_id WHERE a.status = ANY(%s)
@@ -60,7 +61,8 @@ def read_specs(conn: Any) -> list[AccountSpec]:
     accounts = cur.execute(ACCOUNTS_SQL, (STATUSES,)).fetchall()
     policies = {k: ExecutionPolicy.from_json(p) for k, p in cur.execute(POLICIES_SQL, (STATUSES,)).fetchall()}
     books: dict[str, Rulebook] = {
-        k: parse_rulebook(rb, where=f"rulebook {k}") for k, rb in cur.execute(RULEBOOKS_SQL, (STATUSES,)).fetchall()}
+        k: parse_rulebook(rb, where=f"rulebook {k}") for k, rb in cur.execute(RULEBOOKS_SQL, (STATUSES,)).fetchall()
+    }
     positions: dict[Any, list[Position]] = {}
     for aid, sym, qty, avg, sl, tp in cur.execute(POSITIONS_SQL, (STATUSES,)):
         positions.setdefault(aid, []).append(Position(sym, qty, avg, sl, tp))
@@ -72,8 +74,25 @@ def read_specs(conn: Any) -> list[AccountSpec]:
         orders.setdefault(aid, []).append(OpenOrder(oid, sym, Side(side), OrderType(otype), px))
     phase_rules: dict[tuple[str, str], Any] = {}
     out: list[AccountSpec] = []
-    for (aid, status, mode, phase, pkey, rkey, cash, initial, dfloor, danchor, mfloor, mlocked, peak, paused,
-         verdict, day, warned) in accounts:
+    for (
+        aid,
+        status,
+        mode,
+        phase,
+        pkey,
+        rkey,
+        cash,
+        initial,
+        dfloor,
+        danchor,
+        mfloor,
+        mlocked,
+        peak,
+        paused,
+        verdict,
+        day,
+        warned,
+    ) in accounts:
         policy = policies[pkey]
         rules = None
         state = None
@@ -85,12 +104,33 @@ def read_specs(conn: Any) -> list[AccountSpec]:
                 rules = books[rkey].phase(phase).rules
                 phase_rules[(rkey, phase)] = rules
             w = warned if isinstance(warned, list) else (json.loads(warned) if warned else [])
-            state = RuleState.from_fields(Decimal(initial), _dec(dfloor), _dec(danchor), _dec(mfloor),
-                                          mlocked in ("true", True), _dec(peak), paused in ("true", True), verdict,
-                                          day, w)
+            state = RuleState.from_fields(
+                Decimal(initial),
+                _dec(dfloor),
+                _dec(danchor),
+                _dec(mfloor),
+                mlocked in ("true", True),
+                _dec(peak),
+                paused in ("true", True),
+                verdict,
+                day,
+                w,
+            )
         pos = tuple(positions.get(aid, ()))
-        out.append(AccountSpec(aid, policy.currency, status, cash, pos, tuple(orders.get(aid, ())),
-                               policy.liquidation_equity, rules, key, state))
+        out.append(
+            AccountSpec(
+                aid,
+                policy.currency,
+                status,
+                cash,
+                pos,
+                tuple(orders.get(aid, ())),
+                policy.liquidation_equity,
+                rules,
+                key,
+                state,
+            )
+        )
     return out
 
 

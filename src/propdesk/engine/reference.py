@@ -42,8 +42,7 @@ def exact_valuation(spec: AccountSpec, catalogue: Catalogue, quotes: Mapping[str
         i = catalogue.get(p.symbol)
         assert i is not None
         insts[p.symbol] = i
-    return valuate(spec.cash, spec.positions, insts, quotes.get,
-                   lambda qc: conversion_rate(qc, spec.currency, mid))
+    return valuate(spec.cash, spec.positions, insts, quotes.get, lambda qc: conversion_rate(qc, spec.currency, mid))
 
 
 @dataclass
@@ -73,8 +72,11 @@ class ExactAccount:
         if spec.status == "active":
             for o in spec.orders:
                 q = quotes.get(o.symbol)
-                if q is not None and crosses(o.order_type, o.side, o.price, q.bid, q.ask) and \
-                        o.order_type in (OrderType.LIMIT, OrderType.STOP):
+                if (
+                    q is not None
+                    and crosses(o.order_type, o.side, o.price, q.bid, q.ask)
+                    and o.order_type in (OrderType.LIMIT, OrderType.STOP)
+                ):
                     out.add(("order", o.order_id))
         for p in spec.positions:
             q = quotes.get(p.symbol)
@@ -102,8 +104,14 @@ class ExactAccount:
                 elif d.kind == "pass":
                     out.add(("profit_target", None))
         rules, st = spec.rules, spec.state
-        if (rules is not None and st is not None and "profit_target" in rules and not self.target_seen
-                and not st.ended and not (ev is not None and ev.ended)):
+        if (
+            rules is not None
+            and st is not None
+            and "profit_target" in rules
+            and not self.target_seen
+            and not st.ended
+            and not (ev is not None and ev.ended)
+        ):
             level = st.initial + allowance(rules, "profit_target", st.initial)
             if money(val.equity) >= level:
                 self.target_seen = True

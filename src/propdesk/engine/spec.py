@@ -58,17 +58,47 @@ class RuleState:
 
     @classmethod
     def of(cls, s: EngineState) -> RuleState:
-        return cls.from_fields(s.initial, s.daily_floor, s.daily_anchor, s.max_floor, s.max_locked, s.peak_equity,
-                               s.day_paused, s.verdict, s.day, s.warned)
+        return cls.from_fields(
+            s.initial,
+            s.daily_floor,
+            s.daily_anchor,
+            s.max_floor,
+            s.max_locked,
+            s.peak_equity,
+            s.day_paused,
+            s.verdict,
+            s.day,
+            s.warned,
+        )
 
     @classmethod
-    def from_fields(cls, initial: Decimal, daily_floor: Decimal | None, daily_anchor: Decimal | None,
-                    max_floor: Decimal | None, max_locked: bool, peak_equity: Decimal | None, day_paused: bool,
-                    verdict: str | None, day: date | str | None, warned: list[str] | None) -> RuleState:
+    def from_fields(
+        cls,
+        initial: Decimal,
+        daily_floor: Decimal | None,
+        daily_anchor: Decimal | None,
+        max_floor: Decimal | None,
+        max_locked: bool,
+        peak_equity: Decimal | None,
+        day_paused: bool,
+        verdict: str | None,
+        day: date | str | None,
+        warned: list[str] | None,
+    ) -> RuleState:
         d = day.isoformat() if isinstance(day, date) else (day or "")
         w = set(warned or ())
-        return cls(initial, daily_floor, daily_anchor, max_floor, bool(max_locked), peak_equity, bool(day_paused),
-                   verdict is not None, f"max_daily_loss|{d}" in w, f"max_loss|{d}" in w)
+        return cls(
+            initial,
+            daily_floor,
+            daily_anchor,
+            max_floor,
+            bool(max_locked),
+            peak_equity,
+            bool(day_paused),
+            verdict is not None,
+            f"max_daily_loss|{d}" in w,
+            f"max_loss|{d}" in w,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,23 +124,23 @@ class AccountSpec:
 class Levels:
     """An account's money levels as floats (NaN: not applicable). Breach checks use equity unless noted."""
 
-    daily: float            # realtime daily floor on equity (include_floating), not paused
+    daily: float  # realtime daily floor on equity (include_floating), not paused
     daily_balance: Decimal | None  # the daily floor when it is checked on the balance (include_floating: false)
     daily_on_balance: bool  # include_floating: false (the daily checks read the balance, which no price moves)
     daily_touch: bool
-    daily_pause: bool       # action pause_day (soft) rather than fail
-    warn_daily: float       # equity (or balance, with daily_balance) at or below which the daily warning fires
-    max_floor: float        # the standing max-loss floor (trailing floors move it)
+    daily_pause: bool  # action pause_day (soft) rather than fail
+    warn_daily: float  # equity (or balance, with daily_balance) at or below which the daily warning fires
+    max_floor: float  # the standing max-loss floor (trailing floors move it)
     max_realtime: bool
     allowance: float
-    warn_frac: float        # 1 - used_pct/100 (NaN without drawdown_warning)
+    warn_frac: float  # 1 - used_pct/100 (NaN without drawdown_warning)
     mode: int
     lock: float
     locked: bool
     peak: float
     target: float
     safety: float
-    live: bool              # the rules judge this account (challenge, started, not ended)
+    live: bool  # the rules judge this account (challenge, started, not ended)
     warned_daily: bool
     warned_max: bool
 
@@ -140,8 +170,27 @@ def levels(spec: AccountSpec) -> Levels:
     safety = _f(spec.liquidation_equity) if spec.positions else NAN
     rules, st = spec.rules, spec.state
     if rules is None or st is None or st.ended:
-        return Levels(NAN, None, False, False, False, NAN, NAN, False, 0.0, NAN, 0, NAN, False, NAN, NAN, safety, False,
-                      False, False)
+        return Levels(
+            NAN,
+            None,
+            False,
+            False,
+            False,
+            NAN,
+            NAN,
+            False,
+            0.0,
+            NAN,
+            0,
+            NAN,
+            False,
+            NAN,
+            NAN,
+            safety,
+            False,
+            False,
+            False,
+        )
     dw = rules.get("drawdown_warning")
     used = Decimal(dw["used_pct"]) if dw is not None else None
     daily = warn_daily = NAN
@@ -171,5 +220,24 @@ def levels(spec: AccountSpec) -> Levels:
     pt = rules.get("profit_target")
     target = float(st.initial + allowance(rules, "profit_target", st.initial)) if pt is not None else NAN
     peak = _f(st.peak_equity) if st.peak_equity is not None else float(st.initial)
-    return Levels(daily, daily_balance, on_balance, touch, pause, warn_daily, max_floor, max_rt, allow, warn_frac,
-                  mode, lock, locked, peak, target, safety, True, st.warned_daily, st.warned_max)
+    return Levels(
+        daily,
+        daily_balance,
+        on_balance,
+        touch,
+        pause,
+        warn_daily,
+        max_floor,
+        max_rt,
+        allow,
+        warn_frac,
+        mode,
+        lock,
+        locked,
+        peak,
+        target,
+        safety,
+        True,
+        st.warned_daily,
+        st.warned_max,
+    )
