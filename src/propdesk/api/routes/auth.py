@@ -29,6 +29,7 @@ from ..body import StrictJSONRoute
 from ..context import Api, _err
 from ..errors import ApiError
 from ..render import json_response
+from ..responses import SessionsEndedOut
 from ..schemas import Strict
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -244,6 +245,7 @@ def build(api: Api) -> APIRouter:
 
     @router.post(
         "/api/v1/me/sessions/revocation",
+        response_model=SessionsEndedOut,
         responses={401: _err("Not logged in"), 403: _err("A bearer token (not a session)"), **AUTH_ERRORS},
     )
     def logout_everywhere(request: Request) -> Response:
