@@ -153,6 +153,11 @@ def open_platform(
     log = logs.get("propdesk.execution")
     # One session calendar for the gates and the market API; the demo setting treats every market as open.
     sessions = SessionCalendar(DEFAULT_CATALOGUE, always_open=True) if settings.demo_always_open else default_calendar()
+    if settings.quote_band:
+        # An absurd tick is held until confirmed (marketdata/band.py), before the bus carries it anywhere.
+        from .marketdata.band import QuoteBand
+
+        quotes.band = QuoteBand(DEFAULT_CATALOGUE, None if settings.demo_always_open else sessions)
     execution = ExecutionService(
         db,
         clock,

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Proxies whose X-Forwarded-* headers uvicorn trusts (comma-separated, or *)."
     )
     # Market data (issue 4; docs/MARKET_DATA.md).
+    quote_band: bool = Field(
+        default=True,
+        description="Hold a quote whose mid moves more than its asset class's band from the last accepted one "
+        "until a second quote confirms it or an admin accepts it (marketdata/band.py).",
+    )
     demo_always_open: bool = Field(
         default=False,
         description="DEMO MODE: the session calendar treats every "

@@ -188,3 +188,27 @@ class SessionsEndedOut(Out):
     """``POST /api/v1/me/sessions/revocation``: how many sessions of the user were ended (this one included)."""
 
     sessions_ended: int
+
+
+class HeldQuoteOut(Out):
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    ts: Timestamp
+    source: str | None
+    last_mid: Decimal | None
+    deviation_pct: Decimal | None
+    band_pct: Decimal | None
+    held_at: Timestamp | None
+
+
+class HeldQuotePage(Out):
+    items: list[HeldQuoteOut]
+
+
+class HeldQuoteAccepted(Out):
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    ts: Timestamp
+    seq: int

@@ -38,11 +38,13 @@ from ..errors import ApiError
 from ..idempotency import Outcome, principal_of
 from ..pagination import Cursor, decode_cursor, decode_int_cursor, encode_cursor
 from ..render import json_response
+from ..responses import HeldQuoteAccepted, HeldQuotePage
 from ..schemas import AdminBody, Timestamp
 from ..sse import HEARTBEAT_SECONDS, sse
 from .admin import write_audit
 
 AccountId = Annotated[uuid.UUID, Path(description="Account id (UUID).")]
+HeldSymbol = Annotated[str, Path(pattern=r"^[A-Z0-9]{1,16}$", description="Instrument symbol, e.g. EURUSD.")]
 PlanPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 PanelLimit = Annotated[int, Query(ge=1, le=200, description="Page size (1..200).")]
 SORT_HELP = "Sort key, '-' prefix for descending: " + ", ".join(reads.TRADER_SORTS)
@@ -541,6 +543,63 @@ def build(api: Api) -> APIRouter:
                     api, c, start=window[0], end=window[1], impact=impact, currency=currency, limit=limit, after=after
                 ),
             )
+
+    @router.get("/api/v1/admin/quotes/held", responses=READ_ERRORS, response_model=HeldQuotePage)
+    def held_quotes() -> Response:
+        """Quotes the sanity band holds (a mid too far from the last accepted one), each until a confirming quote
+        arrives or an admin accepts it; from every process (they are kept in the database)."""
+        rows = api.platform.quotes.held()
+        items = [
+            {
+                "symbol": r["symbol"],
+                "bid": r["bid"],
+                "ask": r["ask"],
+                "ts": r["ts"],
+                "source": r.get("source"),
+                "last_mid": r.get("last_mid"),
+                "deviation_pct": r.get("deviation_pct"),
+                "band_pct": r.get("band_pct"),
+                "held_at": r.get("held_at"),
+            }
+            for r in rows
+        ]
+        return json_response({"items": items})
+
+    @router.post(
+        "/api/v1/admin/quotes/held/{symbol}/acceptance", responses=WRITE_ERRORS, response_model=HeldQuoteAccepted
+    )
+    def accept_held_quote(request: Request, symbol: HeldSymbol, body: AdminBody) -> Response:
+        """Accept the quote the sanity band holds for ``symbol`` (the admin vouches for the price; audited as
+        ``quote_band_override``). It is then stored, published and acted on like any accepted quote."""
+        principal = principal_of(request)
+        platform = api.platform
+
+        def effect(conn: Any) -> Outcome:
+            stored = platform.quotes.accept_held(symbol, conn=conn)
+            if stored is None:
+                raise NotFound(f"no quote is held for {symbol}", code="no_held_quote")
+            write_audit(
+                conn,
+                actor=principal.id,
+                action="quote_band_override",
+                account_id=None,
+                reason=body.reason,
+                before=None,
+                after={"symbol": stored.symbol, "bid": str(stored.bid), "ask": str(stored.ask)},
+                details={"ts": stored.ts.isoformat(), "seq": stored.seq},
+                at=platform.clock.now(),
+            )
+            return Outcome(
+                200, {"symbol": stored.symbol, "bid": stored.bid, "ask": stored.ask, "ts": stored.ts, "seq": stored.seq}
+            )
+
+        response = api.commands.run(request, effect)
+        if response.status_code == 200:
+            stored = platform.quotes.latest(symbol)
+            if stored is not None:  # the core reacts to it as to any accepted quote (SL/TP, orders, floors)
+                platform.execution.on_quote(stored)
+                platform.quotes.announce(stored)
+        return response
 
     @router.post("/api/v1/admin/plans/{plan_id}/retirement", responses=WRITE_ERRORS)
     def retire_with_reason(request: Request, plan_id: PlanPath, body: AdminBody) -> Response:

@@ -202,9 +202,15 @@ def build(api: Api) -> APIRouter:
             to_fire: dict[str, Quote] = {}
             for q in items:
                 before = platform.quotes.stats.dropped_duplicate
+                held_before = platform.quotes.stats.held_out_of_band
                 stored = platform.quotes.put(
                     Quote(q.symbol, q.bid, q.ask, q.ts.astimezone(UTC), q.seq or 0, "api"), received_at=now
                 )
+                if stored is None and platform.quotes.stats.held_out_of_band > held_before:
+                    # Too far from the last accepted price: held until a second quote confirms it (or an admin).
+                    platform.metrics.quotes.labels(outcome="held").inc()
+                    results.append({"symbol": q.symbol, "status": "held", "reason": "out_of_band"})
+                    continue
                 if stored is None:
                     reason = "duplicate" if platform.quotes.stats.dropped_duplicate > before else "out_of_order"
                     platform.metrics.quotes.labels(outcome="dropped").inc()
