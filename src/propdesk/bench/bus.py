@@ -1,9 +1,11 @@
 """``propdesk bench bus``: a quote accepted in process A until it is applied in process B's price store.
 
-Our path, per quote: in A, ``QuoteStore.put`` (accepted in memory) -> ``store.publisher`` -> the ``PriceBus``
-thread -> JetStream ``publish_async`` (pipelined acks) -> nats-server (the retained stream) -> B's ordered push
-consumer -> decode -> ``QuoteStore.apply`` in B. Both stores are in memory: the bus path is what is measured
-(the accepting process also persists the quote in PostgreSQL, which the ``orders``/``quotes`` scenarios cover).
+Our path, per quote: in A, ``QuoteStore.put`` (accepted in memory) -> ``store.publisher`` -> ``PriceBus.publish``
+(queued; the bus thread woken once per batch) -> a pipelined publish into the retained stream (acks matched in
+bulk) -> nats-server stores it and republishes it with its stream sequence -> B's core-NATS subscription ->
+sequence check, decode -> ``QuoteStore.apply_many`` in B (one lock per batch). Both stores are in memory: the bus
+path is what is measured (the accepting process also persists the quote in PostgreSQL, which the ``orders`` and
+``quotes`` scenarios cover).
 The limit: bare nats-py between the same two processes: A ``nc.publish`` of the same encoded bytes on a core
 subject, B a core subscription that only records the arrival.
 
@@ -28,6 +30,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from multiprocessing.connection import Connection
@@ -70,6 +73,12 @@ class _RecordingStore(QuoteStore):
         stored = super().apply(quote)
         if stored is not None:
             self.applied.append((time.monotonic_ns(), stored))
+        return stored
+
+    def apply_many(self, quotes: Iterable[Quote]) -> list[Quote]:
+        stored = super().apply_many(quotes)
+        now = time.monotonic_ns()
+        self.applied.extend((now, q) for q in stored)
         return stored
 
 
