@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -245,4 +247,170 @@ def test_cut_off_from_the_bus_every_price_is_stale_orders_refused_healthz_degrad
             assert out.rejection is None and out.fill is not None and out.fill["price"] == D("1.10010")
     finally:
         platform.close()
+        own.destroy()
+
+
+# ------------------------------------------------------------------------------------------------ throughput, gaps
+
+
+class RecordingStore(QuoteStore):
+    """A store that keeps every quote it applied from the bus, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken: list[Quote] = []
+        self._taken_lock = threading.Lock()
+
+    def apply_many(self, quotes: Any) -> list[Quote]:
+        stored = super().apply_many(quotes)
+        with self._taken_lock:
+            self.taken.extend(stored)
+        return stored
+
+
+def make_quotes(n: int, start: Any, symbols: tuple[str, ...] = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD")) -> list[Quote]:
+    out = []
+    for i in range(n):
+        sym = symbols[i % len(symbols)]
+        bid = D("1.00000") + D(i % 997).scaleb(-5)
+        out.append(Quote(sym, bid, bid + D("0.00002"), start + timedelta(microseconds=i), 0, "test"))
+    return out
+
+
+def exact(quotes: list[Quote]) -> list[tuple[str, str, str, Any]]:
+    return [(x.symbol, str(x.bid), str(x.ask), x.ts) for x in quotes]
+
+
+def test_a_burst_through_the_batched_publisher_loses_nothing_in_order_exactly_once(buses: Any, clock: Any) -> None:
+    space = ns()
+    a, b = QuoteStore(), RecordingStore()
+    bus_a = buses(space, a)
+    bus_b = buses(space, b)
+    sent = make_quotes(20_000, clock.now())
+    for quote in sent:  # as fast as the caller can: no pacing
+        assert a.put(quote) is not None
+    wait_for(lambda: len(b.taken) >= len(sent), 60)
+    time.sleep(0.2)
+    assert exact(b.taken) == exact(sent)  # every quote, each once, in the order accepted
+    assert bus_a.publisher is not None
+    wait_for(lambda: bus_a.publisher.acked == len(sent))  # type: ignore[union-attr]
+    stats = bus_a.publisher.stats()
+    assert stats["published"] == len(sent) and stats["failed"] == 0 and stats["in_flight"] == 0
+    assert bus_b.receiver is not None and bus_b.receiver.gaps == 0 and bus_b.receiver.duplicates == 0
+
+
+def test_duplicates_are_dropped_by_stream_sequence_and_by_message_id(buses: Any, endpoint: Any, clock: Any) -> None:
+    import asyncio
+
+    import nats
+
+    space = ns()
+    subjects = Subjects(space)
+    a, b = QuoteStore(), RecordingStore()
+    buses(space, a)
+    bus_b = buses(space, b)
+    first = q("EURUSD", "1.10000", "1.10002", clock.now())
+    a.put(first)
+    wait_for(lambda: len(b.taken) == 1)
+    assert bus_b.receiver is not None
+    seen = bus_b.receiver.watermark
+
+    async def inject() -> None:
+        nc = await nats.connect(endpoint.url, user=endpoint.user, password=endpoint.password)
+        try:
+            # A live message replayed (the same stream sequence again, as after a redelivery): a duplicate.
+            later = q("EURUSD", "1.20000", "1.20002", clock.now() + timedelta(seconds=1))
+            await nc.publish(subjects.live("EURUSD"), encode(later, "other"), headers={"Nats-Sequence": str(seen)})
+            # One quote published twice under one message id (a republish after a lost ack): stored once.
+            third = q("EURUSD", "1.30000", "1.30002", clock.now() + timedelta(seconds=2))
+            for _ in range(2):
+                ack = await nc.request(
+                    subjects.quote("EURUSD"), encode(third, "other"), headers={"Nats-Msg-Id": "other.1"}, timeout=5
+                )
+                assert b'"seq"' in ack.data
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    asyncio.run(inject())
+    wait_for(lambda: len(b.taken) == 2)
+    time.sleep(0.3)
+    assert [str(x.bid) for x in b.taken] == ["1.10000", "1.30000"]
+    assert bus_b.receiver.duplicates == 1 and bus_b.receiver.gaps == 0
+    # The same quote again from another process (a second feed): the store drops the identical quote.
+    assert b.apply(replace(b.taken[-1], seq=0)) is None
+
+
+def test_a_gap_in_the_live_sequence_is_filled_from_the_stream(buses: Any, clock: Any) -> None:
+    space = ns()
+    a, b = QuoteStore(), RecordingStore()
+    buses(space, a)
+    bus_b = buses(space, b)
+    rcv = bus_b.receiver
+    assert rcv is not None
+    sent = make_quotes(3_000, clock.now())
+    for quote in sent[:1000]:
+        a.put(quote)
+    wait_for(lambda: len(b.taken) == 1000, 30)
+
+    async def unsubscribe() -> None:
+        await rcv._sub.unsubscribe()
+
+    async def subscribe() -> None:
+        rcv._sub = await rcv.nc.subscribe(rcv.quotes.subjects.all_live, cb=rcv._on_msg, pending_msgs_limit=1_000_000)
+
+    bus_b._call(unsubscribe())  # B misses the live messages of the next 1,000 quotes
+    for quote in sent[1000:2000]:
+        a.put(quote)
+    wait_for(lambda: bus_b.quotes is not None and bus_b._call(bus_b.quotes.state()).last_seq >= 2000)
+    bus_b._call(subscribe())
+    for quote in sent[2000:]:
+        a.put(quote)
+    wait_for(lambda: len(b.taken) == len(sent), 30)
+    assert exact(b.taken) == exact(sent)
+    assert rcv.gaps >= 1 and rcv.filled >= 1000 and rcv.skipped == 0
+
+
+def test_nats_restart_mid_stream_every_quote_still_arrives_in_order(clock: Any, tmp_path: Path) -> None:
+    own = EmbeddedNats(tmp_path / "nats")
+    ep = own.start()
+    space = ns()
+    a, b = QuoteStore(), RecordingStore()
+    bus_a = PriceBus(ep, reconnect_wait_s=0.1, ack_timeout_s=1.0).connect()
+    bus_b = PriceBus(ep, reconnect_wait_s=0.1, ack_timeout_s=1.0).connect()
+    try:
+        bus_a.attach(Subjects(space), a)
+        bus_b.attach(Subjects(space), b)
+        sent = make_quotes(6_000, clock.now())
+        done = threading.Event()
+
+        def feed() -> None:  # about 2,000 quotes/s through the outage
+            for i, quote in enumerate(sent):
+                a.put(quote)
+                if i % 20 == 19:
+                    time.sleep(0.01)
+            done.set()
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        wait_for(lambda: len(b.taken) > 1500, 30)
+        own.stop()
+        wait_for(lambda: not bus_b.connected)
+        time.sleep(0.5)
+        own.start()
+        feeder.join(60)
+        assert done.is_set()
+        wait_for(lambda: bus_b.connected and len(b.taken) >= len(sent), 60)
+        time.sleep(0.3)
+        assert exact(b.taken) == exact(sent)  # all of them, each once, in order
+        assert bus_b.receiver is not None and bus_b.receiver.resyncs >= 2
+        wait_for(lambda: bus_a.publisher is not None and bus_a.publisher.in_flight == 0, 20)
+        assert bus_a.publisher is not None and bus_a.publisher.failed == 0
+        # The retained stream holds every quote exactly once (republished ones deduplicated by message id).
+        assert bus_b.quotes is not None
+        state = bus_b._call(bus_b.quotes.state())
+        assert state.last_seq - state.first_seq + 1 == len(sent)
+    finally:
+        bus_a.close()
+        bus_b.close()
         own.destroy()

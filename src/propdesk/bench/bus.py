@@ -85,7 +85,7 @@ class _RecordingStore(QuoteStore):
 def _await_count(count: Any, n: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while count() < n and time.monotonic() < deadline:
-        time.sleep(0.001)
+        time.sleep(0.01)  # arrival times are taken where quotes are applied; polling often only takes the GIL
 
 
 async def _limit_receive(

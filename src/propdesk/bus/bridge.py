@@ -118,7 +118,9 @@ class PriceBus:
         await self.quotes.ensure_streams()
         self.publisher = BatchPublisher(nc, subjects, self.origin, loop, ack_timeout_s=self.ack_timeout_s)
         await self.publisher.start()
-        self.receiver = LiveReceiver(nc, self.quotes, self._apply, loop, origin=self.origin)
+        self.receiver = LiveReceiver(
+            nc, self.quotes, self._apply, loop, origin=self.origin, on_own=self.publisher.confirm
+        )
         await self.receiver.start(timeout_s)
 
     def close(self) -> None:
@@ -201,7 +203,9 @@ class PriceBus:
             stored = [s for s in map(store.apply, quotes) if s is not None]
         if stored:
             self.applied += len(stored)
-            self._announce.put(stored)
+            ticks = getattr(store, "ticks", None)
+            if ticks is None or len(ticks):  # nobody listening: nothing to hand over
+                self._announce.put(stored)
 
     def _run_announcer(self) -> None:
         while True:

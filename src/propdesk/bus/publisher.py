@@ -3,12 +3,14 @@
 - ``submit(quote)`` (any thread) appends to a deque and wakes the loop once per batch: only the call that finds
   no wake-up pending calls ``loop.call_soon_threadsafe``, so a burst costs one thread hand-off, not one per quote.
 - The drain task publishes everything queued: a core ``PUB`` on the symbol's quotes subject (the quotes stream
-  captures it) with a reply subject ``ack.<origin>.<n>`` and a ``Nats-Msg-Id`` of ``<origin>.<n>``. Nothing is
-  awaited per quote: the stream's acks come back on one wildcard subscription and are matched in bulk against the
-  table of quotes in flight.
-- A failed ack (an error, no stream) or a lost one (none within ``ack_timeout_s``) republishes the quote under the
-  same message id, so the stream stores it once whatever happened to the first attempt; after ``max_attempts`` it
-  is given up and counted (``failed``).
+  captures it) with a ``Nats-Msg-Id`` of ``<origin>.<n>``. Nothing is awaited per quote. The ack of a first
+  attempt is the stream's own live republication of it (which comes only once it is stored, and which this
+  process receives anyway): the receiver hands those message ids back in bulk (:meth:`confirm`), one batch per
+  wakeup, so a quote costs no ack message of its own.
+- A quote not confirmed within ``ack_timeout_s`` is republished under the same message id, now with a reply
+  subject ``ack.<origin>.<n>`` (acks on one wildcard subscription, taken in batches): the stream stores it once
+  whatever happened to the first attempt and says "duplicate" if it had it. An error ack is retried after a
+  short pause; after ``max_attempts`` the quote is given up and counted (``failed``).
 - While disconnected nothing is sent: quotes wait in the deque (the oldest dropped beyond ``max_buffer``, counted).
   On reconnect the quotes still unacknowledged are sent again first, in their order, then the waiting ones.
 """
@@ -141,16 +143,26 @@ class BatchPublisher:
             entry = _InFlight(subject, encode(quote, self.origin), f"{self.origin}.{n}", time.monotonic())
             self._inflight[n] = entry
             self.published += 1
-            await self._send(n, entry)
+            await self._send(n, entry, with_ack=False)
 
-    async def _send(self, n: int, entry: _InFlight) -> None:
+    async def _send(self, n: int, entry: _InFlight, *, with_ack: bool) -> None:
         try:
             await self.nc.publish(
-                entry.subject, entry.payload, reply=self._ack_prefix + str(n), headers={"Nats-Msg-Id": entry.msg_id}
+                entry.subject,
+                entry.payload,
+                reply=self._ack_prefix + str(n) if with_ack else "",
+                headers={"Nats-Msg-Id": entry.msg_id},
             )
         except (ConnectionClosedError, OutboundBufferLimitError) as exc:
             # Stays in flight: republished on reconnect (or when its ack times out).
             _log.debug("bus publish deferred: %r", exc)
+
+    def confirm(self, numbers: list[int]) -> None:
+        """Quotes ``<origin>.<n>`` came back stored (the stream's live republication): no longer in flight."""
+        inflight = self._inflight
+        for n in numbers:
+            if inflight.pop(n, None) is not None:
+                self.acked += 1
 
     async def _on_ack(self, msg: Any) -> None:
         self._acks.append(msg)
@@ -170,7 +182,7 @@ class BatchPublisher:
                 continue
             entry = inflight.pop(n, None)
             if entry is None:
-                continue  # a late ack of a quote already republished, or a duplicate
+                continue  # confirmed already (its live republication came first), or a late ack
             data = msg.data
             if data and b'"error"' not in data:
                 self.acked += 1
@@ -183,17 +195,16 @@ class BatchPublisher:
     async def _retry(self, entries: list[tuple[int, _InFlight]], *, backoff_s: float = 0.0) -> None:
         if backoff_s:
             await asyncio.sleep(backoff_s)
-        for _n, entry in entries:
+        for n, entry in entries:
             if entry.attempts >= self.max_attempts:
                 self.failed += 1
                 _log.warning("bus publish of %s given up after %d attempts", entry.subject, entry.attempts)
                 continue
             entry.attempts += 1
             entry.sent_at = time.monotonic()
-            self._n += 1
-            self._inflight[self._n] = entry
+            self._inflight[n] = entry
             self.republished += 1
-            await self._send(self._n, entry)
+            await self._send(n, entry, with_ack=True)
 
     async def _watch_acks(self) -> None:
         period = max(0.05, self.ack_timeout_s / 4)

@@ -35,6 +35,7 @@ _log = logging.getLogger(__name__)
 
 QuotesHandler = Callable[[list[Quote]], None]
 _SEQ = "Nats-Sequence"
+_MSG_ID = "Nats-Msg-Id"
 
 
 class LiveReceiver:
@@ -48,6 +49,7 @@ class LiveReceiver:
         loop: asyncio.AbstractEventLoop,
         *,
         origin: str = "",
+        on_own: Callable[[list[int]], None] | None = None,
         max_replay: int = 50_000,
     ) -> None:
         self.nc = nc
@@ -55,6 +57,7 @@ class LiveReceiver:
         self.on_quotes = on_quotes
         self.loop = loop
         self.origin = origin
+        self.on_own = on_own
         self.max_replay = max_replay
         self.watermark = 0
         self.current = False
@@ -65,6 +68,7 @@ class LiveReceiver:
         self.skipped = 0  # sequences never seen: aged out of the stream, or beyond max_replay
         self.resyncs = 0
         self._tag = b'"o":"' + origin.encode() + b'"' if origin else b""
+        self._own_id = origin + "." if origin else "\0"
         self._inbox: list[Any] = []
         self._scheduled = False
         self._held: list[tuple[int, bytes]] = []  # live messages held back while filling
@@ -122,11 +126,21 @@ class LiveReceiver:
         msgs, self._inbox = self._inbox, []
         self.received += len(msgs)
         batch: list[tuple[int, bytes]] = []
+        own: list[int] = []
+        own_id = self._own_id
         for msg in msgs:
+            headers = msg.headers
             try:
-                batch.append((int(msg.headers[_SEQ]), msg.data))
+                batch.append((int(headers[_SEQ]), msg.data))
             except (TypeError, KeyError, ValueError):
                 _log.warning("bus: a live quote without a stream sequence on %s, ignored", msg.subject)
+                continue
+            msg_id = headers.get(_MSG_ID, "")
+            if msg_id.startswith(own_id):
+                with contextlib.suppress(ValueError):
+                    own.append(int(msg_id[len(own_id) :]))
+        if own and self.on_own is not None:
+            self.on_own(own)  # our own quotes are stored: their publish is acknowledged
         if self._filling:
             self._held.extend(batch)
         else:
