@@ -9,8 +9,9 @@
   wakes the bus thread once per batch; the bus thread publishes the batch with pipelined JetStream acks, matched
   in bulk, republishing a quote whose ack failed or was lost. While disconnected quotes wait and go out on
   reconnect.
-- Receiving (``receiver.LiveReceiver``): one core-NATS subscription to the stream's live republication, in stream
-  order, deduplicated by stream sequence, gaps filled from the stream. Each batch is applied to the store under
+- Receiving (``receiver.LiveReceiver``): one plain core-NATS wildcard subscription to the quotes subjects (the
+  connection has ``no_echo``: a process does not get its own quotes back), deduplicated by each publisher's
+  numbering, gaps filled from the stream. Each batch is applied to the store under
   one lock (``store.apply_many``: per symbol, a quote older than the one held is dropped), on the event loop (so
   the loop never waits on a database), then announced to the store's tick stream on a separate thread (its
   subscribers may write candles or push pages), one hand-off per batch.
@@ -66,6 +67,7 @@ class PriceBus:
             reconnect_wait_s=reconnect_wait_s,
             on_disconnected=self._on_disconnected,
             on_reconnected=self._on_reconnected,
+            no_echo=True,  # this process's own quotes are not sent back to it
         )
         self.quotes: QuoteBus | None = None
         self.publisher: BatchPublisher | None = None
@@ -118,9 +120,7 @@ class PriceBus:
         await self.quotes.ensure_streams()
         self.publisher = BatchPublisher(nc, subjects, self.origin, loop, ack_timeout_s=self.ack_timeout_s)
         await self.publisher.start()
-        self.receiver = LiveReceiver(
-            nc, self.quotes, self._apply, loop, origin=self.origin, on_own=self.publisher.confirm
-        )
+        self.receiver = LiveReceiver(nc, self.quotes, self._apply, loop, origin=self.origin)
         await self.receiver.start(timeout_s)
 
     def close(self) -> None:

@@ -78,6 +78,7 @@ class BusClient:
         ping_interval_s: int = 5,
         on_disconnected: Callback | None = None,
         on_reconnected: Callback | None = None,
+        no_echo: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.name = name
@@ -85,6 +86,7 @@ class BusClient:
         self.ping_interval_s = ping_interval_s
         self._on_disconnected = on_disconnected
         self._on_reconnected = on_reconnected
+        self.no_echo = no_echo
         self.nc: Client | None = None
         self.disconnects = 0
         self.reconnects = 0
@@ -138,6 +140,7 @@ class BusClient:
                 reconnected_cb=reconnected,
                 error_cb=error,
                 pending_size=64 * 1024 * 1024,
+                no_echo=self.no_echo,
             ),
             timeout_s,
         )

@@ -2,17 +2,17 @@
 
 - ``submit(quote)`` (any thread) appends to a deque and wakes the loop once per batch: only the call that finds
   no wake-up pending calls ``loop.call_soon_threadsafe``, so a burst costs one thread hand-off, not one per quote.
-- The drain task publishes everything queued: a core ``PUB`` on the symbol's quotes subject (the quotes stream
-  captures it) with a ``Nats-Msg-Id`` of ``<origin>.<n>``. Nothing is awaited per quote. The ack of a first
-  attempt is the stream's own live republication of it (which comes only once it is stored, and which this
-  process receives anyway): the receiver hands those message ids back in bulk (:meth:`confirm`), one batch per
-  wakeup, so a quote costs no ack message of its own.
-- A quote not confirmed within ``ack_timeout_s`` is republished under the same message id, now with a reply
-  subject ``ack.<origin>.<n>`` (acks on one wildcard subscription, taken in batches): the stream stores it once
-  whatever happened to the first attempt and says "duplicate" if it had it. An error ack is retried after a
-  short pause; after ``max_attempts`` the quote is given up and counted (``failed``).
+- The drain task publishes everything queued, numbered ``n`` = 1, 2, ... in the payload (receivers see gaps and
+  duplicates from it): a core ``PUB`` on the symbol's quotes subject, which every process's live subscription
+  receives at once and the quotes stream captures, with a ``Nats-Msg-Id`` of ``<origin>.<n>``. Nothing is awaited
+  per quote. The last quote of each batch carries a reply subject ``ack.<origin>.<n>``: the stream ingests one
+  connection's publishes in order, so its ack confirms the whole batch (acks on one wildcard subscription, taken in
+  bulk).
+- Quotes not confirmed within ``ack_timeout_s``, or followed by an error ack, are published again under the same
+  message ids (the stream stores each once, and answers "duplicate" for one it had); after ``max_attempts`` a
+  quote is given up and counted (``failed``).
 - While disconnected nothing is sent: quotes wait in the deque (the oldest dropped beyond ``max_buffer``, counted).
-  On reconnect the quotes still unacknowledged are sent again first, in their order, then the waiting ones.
+  On reconnect the quotes still unconfirmed are sent again first, in their order, then the waiting ones.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 from nats.aio.client import Client
@@ -37,12 +37,12 @@ _log = logging.getLogger(__name__)
 
 
 class _InFlight:
-    __slots__ = ("attempts", "msg_id", "payload", "sent_at", "subject")
+    __slots__ = ("attempts", "headers", "payload", "sent_at", "subject")
 
     def __init__(self, subject: str, payload: bytes, msg_id: str, sent_at: float) -> None:
         self.subject = subject
         self.payload = payload
-        self.msg_id = msg_id
+        self.headers = {"Nats-Msg-Id": msg_id}
         self.sent_at = sent_at
         self.attempts = 1
 
@@ -78,7 +78,7 @@ class BatchPublisher:
         self._queue: deque[Quote] = deque()
         self._wakeup = False
         self._kick = asyncio.Event()
-        self._inflight: dict[int, _InFlight] = {}
+        self._inflight: OrderedDict[int, _InFlight] = OrderedDict()  # by publish order
         self._n = 0
         self._ack_prefix = subjects.acks(origin)
         self._subject_of: dict[str, str] = {}
@@ -133,36 +133,38 @@ class BatchPublisher:
     async def _send_queued(self) -> None:
         queue = self._queue
         nc = self.nc
+        origin = self.origin
+        inflight = self._inflight
+        subject_of = self._subject_of
+        now = time.monotonic()
+        last = 0
         while queue and nc.is_connected:
             quote = queue.popleft()
-            subject = self._subject_of.get(quote.symbol)
+            subject = subject_of.get(quote.symbol)
             if subject is None:
-                subject = self._subject_of[quote.symbol] = self.subjects.quote(quote.symbol)
+                subject = subject_of[quote.symbol] = self.subjects.quote(quote.symbol)
             self._n += 1
-            n = self._n
-            entry = _InFlight(subject, encode(quote, self.origin), f"{self.origin}.{n}", time.monotonic())
-            self._inflight[n] = entry
+            n = last = self._n
+            entry = _InFlight(subject, encode(quote, origin, n), f"{origin}.{n}", now)
+            inflight[n] = entry
             self.published += 1
-            await self._send(n, entry, with_ack=False)
+            await self._send(n, entry, with_ack=not queue)  # the batch's last one asks for the ack
+        if last and queue:  # cut short by a disconnect: ask for the ack of what went out
+            await self._send_ack_probe(last)
+
+    async def _send_ack_probe(self, n: int) -> None:
+        entry = self._inflight.get(n)
+        if entry is not None:
+            await self._send(n, entry, with_ack=True)
 
     async def _send(self, n: int, entry: _InFlight, *, with_ack: bool) -> None:
         try:
             await self.nc.publish(
-                entry.subject,
-                entry.payload,
-                reply=self._ack_prefix + str(n) if with_ack else "",
-                headers={"Nats-Msg-Id": entry.msg_id},
+                entry.subject, entry.payload, reply=self._ack_prefix + str(n) if with_ack else "", headers=entry.headers
             )
         except (ConnectionClosedError, OutboundBufferLimitError) as exc:
             # Stays in flight: republished on reconnect (or when its ack times out).
             _log.debug("bus publish deferred: %r", exc)
-
-    def confirm(self, numbers: list[int]) -> None:
-        """Quotes ``<origin>.<n>`` came back stored (the stream's live republication): no longer in flight."""
-        inflight = self._inflight
-        for n in numbers:
-            if inflight.pop(n, None) is not None:
-                self.acked += 1
 
     async def _on_ack(self, msg: Any) -> None:
         self._acks.append(msg)
@@ -180,31 +182,40 @@ class BatchPublisher:
                 n = int(msg.subject[len(self._ack_prefix) :])
             except ValueError:
                 continue
-            entry = inflight.pop(n, None)
-            if entry is None:
-                continue  # confirmed already (its live republication came first), or a late ack
             data = msg.data
-            if data and b'"error"' not in data:
-                self.acked += 1
-            else:  # an error from the stream, or no responders (no stream captures the subject)
-                self.ack_errors += 1
-                retry.append((n, entry))
+            ok = bool(data) and b'"error"' not in data
+            # Everything published before n on this connection was ingested before it, in order.
+            while inflight:
+                first = next(iter(inflight))
+                if first > n:
+                    break
+                entry = inflight.popitem(last=False)[1]
+                if ok:
+                    self.acked += 1
+                else:  # an error from the stream, or no responders (no stream captures the subject)
+                    self.ack_errors += 1
+                    retry.append((first, entry))
         if retry:
             self.loop.create_task(self._retry(retry, backoff_s=0.2))
 
     async def _retry(self, entries: list[tuple[int, _InFlight]], *, backoff_s: float = 0.0) -> None:
         if backoff_s:
             await asyncio.sleep(backoff_s)
-        for n, entry in entries:
+        last = 0
+        for _n, entry in entries:
             if entry.attempts >= self.max_attempts:
                 self.failed += 1
                 _log.warning("bus publish of %s given up after %d attempts", entry.subject, entry.attempts)
                 continue
             entry.attempts += 1
             entry.sent_at = time.monotonic()
-            self._inflight[n] = entry
+            self._n += 1  # a new reply number (the message id stays): acks keep confirming in publish order
+            last = self._n
+            self._inflight[last] = entry
             self.republished += 1
-            await self._send(n, entry, with_ack=True)
+            await self._send(last, entry, with_ack=False)
+        if last:
+            await self._send_ack_probe(last)
 
     async def _watch_acks(self) -> None:
         period = max(0.05, self.ack_timeout_s / 4)
@@ -213,9 +224,12 @@ class BatchPublisher:
             if not self.nc.is_connected or not self._inflight:
                 continue
             deadline = time.monotonic() - self.ack_timeout_s
-            lost = [(n, e) for n, e in self._inflight.items() if e.sent_at < deadline]
-            for n, _e in lost:
-                del self._inflight[n]
+            lost: list[tuple[int, _InFlight]] = []
+            while self._inflight:
+                n = next(iter(self._inflight))
+                if self._inflight[n].sent_at >= deadline:
+                    break
+                lost.append((n, self._inflight.popitem(last=False)[1]))
             if lost:
                 self.lost_acks += len(lost)
                 _log.warning("bus: %d publish acks lost; republishing", len(lost))
@@ -224,7 +238,7 @@ class BatchPublisher:
     async def on_reconnected(self) -> None:
         """Send again what was in flight when the connection dropped (the stream dedupes by message id), then
         what was queued meanwhile."""
-        pending = sorted(self._inflight.items())
+        pending = list(self._inflight.items())
         self._inflight.clear()
         if pending:
             self.lost_acks += len(pending)

@@ -31,13 +31,13 @@ from typing import Any
 
 import orjson
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy, DiscardPolicy, RePublish, StorageType, StreamConfig, StreamSource
+from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig, StreamSource
 from nats.js.errors import NotFoundError
 
 from ..domain.quotes import Quote
 from .subjects import Subjects
 
-__all__ = ["DEFAULT_RETAIN_S", "DUPLICATE_WINDOW_S", "QuoteBus", "StreamState", "decode", "encode"]
+__all__ = ["DEFAULT_RETAIN_S", "DUPLICATE_WINDOW_S", "QuoteBus", "StreamState", "decode", "encode", "quote_of"]
 
 _log = logging.getLogger(__name__)
 
@@ -47,20 +47,34 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 
-def encode(quote: Quote, origin: str = "") -> bytes:
-    """The wire form of ``quote`` (exact: Decimal strings, integer microseconds)."""
+def encode(quote: Quote, origin: str = "", n: int = 0) -> bytes:
+    """The wire form of ``quote`` (exact: Decimal strings, integer microseconds); ``n`` numbers the quotes of
+    ``origin`` (1, 2, ...), so a receiver sees a gap or a duplicate at once."""
     delta = quote.ts - _EPOCH
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     return orjson.dumps(
-        {"s": quote.symbol, "b": str(quote.bid), "a": str(quote.ask), "t": micros, "src": quote.source, "o": origin}
+        {
+            "s": quote.symbol,
+            "b": str(quote.bid),
+            "a": str(quote.ask),
+            "t": micros,
+            "src": quote.source,
+            "o": origin,
+            "n": n,
+        }
     )
 
 
-def decode(data: bytes) -> tuple[Quote, str]:
-    """``(quote, origin)`` from the wire form; the quote's ``seq`` is 0 (the receiving store numbers it)."""
-    m = orjson.loads(data)
+def quote_of(m: dict[str, Any]) -> Quote:
+    """The quote of a decoded wire message; its ``seq`` is 0 (the receiving store numbers it)."""
     ts = _EPOCH + timedelta(microseconds=m["t"])
-    return Quote(m["s"], Decimal(m["b"]), Decimal(m["a"]), ts, 0, m.get("src") or "bus"), m.get("o", "")
+    return Quote(m["s"], Decimal(m["b"]), Decimal(m["a"]), ts, 0, m.get("src") or "bus")
+
+
+def decode(data: bytes) -> tuple[Quote, str]:
+    """``(quote, origin)`` from the wire form."""
+    m = orjson.loads(data)
+    return quote_of(m), m.get("o", "")
 
 
 def source_sequence(headers: dict[str, str] | None) -> int:
@@ -103,8 +117,7 @@ class QuoteBus:
                 discard=DiscardPolicy.OLD,
                 duplicate_window=DUPLICATE_WINDOW_S,
                 allow_direct=True,
-                republish=RePublish(src=s.all_quotes, dest=s.live_template),
-                description="PropDesk: every accepted quote, kept for replay; republished live with its sequence",
+                description="PropDesk: every accepted quote, kept for replay",
             ),
             StreamConfig(
                 name=s.last_stream,
@@ -117,26 +130,22 @@ class QuoteBus:
         ]
 
     async def ensure_streams(self) -> None:
-        """Create the quotes and last-quote streams if missing (several processes may race: both succeed); a
-        quotes stream made before live republishing gets it added."""
+        """Create the quotes and last-quote streams if missing (several processes may race: both succeed)."""
         for cfg in self._configs():
             try:
-                info = await self.js.stream_info(cfg.name or "")
+                await self.js.stream_info(cfg.name or "")
             except NotFoundError:
                 with contextlib.suppress(Exception):  # created by a concurrent process meanwhile
                     await self.js.add_stream(cfg)
-                info = await self.js.stream_info(cfg.name or "")
-            if cfg.republish is not None and info.config.republish is None:
-                _log.info("adding live republishing to stream %s", cfg.name)
-                await self.js.update_stream(cfg)
+                await self.js.stream_info(cfg.name or "")
 
     async def state(self) -> StreamState:
         """The quotes stream's first and last sequence now."""
         info = await self.js.stream_info(self.subjects.quotes_stream)
         return StreamState(info.state.first_seq, info.state.last_seq)
 
-    async def last_quotes(self, timeout_s: float = 5.0) -> list[tuple[int, Quote, str]]:
-        """``(quotes stream sequence, quote, origin)`` of every symbol's last quote (from the last-quote stream),
+    async def last_quotes(self, timeout_s: float = 5.0) -> list[tuple[int, bytes]]:
+        """``(quotes stream sequence, wire data)`` of every symbol's last quote (from the last-quote stream),
         oldest stream position first."""
         try:
             info = await self.js.stream_info(self.subjects.last_stream)
@@ -144,13 +153,12 @@ class QuoteBus:
             return []
         if info.state.messages == 0:
             return []
-        out: list[tuple[int, Quote, str]] = []
+        out: list[tuple[int, bytes]] = []
         done = asyncio.Event()
         last_seq = info.state.last_seq
 
         async def take(msg: Any) -> None:
-            quote, origin = decode(msg.data)
-            out.append((source_sequence(msg.headers), quote, origin))
+            out.append((source_sequence(msg.headers), msg.data))
             if msg.metadata.sequence.stream >= last_seq or msg.metadata.num_pending == 0:
                 done.set()
 
@@ -174,11 +182,13 @@ class QuoteBus:
         stop_seq: int,
         handler: Callable[[list[tuple[int, bytes]]], None],
         *,
-        timeout_s: float = 30.0,
+        start_time: datetime | None = None,
+        timeout_s: float = 60.0,
         batch: int = 1000,
     ) -> None:
-        """Hand ``handler`` the quotes stream's messages ``start_seq..stop_seq`` as ``(sequence, data)`` batches, in
-        stream order (from the first one still kept when ``start_seq`` has aged out)."""
+        """Hand ``handler`` the quotes stream's messages ``start_seq..stop_seq`` (or from ``start_time`` to
+        ``stop_seq``) as ``(sequence, data)`` batches, in stream order (from the first one still kept when the
+        start has aged out)."""
         if stop_seq < start_seq:
             return
         done = asyncio.Event()
@@ -194,14 +204,18 @@ class QuoteBus:
                 handler(chunk[:])
                 chunk.clear()
 
+        config = (
+            ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start_time)
+            if start_time is not None
+            else ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq))
+        )
         sub = await self.js.subscribe(
             self.subjects.all_quotes,
             stream=self.subjects.quotes_stream,
             cb=take,
             ordered_consumer=True,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=max(1, start_seq),
             pending_msgs_limit=1_000_000,
+            config=config,
         )
         try:
             await asyncio.wait_for(done.wait(), timeout_s)
