@@ -43,9 +43,9 @@ def redact(url: str) -> str:
 
 
 class _Client(Client):
-    """nats-py's client with a faster parser of message headers (every live quote carries the stream's
-    republish headers: nats-py 2.16's parser tests every character of every name in a generator, most of the
-    receive cost of a quote). Same result: lines without ``:`` and names that are empty of ASCII or hold
+    """nats-py's client with a faster parser of message headers (every quote carries its ``Nats-Msg-Id``, and
+    replayed ones JetStream's headers: nats-py 2.16's parser tests every character of every name in a generator,
+    most of the receive cost of a quote). Same result: lines without ``:`` and names that are empty of ASCII or hold
     whitespace are skipped, names and values stripped, values decoded as UTF-8 with replacement."""
 
     @staticmethod

@@ -5,9 +5,10 @@
 - The drain task publishes everything queued, numbered ``n`` = 1, 2, ... in the payload (receivers see gaps and
   duplicates from it): a core ``PUB`` on the symbol's quotes subject, which every process's live subscription
   receives at once and the quotes stream captures, with a ``Nats-Msg-Id`` of ``<origin>.<n>``. Nothing is awaited
-  per quote. The last quote of each batch carries a reply subject ``ack.<origin>.<n>``: the stream ingests one
-  connection's publishes in order, so its ack confirms the whole batch (acks on one wildcard subscription, taken in
-  bulk).
+  per quote, and acks are taken in bulk: at most every ``ack_interval_s`` the last quote of a batch carries a reply
+  subject ``ack.<origin>.<n>``; the stream ingests one connection's publishes in order, so that ack confirms every
+  quote published before it (when no quote goes out in an interval while some are unconfirmed, the last one is
+  sent again as the probe: the stream answers "duplicate", receivers drop it by its number).
 - Quotes not confirmed within ``ack_timeout_s``, or followed by an error ack, are published again under the same
   message ids (the stream stores each once, and answers "duplicate" for one it had); after ``max_attempts`` a
   quote is given up and counted (``failed``).
@@ -58,6 +59,7 @@ class BatchPublisher:
         loop: asyncio.AbstractEventLoop,
         *,
         ack_timeout_s: float = 5.0,
+        ack_interval_s: float = 0.05,
         max_attempts: int = 5,
         max_buffer: int = 1_000_000,
     ) -> None:
@@ -66,6 +68,8 @@ class BatchPublisher:
         self.origin = origin
         self.loop = loop
         self.ack_timeout_s = ack_timeout_s
+        self.ack_interval_s = ack_interval_s
+        self._ack_due = True  # the next batch asks for an ack
         self.max_attempts = max_attempts
         self.max_buffer = max_buffer
         self.published = 0  # quotes handed to the connection (first attempts)
@@ -73,6 +77,7 @@ class BatchPublisher:
         self.ack_errors = 0  # error acks (each republished while attempts remain)
         self.lost_acks = 0  # acks that never came within ack_timeout_s (republished)
         self.republished = 0
+        self.probes = 0  # quotes sent again only to ask for an ack
         self.failed = 0  # given up after max_attempts
         self.dropped = 0  # never sent: the buffer overflowed while disconnected
         self._queue: deque[Quote] = deque()
@@ -137,24 +142,25 @@ class BatchPublisher:
         inflight = self._inflight
         subject_of = self._subject_of
         now = time.monotonic()
-        last = 0
         while queue and nc.is_connected:
             quote = queue.popleft()
             subject = subject_of.get(quote.symbol)
             if subject is None:
                 subject = subject_of[quote.symbol] = self.subjects.quote(quote.symbol)
             self._n += 1
-            n = last = self._n
+            n = self._n
             entry = _InFlight(subject, encode(quote, origin, n), f"{origin}.{n}", now)
             inflight[n] = entry
             self.published += 1
-            await self._send(n, entry, with_ack=not queue)  # the batch's last one asks for the ack
-        if last and queue:  # cut short by a disconnect: ask for the ack of what went out
-            await self._send_ack_probe(last)
+            with_ack = self._ack_due and not queue  # the batch's last one asks, once per interval
+            if with_ack:
+                self._ack_due = False
+            await self._send(n, entry, with_ack=with_ack)
 
     async def _send_ack_probe(self, n: int) -> None:
         entry = self._inflight.get(n)
         if entry is not None:
+            self.probes += 1
             await self._send(n, entry, with_ack=True)
 
     async def _send(self, n: int, entry: _InFlight, *, with_ack: bool) -> None:
@@ -218,11 +224,14 @@ class BatchPublisher:
             await self._send_ack_probe(last)
 
     async def _watch_acks(self) -> None:
-        period = max(0.05, self.ack_timeout_s / 4)
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(self.ack_interval_s)
             if not self.nc.is_connected or not self._inflight:
+                self._ack_due = True
                 continue
+            if self._ack_due:  # no batch went out to ask since the last interval: probe
+                await self._send_ack_probe(next(reversed(self._inflight)))
+            self._ack_due = True
             deadline = time.monotonic() - self.ack_timeout_s
             lost: list[tuple[int, _InFlight]] = []
             while self._inflight:
@@ -274,6 +283,7 @@ class BatchPublisher:
             "ack_errors": self.ack_errors,
             "lost_acks": self.lost_acks,
             "republished": self.republished,
+            "probes": self.probes,
             "failed": self.failed,
             "dropped_disconnected": self.dropped,
             "in_flight": self.in_flight,

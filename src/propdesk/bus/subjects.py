@@ -1,10 +1,9 @@
 """Subject and stream names, namespaced per PropDesk instance.
 
 Every name carries the instance namespace (``pd.<ns>.quotes.<SYMBOL>``, streams ``PD_<NS>_QUOTES``), so instances
-and test databases sharing one NATS never see each other's messages. Quotes are published on ``quotes.<SYMBOL>``
-(captured by the retained stream); the stream republishes each stored quote on ``live.<SYMBOL>`` with its stream
-sequence, which every process takes with one plain core-NATS wildcard subscription; publish acks come back on
-``ack.<origin>.<n>``. The namespace is the one registered in the
+and test databases sharing one NATS never see each other's messages. Quotes are published on ``quotes.<SYMBOL>``: every
+process takes them live with one plain core-NATS wildcard subscription (``quotes.*``) and the retained stream
+captures the same messages; publish acks come back on ``ack.<origin>.<n>``. The namespace is the one registered in the
 database (``bus.registration``): every process on one database uses the same one.
 """
 
@@ -51,20 +50,6 @@ class Subjects:
     def all_quotes(self) -> str:
         """The wildcard over every symbol's quotes."""
         return f"{self.prefix}.quotes.*"
-
-    def live(self, symbol: str) -> str:
-        """The subject the quotes stream republishes one symbol's stored quotes on."""
-        return self.quote(symbol).replace(".quotes.", ".live.", 1)
-
-    @property
-    def all_live(self) -> str:
-        """The wildcard over every symbol's live (republished) quotes: what each process subscribes to."""
-        return f"{self.prefix}.live.*"
-
-    @property
-    def live_template(self) -> str:
-        """The stream's republish destination for ``all_quotes`` (the symbol token carried over)."""
-        return f"{self.prefix}.live.{{{{wildcard(1)}}}}"
 
     def acks(self, origin: str) -> str:
         """The prefix of the reply subjects a publisher ``origin`` gets its publish acks on (``<prefix><n>``)."""
