@@ -293,7 +293,7 @@ def test_a_burst_through_the_batched_publisher_loses_nothing_in_order_exactly_on
     time.sleep(0.2)
     assert exact(b.taken) == exact(sent)  # every quote, each once, in the order accepted
     assert bus_a.publisher is not None
-    wait_for(lambda: bus_a.publisher.acked == len(sent))  # type: ignore[union-attr]
+    wait_for(lambda: bus_a.publisher.acked == len(sent))
     stats = bus_a.publisher.stats()
     assert stats["published"] == len(sent) and stats["failed"] == 0 and stats["in_flight"] == 0
     # No gap; the only duplicates are the publisher's ack probes (a quote sent again to ask for an ack).

@@ -171,7 +171,8 @@ def _path_trial(
 async def _delete_streams(bus: PriceBus, name: str) -> None:
     assert bus.quotes is not None
     subjects = Subjects(name)
-    await bus.quotes.unsubscribe()
+    if bus.receiver is not None:
+        await bus.receiver.stop()
     for stream in (subjects.last_stream, subjects.quotes_stream):
         with contextlib.suppress(Exception):
             await bus.quotes.js.delete_stream(stream)
