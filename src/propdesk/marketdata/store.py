@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -97,7 +97,8 @@ class QuoteStore:
                 self.stats.dropped_duplicate += 1
                 return None
         seq = quote.seq if quote.seq else (cur.seq + 1 if cur is not None else 1)
-        stored = replace(quote, seq=seq)
+        # ``replace`` without its per-call field introspection (this runs for every quote of every process).
+        stored = Quote(quote.symbol, quote.bid, quote.ask, quote.ts, seq, quote.source, quote.stale)
         self._quotes[quote.symbol] = stored
         self.stats.accepted += 1
         return stored
