@@ -362,7 +362,7 @@ def test_a_gap_in_the_live_sequence_is_filled_from_the_stream(buses: Any, clock:
         await rcv._sub.unsubscribe()
 
     async def subscribe() -> None:
-        rcv._sub = await rcv.nc.subscribe(rcv.quotes.subjects.all_quotes, cb=rcv._on_msg, pending_msgs_limit=1_000_000)
+        rcv._sub = await rcv.nc.raw_subscribe(rcv.quotes.subjects.all_quotes, rcv._on_data)  # type: ignore[attr-defined]
 
     bus_b._call(unsubscribe())  # B misses the live messages of the next 1,000 quotes
     for quote in sent[1000:2000]:

@@ -202,7 +202,13 @@ class BatchPublisher:
                     self.ack_errors += 1
                     retry.append((first, entry))
         if retry:
-            self.loop.create_task(self._retry(retry, backoff_s=0.2))
+            task = self.loop.create_task(self._retry(retry, backoff_s=0.2))
+            self._tasks.append(task)
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
 
     async def _retry(self, entries: list[tuple[int, _InFlight]], *, backoff_s: float = 0.0) -> None:
         if backoff_s:

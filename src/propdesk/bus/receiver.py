@@ -72,9 +72,9 @@ class LiveReceiver:
         self.resyncs = 0
         self._last: dict[str, int] = {}  # publisher -> the last number taken
         self._seen_at: dict[str, float] = {}  # publisher -> wall time of its last quote taken
-        self._inbox: list[Any] = []
+        self._inbox: list[bytes] = []
         self._scheduled = False
-        self._held: list[Any] = []  # live messages held back while catching up
+        self._held: list[bytes] = []  # live payloads held back while catching up
         self._filling = False
         self._fill_from: float | None = None  # wall time to replay from for a gap
         self._resync_wanted = False
@@ -86,9 +86,13 @@ class LiveReceiver:
     async def start(self, timeout_s: float = 30.0) -> None:
         """Subscribe, then resync; returns once current (raises on timeout)."""
         self._filling = True  # hold live messages until the first resync has caught up
-        self._sub = await self.nc.subscribe(
-            self.quotes.subjects.all_quotes, cb=self._on_msg, pending_msgs_limit=1_000_000, pending_bytes_limit=0
-        )
+        raw_subscribe = getattr(self.nc, "raw_subscribe", None)
+        if raw_subscribe is not None:
+            self._sub = await raw_subscribe(self.quotes.subjects.all_quotes, self._on_data)
+        else:
+            self._sub = await self.nc.subscribe(
+                self.quotes.subjects.all_quotes, cb=self._on_msg, pending_msgs_limit=1_000_000, pending_bytes_limit=0
+            )
         await self.nc.flush()  # the subscription is in place before the stream's position is read
         self.resync()
         await asyncio.wait_for(self._synced.wait(), timeout_s)
@@ -122,7 +126,10 @@ class LiveReceiver:
     # -- live --------------------------------------------------------------------------------------------------
 
     async def _on_msg(self, msg: Any) -> None:
-        self._inbox.append(msg)
+        self._on_data(msg.data)
+
+    def _on_data(self, data: bytes) -> None:
+        self._inbox.append(data)
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self._take_inbox)
@@ -136,18 +143,18 @@ class LiveReceiver:
         else:
             self._take(msgs)
 
-    def _take(self, msgs: list[Any]) -> None:
-        """Apply live ``msgs`` in order; a gap holds the rest back and starts a replay."""
+    def _take(self, msgs: list[bytes]) -> None:
+        """Apply live payloads ``msgs`` in order; a gap holds the rest back and starts a replay."""
         out: list[Quote] = []
         last = self._last
         seen_at = self._seen_at
         now = time.time()
         for i, msg in enumerate(msgs):
             try:
-                m = orjson.loads(msg.data)
+                m = orjson.loads(msg)
                 origin, n = m.get("o", ""), m.get("n", 0)
             except (orjson.JSONDecodeError, AttributeError):
-                _log.warning("bus: an unreadable quote on %s, ignored", getattr(msg, "subject", "?"))
+                _log.warning("bus: an unreadable quote, ignored")
                 continue
             if origin == self.origin and origin:
                 continue  # our own quote (with no_echo the server does not send them)
