@@ -1,13 +1,13 @@
 """``propdesk bench bus``: a quote accepted in process A until it is applied in process B's price store.
 
 Our path, per quote: in A, ``QuoteStore.put`` (accepted in memory) -> ``store.publisher`` -> ``PriceBus.publish``
-(queued; the bus thread woken once per batch) -> a pipelined publish into the retained stream (acks matched in
-bulk) -> nats-server stores it and republishes it with its stream sequence -> B's core-NATS subscription ->
-sequence check, decode -> ``QuoteStore.apply_many`` in B (one lock per batch). Both stores are in memory: the bus
-path is what is measured (the accepting process also persists the quote in PostgreSQL, which the ``orders`` and
-``quotes`` scenarios cover).
-The limit: bare nats-py between the same two processes: A ``nc.publish`` of the same encoded bytes on a core
-subject, B a core subscription that only records the arrival.
+(queued; the bus thread woken once per batch, which encodes and writes the batch at once, acks taken in bulk) ->
+nats-server (delivered to every subscriber, captured by the retained stream) -> B's core-NATS wildcard
+subscription -> per-publisher numbering (duplicates, gaps), decode -> ``QuoteStore.apply_many`` in B (one lock per
+batch). Both stores are in memory: the bus path is what is measured (the accepting process also persists the
+quote in PostgreSQL, which the ``orders`` and ``quotes`` scenarios cover). The limit: bare nats-py between the
+same two processes: A ``nc.publish`` of the same encoded bytes on a core subject, B a core subscription that only
+records the arrival.
 
 A publishes at ``rate`` quotes/s (default 5,000, the target), paced the same way for both: every quote that is due
 is sent, then a 100 us sleep. Latency per quote: ``time.monotonic_ns`` when A hands it over (before ``put`` /
