@@ -88,3 +88,22 @@ def test_symbols_are_independent_and_listed_in_order() -> None:
     store.put(q("1.1", "1.1002", 0, symbol="EURUSD"))  # older than USDJPY's tick but another symbol
 
     assert [x.symbol for x in store.all()] == ["EURUSD", "USDJPY"]
+
+
+def test_apply_many_is_apply_in_order_under_one_lock() -> None:
+    batch = [
+        q("1.1", "1.1002", 1),
+        q("1.0", "1.0002", 0),  # older: dropped
+        q("1.1", "1.1002", 1),  # identical: dropped
+        q("1.2", "1.2002", 1),  # equal time, later arrival: taken
+        q("150.1", "150.2", 0, symbol="USDJPY"),
+    ]
+    one, many = QuoteStore(None), QuoteStore(None)
+    expected = [s for s in map(one.apply, batch) if s is not None]
+    assert many.apply_many(batch) == expected
+    assert [(s.symbol, str(s.bid), s.seq) for s in expected] == [
+        ("EURUSD", "1.1", 1),
+        ("EURUSD", "1.2", 2),
+        ("USDJPY", "150.1", 1),
+    ]
+    assert many.stats == one.stats

@@ -1,11 +1,13 @@
 """``propdesk bench bus``: a quote accepted in process A until it is applied in process B's price store.
 
-Our path, per quote: in A, ``QuoteStore.put`` (accepted in memory) -> ``store.publisher`` -> the ``PriceBus``
-thread -> JetStream ``publish_async`` (pipelined acks) -> nats-server (the retained stream) -> B's ordered push
-consumer -> decode -> ``QuoteStore.apply`` in B. Both stores are in memory: the bus path is what is measured
-(the accepting process also persists the quote in PostgreSQL, which the ``orders``/``quotes`` scenarios cover).
-The limit: bare nats-py between the same two processes: A ``nc.publish`` of the same encoded bytes on a core
-subject, B a core subscription that only records the arrival.
+Our path, per quote: in A, ``QuoteStore.put`` (accepted in memory) -> ``store.publisher`` -> ``PriceBus.publish``
+(queued; the bus thread woken once per batch, which encodes and writes the batch at once, acks taken in bulk) ->
+nats-server (delivered to every subscriber, captured by the retained stream) -> B's core-NATS wildcard
+subscription -> per-publisher numbering (duplicates, gaps), decode -> ``QuoteStore.apply_many`` in B (one lock per
+batch). Both stores are in memory: the bus path is what is measured (the accepting process also persists the
+quote in PostgreSQL, which the ``orders`` and ``quotes`` scenarios cover). The limit: bare nats-py between the
+same two processes: A ``nc.publish`` of the same encoded bytes on a core subject, B a core subscription that only
+records the arrival.
 
 A publishes at ``rate`` quotes/s (default 5,000, the target), paced the same way for both: every quote that is due
 is sent, then a 100 us sleep. Latency per quote: ``time.monotonic_ns`` when A hands it over (before ``put`` /
@@ -28,6 +30,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from multiprocessing.connection import Connection
@@ -72,11 +75,17 @@ class _RecordingStore(QuoteStore):
             self.applied.append((time.monotonic_ns(), stored))
         return stored
 
+    def apply_many(self, quotes: Iterable[Quote]) -> list[Quote]:
+        stored = super().apply_many(quotes)
+        now = time.monotonic_ns()
+        self.applied.extend((now, q) for q in stored)
+        return stored
+
 
 def _await_count(count: Any, n: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while count() < n and time.monotonic() < deadline:
-        time.sleep(0.001)
+        time.sleep(0.01)  # arrival times are taken where quotes are applied; polling often only takes the GIL
 
 
 async def _limit_receive(
@@ -162,7 +171,8 @@ def _path_trial(
 async def _delete_streams(bus: PriceBus, name: str) -> None:
     assert bus.quotes is not None
     subjects = Subjects(name)
-    await bus.quotes.unsubscribe()
+    if bus.receiver is not None:
+        await bus.receiver.stop()
     for stream in (subjects.last_stream, subjects.quotes_stream):
         with contextlib.suppress(Exception):
             await bus.quotes.js.delete_stream(stream)

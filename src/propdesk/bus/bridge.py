@@ -2,15 +2,22 @@
 
 :class:`PriceBus` is what a process holds (``platform.bus``):
 
-- ``connect()`` starts the thread and connects; ``attach(subjects, store)`` creates the streams, subscribes, loads
-  every symbol's last quote into the store, and makes the store publish the quotes it accepts (``store.put`` ->
-  ``store.publisher`` -> :meth:`publish`). Quotes from other processes are applied with ``store.apply`` on the
-  event loop (a dict update under a lock, so the loop never waits on a database), then announced to the store's
-  tick stream on a separate thread (its subscribers may write candles or push pages).
-- ``connected`` is false from the moment the connection drops until it is back *and* the last quotes are loaded
-  again: the execution core's prices (``marketdata/live.py``) are stale meanwhile and ``/healthz`` says degraded.
-- ``publish`` never blocks the caller: it hands the quote to the loop; while disconnected the quote is counted
-  as not published and dropped (the accepting process persisted it, and every process's prices are stale then).
+- ``connect()`` starts the thread and connects; ``attach(subjects, store)`` creates the streams, subscribes to the
+  live quotes, loads every symbol's last quote into the store, and makes the store publish the quotes it accepts
+  (``store.put`` -> ``store.publisher`` -> :meth:`publish`).
+- Publishing (``publisher.BatchPublisher``): :meth:`publish` never blocks the caller; it queues the quote and
+  wakes the bus thread once per batch; the bus thread publishes the batch with pipelined JetStream acks, matched
+  in bulk, republishing a quote whose ack failed or was lost. While disconnected quotes wait and go out on
+  reconnect.
+- Receiving (``receiver.LiveReceiver``): one plain core-NATS wildcard subscription to the quotes subjects (the
+  connection has ``no_echo``: a process does not get its own quotes back), deduplicated by each publisher's
+  numbering, gaps filled from the stream. Each batch is applied to the store under
+  one lock (``store.apply_many``: per symbol, a quote older than the one held is dropped), on the event loop (so
+  the loop never waits on a database), then announced to the store's tick stream on a separate thread (its
+  subscribers may write candles or push pages), one hand-off per batch.
+- ``connected`` is false from the moment the connection drops until it is back *and* the receiver has caught up
+  with the stream (the gap filled): the execution core's prices (``marketdata/live.py``) are stale meanwhile and
+  ``/healthz`` says degraded.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from typing import Any, TypeVar
 from ..domain.quotes import Quote
 from .client import BusClient, redact
 from .embedded import NatsEndpoint
+from .publisher import BatchPublisher
 from .quotes import DEFAULT_RETAIN_S, QuoteBus
+from .receiver import LiveReceiver
 from .subjects import Subjects
 
 __all__ = ["PriceBus"]
@@ -46,27 +55,28 @@ class PriceBus:
         name: str = "propdesk",
         retain_s: float = DEFAULT_RETAIN_S,
         reconnect_wait_s: float = 0.5,
+        ack_timeout_s: float = 5.0,
     ) -> None:
         self.endpoint = endpoint
         self.origin = secrets.token_hex(8)
         self.retain_s = retain_s
+        self.ack_timeout_s = ack_timeout_s
         self.client = BusClient(
             endpoint,
             name=name,
             reconnect_wait_s=reconnect_wait_s,
             on_disconnected=self._on_disconnected,
             on_reconnected=self._on_reconnected,
+            no_echo=True,  # this process's own quotes are not sent back to it
         )
         self.quotes: QuoteBus | None = None
+        self.publisher: BatchPublisher | None = None
+        self.receiver: LiveReceiver | None = None
         self.store: Any = None
         self.applied = 0
-        self.dropped_disconnected = 0
-        self._fresh = False  # connected and the last quotes loaded since
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="price-bus", daemon=True)
-        self._outbox: asyncio.Queue[Quote] | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._announce: queue.SimpleQueue[Quote | None] = queue.SimpleQueue()
+        self._announce: queue.SimpleQueue[list[Quote] | None] = queue.SimpleQueue()
         self._announcer = threading.Thread(target=self._run_announcer, name="price-bus-announce", daemon=True)
         self._closed = False
 
@@ -99,25 +109,19 @@ class PriceBus:
         ``store.publisher`` set to :meth:`publish`."""
         self.store = store
         self._announcer.start()
-        self._call(self._attach(subjects), timeout_s)
+        self._call(self._attach(subjects, timeout_s), timeout_s + 5)
         store.publisher = self.publish
 
-    async def _attach(self, subjects: Subjects) -> None:
+    async def _attach(self, subjects: Subjects, timeout_s: float) -> None:
         nc = self.client.nc
         assert nc is not None
+        loop = asyncio.get_running_loop()
         self.quotes = QuoteBus(nc.jetstream(), subjects, origin=self.origin, retain_s=self.retain_s)
-        self._outbox = asyncio.Queue()
         await self.quotes.ensure_streams()
-        await self._resync()
-        self._tasks.append(asyncio.get_running_loop().create_task(self._drain_outbox()))
-
-    async def _resync(self) -> None:
-        """Subscribe from now on, then load every symbol's last quote (the store keeps the newest of both)."""
-        assert self.quotes is not None
-        await self.quotes.subscribe(self._on_quote)
-        for q in await self.quotes.last_quotes():
-            self._apply(q)
-        self._fresh = True
+        self.publisher = BatchPublisher(nc, subjects, self.origin, loop, ack_timeout_s=self.ack_timeout_s)
+        await self.publisher.start()
+        self.receiver = LiveReceiver(nc, self.quotes, self._apply, loop, origin=self.origin)
+        await self.receiver.start(timeout_s)
 
     def close(self) -> None:
         """Flush what is queued, close the connection, stop the threads (idempotent)."""
@@ -138,24 +142,20 @@ class PriceBus:
             self._announcer.join(10)
 
     async def _shutdown(self) -> None:
-        self._fresh = False
-        if self._outbox is not None and self.client.connected:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._outbox.join(), 5)
-        for task in self._tasks:
-            task.cancel()
-        if self.quotes is not None:
-            await self.quotes.unsubscribe()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.quotes.js.publish_async_completed(), 5)
+        if self.publisher is not None:
+            if self.client.connected:
+                await self.publisher.flush(5)
+            await self.publisher.close()
+        if self.receiver is not None:
+            await self.receiver.stop()
         await self.client.close()
 
     # -- state -------------------------------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        """True when connected and current (the last quotes reloaded since the last reconnect)."""
-        return self._fresh and self.client.connected
+        """True when connected and current (caught up with the stream since the last reconnect)."""
+        return self.receiver is not None and self.receiver.current and self.client.connected
 
     def is_connected(self) -> bool:
         """``connected`` as a callable (what ``LivePrices`` takes)."""
@@ -170,10 +170,9 @@ class PriceBus:
             "namespace": self.quotes.subjects.namespace if self.quotes else None,
             "disconnects": self.client.disconnects,
             "reconnects": self.client.reconnects,
-            "published": self.quotes.published if self.quotes else 0,
-            "ack_errors": self.quotes.ack_errors if self.quotes else 0,
             "applied": self.applied,
-            "dropped_disconnected": self.dropped_disconnected,
+            **(self.publisher.stats() if self.publisher else {}),
+            **({"receiver": self.receiver.stats()} if self.receiver else {}),
         }
         if not check["ok"]:
             check["reason"] = "cut off from the price bus: every price of this process is stale"
@@ -182,69 +181,48 @@ class PriceBus:
     # -- callbacks (on the loop) -------------------------------------------------------------------------------
 
     async def _on_disconnected(self) -> None:
-        self._fresh = False
-        # Acks of publishes in flight may never come now; nats-py would hold them (and their slots of the pending
-        # window) forever, so give them up: those quotes count as ack errors.
-        pending = getattr(self.quotes.js, "_publish_async_futures", {}) if self.quotes is not None else {}
-        for fut in list(pending.values()):
-            fut.cancel()
+        if self.receiver is not None:
+            self.receiver.disconnected()
 
     async def _on_reconnected(self) -> None:
-        # The live consumer may have been lost with the server (and quotes missed meanwhile): subscribe anew and
-        # reload every symbol's last quote before the prices count as current again.
-        if self.quotes is None:
+        # Quotes published meanwhile were missed: catch up from the stream before the prices count as current
+        # again; resend what was in flight, then what was queued.
+        if self.receiver is not None:
+            self.receiver.resync()
+        if self.publisher is not None:
+            await self.publisher.on_reconnected()
+
+    def _apply(self, quotes: list[Quote]) -> None:
+        store = self.store
+        if store is None:
             return
-        try:
-            await self._resync()
-        except Exception as exc:
-            _log.warning("bus resync after reconnect failed: %r; retrying", exc)
-            asyncio.get_running_loop().call_later(1.0, self._retry_resync)
-
-    def _retry_resync(self) -> None:
-        if self.client.connected and not self._fresh and not self._closed:
-            self._tasks.append(asyncio.get_running_loop().create_task(self._on_reconnected()))
-
-    def _on_quote(self, quote: Quote) -> None:
-        self._apply(quote)
-
-    def _apply(self, quote: Quote) -> None:
-        stored = self.store.apply(quote) if self.store is not None else None
-        if stored is not None:
-            self.applied += 1
-            self._announce.put(stored)
+        apply_many = getattr(store, "apply_many", None)
+        if apply_many is not None:
+            stored = apply_many(quotes)
+        else:
+            stored = [s for s in map(store.apply, quotes) if s is not None]
+        if stored:
+            self.applied += len(stored)
+            ticks = getattr(store, "ticks", None)
+            if ticks is None or len(ticks):  # nobody listening: nothing to hand over
+                self._announce.put(stored)
 
     def _run_announcer(self) -> None:
         while True:
-            q = self._announce.get()
-            if q is None:
+            batch = self._announce.get()
+            if batch is None:
                 return
-            try:
-                self.store.announce(q)
-            except Exception:  # a subscriber's failure is the stream's to log; keep announcing
-                _log.exception("announcing a bus quote failed")
+            for q in batch:
+                try:
+                    self.store.announce(q)
+                except Exception:  # a subscriber's failure is the stream's to log; keep announcing
+                    _log.exception("announcing a bus quote failed")
 
     # -- publishing --------------------------------------------------------------------------------------------
 
     def publish(self, quote: Quote) -> None:
-        """Send an accepted quote to every other process (non-blocking, from any thread)."""
-        if self._closed or self._outbox is None:
+        """Send an accepted quote to every other process (non-blocking, from any thread; batched)."""
+        publisher = self.publisher
+        if self._closed or publisher is None:
             return
-        if not self.client.connected:
-            self.dropped_disconnected += 1
-            return
-        self._loop.call_soon_threadsafe(self._outbox.put_nowait, quote)
-
-    async def _drain_outbox(self) -> None:
-        assert self._outbox is not None and self.quotes is not None
-        while True:
-            quote = await self._outbox.get()
-            try:
-                if self.client.connected:
-                    await self.quotes.publish(quote)
-                else:
-                    self.dropped_disconnected += 1
-            except Exception as exc:
-                self.quotes.ack_errors += 1
-                _log.warning("bus publish failed: %r", exc)
-            finally:
-                self._outbox.task_done()
+        publisher.submit(quote)

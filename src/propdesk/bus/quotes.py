@@ -1,63 +1,102 @@
-"""Quotes on the bus: the wire format, the streams, publishing and subscribing (asyncio; ``bridge.py`` runs it on
-a background thread for the synchronous code).
+"""Quotes on the bus: the wire format and the streams (asyncio; ``bridge.py`` runs it on a background thread for
+the synchronous code, ``publisher.py`` sends, ``receiver.py`` takes them in).
 
-- One subject per symbol: ``pd.<ns>.quotes.<SYMBOL>`` (``subjects.py``).
-- ``PD_<NS>_QUOTES`` keeps every quote for ``retain_s`` (at least an hour) so a shard can replay a window;
-  ``PD_<NS>_LAST`` sources it with ``max_msgs_per_subject=1``: the last quote of every symbol, with no age limit,
-  read at once by a process that starts or reconnects.
+- Quotes are published on one subject per symbol: ``pd.<ns>.quotes.<SYMBOL>`` (``subjects.py``).
+- ``PD_<NS>_QUOTES`` keeps every quote for ``retain_s`` (at least an hour) so a shard, or a process that was cut
+  off, can replay a window by stream sequence; it dedupes a republished quote by its ``Nats-Msg-Id`` within
+  ``DUPLICATE_WINDOW_S``. Every stored quote is *republished* by the stream on ``pd.<ns>.live.<SYMBOL>`` with its
+  stream sequence in ``Nats-Sequence``: live delivery is one plain core-NATS wildcard subscription per process, in
+  stream order, and a process knows from the sequence alone whether it missed anything (``receiver.py`` fills a gap
+  from this stream).
+- ``PD_<NS>_LAST`` sources the quotes stream with ``max_msgs_per_subject=1``: the last quote of every symbol, with
+  no age limit, read at once by a process that starts (or is too far behind to replay); each message names the
+  quotes stream sequence it came from (``Nats-Stream-Source``), where the replay continues.
 - Wire format: orjson ``{"s": symbol, "b": bid, "a": ask, "t": epoch microseconds, "src": source, "o": origin}``;
   prices are the Decimal's exact string, the time is an integer (a datetime holds microseconds), so a quote
   round-trips exactly. ``o`` names the publishing process, which skips its own quotes coming back.
-- Publishing is JetStream ``publish_async``: acks are pipelined (up to ``max_pending`` in flight), so the rate is
-  not bounded by one round trip per quote; failed acks are counted.
-- Live delivery is an ordered push consumer (stream order, gap detection) from the moment of subscribing; order
-  across processes is (ts, stream sequence): the store drops a quote older than the one held and takes a later
-  arrival (a higher stream sequence) at an equal time.
+- Order across processes is (ts, stream sequence): a process applies quotes in stream sequence and its store drops
+  a quote older than the one held and takes a later one (a higher stream sequence) at an equal time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig, StreamSource
+from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig, StreamSource
 from nats.js.errors import NotFoundError
 
 from ..domain.quotes import Quote
 from .subjects import Subjects
 
-__all__ = ["DEFAULT_RETAIN_S", "QuoteBus", "decode", "encode"]
+__all__ = ["DEFAULT_RETAIN_S", "DUPLICATE_WINDOW_S", "QuoteBus", "StreamState", "decode", "encode", "quote_of"]
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_RETAIN_S = 3600.0
+DUPLICATE_WINDOW_S = 30.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
 
-QuoteHandler = Callable[[Quote], None]
 
-
-def encode(quote: Quote, origin: str = "") -> bytes:
-    """The wire form of ``quote`` (exact: Decimal strings, integer microseconds)."""
+def encode(quote: Quote, origin: str = "", n: int = 0) -> bytes:
+    """The wire form of ``quote`` (exact: Decimal strings, integer microseconds); ``n`` numbers the quotes of
+    ``origin`` (1, 2, ...), so a receiver sees a gap or a duplicate at once."""
     delta = quote.ts - _EPOCH
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     return orjson.dumps(
-        {"s": quote.symbol, "b": str(quote.bid), "a": str(quote.ask), "t": micros, "src": quote.source, "o": origin}
+        {
+            "s": quote.symbol,
+            "b": str(quote.bid),
+            "a": str(quote.ask),
+            "t": micros,
+            "src": quote.source,
+            "o": origin,
+            "n": n,
+        }
     )
 
 
+def quote_of(m: dict[str, Any]) -> Quote:
+    """The quote of a decoded wire message; its ``seq`` is 0 (the receiving store numbers it)."""
+    ts = _EPOCH + timedelta(microseconds=m["t"])
+    return Quote(m["s"], Decimal(m["b"]), Decimal(m["a"]), ts, 0, m.get("src") or "bus")
+
+
 def decode(data: bytes) -> tuple[Quote, str]:
-    """``(quote, origin)`` from the wire form; the quote's ``seq`` is 0 (the receiving store numbers it)."""
+    """``(quote, origin)`` from the wire form."""
     m = orjson.loads(data)
-    ts = _EPOCH + timedelta(microseconds=int(m["t"]))
-    return Quote(m["s"], Decimal(m["b"]), Decimal(m["a"]), ts, 0, m.get("src") or "bus"), m.get("o", "")
+    return quote_of(m), m.get("o", "")
+
+
+def source_sequence(headers: dict[str, str] | None) -> int:
+    """The quotes stream sequence a last-quote stream message was sourced from (0 when it does not say)."""
+    value = (headers or {}).get("Nats-Stream-Source", "")
+    parts = value.split(" ")
+    try:
+        return int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """Where the quotes stream is: its first and last sequence."""
+
+    first_seq: int
+    last_seq: int
 
 
 class QuoteBus:
-    """Quotes of one instance namespace over one connection's JetStream context (use on its event loop only)."""
+    """The streams of one instance namespace over one connection's JetStream context (use on its event loop)."""
 
     def __init__(
         self, js: JetStreamContext, subjects: Subjects, *, origin: str = "", retain_s: float = DEFAULT_RETAIN_S
@@ -66,20 +105,17 @@ class QuoteBus:
         self.subjects = subjects
         self.origin = origin
         self.retain_s = retain_s
-        self.published = 0
-        self.ack_errors = 0
-        self._sub: Any = None
 
-    async def ensure_streams(self) -> None:
-        """Create the quotes and last-quote streams if missing (several processes may race: both succeed)."""
+    def _configs(self) -> list[StreamConfig]:
         s = self.subjects
-        wanted = [
+        return [
             StreamConfig(
                 name=s.quotes_stream,
                 subjects=[s.all_quotes],
                 storage=StorageType.FILE,
                 max_age=self.retain_s,
                 discard=DiscardPolicy.OLD,
+                duplicate_window=DUPLICATE_WINDOW_S,
                 allow_direct=True,
                 description="PropDesk: every accepted quote, kept for replay",
             ),
@@ -92,7 +128,10 @@ class QuoteBus:
                 description="PropDesk: the last quote of each symbol",
             ),
         ]
-        for cfg in wanted:
+
+    async def ensure_streams(self) -> None:
+        """Create the quotes and last-quote streams if missing (several processes may race: both succeed)."""
+        for cfg in self._configs():
             try:
                 await self.js.stream_info(cfg.name or "")
             except NotFoundError:
@@ -100,31 +139,26 @@ class QuoteBus:
                     await self.js.add_stream(cfg)
                 await self.js.stream_info(cfg.name or "")
 
-    async def publish(self, quote: Quote) -> asyncio.Future[Any]:
-        """Publish ``quote``; returns the ack future (already watched: a failed ack is counted)."""
-        fut = await self.js.publish_async(self.subjects.quote(quote.symbol), encode(quote, self.origin))
-        self.published += 1
-        fut.add_done_callback(self._on_ack)
-        return fut
+    async def state(self) -> StreamState:
+        """The quotes stream's first and last sequence now."""
+        info = await self.js.stream_info(self.subjects.quotes_stream)
+        return StreamState(info.state.first_seq, info.state.last_seq)
 
-    def _on_ack(self, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            self.ack_errors += 1
-
-    async def last_quotes(self, timeout_s: float = 5.0) -> list[Quote]:
-        """The last quote of every symbol (from the last-quote stream), oldest stream position first."""
+    async def last_quotes(self, timeout_s: float = 5.0) -> list[tuple[int, bytes]]:
+        """``(quotes stream sequence, wire data)`` of every symbol's last quote (from the last-quote stream),
+        oldest stream position first."""
         try:
             info = await self.js.stream_info(self.subjects.last_stream)
         except NotFoundError:
             return []
         if info.state.messages == 0:
             return []
-        out: list[Quote] = []
+        out: list[tuple[int, bytes]] = []
         done = asyncio.Event()
         last_seq = info.state.last_seq
 
         async def take(msg: Any) -> None:
-            out.append(decode(msg.data)[0])
+            out.append((source_sequence(msg.headers), msg.data))
             if msg.metadata.sequence.stream >= last_seq or msg.metadata.num_pending == 0:
                 done.set()
 
@@ -142,30 +176,52 @@ class QuoteBus:
                 await sub.unsubscribe()
         return out
 
-    async def subscribe(self, handler: QuoteHandler) -> None:
-        """Call ``handler(quote)`` for every quote published from now on by other processes (stream order)."""
-        await self.unsubscribe()
-        origin = self.origin.encode()
-        tag = b'"o":"' + origin + b'"'
+    async def replay(
+        self,
+        start_seq: int,
+        stop_seq: int,
+        handler: Callable[[list[tuple[int, bytes]]], None],
+        *,
+        start_time: datetime | None = None,
+        timeout_s: float = 60.0,
+        batch: int = 1000,
+    ) -> None:
+        """Hand ``handler`` the quotes stream's messages ``start_seq..stop_seq`` (or from ``start_time`` to
+        ``stop_seq``) as ``(sequence, data)`` batches, in stream order (from the first one still kept when the
+        start has aged out)."""
+        if stop_seq < start_seq:
+            return
+        done = asyncio.Event()
+        chunk: list[tuple[int, bytes]] = []
 
-        async def on_msg(msg: Any) -> None:
-            # Our own quotes come back too; the cheap byte test avoids decoding them.
-            if origin and tag in msg.data:
-                return
-            handler(decode(msg.data)[0])
+        async def take(msg: Any) -> None:
+            seq = msg.metadata.sequence.stream
+            if seq <= stop_seq:
+                chunk.append((seq, msg.data))
+            if seq >= stop_seq or msg.metadata.num_pending == 0:
+                done.set()
+            elif len(chunk) >= batch:
+                handler(chunk[:])
+                chunk.clear()
 
-        self._sub = await self.js.subscribe(
+        config = (
+            ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start_time)
+            if start_time is not None
+            else ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq))
+        )
+        sub = await self.js.subscribe(
             self.subjects.all_quotes,
             stream=self.subjects.quotes_stream,
-            cb=on_msg,
+            cb=take,
             ordered_consumer=True,
-            deliver_policy=DeliverPolicy.NEW,
             pending_msgs_limit=1_000_000,
+            config=config,
         )
-
-    async def unsubscribe(self) -> None:
-        """Stop the live subscription (no-op without one)."""
-        sub, self._sub = self._sub, None
-        if sub is not None:
+        try:
+            await asyncio.wait_for(done.wait(), timeout_s)
+        finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        if chunk:
+            handler(chunk[:])
+            chunk.clear()

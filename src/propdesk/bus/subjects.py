@@ -1,7 +1,9 @@
 """Subject and stream names, namespaced per PropDesk instance.
 
 Every name carries the instance namespace (``pd.<ns>.quotes.<SYMBOL>``, streams ``PD_<NS>_QUOTES``), so instances
-and test databases sharing one NATS never see each other's messages. The namespace is the one registered in the
+and test databases sharing one NATS never see each other's messages. Quotes are published on ``quotes.<SYMBOL>``: every
+process takes them live with one plain core-NATS wildcard subscription (``quotes.*``) and the retained stream
+captures the same messages; publish acks come back on ``ack.<origin>.<n>``. The namespace is the one registered in the
 database (``bus.registration``): every process on one database uses the same one.
 """
 
@@ -48,6 +50,12 @@ class Subjects:
     def all_quotes(self) -> str:
         """The wildcard over every symbol's quotes."""
         return f"{self.prefix}.quotes.*"
+
+    def acks(self, origin: str) -> str:
+        """The prefix of the reply subjects a publisher ``origin`` gets its publish acks on (``<prefix><n>``)."""
+        if not _NAMESPACE.match(origin):
+            raise ValueError(f"invalid origin {origin!r}")
+        return f"{self.prefix}.ack.{origin}."
 
     def symbol_of(self, subject: str) -> str:
         """The symbol a quote subject names (its last token)."""
