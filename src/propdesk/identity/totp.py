@@ -89,4 +89,3 @@ def provisioning_uri(secret: str, account: str, issuer: str = ISSUER) -> str:
     """``otpauth://totp/<issuer>:<account>?secret=...&issuer=<issuer>`` (the Key URI format authenticators read)."""
     label = quote(f"{issuer}:{account}", safe=":@")
     return f"otpauth://totp/{label}?" + urlencode({"secret": secret, "issuer": issuer})
-
