@@ -25,10 +25,11 @@ Path=/, Max-Age = the absolute session lifetime. A new token at every login; the
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
@@ -71,6 +72,45 @@ class LoginBody(Strict):
 
 class TotpCodeBody(Strict):
     code: str = Field(max_length=32, description="The current 6-digit code of the authenticator app.")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TotpStatusOut(_Out):
+    enabled: bool
+    enabled_at: datetime | None
+    pending: bool = Field(description="An enrollment waiting for its confirming code.")
+    pending_expires_at: datetime | None
+    required: bool = Field(description="PROPDESK_ADMIN_TOTP_REQUIRED applies to this user (an admin).")
+
+
+class TotpStatus(_Out):
+    totp: TotpStatusOut
+
+
+class TotpConfirmed(_Out):
+    totp: TotpStatusOut
+    redirect: str
+
+
+class TotpEnrollmentOut(_Out):
+    secret: str = Field(description="Base32 secret, shown once.")
+    otpauth_uri: str = Field(description="otpauth://totp/PropDesk:<email>?secret=...&issuer=PropDesk")
+    pending_expires_at: datetime | None
+    digits: int
+    period_seconds: int
+    algorithm: str
+
+
+class SessionsEnded(_Out):
+    sessions_ended: int
+
+
+class TotpRemovedByAdmin(_Out):
+    user_id: uuid.UUID
+    removed: bool
 
 
 TOTP_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -308,6 +348,7 @@ def build(api: Api) -> APIRouter:
     @router.post(
         "/api/v1/me/sessions/revocation",
         responses={401: _err("Not logged in"), 403: _err("A bearer token (not a session)"), **AUTH_ERRORS},
+        response_model=SessionsEnded,
     )
     def logout_everywhere(request: Request) -> Response:
         """Log out everywhere: end every session of the logged-in user (this one included) and clear the cookie.
@@ -345,13 +386,13 @@ def build(api: Api) -> APIRouter:
         rate_limit(platform, "login_email", user.email)
         return ip
 
-    @router.get("/api/v1/me/totp", responses=TOTP_ERRORS)
+    @router.get("/api/v1/me/totp", responses=TOTP_ERRORS, response_model=TotpStatus)
     def totp_status(request: Request) -> Response:
         """TOTP status of the logged-in user: enabled, pending (an enrollment waiting for its code), required."""
         user = request.state.principal.user
         return json_response({"totp": _totp_status(user)}, headers={"Cache-Control": "no-store"})
 
-    @router.post("/api/v1/me/totp", status_code=201, responses=TOTP_ERRORS)
+    @router.post("/api/v1/me/totp", status_code=201, responses=TOTP_ERRORS, response_model=TotpEnrollmentOut)
     def totp_enroll(request: Request) -> Response:
         """Start enrolling: a fresh secret (base32) and its ``otpauth://totp/PropDesk:<email>?secret=...`` URI,
         shown once. It stays pending (15 minutes) until ``/api/v1/me/totp/confirmation`` proves it with a code.
@@ -371,7 +412,7 @@ def build(api: Api) -> APIRouter:
             headers={"Cache-Control": "no-store"},
         )
 
-    @router.post("/api/v1/me/totp/confirmation", responses=TOTP_ERRORS)
+    @router.post("/api/v1/me/totp/confirmation", responses=TOTP_ERRORS, response_model=TotpConfirmed)
     def totp_confirm(request: Request, body: TotpCodeBody) -> Response:
         """Confirm the pending enrollment with a current code: TOTP is enabled from now on (audited). 400
         ``invalid_totp_code`` for a wrong code; 409 ``totp_not_pending`` with no live enrollment."""
@@ -384,7 +425,7 @@ def build(api: Api) -> APIRouter:
             headers={"Cache-Control": "no-store"},
         )
 
-    @router.post("/api/v1/me/totp/removal", responses=TOTP_ERRORS)
+    @router.post("/api/v1/me/totp/removal", responses=TOTP_ERRORS, response_model=TotpStatus)
     def totp_remove(request: Request, body: TotpCodeBody) -> Response:
         """Turn TOTP off with a current (unused) code (audited). 400 ``invalid_totp_code``; 409
         ``totp_not_enabled``."""
@@ -397,6 +438,7 @@ def build(api: Api) -> APIRouter:
     @router.post(
         "/api/v1/admin/users/{user_id}/totp/removal",
         responses={404: _err("No such user (user_not_found)"), **TOTP_ERRORS},
+        response_model=TotpRemovedByAdmin,
     )
     def totp_remove_by_admin(
         request: Request, user_id: Annotated[uuid.UUID, Path(description="User id (UUID).")], body: AdminBody
