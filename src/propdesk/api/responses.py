@@ -182,3 +182,9 @@ class OrderResultOut(Out):
     order: OrderOut
     fill: FillOut | None
     rejection: None
+
+
+class SessionsEndedOut(Out):
+    """``POST /api/v1/me/sessions/revocation``: how many sessions of the user were ended (this one included)."""
+
+    sessions_ended: int

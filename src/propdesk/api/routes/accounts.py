@@ -205,6 +205,7 @@ def build(api: Api) -> APIRouter:
 
     @router.post(
         f"{PREFIX}/accounts/{{account_id}}/complete",
+        response_model=AccountOut,
         responses=WRITE_ERRORS,
         name="complete_account",
         summary="Complete an account",

@@ -41,6 +41,7 @@ from ..context import Api, _err
 from ..errors import ApiError
 from ..idempotency import Outcome
 from ..render import json_response
+from ..responses import SessionsEndedOut
 from ..schemas import AdminBody, Strict
 from .admin import write_audit
 
@@ -102,10 +103,6 @@ class TotpEnrollmentOut(_Out):
     digits: int
     period_seconds: int
     algorithm: str
-
-
-class SessionsEnded(_Out):
-    sessions_ended: int
 
 
 class TotpRemovedByAdmin(_Out):
@@ -347,8 +344,8 @@ def build(api: Api) -> APIRouter:
 
     @router.post(
         "/api/v1/me/sessions/revocation",
+        response_model=SessionsEndedOut,
         responses={401: _err("Not logged in"), 403: _err("A bearer token (not a session)"), **AUTH_ERRORS},
-        response_model=SessionsEnded,
     )
     def logout_everywhere(request: Request) -> Response:
         """Log out everywhere: end every session of the logged-in user (this one included) and clear the cookie.

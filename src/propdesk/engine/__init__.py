@@ -1,0 +1,1 @@
+"""The risk engine: the vectorized book of every live account (``book.RiskBook``)."""

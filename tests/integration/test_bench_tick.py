@@ -1,0 +1,36 @@
+"""``bench tick`` and ``bench memory`` at tiny sizes: their results are correct (never a timing assertion).
+
+``tick`` checks every trigger and breach of a sample of accounts against the slow exact path (Decimal) and counts
+false candidates; ``memory`` checks the book holds every account and position and its equity equals a recompute.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from propdesk.bench import memory, tick
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_tick_is_correct_at_a_tiny_size() -> None:
+    result = tick.run(accounts=400, positions_per_account=5, ticks=300, trials=1, sample=25, seed=7)
+    assert result.correct, result.problems
+    assert result.scenario == "tick"
+    assert result.metrics["sample_accounts"] == 25
+    assert result.metrics["positions"] == 400 * 5
+    assert set(result.to_json()) == {"scenario", "params", "metrics", "limit", "ratio_to_limit", "correct", "machine"}
+
+
+def test_bench_tick_generates_prices_when_the_shared_data_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tick, "shared_market_dir", lambda: None)
+    result = tick.run(accounts=200, positions_per_account=3, ticks=150, trials=1, sample=10, seed=3)
+    assert result.correct, result.problems
+    assert result.params["data"].startswith("generated")
+
+
+def test_bench_memory_is_correct_at_a_tiny_size() -> None:
+    result = memory.run(accounts=2000, positions_per_account=5)
+    assert result.scenario == "memory"
+    assert result.metrics["positions"] == 2000 * 5
+    assert result.metrics["equity_drift"] <= 1e-6
