@@ -4,6 +4,8 @@
     boss = make_user(platform, "boss@example.com", role=UserRole.ADMIN)
     client.cookies.update(login_cookie(platform, user))              # a live session for that user
     client.post(url, json=..., headers=csrf_headers(platform))       # unsafe methods need the trusted Origin
+    secret = enroll_totp(platform, boss)                             # TOTP on for that user (as the CLI does)
+    totp_code(secret, clock)                                         # the code an authenticator shows now
 
 ``login_cookie`` starts a real session in the database (the same path the login route takes), so idle and
 absolute timeouts, logout and revocation behave as in production. Passwords of users made here are
@@ -81,3 +83,16 @@ def web_client(platform: Any, **kwargs: Any) -> Any:
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
     return TestClient(create_app(platform), **kwargs)
+
+
+def enroll_totp(platform: Any, user: WebUser) -> str:
+    """Turn TOTP on for ``user`` at once (``propdesk admin totp``'s path); returns the base32 secret."""
+    secret: str = platform.identity.enroll_totp_directly(user.id, actor="test").secret
+    return secret
+
+
+def totp_code(secret: str, clock: Any, steps: int = 0) -> str:
+    """The code an authenticator shows for ``secret`` at ``clock.now()``, ``steps`` 30-second steps away."""
+    from propdesk.identity import totp
+
+    return totp.code_at(secret, clock.now().timestamp() + 30 * steps)

@@ -12,19 +12,21 @@ import structlog
 
 #: Keys whose values never reach a log line, wherever they appear in an event (nested too).
 SECRET_KEYS = re.compile(
-    r"(^|_)(password|passwd|secret|token|api_?key|authorization|cookie|session|signature|anchor_key|otp|totp)"
+    r"(^|_)(password|passwd|secret|token|api_?key|authorization|cookie|session|signature|anchor_key|otp|totp|otpauth)"
     r"(?!_id$)($|_)",
     re.IGNORECASE,
 )
 # user:password@ in URLs (postgresql://, nats://, smtp://, ...), and bearer tokens in free text.
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"\b(password|PGPASSWORD)=\S+", re.IGNORECASE)
+# ``secret=`` covers the query of an ``otpauth://totp/...?secret=...`` URI (a TOTP secret in free text).
+_KV_PASSWORD = re.compile(r"\b(password|PGPASSWORD|secret)=\S+", re.IGNORECASE)
 _BEARER = re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 REDACTED = "***"
 
 
 def redact_text(text: str) -> str:
-    """``text`` with URL passwords, ``password=...`` pairs and bearer tokens replaced by ``***``."""
+    """``text`` with URL passwords, ``password=...`` and ``secret=...`` pairs and bearer tokens replaced by
+    ``***``."""
     text = _URL_PASSWORD.sub(lambda m: m.group("scheme") + REDACTED + "@", text)
     text = _KV_PASSWORD.sub(lambda m: m.group(1) + "=" + REDACTED, text)
     return _BEARER.sub(lambda m: m.group(1) + " " + REDACTED, text)

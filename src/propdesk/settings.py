@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     session_absolute_hours: int = Field(
         default=12, ge=1, le=24 * 90, description="A web session ends this long after login, whatever its use."
     )
+    admin_totp_required: bool = Field(
+        default=False,
+        description="Admins must use a TOTP second factor: an admin without one can log in only to enroll "
+        "(recommended in production; docs/DEPLOY.md).",
+    )
     password_reset_minutes: int = Field(default=30, ge=5, le=60 * 24, description="Life of an emailed reset link.")
     smtp_url: str | None = Field(
         default=None,

@@ -59,8 +59,8 @@ def policy(method: str, path: str) -> str:
     """public | page | admin_page | service | admin | market | session, from the path alone."""
     if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
         return "public"
-    if path == "/app" or path.startswith("/app/"):
-        return "page"
+    if path == "/app" or path.startswith(("/app/", "/account/")):
+        return "page"  # /account/security: the signed-in user's own security page (TOTP)
     if path == "/admin" or path.startswith("/admin/"):
         return "admin_page"
     if path.startswith("/api/v1/plans") and method in ("GET", "HEAD"):

@@ -18,6 +18,7 @@ from propdesk.logs import REDACTED, _RedactingFilter, redact_secrets, redact_tex
         ("PGPASSWORD=hunter2 pg_dump", "hunter2"),
         ("Authorization: Bearer svc_0123456789abcdef", "svc_0123456789abcdef"),
         ("smtps://mailer:mail-pass@smtp.example.com:465", "mail-pass"),
+        ("otpauth://totp/PropDesk:a@example.com?secret=JBSWY3DPEHPK3PXP&issuer=PropDesk", "JBSWY3DPEHPK3PXP"),
     ],
 )
 def test_passwords_and_tokens_inside_text_are_redacted(text: str, secret: str) -> None:
@@ -47,3 +48,17 @@ def test_library_log_records_are_redacted_too() -> None:
     )
     assert _RedactingFilter().filter(record)
     assert "topsecret" not in record.getMessage()
+
+
+def test_totp_secrets_codes_and_uris_are_redacted_by_key() -> None:
+    event = {
+        "event": "enrolled",
+        "totp_code": "123456",
+        "totp_secret": "JBSWY3DPEHPK3PXP",
+        "otpauth_uri": "otpauth://totp/PropDesk:a@example.com?secret=JBSWY3DPEHPK3PXP&issuer=PropDesk",
+        "detail": {"secret": "JBSWY3DPEHPK3PXP", "otp": "123456", "code": "otpauth://x?secret=ABCDEFGHIJ"},
+    }
+    out = redact_secrets(None, "info", dict(event))
+    assert out["totp_code"] == out["totp_secret"] == out["otpauth_uri"] == REDACTED
+    assert out["detail"]["secret"] == out["detail"]["otp"] == REDACTED
+    assert "ABCDEFGHIJ" not in out["detail"]["code"]

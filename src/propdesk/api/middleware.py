@@ -119,7 +119,7 @@ class Access(StrEnum):
     """What a path asks of the caller (the path policy of the web contract, docs/SECURITY in docs/DEPLOY.md)."""
 
     PUBLIC = "public"  # anyone; a session cookie is still resolved (pages show who is logged in)
-    PAGE = "page"  # /app: a session (trader or admin), else 303 to /login?next=
+    PAGE = "page"  # /app, /account: a session (trader or admin), else 303 to /login?next=
     ADMIN_PAGE = "admin_page"  # /admin: an admin session; anonymous 303 to login, a trader 403
     SERVICE = "service"  # /api/v1/prop, /api/v1/risk: a service or admin bearer token
     ADMIN = "admin"  # /api/v1/admin: an admin bearer token or an admin session
@@ -128,6 +128,20 @@ class Access(StrEnum):
 
 
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# What a session limited to TOTP enrollment may open (PROPDESK_ADMIN_TOTP_REQUIRED, an admin without TOTP), besides
+# the public paths (the auth API, /logout, the landing page, static files): its own user, the enrollment routes,
+# "log out everywhere" and the security page. Anything else: 403 totp_enrollment_required (pages: 303 there).
+TOTP_ENROLLMENT_PATHS = frozenset(
+    {
+        "/api/v1/me",
+        "/api/v1/me/totp",
+        "/api/v1/me/totp/confirmation",
+        "/api/v1/me/sessions/revocation",
+        "/account/security",
+    }
+)
+TOTP_ENROLLMENT_PAGE = "/account/security"
 
 
 def _segments_odd(segments: list[str]) -> bool:
@@ -140,7 +154,7 @@ def access_rule(path: str, method: str = "GET") -> Access:
     might resemble)."""
     segments = path.split("/")[1:]
     head = segments[0] if segments else ""
-    if head == "app":
+    if head in ("app", "account"):
         return Access.ADMIN_PAGE if _segments_odd(segments) else Access.PAGE
     if head == "admin":
         return Access.ADMIN_PAGE
@@ -230,6 +244,9 @@ class Authentication:
         if rule is Access.PUBLIC:
             await self.app(scope, receive, send)
             return
+        if principal is not None and self._enrollment_only(principal) and path not in TOTP_ENROLLMENT_PATHS:
+            await self._enroll_first(scope, receive, send, principal, page=rule in (Access.PAGE, Access.ADMIN_PAGE))
+            return
         if rule in (Access.PAGE, Access.ADMIN_PAGE):
             if principal is None or principal.user is None:
                 target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
@@ -264,6 +281,41 @@ class Authentication:
             await self._forbidden(scope, receive, send, principal, refusal)
             return
         await self.app(scope, receive, send)
+
+    def _enrollment_only(self, principal: Principal) -> bool:
+        """Is this a session of an admin without TOTP while ``PROPDESK_ADMIN_TOTP_REQUIRED`` is on? Decided on every
+        request from the user row, so confirming an enrollment lifts the limit of the same session at once."""
+        user = principal.user
+        settings = getattr(self.identity, "settings", None)
+        return (
+            user is not None
+            and user.is_admin
+            and not user.totp_enabled
+            and bool(getattr(settings, "admin_totp_required", False))
+        )
+
+    async def _enroll_first(
+        self, scope: Scope, receive: Receive, send: Send, principal: Principal, *, page: bool
+    ) -> None:
+        """An enrollment-only session outside the enrollment paths: pages go to the security page, the API is
+        refused with 403 ``totp_enrollment_required``."""
+        if page:
+            await RedirectResponse(TOTP_ENROLLMENT_PAGE, status_code=303)(scope, receive, send)
+            return
+        self.log.warning(
+            "auth_forbidden",
+            path=scope["path"][:300],
+            principal=principal.id,
+            role=principal.role.value,
+            reason="totp_enrollment_required",
+            request_id=scope.get("state", {}).get("request_id"),
+        )
+        await error_response(
+            403,
+            "totp_enrollment_required",
+            "admins must set up a second factor (TOTP) first: POST /api/v1/me/totp, then confirm it with a code",
+            {"enroll": "/api/v1/me/totp", "page": TOTP_ENROLLMENT_PAGE},
+        )(scope, receive, send)
 
     @staticmethod
     def _refusal(rule: Access, principal: Principal, path: str) -> str | None:

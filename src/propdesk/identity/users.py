@@ -6,7 +6,14 @@ revoked (logout, password reset), after ``session_idle_minutes`` without a reque
 after login, whichever comes first. Every login makes a new token (rotation): a token the browser presented
 before logging in is revoked, so a planted session id never becomes an authenticated one.
 
-Time comes from the injected clock only. Audit rows (``auth_events``) never carry a password, a token or a hash.
+Second factor (TOTP, RFC 6238; ``identity.totp``): a user may enroll (a pending secret, enabled once a code proves
+it). With TOTP enabled, ``authenticate`` wants a code after the right password (``TotpRequired`` when none came); a
+wrong or replayed code is a plain failure, like a wrong password. A code is accepted within one 30-second step
+either side of the clock, and only once: the newest accepted step is stored (``totp_last_step``) and that step and
+every older one are refused from then on, atomically (two concurrent logins with one code: one wins).
+
+Time comes from the injected clock only. Audit rows (``auth_events``) never carry a password, a token, a hash, a
+TOTP secret or a code.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -28,6 +35,7 @@ from psycopg.types.json import Jsonb
 from .. import logs
 from ..domain.clock import Clock
 from ..domain.errors import Conflict, InvalidInput
+from . import totp
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -38,6 +46,8 @@ PASSWORD_MIN, PASSWORD_MAX = 10, 256
 # last_seen_at is written at most this often: an idle timeout is exact to within this many seconds, and a busy
 # page does not turn every request into a database write.
 TOUCH_EVERY = timedelta(seconds=15)
+# A TOTP enrollment not confirmed within this long must be started again (a new secret).
+TOTP_PENDING_FOR = timedelta(minutes=15)
 
 _log = logs.get("propdesk.identity")
 
@@ -56,10 +66,29 @@ class WebUser:
     role: UserRole
     display_name: str
     timezone: str
+    totp_enabled: bool = False
 
     @property
     def is_admin(self) -> bool:
         return self.role is UserRole.ADMIN
+
+
+class TotpRequired(Exception):
+    """The password was right but the user has TOTP enabled and no code came with it (login answers
+    ``totp_required``)."""
+
+    def __init__(self, user: WebUser):
+        super().__init__("a one-time code is required")
+        self.user = user
+
+
+@dataclass(frozen=True)
+class TotpEnrollment:
+    """A fresh secret (base32) and its ``otpauth://`` URI: shown once, to the user who enrolls."""
+
+    secret: str
+    uri: str
+    expires_at: datetime | None = None
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -154,10 +183,17 @@ def _ip(ip: str | None) -> str | None:
 
 
 def _user(row: dict[str, Any]) -> WebUser:
-    return WebUser(row["id"], row["email"], UserRole(row["role"]), row["display_name"], row["timezone"])
+    return WebUser(
+        row["id"],
+        row["email"],
+        UserRole(row["role"]),
+        row["display_name"],
+        row["timezone"],
+        bool(row.get("totp_enabled")),
+    )
 
 
-_USER_COLUMNS = "u.id, u.email, u.role, u.display_name, u.timezone"
+_USER_COLUMNS = "u.id, u.email, u.role, u.display_name, u.timezone, (u.totp_enabled_at IS NOT NULL) AS totp_enabled"
 
 
 # ------------------------------------------------------------------------------------------------ the store
@@ -229,8 +265,12 @@ class IdentityStore:
             ).fetchone()
         return _user(row) if row else None
 
-    def authenticate(self, email: str, password: str, *, ip: str | None = None) -> WebUser | None:
-        """The user if the password is right, else None; unknown addresses cost the same argon2 verification."""
+    def authenticate(
+        self, email: str, password: str, *, ip: str | None = None, totp_code: str | None = None
+    ) -> WebUser | None:
+        """The user if the password (and, with TOTP enabled, the one-time code) is right, else None; unknown
+        addresses cost the same argon2 verification. ``TotpRequired`` when the password is right, the user has TOTP
+        enabled and ``totp_code`` is None. A wrong, expired or replayed code is None, as a wrong password is."""
         try:
             email = normalize_email(email)
         except InvalidInput:
@@ -239,7 +279,9 @@ class IdentityStore:
         if email:
             with self.db.read() as c:
                 row = c.execute(
-                    f"SELECT {_USER_COLUMNS}, u.password_hash, u.disabled_at FROM users u WHERE u.email=%s", (email,)
+                    f"SELECT {_USER_COLUMNS}, u.password_hash, u.disabled_at, u.totp_secret, u.totp_last_step"
+                    " FROM users u WHERE u.email=%s",
+                    (email,),
                 ).fetchone()
         if row is None or row["disabled_at"] is not None or not isinstance(password, str):
             self._verify(self._dummy_hash(), password if isinstance(password, str) else "")
@@ -254,6 +296,14 @@ class IdentityStore:
             self.audit("login_failed", row["id"], ip, {"reason": "wrong_password"})
             return None
         user = _user(row)
+        if row["totp_secret"] is not None:
+            if totp_code is None:
+                self.audit("login_failed", user.id, ip, {"reason": "totp_missing"})
+                raise TotpRequired(user)
+            step = self._accept_code(user.id, row["totp_secret"], row["totp_last_step"], totp_code)
+            if step is None:
+                self.audit("login_failed", user.id, ip, {"reason": "wrong_totp"})
+                return None
         if self.hasher.check_needs_rehash(row["password_hash"]):
             # Parameters changed since this hash was made: upgrade it now that we know the password.
             with self.db.tx() as c:
@@ -261,7 +311,7 @@ class IdentityStore:
                     "UPDATE users SET password_hash=%s, updated_at=%s WHERE id=%s",
                     (self.hasher.hash(password), self.clock.now(), user.id),
                 )
-        self.audit("login_ok", user.id, ip, {})
+        self.audit("login_ok", user.id, ip, {"totp": user.totp_enabled} if user.totp_enabled else {})
         return user
 
     def _verify(self, password_hash: str, password: str) -> bool:
@@ -274,6 +324,131 @@ class IdentityStore:
         if self._dummy is None:
             self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
         return self._dummy
+
+    # -- TOTP (second factor)
+    def _accept_code(self, user_id: uuid.UUID, secret: str, last_step: int | None, code: object) -> int | None:
+        """The step ``code`` matched (now spent), or None: wrong, outside the window, already used, or beaten to
+        that step by a concurrent request (the conditional UPDATE is what makes a code single-use)."""
+        step = totp.verify(secret, code, self.clock.now().timestamp(), after=last_step)
+        if step is None:
+            return None
+        with self.db.tx() as c:
+            won = c.execute(
+                "UPDATE users SET totp_last_step=%s WHERE id=%s AND totp_secret=%s"
+                " AND (totp_last_step IS NULL OR totp_last_step < %s) RETURNING id",
+                (step, user_id, secret, step),
+            ).fetchone()
+        return step if won is not None else None
+
+    def _totp_row(self, c: Any, user_id: uuid.UUID) -> dict[str, Any] | None:
+        row: dict[str, Any] | None = c.execute(
+            "SELECT id, email, totp_secret, totp_enabled_at, totp_pending_secret, totp_pending_at, totp_last_step"
+            " FROM users WHERE id=%s AND disabled_at IS NULL FOR UPDATE",
+            (user_id,),
+        ).fetchone()
+        return row
+
+    def totp_status(self, user_id: uuid.UUID) -> dict[str, Any]:
+        """``{"enabled", "enabled_at", "pending", "pending_expires_at"}`` (never the secret)."""
+        with self.db.read() as c:
+            row = c.execute("SELECT totp_enabled_at, totp_pending_at FROM users WHERE id=%s", (user_id,)).fetchone()
+        now = self.clock.now()
+        pending_at = row["totp_pending_at"] if row else None
+        live = pending_at is not None and now < pending_at + TOTP_PENDING_FOR
+        return {
+            "enabled": bool(row and row["totp_enabled_at"] is not None),
+            "enabled_at": row["totp_enabled_at"] if row else None,
+            "pending": live,
+            "pending_expires_at": pending_at + TOTP_PENDING_FOR if live and pending_at else None,
+        }
+
+    def start_totp_enrollment(self, user_id: uuid.UUID, *, ip: str | None = None) -> TotpEnrollment:
+        """A new pending secret for a user without TOTP (it replaces an earlier pending one). ``Conflict``
+        ``totp_already_enabled`` when TOTP is on (remove it first, with a code)."""
+        secret = totp.new_secret()
+        now = self.clock.now()
+        with self.db.tx() as c:
+            row = self._totp_row(c, user_id)
+            if row is None:
+                raise InvalidInput("no such user", code="user_not_found")
+            if row["totp_secret"] is not None:
+                raise Conflict("TOTP is already enabled; remove it first (with a code)", code="totp_already_enabled")
+            c.execute(
+                "UPDATE users SET totp_pending_secret=%s, totp_pending_at=%s, updated_at=%s WHERE id=%s",
+                (secret, now, now, user_id),
+            )
+            self._audit(c, "totp_enrollment_started", user_id, ip, {})
+        return TotpEnrollment(secret, totp.provisioning_uri(secret, row["email"]), now + TOTP_PENDING_FOR)
+
+    def confirm_totp(self, user_id: uuid.UUID, code: object, *, ip: str | None = None) -> bool:
+        """Enable the pending secret when ``code`` is right for it (True); a wrong code is False (audited).
+        ``Conflict`` ``totp_not_pending`` when there is no live enrollment to confirm."""
+        now = self.clock.now()
+        with self.db.tx() as c:
+            row = self._totp_row(c, user_id)
+            pending = row["totp_pending_secret"] if row else None
+            if row is None or pending is None or now >= row["totp_pending_at"] + TOTP_PENDING_FOR:
+                raise Conflict("no TOTP enrollment to confirm; start one first", code="totp_not_pending")
+            step = totp.verify(pending, code, now.timestamp())
+            if step is None:
+                self._audit(c, "totp_code_refused", user_id, ip, {"at": "confirmation"})
+                return False
+            c.execute(
+                "UPDATE users SET totp_secret=%s, totp_enabled_at=%s, totp_last_step=%s, totp_pending_secret=NULL,"
+                " totp_pending_at=NULL, updated_at=%s WHERE id=%s",
+                (pending, now, step, now, user_id),
+            )
+            self._audit(c, "totp_enabled", user_id, ip, {"by": "self"})
+        return True
+
+    def remove_totp(self, user_id: uuid.UUID, code: object, *, ip: str | None = None) -> bool:
+        """Turn TOTP off with a current code (True); a wrong or spent code is False (audited). ``Conflict``
+        ``totp_not_enabled`` when it is off."""
+        now = self.clock.now()
+        with self.db.tx() as c:
+            row = self._totp_row(c, user_id)
+            if row is None or row["totp_secret"] is None:
+                raise Conflict("TOTP is not enabled", code="totp_not_enabled")
+            if totp.verify(row["totp_secret"], code, now.timestamp(), after=row["totp_last_step"]) is None:
+                self._audit(c, "totp_code_refused", user_id, ip, {"at": "removal"})
+                return False
+            self._clear_totp(c, user_id, now)
+            self._audit(c, "totp_disabled", user_id, ip, {"by": "self"})
+        return True
+
+    def admin_remove_totp(self, user_id: uuid.UUID, *, actor: str, conn: Any) -> bool:
+        """An admin turns a user's TOTP off (lost device), in the caller's transaction (which writes the
+        ``admin_audit`` row with the reason); False when it was not on. Audited in ``auth_events`` too."""
+        row = self._totp_row(conn, user_id)
+        if row is None or (row["totp_secret"] is None and row["totp_pending_secret"] is None):
+            return False
+        self._clear_totp(conn, user_id, self.clock.now())
+        self._audit(conn, "totp_disabled", user_id, None, {"by": actor})
+        return True
+
+    def enroll_totp_directly(self, user_id: uuid.UUID, *, actor: str = "cli") -> TotpEnrollment:
+        """(Re)enroll at once, without a confirming code: a new secret, enabled now (``propdesk admin totp``, run
+        by an operator with shell access, e.g. for the first admin, who has no session yet)."""
+        secret = totp.new_secret()
+        now = self.clock.now()
+        with self.db.tx() as c:
+            row = self._totp_row(c, user_id)
+            if row is None:
+                raise InvalidInput("no such user", code="user_not_found")
+            c.execute(
+                "UPDATE users SET totp_secret=%s, totp_enabled_at=%s, totp_last_step=NULL, totp_pending_secret=NULL,"
+                " totp_pending_at=NULL, updated_at=%s WHERE id=%s",
+                (secret, now, now, user_id),
+            )
+            self._audit(c, "totp_enabled", user_id, None, {"by": actor, "replaced": row["totp_secret"] is not None})
+        return TotpEnrollment(secret, totp.provisioning_uri(secret, row["email"]))
+
+    def _clear_totp(self, c: Any, user_id: uuid.UUID, now: datetime) -> None:
+        c.execute(
+            "UPDATE users SET totp_secret=NULL, totp_enabled_at=NULL, totp_last_step=NULL, totp_pending_secret=NULL,"
+            " totp_pending_at=NULL, updated_at=%s WHERE id=%s",
+            (now, user_id),
+        )
 
     # -- sessions
     def start_session(

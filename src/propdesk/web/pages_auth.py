@@ -1,5 +1,6 @@
-"""The account pages: ``/login``, ``/signup``, ``/reset`` (request a link; with ``?token=`` choose a password)
-and ``POST /logout`` (the layout's log-out button).
+"""The account pages: ``/login``, ``/signup``, ``/reset`` (request a link; with ``?token=`` choose a password),
+``/account/security`` (the signed-in user sets up, confirms or turns off the one-time code, TOTP) and ``POST
+/logout`` (the layout's log-out button).
 
 The forms post JSON to the auth API with ``static/auth.js`` (fetch, same origin); errors show inline. After
 login the browser goes to ``?next=`` when it is a same-site path (never another site: no open redirect), else
@@ -63,6 +64,23 @@ def build(api: Any) -> APIRouter:
             "auth/reset.html",
             token=(token or "")[:256],
             nav_active="login",
+            headers={"Referrer-Policy": "no-referrer"},
+        )
+
+    @router.get("/account/security")
+    def security_page(request: Request) -> Response:
+        from ..api.routes.auth import totp_enrollment_required
+
+        user = current_user(request)
+        if user is None:  # a bearer token (the middleware already sent anonymous visitors to /login)
+            return redirect("/login?next=/account/security")
+        return render(
+            request,
+            "auth/security.html",
+            totp=platform.identity.totp_status(user.id),
+            enrollment_required=totp_enrollment_required(user, settings),
+            home="/admin" if user.is_admin else "/app",
+            nav_active="security",
             headers={"Referrer-Policy": "no-referrer"},
         )
 

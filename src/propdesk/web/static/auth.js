@@ -1,4 +1,5 @@
 // The account forms (login, sign-up, password reset): JSON to the auth API with fetch, errors shown inline.
+// Login asks for the one-time code only when the API answers totp_required (TOTP enabled for that user).
 // Same-origin requests: the browser adds Origin, which the server's CSRF check wants.
 
 const ENDPOINTS = {
@@ -31,11 +32,26 @@ function describe(body, status) {
   return `Something went wrong (${status}). Please try again.`;
 }
 
+// The one-time-code field of the login form: hidden (and disabled, so it is not sent) until the API answers
+// totp_required. True when it was hidden until now (the first answer only asks for the code).
+function revealCode(form) {
+  const field = form.querySelector("[data-totp-field]");
+  const input = field && field.querySelector("input");
+  if (!field || !input) return false;
+  const first = field.hidden;
+  field.hidden = false;
+  input.disabled = false;
+  input.required = true;
+  input.focus();
+  return first;
+}
+
 function payload(form, kind) {
   const data = new FormData(form);
   const out = {};
   for (const [key, value] of data.entries()) {
     if (key === "cf-turnstile-response") out.turnstile_token = String(value);
+    else if (key === "totp_code") out.totp_code = String(value).replace(/\s+/g, "");
     else out[key] = String(value);
   }
   if (kind === "signup") {
@@ -66,7 +82,14 @@ async function submit(form, kind) {
     let body = null;
     try { body = await response.json(); } catch (_) { body = null; }
     if (!response.ok) {
-      show(error, describe(body, response.status));
+      const code = body && body.error && body.error.code;
+      if (kind === "login" && code === "totp_required" && revealCode(form)) {
+        show(error, "Enter the 6-digit code from your authenticator app.");
+        return;
+      }
+      const codeShown = kind === "login" && form.querySelector("[data-totp-field]:not([hidden])");
+      show(error, code === "invalid_credentials" && codeShown
+        ? "The email, password or code is wrong." : describe(body, response.status));
       if (kind === "signup" && window.turnstile) window.turnstile.reset();
       return;
     }
