@@ -10,13 +10,13 @@ The engine role reads and writes them (its grant on ``users`` covers every colum
 ``auth_events.kind`` gains ``totp_enrollment_started``, ``totp_enabled``, ``totp_disabled`` and
 ``totp_code_refused`` (a wrong code at confirmation or removal; a wrong code at login is a ``login_failed``).
 
-Revision ID: 0012
+Revision ID: 0013
 """
 
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
