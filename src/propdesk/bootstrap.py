@@ -19,6 +19,7 @@ from .domain.quotes import PriceSource
 from .execution.decisions import DecisionService
 from .execution.external import ExternalTrades
 from .execution.service import ExecutionService
+from .execution.trading_state import TradingState
 from .identity.auth import TokenStore
 from .identity.users import IdentityStore
 from .marketdata.live import LivePrices
@@ -161,6 +162,7 @@ def open_platform(
         metrics,
         log=lambda event, **kw: log.warning(event, **kw),
         sessions=sessions,
+        trading_state=TradingState(db),
     )
     sync_instruments(db, DEFAULT_CATALOGUE)
     plans = PlanStore(db, clock)

@@ -35,6 +35,7 @@ from ..domain.positions import Position, Valuation, apply_fill, replay, valuate
 from ..domain.quotes import PriceSource, Quote
 from .repository import AccountCtx, AccountRepository, CreateAccount, Row
 from .rules import RulesBridge
+from .trading_state import TradingState
 
 
 class Metrics(Protocol):
@@ -99,8 +100,11 @@ class ExecutionService:
         log: Callable[..., None] | None = None,
         *,
         sessions: SessionSource | None = None,
+        trading_state: TradingState | None = None,
     ):
         self.db = db
+        # The platform kill switch (execution/trading_state.py): None in tests that build a bare core.
+        self.trading_state = trading_state
         self.clock = clock
         self.catalogue = catalogue
         self.prices = prices
@@ -397,6 +401,16 @@ class ExecutionService:
             float(self.sessions.stale_after(inst.symbol)),
         )
 
+    def _kill_switch(self, c: Any, ctx: AccountCtx, req: OrderRequest) -> G.Rejection | None:
+        """The platform kill switch for a trader's order or a resting order firing (SL/TP and liquidations are
+        the risk desk's own and always run)."""
+        if self.trading_state is None:
+            return None
+        eff = self.trading_state.effective(req.symbol, c)
+        if eff.mode == "active":
+            return None
+        return G.check_trading_mode(req, eff.mode, ctx.positions.get(req.symbol), eff.scope)
+
     def _tradeable_quote(self, symbol: str, now: datetime) -> Quote | None:
         """The quote a trigger (resting order, SL/TP) may fire on: None while the market is closed or the quote
         is missing or stale (the trigger waits for a fresh quote of an open market)."""
@@ -424,6 +438,8 @@ class ExecutionService:
         inst = self.catalogue.get(req.symbol)
         mkt = self._market(req.symbol, inst, ctx, now)
         rejection = G.check_order(req, self._gate_state(ctx), inst, mkt, allowed_statuses=allowed)
+        if rejection is None and req.purpose in (OrderPurpose.CLIENT, OrderPurpose.CLOSE):
+            rejection = self._kill_switch(c, ctx, req)
         if rejection is None and req.purpose in (OrderPurpose.CLIENT, OrderPurpose.CLOSE):
             assert inst is not None and mkt.quote is not None and mkt.rate is not None
             px = mkt.quote.ask if req.side is Side.BUY else mkt.quote.bid
@@ -854,6 +870,8 @@ class ExecutionService:
         mkt = self._market(req.symbol, inst, ctx, now)
         market_req = replace(req, order_type=OrderType.MARKET, limit_price=None, stop_price=None)
         rejection = G.check_order(market_req, self._gate_state(ctx), inst, mkt)
+        if rejection is None:
+            rejection = self._kill_switch(c, ctx, market_req)
         if rejection is not None:
             self.metrics.rejection(rejection.code)
             self.repo.reject_order(c, order["id"], rejection, now)
