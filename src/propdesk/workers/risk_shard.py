@@ -120,7 +120,12 @@ class ShardLease:
         with self._lock:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(
-                    self.url, autocommit=True, keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2
+                    self.url,
+                    autocommit=True,
+                    keepalives=1,
+                    keepalives_idle=5,
+                    keepalives_interval=2,
+                    keepalives_count=2,
                 )
             row = self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (self.key, self.shard)).fetchone()
             if row is not None and row[0]:
@@ -133,8 +138,10 @@ class ShardLease:
         deadline = time.monotonic() + wait_s
         while not self.try_acquire():
             if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
-                raise LeaseHeld(f"risk shard {self.shard} is held by another process (database session pid "
-                                f"{self.holder()}); it runs once: stop that process or wait for its lease to lapse")
+                raise LeaseHeld(
+                    f"risk shard {self.shard} is held by another process (database session pid "
+                    f"{self.holder()}); it runs once: stop that process or wait for its lease to lapse"
+                )
             time.sleep(poll_s)
 
     def check(self) -> bool:
@@ -181,7 +188,9 @@ class DeadlineDatabase:
     """The platform's database for the shard's execution core: every transaction runs under ``lock_timeout``
     and ``statement_timeout`` (a deadline per account command); everything else is the wrapped database."""
 
-    def __init__(self, db: Any, *, lock_timeout_ms: int = LOCK_TIMEOUT_MS, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS):
+    def __init__(
+        self, db: Any, *, lock_timeout_ms: int = LOCK_TIMEOUT_MS, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS
+    ):
         self._db = db
         self.lock_timeout_ms = int(lock_timeout_ms)
         self.statement_timeout_ms = int(statement_timeout_ms)
@@ -234,7 +243,9 @@ class ShardMetrics:
         self.executions = Counter("propdesk_risk_executions_total", "Candidates executed", list(labels), registry=r)
         self.failures = Counter("propdesk_risk_failures_total", "Failed batches", list(labels), registry=r)
         self.retries = Counter("propdesk_risk_retries_total", "Retried database calls", list(labels), registry=r)
-        self.lag = Gauge("propdesk_risk_lag_seconds", "Age of the oldest quote not yet applied", list(labels), registry=r)
+        self.lag = Gauge(
+            "propdesk_risk_lag_seconds", "Age of the oldest quote not yet applied", list(labels), registry=r
+        )
         self.pending = Gauge("propdesk_risk_pending_quotes", "Quotes not yet delivered", list(labels), registry=r)
         self.accounts = Gauge("propdesk_risk_accounts", "Accounts in the shard's book", list(labels), registry=r)
         self.breaker = Gauge(
@@ -469,7 +480,7 @@ class RiskShardWorker(WorkerLoop):
     async def _fetch(self, sub: Any, n: int, timeout_s: float) -> list[Any]:
         try:
             return list(await sub.fetch(n, timeout=timeout_s))
-        except (NatsTimeout, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeout):
             return []
 
     @staticmethod

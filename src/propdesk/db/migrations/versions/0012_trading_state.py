@@ -21,7 +21,7 @@ depends_on = None
 
 def upgrade() -> None:
     prefix = context.config.attributes["role_prefix"]
-    engine, app = f"{prefix}_engine", f"{prefix}_app"
+    engine, app, owner = f"{prefix}_engine", f"{prefix}_app", f"{prefix}_owner"
     op.execute("""
 CREATE TABLE trading_state (
   scope text PRIMARY KEY CHECK (scope = '*' OR scope ~ '^[A-Z0-9]{1,16}$'),
@@ -31,6 +31,11 @@ CREATE TABLE trading_state (
   updated_at timestamptz NOT NULL
 );
 """)
+    op.execute("ALTER TABLE trading_state ENABLE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE trading_state FORCE ROW LEVEL SECURITY")
+    op.execute(f"CREATE POLICY engine_all ON trading_state TO {engine} USING (true) WITH CHECK (true)")
+    op.execute(f"CREATE POLICY owner_all ON trading_state TO {owner} USING (true) WITH CHECK (true)")
+    op.execute(f"CREATE POLICY app_read ON trading_state FOR SELECT TO {app} USING (true)")
     op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON trading_state TO {engine}")
     op.execute(f"GRANT SELECT ON trading_state TO {app}")
 
