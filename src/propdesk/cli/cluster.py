@@ -182,9 +182,10 @@ def up(
                 embedded_nats = EmbeddedNats(settings.data_dir.resolve() / "nats")
                 nats_url = _nats_url(embedded_nats.start())
             # Migrate and register the bus once, before any child (children would race each other doing it).
-            once = settings.model_copy(update={"database_url": admin_url, "nats_url": nats_url})
+            once = settings.model_copy(update={"database_url": admin_url, "nats_url": nats_url, "risk_engine": "off"})
             open_platform(once, admin_url=admin_url, configure_logs=True).close()
-            env = {**os.environ, "DATABASE_URL": admin_url, "NATS_URL": nats_url}
+            # Only the shards judge prices against accounts: no process runs the in-process engine.
+            env = {**os.environ, "DATABASE_URL": admin_url, "NATS_URL": nats_url, "PROPDESK_RISK_ENGINE": "off"}
             env.pop("PROPDESK_DATABASE_URL", None)
             env.pop("PROPDESK_NATS_URL", None)
             port = api_port or _free_port(api_host)

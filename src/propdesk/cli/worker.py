@@ -22,14 +22,20 @@ worker_app = typer.Typer(help="Background workers.", no_args_is_help=True)
 
 
 # ------------------------------------------------------------------------------------------------ worker
-def _run_worker(make: Callable[[Any, Any], Any], once: bool, as_json: bool, summary: Callable[[Any], str]) -> int:
+def _run_worker(
+    make: Callable[[Any, Any], Any],
+    once: bool,
+    as_json: bool,
+    summary: Callable[[Any], str],
+    settings: Any = None,
+) -> int:
     """Run a worker in the foreground: one cycle with ``--once`` (exit 1 if it failed), else cycles until
     SIGTERM/SIGINT. ``make(platform, stop)`` builds it; ``summary(result)`` is the one-line text of a cycle."""
     import signal
     import threading
 
     log = _log()
-    with open_platform(_settings()) as platform:
+    with open_platform(settings or _settings()) as platform:
         stop = threading.Event()
         worker = make(platform, stop)
         if once:
@@ -147,6 +153,8 @@ def worker_risk(
                 f"risk shard {r.shard}/{r.shards}: {r.quotes} quotes, {r.events} events, {r.candidates} candidates,"
                 f" {r.executions} executed, lag {r.lag_s:.3f} s, breaker {r.breaker}"
             ),
+            # The shard's engine is the only one in this process: no in-process engine over every account.
+            settings=_settings().model_copy(update={"risk_engine": "off"}),
         )
         worker = holder.get("worker")
         if worker is not None and worker.lost.is_set():

@@ -215,12 +215,18 @@ class DeadlineDatabase:
             yield conn
 
 
+class WindowFailed(RuntimeError):
+    """Some candidates of a window could not be executed (the engine logged why); retried like a database
+    error."""
+
+
 def transient(exc: BaseException) -> bool:
     """A database error worth retrying: the connection or server went away, a lock or statement deadline, a
     serialization failure or deadlock."""
     return isinstance(
         exc,
-        DatabaseUnavailable
+        WindowFailed
+        | DatabaseUnavailable
         | psycopg.OperationalError
         | psycopg.errors.LockNotAvailable
         | psycopg.errors.QueryCanceled
@@ -536,7 +542,7 @@ class RiskShardWorker(WorkerLoop):
         if self.lost.is_set():
             return  # the lease is gone: stop at once, ack nothing
         try:
-            out = self._guarded(self.engine.on_quotes, quotes)
+            out = self._guarded(self._judge, quotes)
         except Exception:
             self._call(self._nak(msgs, 1.0))
             raise
@@ -545,6 +551,16 @@ class RiskShardWorker(WorkerLoop):
         result.candidates += _count(out, "candidates")
         result.executions += _count(out, "executed", "executions", "liquidations")
         result.failures += _count(out, "failed", "failures")
+
+    def _judge(self, quotes: list[Any]) -> Any:
+        """The engine's judgement of a window; any account whose execution failed fails the window (it is
+        retried, then redelivered: the core executes each candidate once, so the accounts that succeeded are
+        only re-judged)."""
+        out = self.engine.on_quotes(quotes)
+        failed = _count(out, "failed")
+        if failed:
+            raise WindowFailed(f"{failed} of {_count(out, 'accounts')} accounts failed to execute")
+        return out
 
     def run_once(self) -> ShardCycle:
         self.cycles += 1
@@ -634,9 +650,14 @@ class RiskShardWorker(WorkerLoop):
 
 
 def _open_engine(execution: Any, db: Any, catalogue: Any, quotes: Any, owns: Callable[[Any], bool]) -> Any:
+    """The shard's engine: the book of the owned accounts, priced at the latest quote of every symbol."""
     from ..engine.live import RiskEngine
 
-    return RiskEngine.open(execution, db, catalogue, quotes, owns=owns)
+    log = logs.get("propdesk.engine")
+    latest = [q for q in (quotes.latest(s) for s in catalogue.symbols()) if q is not None]
+    return RiskEngine.open(
+        execution, db, catalogue, latest, owns=owns, log=lambda event, **kw: log.warning(event, **kw)
+    )
 
 
 def serve_metrics(port: int, registry: CollectorRegistry) -> Any:
