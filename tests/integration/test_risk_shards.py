@@ -256,3 +256,106 @@ def test_a_failing_engine_opens_the_breaker_and_nothing_is_acked(platform: Any) 
         assert _beats(platform)[heartbeat_name(0, 1)]["breaker"] == "open"
     finally:
         w.close()
+
+
+# ------------------------------------------------------------------------------------------------ kill -9
+def _cli_env(db_url: str, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROPDESK_", "PG"))}
+    env.update(
+        {
+            "DATABASE_URL": db_url,
+            "PROPDESK_DB_ROLE_PREFIX": "pdtest",
+            "PROPDESK_DATA_DIR": str(data_dir),
+            "PROPDESK_DEMO_ALWAYS_OPEN": "true",  # the stop loss fires whatever the day of the week
+            "PROPDESK_LOG_JSON": "false",
+        }
+    )
+    return env
+
+
+def _start_shard(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "propdesk", "worker", "risk", "--shard", "0", "--shards", "1", "--wait", "30"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _shard_beat(platform: Any) -> dict[str, Any] | None:
+    return _beats(platform).get(heartbeat_name(0, 1))
+
+
+def _stop_losses(platform: Any, acc: uuid.UUID) -> list[dict[str, Any]]:
+    with platform.db.read() as c:
+        return c.execute(  # type: ignore[no-any-return]
+            "SELECT o.id, f.price FROM orders o JOIN fills f ON f.order_id = o.id"
+            " WHERE o.account_id=%s AND o.purpose='stop_loss'",
+            (acc,),
+        ).fetchall()
+
+
+def test_kill_9_mid_stream_then_restart_executes_the_missed_breach_once(db_url: str, tmp_path: Path) -> None:
+    """A stop loss crossed (and recovered) while the shard was killed is executed once when it comes back (the
+    replayed window is judged at its worst price); killing and restarting it again executes nothing twice."""
+    from datetime import UTC, datetime
+
+    from propdesk.clock import SystemClock
+
+    live = open_test_platform(db_url, SystemClock(), demo_always_open=True, risk_engine="off")
+    env = _cli_env(db_url, tmp_path)
+    log = tmp_path / "shard.log"
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+
+        def put(bid: str) -> None:
+            b = D(bid)
+            assert live.quotes.put(Quote("EURUSD", b, b + D("0.0001"), datetime.now(UTC))) is not None
+
+        put("1.10000")
+        row, _ = live.execution.create_account(CreateAccount(owner_id="kill9", start=True))
+        acc = row["id"]
+        out = live.execution.submit_order(acc, OrderRequest("EURUSD", Side.BUY, D("0.10"), stop_loss=D("1.09500")))
+        assert out.accepted, out.rejection
+
+        proc = _start_shard(env, log)
+        _until(lambda: _shard_beat(live) is not None, 90, f"the shard's first heartbeat ({log.read_text()[-2000:]})")
+        for k in range(5):  # mid-stream: prices flowing, none crossing
+            put(str(D("1.10010") + k * D("0.00001")))
+        _until(lambda: (_shard_beat(live) or {}).get("totals", {}).get("quotes", 0) >= 5, 30, "the shard's acks")
+        proc.kill()  # kill -9
+        proc.wait(10)
+
+        put("1.09000")  # the breach while it is down ...
+        put("1.10200")  # ... and the recovery before it comes back
+        assert _stop_losses(live, acc) == []
+
+        proc = _start_shard(env, log)
+        _until(lambda: len(_stop_losses(live, acc)) >= 1, 90, f"the missed stop loss ({log.read_text()[-3000:]})")
+        fills = _stop_losses(live, acc)
+        assert len(fills) == 1 and fills[0]["price"] < D("1.09500")  # judged at the dip, not at the recovery
+
+        # Again, mid-stream: kill -9, more prices, restart; nothing is executed a second time.
+        put("1.10300")
+        time.sleep(0.5)
+        proc.kill()
+        proc.wait(10)
+        put("1.08500")
+        proc = _start_shard(env, log)
+        beat0 = (_shard_beat(live) or {}).get("cycle", 0)
+        _until(lambda: (_shard_beat(live) or {}).get("pid") == proc.pid, 90, "the restarted shard's heartbeat")
+        _until(lambda: (_shard_beat(live) or {}).get("pending", 1) == 0, 30, "the replay")
+        assert beat0 >= 0 and len(_stop_losses(live, acc)) == 1
+        proc.send_signal(15)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+        proc = None
+
+        r = subprocess.run(
+            [sys.executable, "-m", "propdesk", "verify"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        live.close()
