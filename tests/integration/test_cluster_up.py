@@ -53,7 +53,7 @@ def test_cluster_up_starts_supervises_and_stops(db_url: str, tmp_path: Path) -> 
 
         def healthy() -> bool:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
                     doc = r.read().decode()
             except OSError:
                 return False
@@ -61,7 +61,7 @@ def test_cluster_up_starts_supervises_and_stops(db_url: str, tmp_path: Path) -> 
             return '"risk_shards"' in doc and {"risk-shard-0-of-2", "risk-shard-1-of-2", "outbox-relay"} <= names
 
         _until(healthy, 120, "the API and both shards")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
             assert b"propdesk_risk_breaker_open" in r.read()
 
         # A shard that dies is restarted by the supervisor.
