@@ -437,3 +437,26 @@ def test_complete_with_flatten_keeps_the_book_in_step(
     service.apply_trigger(acc, Trigger.COMPLETE, actor="test", flatten=True)
     out = service.on_quote(put(market, clock, "EURUSD", "1.09850", "1.09870"))
     assert out["protective"] == 0 and wired.book.slot(acc) is None
+
+
+# ---------------------------------------------------------------- wiring
+def test_a_platform_runs_the_engine_in_process_by_default_and_not_when_off(db_url: str, clock: ManualClock) -> None:
+    from tests.web_kit import open_test_platform
+
+    platform = open_test_platform(db_url, clock)
+    try:
+        engine = platform.execution.risk_engine
+        assert isinstance(engine, RiskEngine) and engine.follow_outbox
+        platform.quotes.put(Quote("EURUSD", D("1.10000"), D("1.10020"), clock.now()))
+        acc = open_account(platform.execution)
+        platform.execution.submit_order(acc, OrderRequest("EURUSD", Side.BUY, D("0.1"), stop_loss=D("1.0990")))
+        out = platform.execution.on_quote(put(platform.quotes, clock, "EURUSD", "1.09850", "1.09870"))
+        assert out["protective"] == 1 and out["executed"] == 1
+        assert b"propdesk_risk_price_to_committed_seconds_count 1.0" in platform.metrics.render()
+    finally:
+        platform.close()
+    off = open_test_platform(db_url, clock, risk_engine="off")
+    try:
+        assert off.execution.risk_engine is None
+    finally:
+        off.close()

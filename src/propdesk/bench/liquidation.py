@@ -70,14 +70,13 @@ def committed_liquidations(
             wall = time.perf_counter() - t0
             lat = sorted(engine.stats.price_to_committed)
             with platform.db.read() as c:
-                liquidated = c.execute(
-                    "SELECT count(*) AS n FROM accounts WHERE id = ANY(%s) AND status = 'liquidated'", (ids,)
-                ).fetchone()["n"]
-                fills = c.execute(
-                    "SELECT count(*) AS n FROM fills f JOIN orders o ON o.id = f.order_id"
-                    " WHERE f.account_id = ANY(%s) AND o.purpose = 'liquidation'",
-                    (ids,),
-                ).fetchone()["n"]
+                row = c.execute(
+                    "SELECT (SELECT count(*) FROM accounts WHERE id = ANY(%s) AND status = 'liquidated') AS accounts,"
+                    " (SELECT count(*) FROM fills f JOIN orders o ON o.id = f.order_id"
+                    "  WHERE f.account_id = ANY(%s) AND o.purpose = 'liquidation') AS fills",
+                    (ids, ids),
+                ).fetchone()
+            liquidated, fills = (int(row["accounts"]), int(row["fills"])) if row is not None else (0, 0)
             if liquidated != len(ids) or fills != len(ids) or res["liquidations"] != len(ids):
                 problems.append(
                     f"liquidation sample: {liquidated} of {len(ids)} liquidated, {fills} liquidation fills,"
