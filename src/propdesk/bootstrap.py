@@ -174,6 +174,8 @@ def open_platform(
             db,
             DEFAULT_CATALOGUE,
             [q for q in (prices.latest(s) for s in DEFAULT_CATALOGUE.symbols()) if q is not None],
+            # the pool shares the engine role's connections with the commands: leave them most of it
+            workers=max(1, min(4, settings.db_pool_size // 3)),
             log=lambda event, **kw: log.warning(event, **kw),
             metrics=metrics,
             follow_outbox=True,
