@@ -16,9 +16,11 @@ from .db.migrate import HEAD, upgrade
 from .domain.clock import Clock
 from .domain.instruments import DEFAULT_CATALOGUE, Catalogue
 from .domain.quotes import PriceSource
+from .engine.live import RiskEngine
 from .execution.decisions import DecisionService
 from .execution.external import ExternalTrades
 from .execution.service import ExecutionService
+from .execution.trading_state import TradingState
 from .identity.auth import TokenStore
 from .identity.users import IdentityStore
 from .marketdata.live import LivePrices
@@ -166,8 +168,25 @@ def open_platform(
         metrics,
         log=lambda event, **kw: log.warning(event, **kw),
         sessions=sessions,
+        trading_state=TradingState(db),
     )
     sync_instruments(db, DEFAULT_CATALOGUE)
+    if settings.risk_engine == "inprocess":
+        # The risk book of every live account in this process (engine/live.py): on_quote delegates to it. It
+        # follows the outbox with its own cursor before judging each price, and judges at the process's prices.
+        engine = RiskEngine.open(
+            execution,
+            db,
+            DEFAULT_CATALOGUE,
+            [q for q in (prices.latest(s) for s in DEFAULT_CATALOGUE.symbols()) if q is not None],
+            # the pool shares the engine role's connections with the commands: leave them most of it
+            workers=max(1, min(4, settings.db_pool_size // 3)),
+            log=lambda event, **kw: log.warning(event, **kw),
+            metrics=metrics,
+            follow_outbox=True,
+        )
+        execution.risk_engine = engine
+        closers.append(engine.close)  # closed first (closers run in reverse)
     plans = PlanStore(db, clock)
     plans.sync_presets()
     return Platform(

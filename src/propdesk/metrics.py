@@ -34,6 +34,23 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        # The live risk engine (engine/live.py): from a price's receipt to its candidates, and to their commit.
+        fast = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+        self.risk_price_to_candidate = Histogram(
+            "propdesk_risk_price_to_candidate_seconds",
+            "Risk engine: price received to candidates handed to the execution core",
+            buckets=fast,
+            registry=r,
+        )
+        self.risk_price_to_committed = Histogram(
+            "propdesk_risk_price_to_committed_seconds",
+            "Risk engine: price received to the candidate's transaction committed",
+            buckets=fast,
+            registry=r,
+        )
+        self.risk_candidates = Counter(
+            "propdesk_risk_candidates_total", "Risk engine candidates by outcome", ["outcome"], registry=r
+        )
         self.value_out_of_range.labels(route="")  # present (at 0) from the start, so a scrape can assert it
 
     # The execution core's Metrics protocol.

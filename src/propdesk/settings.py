@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         description="Subject namespace of this instance; unset: the one registered "
         "in the database (generated on first start).",
     )
+    # The live risk engine (engine/live.py; issue 9): "inprocess" runs the risk book in this process and the
+    # execution core's on_quote delegates to it; "off" keeps the per-account loop (one query, then each holder).
+    risk_engine: Literal["inprocess", "off"] = Field(
+        default="inprocess", description="Where prices are judged against every account: inprocess | off."
+    )
     bus_retain_seconds: float = Field(
         default=3600.0, ge=3600.0, description="How long the bus keeps every quote for replay (at least an hour)."
     )

@@ -34,3 +34,19 @@ def test_bench_memory_is_correct_at_a_tiny_size() -> None:
     assert result.scenario == "memory"
     assert result.metrics["positions"] == 2000 * 5
     assert result.metrics["equity_drift"] <= 1e-6
+
+
+@pytest.mark.integration
+def test_bench_tick_measures_price_to_committed_liquidation(db_url: str) -> None:
+    from propdesk.settings import Settings
+
+    settings = Settings(database_url=db_url, db_role_prefix="pdtest")
+    result = tick.run(
+        settings, accounts=200, positions_per_account=3, ticks=100, trials=1, sample=10, seed=3, liquidations=12
+    )
+    assert result.correct, result.problems
+    m = result.metrics
+    assert m["liquidation_accounts"] == 12
+    assert (
+        m["price_to_committed_ms_p50"] is not None and m["price_to_committed_ms_p99"] >= m["price_to_committed_ms_p50"]
+    )

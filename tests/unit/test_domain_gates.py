@@ -417,7 +417,8 @@ def test_a_flip_is_gated_on_the_far_side_only() -> None:
 
 def test_every_code_check_order_can_return_is_covered_here() -> None:
     """The codes above are all of ``Code`` except those produced outside ``check_order``."""
-    produced_elsewhere = {Code.UNSUPPORTED_ACTION, Code.RULE_VIOLATION}
+    # The kill switch's codes come from check_trading_mode (tested below and in test_kill_switch.py).
+    produced_elsewhere = {Code.UNSUPPORTED_ACTION, Code.RULE_VIOLATION, Code.TRADING_HALTED, Code.TRADING_REDUCE_ONLY}
     tested = {
         Code.ACCOUNT_NOT_ACTIVE,
         Code.UNKNOWN_SYMBOL,
@@ -451,3 +452,19 @@ def test_a_rejection_serializes_code_message_and_details() -> None:
     assert rej is not None
     assert rej.to_json() == {"code": "notional_exceeded", "message": rej.message, "details": rej.details}
     assert "110020.00" in rej.message and "50000.00" in rej.message
+
+
+def test_the_kill_switch_gate_halts_everything_and_under_reduce_only_passes_only_reductions() -> None:
+    from propdesk.domain.gates import check_trading_mode, stricter_mode
+
+    long = Position("EURUSD", D("0.5"), D("1.1"))
+    assert check_trading_mode(sell("0.1"), "active", long, "platform") is None
+    rej = check_trading_mode(sell("0.1"), "halted", long, "EURUSD")
+    assert rej is not None and rej.code == Code.TRADING_HALTED and rej.details["scope"] == "EURUSD"
+    assert check_trading_mode(sell("0.5"), "reduce_only", long, "platform") is None
+    for req, pos in ((sell("0.6"), long), (buy("0.1"), long), (sell("0.1"), None)):
+        rej = check_trading_mode(req, "reduce_only", pos, "platform")
+        assert rej is not None and rej.code == Code.TRADING_REDUCE_ONLY
+    assert (
+        stricter_mode("reduce_only", "halted") == "halted" and stricter_mode("active", "reduce_only") == "reduce_only"
+    )

@@ -401,6 +401,7 @@ def _subset(found: Candidates, book: RiskBook, ids: set[Any]) -> Candidates:
 
 # ---------------------------------------------------------------- run
 def run(
+    settings: Any = None,
     *,
     accounts: int = 100_000,
     positions_per_account: int = 5,
@@ -408,8 +409,12 @@ def run(
     seed: int = 42,
     trials: int = 5,
     sample: int = 40,
+    liquidations: int = 200,
+    workers: int = 4,
     progress: ProgressFn = no_progress,
 ) -> BenchResult:
+    """With ``settings`` (the CLI passes them) and ``liquidations`` > 0, also price to committed liquidation for a
+    burst of that many breaching accounts in a scratch PostgreSQL database (``bench.liquidation``)."""
     stream, start, label = price_stream(ticks, seed)
     progress("tick: building the book", 0.0)
     t_build = time.perf_counter()
@@ -495,6 +500,12 @@ def run(
         "positions_per_s": round(per_tick * 1e9 / l_ns, 1) if l_ns else 0.0,
         "ns_per_tick": l_ns,
     }
+    if settings is not None and liquidations > 0:
+        from .liquidation import committed_liquidations
+
+        liq, liq_problems = committed_liquidations(settings, accounts=liquidations, workers=workers, progress=progress)
+        metrics.update(liq)
+        problems.extend(liq_problems)
     too_many_false = false > max(0.0, 0.01 * sample_total)
     if too_many_false:
         problems.append(f"false candidates {false} > 1% of {sample_total}")
@@ -508,6 +519,7 @@ def run(
             "trials": trials,
             "seed": seed,
             "sample": sample,
+            "liquidations": liquidations if settings is not None else 0,
             "data": label,
         },
         metrics,

@@ -26,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from . import admin, bench, calendar, db, feed, plans, server, tokens, worker
+from . import admin, bench, calendar, cluster, db, feed, plans, risk, server, tokens, worker
 from .common import _out
 
 app = typer.Typer(
@@ -48,6 +48,8 @@ app.command()(db.verify)
 app.add_typer(admin.admin_app, name="admin")
 app.command()(plans.evaluate)
 app.add_typer(plans.plans_app, name="plans")
+app.add_typer(risk.risk_app, name="risk")
+app.add_typer(cluster.cluster_app, name="cluster")
 
 
 def _version(value: bool) -> None:

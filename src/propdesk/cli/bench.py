@@ -207,6 +207,50 @@ def bench_mtm(
     )
 
 
+# ------------------------------------------------------------------------------------------------ bench tick
+@bench_app.command("tick")
+def bench_tick(
+    accounts: Annotated[int, typer.Option(min=1, help="Accounts in the risk book.")] = 100_000,
+    positions_per_account: Annotated[int, typer.Option(min=1, max=7, help="Positions per account.")] = 5,
+    ticks: Annotated[int, typer.Option(min=1, help="Prices replayed per trial.")] = 2000,
+    trials: Annotated[int, typer.Option(min=1, help="Interleaved trials (medians are taken).")] = 5,
+    sample: Annotated[int, typer.Option(min=1, help="Accounts checked against the exact reference.")] = 40,
+    liquidations: Annotated[
+        int, typer.Option(min=0, help="Breaching accounts whose price-to-committed liquidation is measured (0: skip).")
+    ] = 200,
+    workers: Annotated[int, typer.Option(min=1, help="The risk engine's pool executing a burst.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the portfolios and prices.")] = 42,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prices into a risk book of A accounts x P positions (the class the risk engine runs) vs a bare numpy reprice
+    + per-account sum + compare; plus price to committed liquidation for a burst of breaches in PostgreSQL."""
+    _run_in_process_bench(
+        "tick",
+        as_json,
+        with_settings=True,
+        accounts=accounts,
+        positions_per_account=positions_per_account,
+        ticks=ticks,
+        trials=trials,
+        sample=sample,
+        liquidations=liquidations,
+        workers=workers,
+        seed=seed,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ bench memory
+@bench_app.command("memory")
+def bench_memory(
+    accounts: Annotated[int, typer.Option(min=1, help="Accounts in the risk book.")] = 100_000,
+    positions_per_account: Annotated[int, typer.Option(min=1, max=7, help="Positions per account.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the portfolios.")] = 42,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resident memory of the risk book per account beyond its numpy arrays (target: at most 1 KB)."""
+    _run_in_process_bench("memory", as_json, accounts=accounts, positions_per_account=positions_per_account, seed=seed)
+
+
 # ------------------------------------------------------------------------------------------------ bench bus
 @bench_app.command("bus")
 def bench_bus(

@@ -22,14 +22,20 @@ worker_app = typer.Typer(help="Background workers.", no_args_is_help=True)
 
 
 # ------------------------------------------------------------------------------------------------ worker
-def _run_worker(make: Callable[[Any, Any], Any], once: bool, as_json: bool, summary: Callable[[Any], str]) -> int:
+def _run_worker(
+    make: Callable[[Any, Any], Any],
+    once: bool,
+    as_json: bool,
+    summary: Callable[[Any], str],
+    settings: Any = None,
+) -> int:
     """Run a worker in the foreground: one cycle with ``--once`` (exit 1 if it failed), else cycles until
     SIGTERM/SIGINT. ``make(platform, stop)`` builds it; ``summary(result)`` is the one-line text of a cycle."""
     import signal
     import threading
 
     log = _log()
-    with open_platform(_settings()) as platform:
+    with open_platform(settings or _settings()) as platform:
         stop = threading.Event()
         worker = make(platform, stop)
         if once:
@@ -96,6 +102,64 @@ def worker_outbox_relay(
             as_json,
             lambda r: f"outbox-relay: {r.published} events published, {r.duration_s * 1000:.1f} ms",
         )
+
+    _run(body)
+
+
+@worker_app.command("risk")
+def worker_risk(
+    shard: Annotated[int, typer.Option("--shard", min=0, help="This shard's number, 0..N-1.")],
+    shards: Annotated[int, typer.Option("--shards", min=1, help="How many shards the deployment runs (N).")],
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics on this port.")
+    ] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0, help="Seconds to wait for a shard held by another process (0: exit).")
+    ] = 0.0,
+    resync: Annotated[float, typer.Option("--resync", min=1, help="Seconds between full re-reads of the book.")] = 60.0,
+    once: Annotated[bool, typer.Option("--once", help="Start, run one cycle and exit.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run risk shard I of N: the accounts with shard_of(account, N) == I, every price and their events from
+    JetStream durable consumers; holds the shard through a PostgreSQL advisory lock (a second process for the
+    same shard exits, or waits with --wait); heartbeat ``risk-shard-I-of-N``; SIGTERM/SIGINT stop it."""
+
+    def body() -> int:
+        from ..workers.risk_shard import LeaseHeld, RiskShardWorker, serve_metrics
+
+        if shard >= shards:
+            raise CliError(f"--shard must be between 0 and {shards - 1}")
+        holder: dict[str, Any] = {}
+
+        def make(platform: Any, stop: Any) -> Any:
+            worker = RiskShardWorker(
+                platform, shard=shard, shards=shards, stop=stop, lease_wait_s=wait, resync_s=resync
+            )
+            holder["worker"] = worker
+            if metrics_port is not None:
+                serve_metrics(metrics_port, worker.metrics.registry)
+            try:
+                worker.start_shard()
+            except LeaseHeld as exc:
+                worker.close()
+                raise CliError(str(exc)) from None
+            return worker
+
+        code = _run_worker(
+            make,
+            once,
+            as_json,
+            lambda r: (
+                f"risk shard {r.shard}/{r.shards}: {r.quotes} quotes, {r.events} events, {r.candidates} candidates,"
+                f" {r.executions} executed, lag {r.lag_s:.3f} s, breaker {r.breaker}"
+            ),
+            # The shard's engine is the only one in this process: no in-process engine over every account.
+            settings=_settings().model_copy(update={"risk_engine": "off"}),
+        )
+        worker = holder.get("worker")
+        if worker is not None and worker.lost.is_set():
+            raise CliError(f"risk shard {shard} of {shards} lost its lease (database connection dropped): stopped")
+        return code
 
     _run(body)
 

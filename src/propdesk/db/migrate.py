@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-HEAD = "0013"
+HEAD = "0014"
 
 
 def role_names(prefix: str) -> tuple[str, str, str]:

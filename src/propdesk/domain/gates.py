@@ -52,6 +52,8 @@ class Code:
     MAX_OPEN_ORDERS = "max_open_orders"
     NO_POSITION = "no_position"
     RULE_VIOLATION = "rule_violation"
+    TRADING_HALTED = "trading_halted"
+    TRADING_REDUCE_ONLY = "trading_reduce_only"
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,5 +398,42 @@ def _check_exposure(
             Code.INSUFFICIENT_MARGIN,
             f"the order needs {_d(required)} margin; {_d(free)} is free",
             {"required_margin": _d(required), "free_margin": _d(free), "used_margin": _d(used), "equity": _d(equity)},
+        )
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ kill switch
+#: The platform kill switch's modes (``execution/trading_state.py``), strictest last.
+TRADING_MODES = ("active", "reduce_only", "halted")
+
+
+def stricter_mode(a: str, b: str) -> str:
+    """The stricter of two trading modes (``halted`` > ``reduce_only`` > ``active``)."""
+    return a if TRADING_MODES.index(a) >= TRADING_MODES.index(b) else b
+
+
+def reduces_position(req: OrderRequest, current: Position | None) -> bool:
+    """Does ``req`` only reduce the position held (never open, add to or flip it)?"""
+    if current is None or current.quantity == 0:
+        return False
+    delta = req.quantity if req.side is Side.BUY else -req.quantity
+    return (current.quantity > 0) != (delta > 0) and abs(delta) <= abs(current.quantity)
+
+
+def check_trading_mode(req: OrderRequest, mode: str, current: Position | None, scope: str) -> Rejection | None:
+    """The kill switch's gate for a trader's order (or a resting order firing): ``halted`` refuses it,
+    ``reduce_only`` refuses it unless it only reduces the position held. ``scope`` is ``platform`` or the
+    symbol whose switch decided."""
+    if mode == "halted":
+        return Rejection(
+            Code.TRADING_HALTED,
+            f"trading is halted ({scope}) by the risk desk",
+            {"mode": mode, "scope": scope, "symbol": req.symbol},
+        )
+    if mode == "reduce_only" and not reduces_position(req, current):
+        return Rejection(
+            Code.TRADING_REDUCE_ONLY,
+            f"trading is reduce-only ({scope}): only orders that reduce an open position are accepted",
+            {"mode": mode, "scope": scope, "symbol": req.symbol},
         )
     return None

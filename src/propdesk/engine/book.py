@@ -427,6 +427,22 @@ class RiskBook:
     def account_id(self, slot: int) -> Any:
         return self._ids[slot]
 
+    def exposure(self, account_id: Any) -> float:
+        """The account's gross notional in its currency at the book's prices (|k| x mark x rate summed over its
+        positions; 0.0 when unknown): the order in which a burst of candidates is executed."""
+        a = self._slot.get(account_id)
+        if a is None:
+            return 0.0
+        total = 0.0
+        for gi in self._groups_of(a):
+            g = self._groups[gi]
+            mark, rt = self._mark(g), self.rate[g.route]
+            if not (mark == mark and rt == rt):
+                continue
+            k = g.k[: g.n][g.acct[: g.n] == a]
+            total += float(np.abs(k).sum()) * mark * rt
+        return total
+
     def equity(self, account_id: Any) -> float | None:
         """Float equity in the account currency; None when unknown (a price or conversion is missing)."""
         a = self._slot.get(account_id)

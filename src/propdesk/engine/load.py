@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -55,19 +55,25 @@ def _dec(v: Any) -> Decimal | None:
     return Decimal(v) if v is not None else None
 
 
-def read_specs(conn: Any) -> list[AccountSpec]:
-    """Every marked account as an ``AccountSpec`` (rulebooks and policies parsed once per distinct body)."""
+def read_specs(conn: Any, account_ids: Sequence[Any] | None = None) -> list[AccountSpec]:
+    """Every marked account as an ``AccountSpec`` (rulebooks and policies parsed once per distinct body); with
+    ``account_ids``, only those (an id missing from the answer is not marked any more, or does not exist)."""
     cur = conn.cursor(row_factory=tuple_row)
-    accounts = cur.execute(ACCOUNTS_SQL, (STATUSES,)).fetchall()
-    policies = {k: ExecutionPolicy.from_json(p) for k, p in cur.execute(POLICIES_SQL, (STATUSES,)).fetchall()}
+    if account_ids is None:
+        only, aonly, args = "", "", (STATUSES,)
+    else:
+        ids = list(account_ids)
+        only, aonly, args = " AND id = ANY(%s)", " AND a.id = ANY(%s)", (STATUSES, ids)  # type: ignore[assignment]
+    accounts = cur.execute(ACCOUNTS_SQL + aonly, args).fetchall()
+    policies = {k: ExecutionPolicy.from_json(p) for k, p in cur.execute(POLICIES_SQL + only, args).fetchall()}
     books: dict[str, Rulebook] = {
-        k: parse_rulebook(rb, where=f"rulebook {k}") for k, rb in cur.execute(RULEBOOKS_SQL, (STATUSES,)).fetchall()
+        k: parse_rulebook(rb, where=f"rulebook {k}") for k, rb in cur.execute(RULEBOOKS_SQL + only, args).fetchall()
     }
     positions: dict[Any, list[Position]] = {}
-    for aid, sym, qty, avg, sl, tp in cur.execute(POSITIONS_SQL, (STATUSES,)):
+    for aid, sym, qty, avg, sl, tp in cur.execute(POSITIONS_SQL + aonly, args):
         positions.setdefault(aid, []).append(Position(sym, qty, avg, sl, tp))
     orders: dict[Any, list[OpenOrder]] = {}
-    for aid, oid, sym, side, otype, limit_px, stop_px in cur.execute(ORDERS_SQL, (STATUSES,)):
+    for aid, oid, sym, side, otype, limit_px, stop_px in cur.execute(ORDERS_SQL + aonly, args):
         if otype not in ("limit", "stop"):
             continue
         px = limit_px if otype == "limit" else stop_px

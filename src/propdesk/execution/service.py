@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -35,6 +36,7 @@ from ..domain.positions import Position, Valuation, apply_fill, replay, valuate
 from ..domain.quotes import PriceSource, Quote
 from .repository import AccountCtx, AccountRepository, CreateAccount, Row
 from .rules import RulesBridge
+from .trading_state import TradingState
 
 
 class Metrics(Protocol):
@@ -69,6 +71,31 @@ def _uuid() -> uuid.UUID:
     return uuid.uuid4()
 
 
+# The quotes a trigger is being judged at, per symbol (``process_triggers(at_quote=...)``): set only for the
+# duration of one judging pass, per thread/context, so concurrent commands never see another's overlay.
+_JUDGING_AT: ContextVar[Mapping[str, Quote] | None] = ContextVar("propdesk_judging_at", default=None)
+
+
+class JudgedPrices:
+    """The execution core's price source: the process's latest quotes, except while a trigger is judged at its
+    triggering quote (``ExecutionService.process_triggers(at_quote=...)``), when that quote stands for its symbol
+    (judging, conversion and fill alike). Everything else is the wrapped source's."""
+
+    def __init__(self, base: PriceSource) -> None:
+        self.base = base
+
+    def latest(self, symbol: str) -> Quote | None:
+        at = _JUDGING_AT.get()
+        if at is not None:
+            q = at.get(symbol)
+            if q is not None:
+                return q
+        return self.base.latest(symbol)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+
 class SessionSource(Protocol):
     """What the execution core asks of a session calendar (marketdata.sessions.SessionCalendar fits)."""
 
@@ -99,12 +126,16 @@ class ExecutionService:
         log: Callable[..., None] | None = None,
         *,
         sessions: SessionSource | None = None,
+        trading_state: TradingState | None = None,
     ):
         self.db = db
+        # The platform kill switch (execution/trading_state.py): None in tests that build a bare core.
+        self.trading_state = trading_state
         self.clock = clock
         self.catalogue = catalogue
-        self.prices = prices
+        self.prices: PriceSource = JudgedPrices(prices)
         self.sessions = sessions
+        self.risk_engine: Any = None  # engine.live.RiskEngine when bootstrap wires one (on_quote delegates)
         self.metrics: Metrics = metrics or _NoMetrics()
         self.repo = AccountRepository()
         self.rules = RulesBridge(self)
@@ -397,6 +428,16 @@ class ExecutionService:
             float(self.sessions.stale_after(inst.symbol)),
         )
 
+    def _kill_switch(self, c: Any, ctx: AccountCtx, req: OrderRequest) -> G.Rejection | None:
+        """The platform kill switch for a trader's order or a resting order firing (SL/TP and liquidations are
+        the risk desk's own and always run)."""
+        if self.trading_state is None:
+            return None
+        eff = self.trading_state.effective(req.symbol, c)
+        if eff.mode == "active":
+            return None
+        return G.check_trading_mode(req, eff.mode, ctx.positions.get(req.symbol), eff.scope)
+
     def _tradeable_quote(self, symbol: str, now: datetime) -> Quote | None:
         """The quote a trigger (resting order, SL/TP) may fire on: None while the market is closed or the quote
         is missing or stale (the trigger waits for a fresh quote of an open market)."""
@@ -424,6 +465,8 @@ class ExecutionService:
         inst = self.catalogue.get(req.symbol)
         mkt = self._market(req.symbol, inst, ctx, now)
         rejection = G.check_order(req, self._gate_state(ctx), inst, mkt, allowed_statuses=allowed)
+        if rejection is None and req.purpose in (OrderPurpose.CLIENT, OrderPurpose.CLOSE):
+            rejection = self._kill_switch(c, ctx, req)
         if rejection is None and req.purpose in (OrderPurpose.CLIENT, OrderPurpose.CLOSE):
             assert inst is not None and mkt.quote is not None and mkt.rate is not None
             px = mkt.quote.ask if req.side is Side.BUY else mkt.quote.bid
@@ -789,11 +832,19 @@ class ExecutionService:
 
     # ------------------------------------------------------------------ quotes, triggers, marking
     def on_quote(self, quote: Quote) -> dict[str, int]:
-        """React to a new quote at once: fire crossing limit/stop orders and SL/TP, and the safety net.
+        """React to a new quote at once: fire crossing limit/stop orders and SL/TP, the safety net, rule floors.
 
-        A cheap unlocked scan finds accounts that might be affected; each is then locked and re-checked, so a
+        With a risk engine (``engine.live.RiskEngine``, wired by bootstrap unless ``PROPDESK_RISK_ENGINE=off``) the
+        engine's book finds the candidates and hands each to ``process_triggers`` at this quote. Without one, a
+        cheap unlocked scan finds accounts that might be affected; each is then locked and re-checked, so a
         trigger fires exactly once even if two quotes race.
         """
+        if self.risk_engine is not None:
+            return dict(self.risk_engine.on_quote(quote))
+        return self.on_quote_per_account(quote)
+
+    def on_quote_per_account(self, quote: Quote) -> dict[str, int]:
+        """The per-account path (``PROPDESK_RISK_ENGINE=off``): every holder of the symbol, one after another."""
         with self.db.read() as c:
             rows = c.execute(
                 "SELECT DISTINCT a.id FROM accounts a WHERE a.status = ANY(%s) AND (EXISTS (SELECT 1 FROM orders o"
@@ -812,8 +863,22 @@ class ExecutionService:
                 fired[k] += res[k]
         return fired
 
-    def process_triggers(self, account_id: uuid.UUID, *, conn: Any | None = None) -> dict[str, int]:
-        """Under the account lock: fill crossing resting orders, close positions at SL/TP, apply the safety net."""
+    def process_triggers(
+        self,
+        account_id: uuid.UUID,
+        *,
+        conn: Any | None = None,
+        at_quote: Quote | Sequence[Quote] | None = None,
+    ) -> dict[str, int]:
+        """Under the account lock: fill crossing resting orders, close positions at SL/TP, apply the safety net
+        and the rulebook's floors.
+
+        With ``at_quote`` (the quote, or quotes, that made the risk book hand this account over), the account is
+        judged first at those quotes, each standing for its symbol, and what they trigger fills at them (the price
+        that caused it, recorded as evidence); then, when the latest prices differ, again at the latest. So a dip
+        that recovered before the lock was taken is still judged at the dip, and the outcome is the worst of the
+        two. A triggering quote older than the account's newest position or resting order is ignored (it cannot
+        judge exposure that did not exist yet)."""
         now = self.clock.now()
         out = {"orders": 0, "protective": 0, "liquidations": 0}
         with self._tx(conn) as c:
@@ -821,30 +886,70 @@ class ExecutionService:
             self.rules.sync(c, ctx, now)
             if ctx.status not in MARKED:
                 return out
-            for order in list(ctx.resting):
-                q = self._tradeable_quote(order["symbol"], now)
-                if q is None or ctx.status is not Status.ACTIVE:
-                    continue
-                px = order["limit_price"] if order["order_type"] == "limit" else order["stop_price"]
-                if not crosses(OrderType(order["order_type"]), Side(order["side"]), px, q.bid, q.ask):
-                    continue
-                self._trigger_resting(c, ctx, order, now)
-                out["orders"] += 1
-            for symbol, pos in list(ctx.positions.items()):
-                q = self._tradeable_quote(symbol, now)
-                if q is None:
-                    continue
-                hit = protective_trigger(pos.quantity, pos.stop_loss, pos.take_profit, q.bid, q.ask)
-                if hit is None:
-                    continue
-                req = OrderRequest(symbol, pos.side.opposite, abs(pos.quantity), reduce_only=True, purpose=hit)
-                self._submit(c, ctx, req, now, allowed=MARKED)
-                out["protective"] += 1
-            if self._safety_net(c, ctx, now):
-                out["liquidations"] += 1
-            elif ctx.status in MARKED:
-                self.rules.on_equity(c, ctx, now)  # every quote that moves equity is judged by the rulebook
+            at = self._judging_quotes(ctx, at_quote)
+            if not at:
+                self._judge_triggers(c, ctx, now, out)
+                return out
+            token = _JUDGING_AT.set(at)
+            try:
+                ctx.valuation = None
+                self._judge_triggers(c, ctx, now, out)
+            finally:
+                _JUDGING_AT.reset(token)
+            ctx.valuation = None
+            if ctx.status in MARKED and any(self.prices.latest(s) != q for s, q in at.items()):
+                self._judge_triggers(c, ctx, now, out)
         return out
+
+    def _judging_quotes(self, ctx: AccountCtx, at_quote: Quote | Sequence[Quote] | None) -> dict[str, Quote]:
+        """The triggering quotes that may judge this account (per symbol, the last given wins)."""
+        if at_quote is None:
+            return {}
+        quotes = [at_quote] if isinstance(at_quote, Quote) else list(at_quote)
+        if not quotes:
+            return {}
+        newest: datetime | None = None
+        for p in ctx.positions.values():
+            if p.opened_at is not None and (newest is None or p.opened_at > newest):
+                newest = p.opened_at
+        for o in ctx.resting:
+            t = o.get("created_at")
+            if t is not None and (newest is None or t > newest):
+                newest = t
+        at: dict[str, Quote] = {}
+        for q in quotes:
+            if self.catalogue.get(q.symbol) is None or q.stale:
+                continue
+            if newest is not None and q.ts < newest:
+                continue
+            at[q.symbol] = q
+        return at
+
+    def _judge_triggers(self, c: Any, ctx: AccountCtx, now: datetime, out: dict[str, int]) -> None:
+        """One judging pass at the prices in force (the latest, or the triggering quotes while they are set)."""
+        for order in list(ctx.resting):
+            q = self._tradeable_quote(order["symbol"], now)
+            if q is None or ctx.status is not Status.ACTIVE:
+                continue
+            px = order["limit_price"] if order["order_type"] == "limit" else order["stop_price"]
+            if not crosses(OrderType(order["order_type"]), Side(order["side"]), px, q.bid, q.ask):
+                continue
+            self._trigger_resting(c, ctx, order, now)
+            out["orders"] += 1
+        for symbol, pos in list(ctx.positions.items()):
+            q = self._tradeable_quote(symbol, now)
+            if q is None:
+                continue
+            hit = protective_trigger(pos.quantity, pos.stop_loss, pos.take_profit, q.bid, q.ask)
+            if hit is None:
+                continue
+            req = OrderRequest(symbol, pos.side.opposite, abs(pos.quantity), reduce_only=True, purpose=hit)
+            self._submit(c, ctx, req, now, allowed=MARKED)
+            out["protective"] += 1
+        if self._safety_net(c, ctx, now):
+            out["liquidations"] += 1
+        elif ctx.status in MARKED:
+            self.rules.on_equity(c, ctx, now)  # every quote that moves equity is judged by the rulebook
 
     def _trigger_resting(self, c: Any, ctx: AccountCtx, order: Row, now: datetime) -> None:
         """Fill a resting order whose price was crossed; the gates run again on today's state first."""
@@ -854,6 +959,8 @@ class ExecutionService:
         mkt = self._market(req.symbol, inst, ctx, now)
         market_req = replace(req, order_type=OrderType.MARKET, limit_price=None, stop_price=None)
         rejection = G.check_order(market_req, self._gate_state(ctx), inst, mkt)
+        if rejection is None:
+            rejection = self._kill_switch(c, ctx, market_req)
         if rejection is not None:
             self.metrics.rejection(rejection.code)
             self.repo.reject_order(c, order["id"], rejection, now)
@@ -1364,4 +1471,13 @@ def _request_from_row(o: Mapping[str, Any]) -> OrderRequest:
     )
 
 
-__all__ = ["AccountCtx", "CreateAccount", "ExecutionService", "Metrics", "OrderOutcome", "Row", "SessionSource"]
+__all__ = [
+    "AccountCtx",
+    "CreateAccount",
+    "ExecutionService",
+    "JudgedPrices",
+    "Metrics",
+    "OrderOutcome",
+    "Row",
+    "SessionSource",
+]

@@ -29,7 +29,7 @@ from ..api.errors import (
 )
 from ..api.idempotency import Commands
 from ..api.middleware import Authentication, BodyLimit, Observability
-from ..api.routes import accounts, admin, admin_panel, market, ops, rules, tokens, trader, trading
+from ..api.routes import accounts, admin, admin_panel, market, ops, risk, rules, tokens, trader, trading
 from ..api.routes import auth as auth_routes
 from ..db.health import DatabaseUnavailable
 from ..domain.errors import DomainError
@@ -89,7 +89,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
     app.add_exception_handler(DatabaseUnavailable, handle_database_unavailable)
 
-    for module in (accounts, trading, admin, rules, ops, tokens):
+    for module in (accounts, trading, admin, rules, ops, tokens, risk):
         app.include_router(module.build(api))
     # Market data reads (candles, quotes with sessions): any authenticated principal.
     app.include_router(market.build(api))

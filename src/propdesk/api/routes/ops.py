@@ -65,6 +65,54 @@ def calendar_check(beat: Any, now: Any, interval_s: float, margin_s: float) -> d
     return check
 
 
+def risk_shards_check(beats: list[Any], now: Any, stale_after_s: float) -> dict[str, Any]:
+    """The ``risk_shards`` check from the ``risk-shard-I-of-N`` heartbeats (the deployment's N is the one of the
+    latest heartbeat; older deployments' rows are ignored): ok when every shard 0..N-1 beat recently, its lag is
+    under its alert level, its circuit breaker is closed and it holds its lease."""
+    shards = int((beats[0]["details"] or {}).get("shards") or 0)
+    current = {
+        int(b["details"].get("shard", -1)): b for b in beats if int((b["details"] or {}).get("shards") or 0) == shards
+    }
+    out: dict[str, Any] = {"shards": shards, "items": []}
+    problems: list[str] = []
+    for i in range(shards):
+        b = current.get(i)
+        if b is None:
+            problems.append(f"shard {i}: no heartbeat")
+            out["items"].append({"shard": i, "ok": False, "reason": "no heartbeat"})
+            continue
+        d = b["details"] or {}
+        age = (now - b["beat_at"]).total_seconds()
+        lag = float(d.get("lag_s") or 0.0)
+        alert = float(d.get("lag_alert_s") or 5.0)
+        reasons = []
+        if age > stale_after_s:
+            reasons.append("heartbeat is stale")
+        if lag > alert:
+            reasons.append(f"lag {lag:.1f} s")
+        if d.get("breaker") == "open":
+            reasons.append("circuit breaker open")
+        if d.get("error"):
+            reasons.append(str(d["error"])[:200])
+        out["items"].append(
+            {
+                "shard": i,
+                "ok": not reasons,
+                "age_seconds": round(age, 3),
+                "lag_s": lag,
+                "breaker": d.get("breaker"),
+                "pending": d.get("pending"),
+                "quotes_per_s": d.get("quotes_per_s"),
+                **({"reason": "; ".join(reasons)} if reasons else {}),
+            }
+        )
+        problems += [f"shard {i}: {r}" for r in reasons]
+    out["ok"] = not problems and shards > 0
+    if problems:
+        out["reason"] = "; ".join(problems)[:1000]
+    return out
+
+
 def build(api: Api) -> APIRouter:
     router = APIRouter(route_class=StrictJSONRoute, tags=["operations"])
     platform = api.platform
@@ -93,6 +141,10 @@ def build(api: Api) -> APIRouter:
                         "SELECT beat_at, details FROM worker_heartbeats WHERE name=%s", (CALENDAR_HEARTBEAT,)
                     ).fetchone()
                 )
+                shard_beats = c.execute(
+                    "SELECT name, beat_at, details FROM worker_heartbeats WHERE name LIKE 'risk-shard-%%'"
+                    " ORDER BY beat_at DESC"
+                ).fetchall()
                 c.rollback()
         except Exception as exc:
             api.log.warning("healthz_database_unreachable", error=f"{type(exc).__name__}: {exc}"[:300])
@@ -138,6 +190,10 @@ def build(api: Api) -> APIRouter:
             checks["calendar_sync_worker"] = calendar_check(
                 calendar_beat, now, platform.settings.calendar_sync_hours * 3600, stale_after
             )
+        if shard_beats:  # a sharded deployment (propdesk worker risk): every shard current and not lagging
+            checks["risk_shards"] = risk_shards_check(shard_beats, now, stale_after)
+            if not checks["risk_shards"]["ok"]:
+                api.log.error("healthz_risk_shards_degraded", reason=checks["risk_shards"].get("reason"))
         if platform.bus is not None:  # cut off from the price bus: every price is stale, orders are refused
             checks["price_bus"] = platform.bus.health()
         status = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
