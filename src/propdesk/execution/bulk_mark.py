@@ -107,51 +107,6 @@ FROM rule_states r, LATERAL (SELECT r.state->'engine' AS e) s WHERE r.account_id
 """
 _STATES = "SELECT account_id, state FROM rule_states WHERE account_id = ANY(%s)"
 
-# ---------------------------------------------------------------------------------------------- the write
-_LOCK = "SELECT id FROM accounts WHERE id = ANY(%s) ORDER BY id FOR UPDATE SKIP LOCKED"
-_WRITE = """
-WITH u AS (
-  SELECT * FROM unnest(%(ids)s::uuid[], %(seq)s::bigint[], %(bx)s::text[], %(rx)s::text[], %(equity)s::numeric[],
-                       %(unrealized)s::numeric[], %(margin)s::numeric[], %(hwm)s::numeric[], %(new_seq)s::bigint[])
-    AS u(id, seq, bx, rx, equity, unrealized, margin, hwm, new_seq)
-), upd AS (
-  UPDATE balances b SET equity = u.equity, unrealized_pnl = u.unrealized, margin_used = u.margin,
-         high_watermark = u.hwm, ledger_seq = u.new_seq, marked_at = %(now)s, updated_at = %(now)s
-  FROM u
-  WHERE b.account_id = u.id AND b.ledger_seq = u.seq AND b.xmin = u.bx::xid
-    AND (u.rx IS NULL OR EXISTS (SELECT 1 FROM rule_states r WHERE r.account_id = u.id AND r.xmin = u.rx::xid))
-  RETURNING b.account_id
-), led AS (
-  INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, equity_after, evidence, created_at)
-  SELECT l.id, l.seq, 'mark_to_market', 'none', 0, l.cash, l.equity, l.evidence::jsonb, %(now)s
-  FROM unnest(%(l_ids)s::uuid[], %(l_seq)s::bigint[], %(l_cash)s::numeric[], %(l_equity)s::numeric[],
-              %(l_evidence)s::text[]) AS l(id, seq, cash, equity, evidence)
-  WHERE l.id IN (SELECT account_id FROM upd)
-  RETURNING 1
-), rs AS (
-  UPDATE rule_states r SET state = x.state::jsonb, updated_at = %(now)s
-  FROM unnest(%(r_ids)s::uuid[], %(r_state)s::text[]) AS x(id, state)
-  WHERE r.account_id = x.id AND x.id IN (SELECT account_id FROM upd)
-  RETURNING 1
-), ds AS (
-  INSERT INTO daily_stats (account_id, trading_day, day_start, start_balance, start_equity, high_equity, low_equity,
-                           closed_pnl, trades_opened, trades_closed, daily_floor, max_floor, updated_at)
-  SELECT d.id, d.day, d.day_start, d.sb, d.se, d.hi, d.lo, d.pnl, d.opened, d.closed, d.df, d.mf, %(now)s
-  FROM unnest(%(d_ids)s::uuid[], %(d_day)s::date[], %(d_start)s::timestamptz[], %(d_sb)s::numeric[],
-              %(d_se)s::numeric[], %(d_hi)s::numeric[], %(d_lo)s::numeric[], %(d_pnl)s::numeric[],
-              %(d_opened)s::int[], %(d_closed)s::int[], %(d_df)s::numeric[], %(d_mf)s::numeric[])
-    AS d(id, day, day_start, sb, se, hi, lo, pnl, opened, closed, df, mf)
-  WHERE d.id IN (SELECT account_id FROM upd)
-  ON CONFLICT (account_id, trading_day) DO UPDATE SET
-    high_equity = EXCLUDED.high_equity, low_equity = EXCLUDED.low_equity, closed_pnl = EXCLUDED.closed_pnl,
-    trades_opened = EXCLUDED.trades_opened, trades_closed = EXCLUDED.trades_closed,
-    daily_floor = EXCLUDED.daily_floor, max_floor = EXCLUDED.max_floor, updated_at = EXCLUDED.updated_at
-  RETURNING 1
-)
-SELECT (SELECT coalesce(array_agg(account_id), '{}') FROM upd) AS updated, (SELECT count(*) FROM led) AS ledger_rows,
-       (SELECT count(*) FROM rs) AS rule_states, (SELECT count(*) FROM ds) AS daily_stats
-"""
-
 
 # ---------------------------------------------------------------------------------------------- pure helpers
 @dataclass(frozen=True, slots=True)
@@ -987,69 +942,92 @@ def _count(run: _Run, key: str) -> None:
 _TEMP = """
 CREATE TEMP TABLE bulk_mark_rows (
   id uuid PRIMARY KEY, seq bigint, bx bigint, rx bigint, equity numeric, unrealized numeric, margin numeric,
-  hwm numeric, eq_c bigint, ur_c bigint, mg_c bigint, hwm_c bigint, new_seq bigint, l_cash numeric, l_equity numeric,
-  l_evidence text, r_state text, r_patch text, d_day date,
-  d_start timestamptz, d_sb numeric, d_se numeric, d_hi numeric, d_lo numeric, d_pnl numeric, d_opened int,
-  d_closed int, d_df numeric, d_mf numeric, locked boolean NOT NULL DEFAULT false
+  hwm numeric, eq_c bigint, ur_c bigint, mg_c bigint, hwm_c bigint, new_seq bigint
 ) ON COMMIT DROP
 """
-_COLS = (
-    "id, seq, bx, rx, equity, unrealized, margin, hwm, new_seq, l_cash, l_equity, l_evidence, r_state, r_patch, d_day,"
-    " d_start, d_sb, d_se, d_hi, d_lo, d_pnl, d_opened, d_closed, d_df, d_mf"
+_COLS = "id, seq, bx, rx, equity, unrealized, margin, hwm, new_seq"
+# What only the exact path's rows carry (a ledger row, a rule state, the day's statistics): a table of its own, so
+# the statement joins only those few rows (and leaves the part out when there are none).
+_TEMP_EXTRA = """
+CREATE TEMP TABLE bulk_mark_extra (
+  id uuid PRIMARY KEY, new_seq bigint, l_cash numeric, l_equity numeric, l_evidence text, r_state text, r_patch text,
+  d_day date, d_start timestamptz, d_sb numeric, d_se numeric, d_hi numeric, d_lo numeric, d_pnl numeric,
+  d_opened int, d_closed int, d_df numeric, d_mf numeric
+) ON COMMIT DROP
+"""
+_EXTRA_COLS = (
+    "id, new_seq, l_cash, l_equity, l_evidence, r_state, r_patch, d_day, d_start, d_sb, d_se, d_hi, d_lo, d_pnl,"
+    " d_opened, d_closed, d_df, d_mf"
 )
+# Lock (in id order) every account not held by a running command; a statement of its own, so the write's snapshot
+# is after every lock was granted.
 _LOCK = (
-    "UPDATE bulk_mark_rows u SET locked = true FROM (SELECT a.id FROM accounts a"
-    " WHERE a.id IN (SELECT id FROM bulk_mark_rows) ORDER BY a.id FOR UPDATE OF a SKIP LOCKED) k WHERE k.id = u.id"
+    "CREATE TEMP TABLE bulk_mark_locked ON COMMIT DROP AS SELECT a.id FROM accounts a"
+    " WHERE a.id IN (SELECT id FROM bulk_mark_rows) ORDER BY a.id FOR UPDATE OF a SKIP LOCKED"
 )
-_WRITE = """
+_UPD = """
 WITH upd AS (
   UPDATE balances b SET equity = coalesce(u.equity, u.eq_c * 0.01),
          unrealized_pnl = coalesce(u.unrealized, u.ur_c * 0.01), margin_used = coalesce(u.margin, u.mg_c * 0.01),
          high_watermark = coalesce(u.hwm, u.hwm_c * 0.01), ledger_seq = u.new_seq, marked_at = %(now)s,
          updated_at = %(now)s
   FROM bulk_mark_rows u
-  WHERE u.locked AND b.account_id = u.id AND b.ledger_seq = u.seq AND b.xmin = u.bx::text::xid
+  WHERE u.id IN (SELECT id FROM bulk_mark_locked) AND b.account_id = u.id AND b.ledger_seq = u.seq
+    AND b.xmin = u.bx::text::xid
     AND (u.rx IS NULL OR u.rx < 0
          OR EXISTS (SELECT 1 FROM rule_states r WHERE r.account_id = u.id AND r.xmin = u.rx::text::xid))
   RETURNING b.account_id
-), led AS (
+)"""
+_EXTRA_CTES = """, led AS (
   INSERT INTO ledger (account_id, seq, kind, category, amount, balance_after, equity_after, evidence, created_at)
-  SELECT u.id, u.new_seq, 'mark_to_market', 'none', 0, u.l_cash, u.l_equity, u.l_evidence::jsonb, %(now)s
-  FROM bulk_mark_rows u JOIN upd ON upd.account_id = u.id WHERE u.l_evidence IS NOT NULL
-  ORDER BY u.id
+  SELECT x.id, x.new_seq, 'mark_to_market', 'none', 0, x.l_cash, x.l_equity, x.l_evidence::jsonb, %(now)s
+  FROM bulk_mark_extra x JOIN upd ON upd.account_id = x.id WHERE x.l_evidence IS NOT NULL
+  ORDER BY x.id
   RETURNING 1
 ), rs AS (
-  UPDATE rule_states r SET updated_at = %(now)s, state = CASE WHEN u.r_patch IS NOT NULL
-           THEN jsonb_set(r.state, '{engine}', (r.state->'engine') || u.r_patch::jsonb) ELSE u.r_state::jsonb END
-  FROM bulk_mark_rows u JOIN upd ON upd.account_id = u.id
-  WHERE r.account_id = u.id AND (u.r_state IS NOT NULL OR u.r_patch IS NOT NULL)
+  UPDATE rule_states r SET updated_at = %(now)s, state = CASE WHEN x.r_patch IS NOT NULL
+           THEN jsonb_set(r.state, '{engine}', (r.state->'engine') || x.r_patch::jsonb) ELSE x.r_state::jsonb END
+  FROM bulk_mark_extra x JOIN upd ON upd.account_id = x.id
+  WHERE r.account_id = x.id AND (x.r_state IS NOT NULL OR x.r_patch IS NOT NULL)
   RETURNING 1
 ), ds AS (
   INSERT INTO daily_stats (account_id, trading_day, day_start, start_balance, start_equity, high_equity, low_equity,
                            closed_pnl, trades_opened, trades_closed, daily_floor, max_floor, updated_at)
-  SELECT u.id, u.d_day, u.d_start, u.d_sb, u.d_se, u.d_hi, u.d_lo, u.d_pnl, u.d_opened, u.d_closed, u.d_df, u.d_mf,
+  SELECT x.id, x.d_day, x.d_start, x.d_sb, x.d_se, x.d_hi, x.d_lo, x.d_pnl, x.d_opened, x.d_closed, x.d_df, x.d_mf,
          %(now)s
-  FROM bulk_mark_rows u JOIN upd ON upd.account_id = u.id WHERE u.d_day IS NOT NULL
+  FROM bulk_mark_extra x JOIN upd ON upd.account_id = x.id WHERE x.d_day IS NOT NULL
   ON CONFLICT (account_id, trading_day) DO UPDATE SET
     high_equity = EXCLUDED.high_equity, low_equity = EXCLUDED.low_equity, closed_pnl = EXCLUDED.closed_pnl,
     trades_opened = EXCLUDED.trades_opened, trades_closed = EXCLUDED.trades_closed,
     daily_floor = EXCLUDED.daily_floor, max_floor = EXCLUDED.max_floor, updated_at = EXCLUDED.updated_at
   RETURNING 1
-)
-SELECT (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM led) AS ledger_rows,
-       (SELECT count(*) FROM rs) AS rule_states, (SELECT count(*) FROM ds) AS daily_stats,
-       (SELECT coalesce(array_agg(u.id), '{}') FROM bulk_mark_rows u
+)"""
+_RESULT = """
+SELECT (SELECT count(*) FROM upd) AS updated, {extra},
+       (SELECT coalesce(array_agg(u.id), '{{}}') FROM bulk_mark_rows u
          WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.account_id = u.id)) AS skipped
 """
+_WRITE = (
+    _UPD
+    + _EXTRA_CTES
+    + _RESULT.format(
+        extra="(SELECT count(*) FROM led) AS ledger_rows, (SELECT count(*) FROM rs) AS rule_states,"
+        " (SELECT count(*) FROM ds) AS daily_stats"
+    )
+)
+_WRITE_PLAIN = _UPD + _RESULT.format(extra="0 AS ledger_rows, 0 AS rule_states, 0 AS daily_stats")
 
 
 def _write(db: Any, run: _Run, now: datetime, todo: Sequence[Marked], fast: _FastRows | None) -> list[uuid.UUID]:
     """Every row to write goes into a temporary table (the proven rows with one binary COPY built by numpy, the
-    exact path's with one text COPY); then the accounts not held by a running command are locked (SKIP LOCKED), and
-    one statement writes every account still as it was read."""
+    exact path's with one text COPY, their ledger rows, rule states and daily statistics into a second table); then
+    the accounts not held by a running command are locked (SKIP LOCKED), and one statement writes every account
+    still as it was read."""
     none11 = (None,) * 11
+    extra = [m for m in todo if m.ledger or m.rule_state or m.rule_patch or m.daily]
     with db.tx() as c:
         c.execute(_TEMP)
+        run.statements += 1
         if fast is not None and len(fast.ids):
             cols = ", ".join(bf.FAST_COLS)
             with c.cursor().copy(f"COPY bulk_mark_rows ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
@@ -1058,17 +1036,16 @@ def _write(db: Any, run: _Run, now: datetime, todo: Sequence[Marked], fast: _Fas
         if todo:
             with c.cursor().copy(f"COPY bulk_mark_rows ({_COLS}) FROM STDIN") as cp:
                 for m in todo:
+                    cp.write_row((m.account_id, m.seq, m.bx, m.rx, m.equity, m.unrealized, m.margin, m.hwm, m.new_seq))
+            run.statements += 1
+        if extra:
+            c.execute(_TEMP_EXTRA)
+            with c.cursor().copy(f"COPY bulk_mark_extra ({_EXTRA_COLS}) FROM STDIN") as cp:
+                for m in extra:
                     led = m.ledger
                     cp.write_row(
                         (
                             m.account_id,
-                            m.seq,
-                            m.bx,
-                            m.rx,
-                            m.equity,
-                            m.unrealized,
-                            m.margin,
-                            m.hwm,
                             m.new_seq,
                             *(led if led is not None else (None, None, None)),
                             m.rule_state,
@@ -1076,10 +1053,10 @@ def _write(db: Any, run: _Run, now: datetime, todo: Sequence[Marked], fast: _Fas
                             *(m.daily[1:] if m.daily is not None else none11),
                         )
                     )
-            run.statements += 1
+            run.statements += 2
         c.execute(_LOCK)
-        row = c.execute(_WRITE, {"now": now}).fetchone()
-        run.statements += 3
+        row = c.execute(_WRITE if extra else _WRITE_PLAIN, {"now": now}).fetchone()
+        run.statements += 2
     skipped = list(row["skipped"])
     run.marked += int(row["updated"])
     run.ledger_rows += int(row["ledger_rows"])
