@@ -91,21 +91,24 @@ WHERE a.status = ANY(%(statuses)s) {only}
 _KEYS = (
     "SELECT id, xmin::text::int8 AS ax, md5(policy::text) AS pkey,"
     " CASE WHEN mode = 'challenge' AND rulebook IS NOT NULL THEN md5(rulebook::text) END AS rkey, phase, mode"
-    " FROM accounts WHERE id = ANY(%s)"
+    " FROM accounts WHERE id IN (SELECT unnest(%s::uuid[]))"
 )
-_POLICIES = "SELECT DISTINCT ON (md5(policy::text)) md5(policy::text) AS k, policy FROM accounts WHERE id = ANY(%s)"
+_POLICIES = (
+    "SELECT DISTINCT ON (md5(policy::text)) md5(policy::text) AS k, policy FROM accounts"
+    " WHERE id IN (SELECT unnest(%s::uuid[]))"
+)
 _RULEBOOKS = (
     "SELECT DISTINCT ON (md5(rulebook::text)) md5(rulebook::text) AS k, rulebook FROM accounts"
-    " WHERE id = ANY(%s) AND mode = 'challenge' AND rulebook IS NOT NULL"
+    " WHERE id IN (SELECT unnest(%s::uuid[])) AND mode = 'challenge' AND rulebook IS NOT NULL"
 )
 # Tier 2 reads only the few engine fields the extremes update and the day's statistics row need, as text.
 _EXTREMES = """
 SELECT r.account_id, e->>'balance', e->>'max_locked', e->>'day', e->'warned', e->>'sod_balance', e->>'sod_equity',
        e->'day_pnl'->>(e->>'day'), e->'day_closes'->>(e->>'day'),
        r.state->'extras'->'trades_opened'->>(e->>'day'), e->>'peak_equity', e->>'max_dd_pct', e->>'max_floor'
-FROM rule_states r, LATERAL (SELECT r.state->'engine' AS e) s WHERE r.account_id = ANY(%s)
+FROM rule_states r, LATERAL (SELECT r.state->'engine' AS e) s WHERE r.account_id IN (SELECT unnest(%s::uuid[]))
 """
-_STATES = "SELECT account_id, state FROM rule_states WHERE account_id = ANY(%s)"
+_STATES = "SELECT account_id, state FROM rule_states WHERE account_id IN (SELECT unnest(%s::uuid[]))"
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -627,7 +630,7 @@ def _mark_once(
 ) -> list[uuid.UUID]:
     """One read (the vectorized pre-pass, then the exact path for what it could not prove) and one write."""
     statuses = [s.value for s in MARKED]
-    only = "" if ids is None else " AND a.id = ANY(%(ids)s)"
+    only = "" if ids is None else " AND a.id IN (SELECT unnest(%(ids)s::uuid[]))"
     symbols = catalogue.symbols()
     params: dict[str, Any] = {"statuses": statuses, "ids": ids, "symbols": symbols}
     cache = _cache_for(db)
@@ -790,7 +793,7 @@ def _exact(
     the same snapshot), valued exactly (or with the pre-pass's proven cents: the same numbers), judged by
     ``quiet_reason`` and the tier 2 evaluators."""
     params: dict[str, Any] = {"statuses": statuses, "ids": ids}
-    only = " AND a.id = ANY(%(ids)s)"
+    only = " AND a.id IN (SELECT unnest(%(ids)s::uuid[]))"
     with c.pipeline():
         acc_cur = c.cursor(row_factory=tuple_row)
         acc_cur.execute(_ACCOUNTS.format(only=only), params)
