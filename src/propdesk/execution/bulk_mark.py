@@ -91,24 +91,34 @@ WHERE a.status = ANY(%(statuses)s) {only}
 _KEYS = (
     "SELECT id, xmin::text::int8 AS ax, md5(policy::text) AS pkey,"
     " CASE WHEN mode = 'challenge' AND rulebook IS NOT NULL THEN md5(rulebook::text) END AS rkey, phase, mode"
-    " FROM accounts WHERE id IN (SELECT unnest(%s::uuid[]))"
+    " FROM accounts WHERE id IN {_IDS}"
 )
-_POLICIES = (
-    "SELECT DISTINCT ON (md5(policy::text)) md5(policy::text) AS k, policy FROM accounts"
-    " WHERE id IN (SELECT unnest(%s::uuid[]))"
-)
+_POLICIES = "SELECT DISTINCT ON (md5(policy::text)) md5(policy::text) AS k, policy FROM accounts WHERE id IN {_IDS}"
 _RULEBOOKS = (
     "SELECT DISTINCT ON (md5(rulebook::text)) md5(rulebook::text) AS k, rulebook FROM accounts"
-    " WHERE id IN (SELECT unnest(%s::uuid[])) AND mode = 'challenge' AND rulebook IS NOT NULL"
+    " WHERE id IN {_IDS} AND mode = 'challenge' AND rulebook IS NOT NULL"
 )
 # Tier 2 reads only the few engine fields the extremes update and the day's statistics row need, as text.
 _EXTREMES = """
 SELECT r.account_id, e->>'balance', e->>'max_locked', e->>'day', e->'warned', e->>'sod_balance', e->>'sod_equity',
        e->'day_pnl'->>(e->>'day'), e->'day_closes'->>(e->>'day'),
        r.state->'extras'->'trades_opened'->>(e->>'day'), e->>'peak_equity', e->>'max_dd_pct', e->>'max_floor'
-FROM rule_states r, LATERAL (SELECT r.state->'engine' AS e) s WHERE r.account_id IN (SELECT unnest(%s::uuid[]))
+FROM rule_states r, LATERAL (SELECT r.state->'engine' AS e) s WHERE r.account_id IN {_IDS}
 """
-_STATES = "SELECT account_id, state FROM rule_states WHERE account_id IN (SELECT unnest(%s::uuid[]))"
+_STATES = "SELECT account_id, state FROM rule_states WHERE account_id IN {_IDS}"
+# Account ids travel as one bytea of 16-byte ids (no per-id Python adaptation of a uuid[] parameter), matched by a
+# hash semi-join (an ``= ANY`` over thousands of ids is a linear scan per row).
+_IDS = (
+    "(SELECT encode(substring(%(ids)s::bytea FROM g * 16 + 1 FOR 16), 'hex')::uuid"
+    " FROM generate_series(0, length(%(ids)s::bytea) / 16 - 1) g)"
+)
+_KEYS, _POLICIES, _RULEBOOKS, _EXTREMES, _STATES = (
+    q.replace("{_IDS}", _IDS) for q in (_KEYS, _POLICIES, _RULEBOOKS, _EXTREMES, _STATES)
+)
+
+
+def _blob(ids: Iterable[uuid.UUID]) -> bytes:
+    return b"".join(i.bytes for i in ids)
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -587,18 +597,18 @@ class _KeyCache:
         if not misses:
             return
         cur = c.cursor(row_factory=tuple_row)
-        found = cur.execute(_KEYS, (misses,)).fetchall()
+        found = cur.execute(_KEYS, {"ids": _blob(misses)}).fetchall()
         run.statements += 1
         if len(keys) > 2_000_000:
             keys.clear()
         for aid, ax, pkey, rkey, phase, mode in found:
             keys[(aid.bytes, int(ax))] = (pkey, rkey, phase, mode)
         if any(f[2] not in self.policies for f in found):
-            for k, pol in cur.execute(_POLICIES, (misses,)).fetchall():
+            for k, pol in cur.execute(_POLICIES, {"ids": _blob(misses)}).fetchall():
                 self.policies.setdefault(k, ExecutionPolicy.from_json(pol))
             run.statements += 1
         if any(f[3] is not None and f[3] not in self.rulebooks for f in found):
-            for k, rb in cur.execute(_RULEBOOKS, (misses,)).fetchall():
+            for k, rb in cur.execute(_RULEBOOKS, {"ids": _blob(misses)}).fetchall():
                 if k not in self.rulebooks:
                     self.rulebooks[k] = parse_rulebook(rb, where="bulk mark")
             run.statements += 1
@@ -630,9 +640,9 @@ def _mark_once(
 ) -> list[uuid.UUID]:
     """One read (the vectorized pre-pass, then the exact path for what it could not prove) and one write."""
     statuses = [s.value for s in MARKED]
-    only = "" if ids is None else " AND a.id IN (SELECT unnest(%(ids)s::uuid[]))"
+    only = "" if ids is None else " AND a.id IN " + _IDS
     symbols = catalogue.symbols()
-    params: dict[str, Any] = {"statuses": statuses, "ids": ids, "symbols": symbols}
+    params: dict[str, Any] = {"statuses": statuses, "ids": None if ids is None else _blob(ids), "symbols": symbols}
     cache = _cache_for(db)
     books: dict[tuple[str, str], _Book] = {}
 
@@ -792,8 +802,8 @@ def _exact(
     """The exact path for the accounts the pre-pass could not prove: their rows read again as text and Decimal (in
     the same snapshot), valued exactly (or with the pre-pass's proven cents: the same numbers), judged by
     ``quiet_reason`` and the tier 2 evaluators."""
-    params: dict[str, Any] = {"statuses": statuses, "ids": ids}
-    only = " AND a.id IN (SELECT unnest(%(ids)s::uuid[]))"
+    params: dict[str, Any] = {"statuses": statuses, "ids": _blob(ids)}
+    only = " AND a.id IN " + _IDS
     with c.pipeline():
         acc_cur = c.cursor(row_factory=tuple_row)
         acc_cur.execute(_ACCOUNTS.format(only=only), params)
@@ -885,7 +895,9 @@ def _tier2(
     full evaluator on the stored state (``evaluate_rules``)."""
     fields = {
         r[0]: r[1:]
-        for r in c.cursor(row_factory=tuple_row).execute(_EXTREMES, ([t[0].account_id for t in tier2],)).fetchall()
+        for r in c.cursor(row_factory=tuple_row)
+        .execute(_EXTREMES, {"ids": _blob(t[0].account_id for t in tier2)})
+        .fetchall()
     }
     run.statements += 1
     full: list[tuple[Marked, _Book, Status, Decimal, Decimal | None, int]] = []
@@ -909,7 +921,10 @@ def _tier2(
         marks.append(m)
     if not full:
         return
-    states = {r["account_id"]: r["state"] for r in c.execute(_STATES, ([t[0].account_id for t in full],)).fetchall()}
+    states = {
+        r["account_id"]: r["state"]
+        for r in c.execute(_STATES, {"ids": _blob(t[0].account_id for t in full)}).fetchall()
+    }
     run.statements += 1
     for m, bk, st, cash_t, equity_t, npos in full:
         reason, new_state, ev = evaluate_rules(bk, states[m.account_id], st, now, cash_t, equity_t, npos)
@@ -1028,6 +1043,30 @@ def _write(db: Any, run: _Run, now: datetime, todo: Sequence[Marked], fast: _Fas
     still as it was read."""
     none11 = (None,) * 11
     extra = [m for m in todo if m.ledger or m.rule_state or m.rule_patch or m.daily]
+    # The exact path's rows go with the proven ones when their numbers are whole cents (always, but for a stored
+    # high-water mark that is not); the rest as text.
+    cents: list[tuple[Any, ...]] = []
+    text: list[Marked] = []
+    for m in todo:
+        c4 = [x.scaleb(2) for x in (m.equity, m.unrealized, m.margin, m.hwm)]
+        if all(x == x.to_integral_value() and abs(x) < bf.MAX_CENTS for x in c4):
+            cents.append((m.account_id.bytes, m.seq, int(m.bx), -1 if m.rx is None else int(m.rx), *map(int, c4)))
+            cents[-1] += (m.new_seq,)
+        else:
+            text.append(m)
+    if cents:
+        more = _FastRows(
+            np.frombuffer(b"".join(r[0] for r in cents), dtype="S16"),
+            [np.array([r[k] for r in cents], dtype=np.int64) for k in range(1, 9)],
+        )
+        fast = (
+            more
+            if fast is None
+            else _FastRows(
+                np.concatenate([fast.ids, more.ids]),
+                [np.concatenate(ab) for ab in zip(fast.cols, more.cols, strict=True)],
+            )
+        )
     with db.tx() as c:
         c.execute(_TEMP)
         run.statements += 1
@@ -1036,9 +1075,9 @@ def _write(db: Any, run: _Run, now: datetime, todo: Sequence[Marked], fast: _Fas
             with c.cursor().copy(f"COPY bulk_mark_rows ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.write(bf.binary_rows(fast.ids, fast.cols))
             run.statements += 1
-        if todo:
+        if text:
             with c.cursor().copy(f"COPY bulk_mark_rows ({_COLS}) FROM STDIN") as cp:
-                for m in todo:
+                for m in text:
                     cp.write_row((m.account_id, m.seq, m.bx, m.rx, m.equity, m.unrealized, m.margin, m.hwm, m.new_seq))
             run.statements += 1
         if extra:
