@@ -29,6 +29,15 @@ growth"):
      in ``candidates`` and nothing is written for them; the caller runs the existing exact per-account command
      (``ExecutionService.mark_to_market``) for only those (``mark_all_then_exact`` does both).
 
+The read and the pre-pass (``bulk_fast``): two aggregated binary reads (one value per column, parsed with numpy)
+give every account and position; a vectorized float valuation proves the cents of almost every account (an error
+bound far above the real one, nothing within it of a half cent) and a vectorized quiet proof (tier 1, strict
+comparisons, per distinct rulebook) clears almost every challenge account. Values on a half cent are valued exactly
+from the positions read as integers of 1e-10 (``_settle_ambiguous``). Only what stays unproven — a rise of the
+high-water mark (its ledger row), tier 2 and 3, a missing price, the safety net — is read again as Decimals in the
+same snapshot and goes through the exact code below (``_exact``), unchanged. Every persisted number is the exact
+path's: a proven cent is the integer ``money`` gives.
+
 Concurrency: the read is one REPEATABLE READ snapshot and takes no lock. The write transaction first locks the
 changed accounts' rows ``FOR UPDATE SKIP LOCKED`` (the lock every command takes first), then — in a fresh
 statement, so its snapshot is after every lock was granted — updates ``balances`` only where ``ledger_seq`` and the
