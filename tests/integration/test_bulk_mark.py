@@ -374,11 +374,12 @@ def assert_same_after_flatten(w: World, exact: uuid.UUID, bulk: uuid.UUID) -> No
     mark. ``ExecutionService._flatten`` closes positions in the order ``repository.load`` reads them (no ORDER BY:
     heap order), and the high-water mark is the running maximum of cash over the closing fills, so it depends on
     that order (a defect of the per-account path, not of the bulk mark). Each twin's mark still equals its own
-    ledger fold (``verify`` below)."""
+    ledger fold (``verify`` below). Nor ``marked_at``: once flat, the per-account command still stamps every later
+    mark on the account, while the bulk mark reads only accounts holding positions (found by hypothesis on main as
+    well: an account failed at one step, marked again 5 s later)."""
     a, b = state_of(w, exact), state_of(w, bulk)
-    assert {k: v for k, v in a[0].items() if k != "high_watermark"} == {
-        k: v for k, v in b[0].items() if k != "high_watermark"
-    }
+    skip = {"high_watermark", "marked_at"}
+    assert {k: v for k, v in a[0].items() if k not in skip} == {k: v for k, v in b[0].items() if k not in skip}
     fills = "SELECT symbol, side, quantity, price FROM fills WHERE account_id=%s ORDER BY symbol, side, quantity, price"
     assert [tuple(r.values()) for r in q(w, fills, exact)] == [tuple(r.values()) for r in q(w, fills, bulk)]
 
@@ -426,3 +427,75 @@ def test_property_random_portfolios_and_prices_bulk_equals_per_account(database:
             else:
                 assert_same(w, exact, bulk)
     assert verify(w.service, [a for p in pairs for a in p]).clean
+
+
+# ---------------------------------------------------------------------------------------------- the pre-pass
+@given(st.data())
+def test_property_the_float_prepass_proves_only_the_exact_cents(data: Any) -> None:
+    """``bulk_fast.value`` on random portfolios: every cent it claims proven (equity, unrealized P&L, margin) is the
+    exact Decimal path's (``valuate``, ``money``, ``margin_of``); a value on a half cent is never claimed."""
+    import numpy as np
+
+    from propdesk.domain.money import CTX, money
+    from propdesk.domain.positions import Position, valuate
+    from propdesk.execution import bulk_fast as bf
+    from propdesk.execution.bulk_mark import margin_of, rate_lookup
+
+    cat = DEFAULT_CATALOGUE
+    symbols = cat.symbols()
+    now = PROPERTY_T0
+    mids = {s: data.draw(st.sampled_from([MIDS[s], MIDS[s] * D("1.0007"), MIDS[s] * D("0.9991")])) for s in SYMBOLS}
+    quotes: dict[str, Quote] = {}
+    for s, mid in mids.items():
+        inst = cat.get(s)
+        assert inst is not None
+        m = mid.quantize(inst.tick_size)
+        quotes[s] = Quote(s, m - inst.tick_size, m + inst.tick_size, now)
+    quote = quotes.get
+    rate = rate_lookup(cat, quote)
+    policies = [policy(max_leverage=D(lev)) for lev in ("100", "30", "7")]
+    policies.append(policy(currency="EUR", max_leverage=D("50")))
+    n = data.draw(st.integers(1, 12))
+    acc_ids, cash, pol = [], [], []
+    pos_rows: list[tuple[bytes, int, int, int]] = []
+    exact = []
+    raw: list[tuple[Decimal, Decimal, Decimal]] = []
+    for _ in range(n):
+        aid = uuid.uuid4().bytes
+        c = D(data.draw(st.integers(1_000_000, 20_000_000))) / 100
+        p = data.draw(st.integers(0, len(policies) - 1))
+        legs = data.draw(st.lists(st.sampled_from(SYMBOLS), min_size=1, max_size=4, unique=True))
+        plist = []
+        for s in legs:
+            qty = D(data.draw(st.sampled_from(["0.5", "-0.5", "0.01", "1.37", "-3"])))
+            avg = (mids[s] * D(data.draw(st.integers(9950, 10050))) / 10000).quantize(D("1e-7"))
+            plist.append(Position(s, qty, avg))
+            pos_rows.append((aid, symbols.index(s) + 1, int(qty.scaleb(10)), int(avg.scaleb(10))))
+        val = valuate(c, plist, {s: cat.get(s) for s in legs}, quote, lambda q, p=p: rate(q, policies[p].currency))
+        exact.append((money(val.equity), money(val.unrealized), margin_of(val, policies[p])))
+        raw.append((val.equity, val.unrealized, CTX.divide(val.notional, policies[p].max_leverage)))
+        acc_ids.append(aid)
+        cash.append(int(c.scaleb(2)))
+        pol.append(p)
+    acc = {
+        "id": np.frombuffer(b"".join(acc_ids), dtype="S16"),
+        "cash": np.array(cash, dtype=np.int64),
+        "hwm0": np.array(cash, dtype=np.int64),
+    }
+    pos = {
+        "id": np.frombuffer(b"".join(r[0] for r in pos_rows), dtype="S16"),
+        "sym": np.array([r[1] for r in pos_rows], dtype=np.int32),
+        "qty": np.array([r[2] for r in pos_rows], dtype=np.int64),
+        "avg": np.array([r[3] for r in pos_rows], dtype=np.int64),
+    }
+    v = bf.value(acc, pos, symbols, cat, quote, rate, policies, np.array(pol, dtype=np.intp))
+    for i, (eq, ur, mg) in enumerate(exact):
+        if v.proven[i]:
+            assert (int(v.eq_c[i]), int(v.ur_c[i]), int(v.mg_c[i])) == (
+                int(eq.scaleb(2)),
+                int(ur.scaleb(2)),
+                int(mg.scaleb(2)),
+            )
+        # A value exactly on a half cent (a margin of 0.5 lot at 100:1 often is) is left to the exact path.
+        if any((x.scaleb(2) % 1).copy_abs() == D("0.5") for x in raw[i]):
+            assert not v.proven[i]

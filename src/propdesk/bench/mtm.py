@@ -8,7 +8,8 @@ every id replaced (in columns and inside JSON), so the copies are exactly rows t
 recomputes them clean.
 
 Trials, interleaved: the prices move (a small random walk), then *our path* marks every account
-(``mark_all_bulk``: the set-based read, exact valuation, rules tiers, one write statement, commit) and *the limit*
+(``mark_all_bulk``: aggregated binary reads, the vectorized pre-pass, the exact Decimal path for what it cannot
+prove, the rules tiers, one write statement, commit) and *the limit*
 reads the same rows (the same account/balances/rule-state and positions queries, binary COPY, bytes not decoded)
 and rewrites the same balances columns of every one of those accounts with one UPDATE and a commit.
 ``ratio_to_limit`` = median path seconds / median limit seconds.
@@ -229,6 +230,7 @@ def run(
             path: list[dict[str, float]] = []
             limit: list[dict[str, float]] = []
             totals = {"ledger_rows": 0, "rule_states": 0, "candidates": 0, "skipped": 0}
+            tiers: dict[str, int] = {}
             statements = 0
             for t in range(trials + 1):  # trial 0 warms up (caches, plans), not counted
                 for s in mids:
@@ -242,6 +244,8 @@ def run(
                 path.append({"seconds": res["seconds"], "throughput_per_s": res["accounts"] / res["seconds"]})
                 limit.append({"seconds": lim_s, "throughput_per_s": lim_n / lim_s})
                 statements = res["statements"]
+                for k, n in res["tiers"].items():
+                    tiers[k] = tiers.get(k, 0) + n
                 for k in totals:
                     v = res[k]
                     totals[k] += len(v) if isinstance(v, list) else int(v)
@@ -289,6 +293,7 @@ def run(
         "accounts_marked": accounts,
         "sampled": len(sample),
         **{f"{k}_total": v for k, v in totals.items()},
+        "tiers_total": tiers,  # quiet (proven by the pre-pass or the exact path), tier2, candidate
     }
     lim = {
         "throughput_per_s": round(median_of(limit, "throughput_per_s"), 1),
