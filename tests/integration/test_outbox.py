@@ -4,6 +4,7 @@ are read in commit order (never skipping a transaction that commits late), and r
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from decimal import Decimal
@@ -207,3 +208,31 @@ def test_the_relay_worker_publishes_and_heartbeats_and_stops_cleanly(platform: A
     with platform.db.read() as c:
         beat = c.execute("SELECT details FROM worker_heartbeats WHERE name = 'outbox-relay'").fetchone()
     assert beat is not None and beat["details"]["ok"] is True
+
+
+def test_a_rule_state_update_is_an_event_only_when_a_field_the_book_holds_changes(
+    service: Any, quotes: Any, clock: Any
+) -> None:
+    from propdesk.rulebooks import load_rulebook
+    from tests.integration.test_rules_live import open_on
+
+    if quotes.latest("EURUSD") is None:
+        quotes.put(Quote("EURUSD", D("1.10000"), D("1.10020"), clock.now()))
+    acc = open_on(service, load_rulebook("classic-2step"))
+
+    def changed_events() -> int:
+        return sum(1 for e in _events(service) if e["type"] == "account.changed" and e["account_id"] == acc)
+
+    def patch(engine_changes: dict[str, Any]) -> None:
+        with service.db.tx() as c:
+            c.execute(
+                "UPDATE rule_states SET state = jsonb_set(state, '{engine}', (state->'engine') || %s::jsonb)"
+                " WHERE account_id = %s",
+                (json.dumps(engine_changes), acc),
+            )
+
+    before = changed_events()
+    patch({"day_high_equity": "100500", "day_low_equity": "99800", "equity": "100100"})  # a mark's extremes
+    assert changed_events() == before
+    patch({"daily_floor": "95000"})  # a floor the book holds
+    assert changed_events() == before + 1

@@ -84,8 +84,19 @@ BEGIN
 END $$;
 
 CREATE TRIGGER ledger_outbox AFTER INSERT ON ledger FOR EACH ROW EXECUTE FUNCTION outbox_from_ledger();
-CREATE TRIGGER rule_states_outbox AFTER INSERT OR UPDATE ON rule_states
+CREATE TRIGGER rule_states_outbox AFTER INSERT ON rule_states
   FOR EACH ROW EXECUTE FUNCTION outbox_from_rule_state();
+-- An update says something only when a field a consumer (the risk book) holds changed: the floors, their
+-- anchors and locks, the peak, the day, the pause, the warnings, the verdict. The mark's day high/low and the
+-- bookkeeping extras move on nearly every mark and would only make every consumer re-read the account.
+CREATE TRIGGER rule_states_outbox_update AFTER UPDATE ON rule_states
+  FOR EACH ROW WHEN (
+    (OLD.state->'engine') - ARRAY['day_high_equity', 'day_low_equity', 'last_t', 'balance', 'equity',
+                                  'max_dd_pct', 'day_pnl', 'day_closes']
+    IS DISTINCT FROM
+    (NEW.state->'engine') - ARRAY['day_high_equity', 'day_low_equity', 'last_t', 'balance', 'equity',
+                                  'max_dd_pct', 'day_pnl', 'day_closes']
+  ) EXECUTE FUNCTION outbox_from_rule_state();
 CREATE TRIGGER violations_outbox AFTER INSERT ON violations FOR EACH ROW EXECUTE FUNCTION outbox_from_violation();
 """)
     for t in ("outbox", "outbox_cursors"):
@@ -110,6 +121,7 @@ CREATE TRIGGER violations_outbox AFTER INSERT ON violations FOR EACH ROW EXECUTE
 def downgrade() -> None:
     op.execute("DROP TRIGGER ledger_outbox ON ledger")
     op.execute("DROP TRIGGER rule_states_outbox ON rule_states")
+    op.execute("DROP TRIGGER rule_states_outbox_update ON rule_states")
     op.execute("DROP TRIGGER violations_outbox ON violations")
     op.execute("DROP FUNCTION outbox_from_ledger(), outbox_from_rule_state(), outbox_from_violation()")
     op.execute("DROP FUNCTION outbox_account_changed(uuid)")
