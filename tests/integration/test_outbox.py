@@ -213,8 +213,9 @@ def test_the_relay_worker_publishes_and_heartbeats_and_stops_cleanly(platform: A
 def test_a_rule_state_update_is_an_event_only_when_a_field_the_book_holds_changes(
     service: Any, quotes: Any, clock: Any
 ) -> None:
-    from propdesk.rulebooks import load_rulebook
     from tests.integration.test_rules_live import open_on
+
+    from propdesk.rulebooks import load_rulebook
 
     if quotes.latest("EURUSD") is None:
         quotes.put(Quote("EURUSD", D("1.10000"), D("1.10020"), clock.now()))
