@@ -600,8 +600,9 @@ def seed_demo_calendar(platform: Platform) -> UpsertResult:
 
 
 def bind_socket(host: str, port: int) -> Any:
-    """A listening-ready TCP socket on ``host:port`` (port 0: a free one), bound before uvicorn starts so a taken
-    port fails at once with a clear error and the real port is known."""
+    """A listening TCP socket on ``host:port`` (port 0: a free one), bound before uvicorn starts so a taken port
+    fails at once with a clear error and the real port is known. It listens at once: a client that connects after
+    the ``serving`` log line waits in the backlog until uvicorn accepts, instead of being refused."""
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -612,6 +613,7 @@ def bind_socket(host: str, port: int) -> Any:
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(2048)
     return sock
 
 

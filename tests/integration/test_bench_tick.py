@@ -6,6 +6,8 @@ false candidates; ``memory`` checks the book holds every account and position an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from propdesk.bench import memory, tick
@@ -36,7 +38,6 @@ def test_bench_memory_is_correct_at_a_tiny_size() -> None:
     assert result.metrics["equity_drift"] <= 1e-6
 
 
-@pytest.mark.integration
 def test_bench_tick_measures_price_to_committed_liquidation(db_url: str) -> None:
     from propdesk.settings import Settings
 
@@ -50,3 +51,23 @@ def test_bench_tick_measures_price_to_committed_liquidation(db_url: str) -> None
     assert (
         m["price_to_committed_ms_p50"] is not None and m["price_to_committed_ms_p99"] >= m["price_to_committed_ms_p50"]
     )
+
+
+def test_bench_tick_and_memory_are_propdesk_commands(db_url: str, tmp_path: Path) -> None:
+    import json
+
+    from tests.integration.test_cli import run_cli
+
+    tick_run = run_cli(
+        *("bench", "tick", "--accounts", "200", "--positions-per-account", "3", "--ticks", "60", "--trials", "1"),
+        *("--sample", "8", "--liquidations", "4", "--workers", "2", "--json"),
+        db_url=db_url,
+        data_dir=tmp_path,
+    )
+    assert tick_run.returncode == 0, tick_run.stderr[-3000:]
+    out = json.loads(tick_run.stdout.splitlines()[-1])
+    assert out["scenario"] == "tick" and out["correct"] is True
+    assert out["metrics"]["liquidation_accounts"] == 4 and out["metrics"]["price_to_committed_ms_p99"] > 0
+    mem = run_cli("bench", "memory", "--accounts", "5000", "--json", db_url=db_url, data_dir=tmp_path)
+    assert mem.returncode == 0, mem.stderr[-3000:]
+    assert json.loads(mem.stdout.splitlines()[-1])["scenario"] == "memory"

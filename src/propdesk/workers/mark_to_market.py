@@ -59,6 +59,10 @@ class CycleResult:
         }
 
 
+#: Every this many cycles the in-process risk engine's book is rebuilt from PostgreSQL (drift bound).
+RESYNC_EVERY = 12
+
+
 class MarkToMarketWorker(WorkerLoop):
     """Marks every open position every ``interval_s`` seconds until ``stop`` is set."""
 
@@ -102,6 +106,13 @@ class MarkToMarketWorker(WorkerLoop):
             # account with no open position (rolling is idempotent, so a separate eod worker may run too).
             rolled = p.execution.roll_all()
             result.failed += list(rolled.get("failed", []))
+            engine = getattr(p.execution, "risk_engine", None)
+            if engine is not None:
+                # The in-process risk engine on the same cadence: changes committed between prices (a day roll, an
+                # expiry) reach the book, and every RESYNC_EVERY cycles the book is rebuilt from PostgreSQL.
+                if self.cycles % RESYNC_EVERY == 0:
+                    engine.resync()
+                engine.poll_outbox()
             self.anchorer.maybe_anchor(p.clock.now())
         except Exception as exc:
             result.error = f"{type(exc).__name__}: {exc}"[:1000]
