@@ -513,6 +513,9 @@ def test_a_drawdown_warning_is_recorded_once_per_limit_per_trading_day(desk: Any
     assert status(desk, acc) == "active"
     # The next trading day: the carried loss is 82% of the new day's allowance at once -> one new warning.
     desk.clock.set(desk.clock.now().replace(hour=0, minute=0, second=5) + timedelta(days=1))
+    # The boundary is the day roll's to process (the mark-to-market worker runs it every cycle): the risk book
+    # judges prices against the floors of the day it was given.
+    assert admin.post(EOD, json={}).status_code == 200
     px(desk, "1.09590", spread="0")
     days = sorted(w["evidence"]["trading_day"] for w in warnings())
     assert days == ["2026-03-02", "2026-03-03"]

@@ -265,6 +265,11 @@ def levels_of(ref: ExactAccount) -> list[Decimal]:
 
 
 def explained(ref: ExactAccount, kind: str, quotes: dict[str, Quote], seen: set[tuple[Any, str]]) -> bool:
+    if kind == "trailing_high":
+        # Not a decision: the book asks the core to record a new intraday high (the stored peak a later dip is
+        # judged against); only accounts on an intraday trailing maximum loss get it.
+        rules = ref.spec.rules or {}
+        return (rules.get("max_loss") or {}).get("mode") == "intraday_trailing"
     if kind not in EQUITY_KINDS:
         return False
     if ref.ended or (ref.spec.account_id, kind) in seen:

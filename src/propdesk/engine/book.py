@@ -56,6 +56,7 @@ class Kind(IntEnum):
     PROFIT_TARGET = 6
     WARNING_DAILY = 7
     WARNING_MAX = 8
+    TRAILING_HIGH = 9
 
 
 KIND_NAMES = {
@@ -68,6 +69,7 @@ KIND_NAMES = {
     Kind.PROFIT_TARGET: "profit_target",
     Kind.WARNING_DAILY: "drawdown_warning:max_daily_loss",
     Kind.WARNING_MAX: "drawdown_warning:max_loss",
+    Kind.TRAILING_HIGH: "trailing_high",
 }
 
 # Notice flags (per account): a kind the float path found *certainly* true is not reported again until the account
@@ -593,6 +595,9 @@ class RiskBook:
                 self.peak[ua], self.allowance[ua], self.max_floor[ua], self.lock[ua], self.locked[ua]
             )
             self.max_floor[ua], self.locked[ua] = floor, locked
+            # A new high raises the intraday trailing floor: the execution core must record it now (the stored
+            # peak is what it judges a later dip against), or a fall from a high it never saw would be missed.
+            out.append((ua, Kind.TRAILING_HIGH, sym[up], bid[up], ask[up], quote[up]))
         th = self._kind_thresholds(fa)
         # Breaches first; notices only where no breach certainly ended the rules (or paused the day) at this event,
         # as ``Evaluator._limits`` gives warnings only after the breaches, and not once the phase ended.
