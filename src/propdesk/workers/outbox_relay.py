@@ -25,7 +25,7 @@ from ..bus.events import DEFAULT_EVENTS_RETAIN_S, encode_event, ensure_events_st
 from ..bus.subjects import Subjects
 from ..db.outbox import Cursor, load_cursor, prune, read_batch, save_cursor
 from ..domain.events import Event, partition_of
-from .loop import WorkerLoop
+from .bus_loop import BusWorkerLoop
 
 if TYPE_CHECKING:
     from ..bootstrap import Platform
@@ -154,7 +154,7 @@ def registered_subjects(db: Any) -> Subjects:
     return Subjects(row["namespace"])
 
 
-class OutboxRelayWorker(WorkerLoop):
+class OutboxRelayWorker(BusWorkerLoop):
     """Relays the outbox every ``interval_s`` (draining everything pending each cycle) over its own connection."""
 
     def __init__(
@@ -180,18 +180,12 @@ class OutboxRelayWorker(WorkerLoop):
         self.subjects = registered_subjects(platform.db)
         self.retain_s = retain_s
         self.batch = batch
+        self._start_bus_loop("propdesk-relay-loop")
         self._client = BusClient(platform.bus.endpoint, name="propdesk-outbox-relay")
-        self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="propdesk-relay-loop", daemon=True)
-        self._loop_thread.start()
         self.relay: OutboxRelay | None = None
         self.last: RelayCycle | None = None
-        self._close_lock = threading.Lock()
         self._last_beat = 0.0
         self._last_prune = 0.0
-
-    def _call(self, coro: Any, timeout_s: float = 60.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
     async def _connect(self) -> OutboxRelay:
         nc = await self._client.connect()
@@ -222,26 +216,3 @@ class OutboxRelayWorker(WorkerLoop):
             self._last_beat = time.monotonic()
         self.last = result
         return result
-
-    def run(self) -> None:
-        try:
-            super().run()
-        finally:
-            self.close()
-
-    def stop(self, timeout: float | None = 30.0) -> None:
-        super().stop(timeout)
-        self.close()
-
-    def close(self) -> None:
-        """Close the connection and stop the loop (idempotent)."""
-        with self._close_lock:
-            if self._loop.is_closed():
-                return
-            try:
-                self._call(self._client.close(), 10)
-            except Exception as exc:  # closing must never raise
-                self._log.warning("outbox_relay_close_failed", error=repr(exc))
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join(5)
-            self._loop.close()

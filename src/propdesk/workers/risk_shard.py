@@ -26,7 +26,6 @@ the breaker's state; ``/healthz`` reads it (``api/routes/ops.py``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import threading
@@ -51,7 +50,7 @@ from ..bus.quotes import QuoteBus, decode
 from ..bus.subjects import Subjects
 from ..db.health import DatabaseUnavailable
 from ..domain.events import partitions_of_shard, shard_of
-from .loop import WorkerLoop
+from .bus_loop import BusWorkerLoop
 from .outbox_relay import registered_subjects
 
 if TYPE_CHECKING:
@@ -325,7 +324,7 @@ def _count(result: Any, *keys: str) -> int:
     return 0
 
 
-class RiskShardWorker(WorkerLoop):
+class RiskShardWorker(BusWorkerLoop):
     """Shard ``shard`` of ``shards``: lease, consumers, engine, cycles (see the module docstring).
 
     ``engine_factory(execution, db, catalogue, quotes, owns)`` builds the engine (default: ``RiskEngine.open``)."""
@@ -374,13 +373,9 @@ class RiskShardWorker(WorkerLoop):
         self._engine_factory = engine_factory
         self.engine: Any = None
         self.execution: Any = None
-        self._client: Any = None
-        self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="propdesk-risk-loop", daemon=True)
-        self._loop_thread.start()
+        self._start_bus_loop("propdesk-risk-loop")
         self._qsub: Any = None
         self._esub: Any = None
-        self._close_lock = threading.Lock()
         self._last_beat = 0.0
         self._last_resync = time.monotonic()
         self._rate_window: list[tuple[float, int]] = []
@@ -392,8 +387,6 @@ class RiskShardWorker(WorkerLoop):
         return shard_of(account_id, self.shards) == self.shard
 
     # -- start -----------------------------------------------------------------------------------------------
-    def _call(self, coro: Any, timeout_s: float = 60.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
     async def _bind(self) -> None:
         from ..bus.client import BusClient
@@ -623,30 +616,8 @@ class RiskShardWorker(WorkerLoop):
         elif result.lag_s <= LAG_ALERT_S:
             self._lag_alerted = False
 
-    def run(self) -> None:
-        try:
-            super().run()
-        finally:
-            self.close()
-
-    def stop(self, timeout: float | None = 30.0) -> None:
-        super().stop(timeout)
-        self.close()
-
-    def close(self) -> None:
-        """Close the connection, stop the loop and let the lease go (idempotent)."""
-        with self._close_lock:
-            if self._loop.is_closed():
-                return
-            if self._client is not None:
-                try:
-                    self._call(self._client.close(), 10)
-                except Exception as exc:  # closing must never raise
-                    self._log.warning("risk_shard_close_failed", error=repr(exc))
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join(5)
-            self._loop.close()
-            self.lease.release()
+    def _release(self) -> None:
+        self.lease.release()  # the shard number goes back only once the connection and loop are closed
 
 
 def _open_engine(execution: Any, db: Any, catalogue: Any, quotes: Any, owns: Callable[[Any], bool]) -> Any:
