@@ -191,8 +191,10 @@ def _assets_or_fail() -> None:
         pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
+    """Chromium for the browser tests, stopped when they are done: Playwright's sync API keeps an event loop
+    marked as running on the main thread while it lives, and later tests run their own loops there."""
     executable = _chromium_or_skip()
     _assets_or_fail()
     from playwright.sync_api import sync_playwright
