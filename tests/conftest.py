@@ -91,7 +91,7 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         if not os.environ.get("PROPDESK_TEST_PGDATA"):
-            server.stop()
+            server.destroy()  # stopped and removed, a cluster relocated to /tmp included: nothing is left behind
 
 
 @pytest.fixture(scope="session")
