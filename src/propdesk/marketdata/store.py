@@ -140,10 +140,9 @@ class QuoteStore:
         published like any quote. None when nothing is held or it is older than the quote now held."""
         held: Quote | None = None
         if self._db is not None:
-            reader = conn if conn is not None else None
             sql = "SELECT symbol, bid, ask, ts, source FROM held_quotes WHERE symbol = %s"
-            if reader is not None:
-                row = reader.execute(sql, (symbol,)).fetchone()
+            if conn is not None:
+                row = conn.execute(sql, (symbol,)).fetchone()
             else:
                 with self._db.read() as c:
                     row = c.execute(sql, (symbol,)).fetchone()
